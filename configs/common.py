@@ -1,0 +1,67 @@
+"""Pieces shared by the config files: presets are checked here so a typo names the choices."""
+
+import ml_collections
+
+from nasr.core.errors import ConfigError
+
+PRESETS = ("tiny", "default", "paper")
+
+
+def check_preset(preset: str | None, allowed=PRESETS) -> str:
+  """Return the preset name (default 'default'), or raise ConfigError listing the allowed ones."""
+  preset = preset or "default"
+  if preset not in allowed:
+    raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(allowed)}")
+  return preset
+
+
+def data_config(preset: str) -> ml_collections.ConfigDict:
+  """Return the data section: where pixels come from and how training patches are cut."""
+  d = ml_collections.ConfigDict()
+  # "embedded" (photos shipped with scikit-image), a folder of HR images, a folder with HR/ and LR/
+  # sub-folders, or "tfds:<builder>/<config>" (e.g. tfds:nasr_div2k/bicubic_x2 with manual_dir).
+  d.train = "embedded"
+  # Validation images: "embedded", a folder, or "" to carve `num_val` images out of the training set.
+  d.val = "embedded"
+  d.num_val = 2
+  d.max_val_images = 0  # 0 = all; limits per-evaluation time on large validation folders
+  d.patch_size = 48  # LR patch side
+  d.batch_size = 16  # global batch, split over all devices
+  d.augment = True  # random hflip / vflip / rot90
+  d.manual_dir = ""  # where TFDS builders find manually downloaded archives
+  d.tfds_dir = ""  # TFDS data_dir ("" = TFDS default)
+  if preset == "tiny":
+    d.patch_size = 12
+    d.batch_size = 4
+    d.max_val_images = 1
+  elif preset == "paper":
+    d.train = "tfds:nasr_div2k/bicubic_x{scale}"
+    d.val = ""
+    d.num_val = 10
+  return d
+
+
+def optim_config(preset: str) -> ml_collections.ConfigDict:
+  """Return the Adam section shared by training and supernet search."""
+  o = ml_collections.ConfigDict()
+  o.lr = 2e-4
+  o.schedule = "step"  # constant | step (halve every decay_every steps) | cosine
+  o.decay_every = 0  # 0 = no decay
+  o.decay_factor = 0.5
+  o.warmup_steps = 0
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.weight_decay = 0.0
+  o.grad_clip = 0.0  # global-norm clip; 0 = off
+  if preset == "paper":
+    o.lr = 1e-4
+  return o
+
+
+def distributed_config() -> ml_collections.ConfigDict:
+  """Return the multi-host section (empty coordinator = single host)."""
+  d = ml_collections.ConfigDict()
+  d.coordinator_address = ""
+  d.num_processes = 0
+  d.process_id = 0
+  return d

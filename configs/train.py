@@ -1,0 +1,50 @@
+r"""Train an SR network from scratch (a baseline or an architecture found by search).
+
+python -m launch.train --config=configs/train.py:tiny --workdir=/tmp/nasr/train_tiny
+python -m launch.train --config=configs/train.py --workdir=/tmp/nasr/edsr_x2
+python -m launch.train --config=configs/train.py --config.arch=W/best.json --workdir=W/retrain
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  """Return the training config for `preset` (tiny, default or paper)."""
+  preset = common.check_preset(preset)
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 0
+  c.scale = 2
+  # A registered network ("edsr") with its fields, or `arch`: a JSON file written by a search
+  # (best.json / genotype.json), which takes precedence.
+  c.model = "edsr"
+  c.model_kwargs = ml_collections.ConfigDict({"blocks": 8, "channels": 32})
+  c.arch = ""
+  c.loss = "l1"
+  c.data = common.data_config(preset)
+  c.optim = common.optim_config(preset)
+  c.steps = 3000
+  c.optim.decay_every = 2000
+  c.log_every = 100
+  c.eval_every = 500
+  c.checkpoint_every = 250
+  c.keep_checkpoints = 2
+  c.eval_tile = 0  # LR tile size for validation (0 = whole image)
+  c.distributed = common.distributed_config()
+  if preset == "tiny":
+    c.model_kwargs = ml_collections.ConfigDict({"blocks": 1, "channels": 8})
+    c.steps = 6
+    c.optim.decay_every = 0
+    c.log_every = 2
+    c.eval_every = 3
+    c.checkpoint_every = 2
+  elif preset == "paper":  # EDSR-baseline (Lim et al. 2017): 16 blocks, 64 channels, 300k steps.
+    c.model_kwargs = ml_collections.ConfigDict({"blocks": 16, "channels": 64})
+    c.steps = 300_000
+    c.optim.decay_every = 200_000
+    c.log_every = 1000
+    c.eval_every = 10_000
+    c.checkpoint_every = 5000
+  return c

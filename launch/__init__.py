@@ -1,0 +1,1 @@
+"""Thin absl launchers: parse --config and --workdir, call one function of nasr.experiment."""

@@ -1,0 +1,44 @@
+"""nasr: neural architecture search for single-image super-resolution in JAX/Flax.
+
+The public API re-exports the functions the launchers call, so Colab and the command line share
+one code path:
+
+  import nasr
+  config = nasr.load_config("configs/train.py", "tiny")
+  nasr.train(config, "/tmp/nasr/tiny")
+"""
+
+from nasr import core, data, estimation, inference, ops, parallel, spaces
+from nasr.checkpoint import Checkpointer
+from nasr.core import ConfigError, DataError, DivergedError, NasrError, TokenError, TokenSpec
+from nasr.estimation.cost import count_macs, count_params
+from nasr.estimation.metrics import psnr, ssim
+from nasr.experiment import evaluate, load_config, run_search, train, upscale
+
+__version__ = "0.1.0"
+
+__all__ = [
+  "Checkpointer",
+  "ConfigError",
+  "DataError",
+  "DivergedError",
+  "NasrError",
+  "TokenError",
+  "TokenSpec",
+  "core",
+  "count_macs",
+  "count_params",
+  "data",
+  "estimation",
+  "evaluate",
+  "inference",
+  "load_config",
+  "ops",
+  "parallel",
+  "psnr",
+  "run_search",
+  "spaces",
+  "ssim",
+  "train",
+  "upscale",
+]

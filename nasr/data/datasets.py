@@ -1,0 +1,200 @@
+"""In-memory paired LR/HR datasets: from an HR folder, from paired folders, or from either."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from nasr.core.errors import DataError
+from nasr.data.imresize import bicubic_degrade, check_scale, modcrop
+from nasr.data.io import list_images, read_image
+
+
+@dataclasses.dataclass(frozen=True, eq=False)  # arrays: compare by identity, hashable
+class SRPairs:
+  """Matched uint8 HxWx3 LR and HR images; hr[i] is lr[i] upscaled by `scale` in both sides.
+
+  Attributes:
+    names: one name per image (a file name or an embedded image name).
+    lr: the low-resolution images.
+    hr: the high-resolution images, exactly `scale` times larger than `lr`.
+    scale: the upscaling factor (2, 3 or 4).
+  """
+
+  names: tuple[str, ...]
+  lr: tuple[np.ndarray, ...]
+  hr: tuple[np.ndarray, ...]
+  scale: int
+
+  def __post_init__(self):
+    if not len(self.names) == len(self.lr) == len(self.hr):
+      raise DataError(
+        f"SRPairs needs as many names, LR and HR images; got {len(self.names)}, "
+        f"{len(self.lr)}, {len(self.hr)}"
+      )
+
+  def __len__(self) -> int:
+    return len(self.names)
+
+  def subset(self, indices: Iterable[int]) -> SRPairs:
+    """Return the pairs at `indices`, in that order."""
+    idx = [int(i) for i in indices]
+    return SRPairs(
+      tuple(self.names[i] for i in idx),
+      tuple(self.lr[i] for i in idx),
+      tuple(self.hr[i] for i in idx),
+      self.scale,
+    )
+
+  def split(self, num_val: int, seed: int = 0) -> tuple[SRPairs, SRPairs]:
+    """Return (train, val): `num_val` images drawn with `seed` go to val, the rest to train."""
+    n = len(self)
+    if not 0 <= num_val <= n:
+      raise DataError(f"cannot split {num_val} validation images from a dataset of {n}")
+    chosen = np.random.default_rng(seed).permutation(n)[:num_val]
+    val_idx = sorted(int(i) for i in chosen)
+    train_idx = [i for i in range(n) if i not in set(val_idx)]
+    return self.subset(train_idx), self.subset(val_idx)
+
+  def min_lr_side(self) -> int:
+    """Return the smallest LR height or width over all images (0 when empty)."""
+    return min((min(im.shape[:2]) for im in self.lr), default=0)
+
+
+def load_hr_folder(folder: str | os.PathLike, scale: int, limit: int | None = None) -> SRPairs:
+  """Return pairs made from every HR image in `folder`: modcropped HR, MATLAB-bicubic LR."""
+  scale = check_scale(scale)
+  files = list_images(folder)
+  if limit is not None:
+    files = files[: int(limit)]
+  names, lrs, hrs = [], [], []
+  for f in files:
+    hr = modcrop(read_image(f), scale)
+    if min(hr.shape[:2]) < scale:
+      raise DataError(
+        f"image {f} of size {hr.shape[0]}x{hr.shape[1]} is too small for scale {scale}"
+      )
+    names.append(f.name)
+    hrs.append(np.ascontiguousarray(hr))
+    lrs.append(bicubic_degrade(hr, scale))
+  return SRPairs(tuple(names), tuple(lrs), tuple(hrs), scale)
+
+
+# Suffixes that name the role or scale of a file: "0001x2", "Canon_001_LR2", "img_HR", "baby_lr_x4".
+_SUFFIX_PATTERNS = [
+  re.compile(p, re.IGNORECASE)
+  for p in (
+    r"[_\-.](lr|hr|gt)[_\-.]?x?\d*$",
+    r"[_\-.](bicubic|lrbi|bi)[_\-.]?x?\d*$",
+    r"[_\-.]?x\d+$",
+  )
+]
+
+
+def pair_key(stem: str) -> str:
+  """Return `stem` lower-cased without role/scale suffixes: "Canon_001_LR2" -> "canon_001"."""
+  key = stem
+  changed = True
+  while changed:
+    changed = False
+    for pattern in _SUFFIX_PATTERNS:
+      new = pattern.sub("", key)
+      if new and new != key:
+        key, changed = new, True
+  return key.lower()
+
+
+def _index_by_key(files: list[Path], folder: Path) -> dict[str, Path]:
+  index: dict[str, Path] = {}
+  for f in files:
+    key = pair_key(f.stem)
+    if key in index:
+      raise DataError(f"files {index[key]} and {f} in {folder} both match the name {key!r}")
+    index[key] = f
+  return index
+
+
+def load_paired_folders(
+  lr_folder: str | os.PathLike, hr_folder: str | os.PathLike, scale: int
+) -> SRPairs:
+  """Return pairs read from matching files of `lr_folder` and `hr_folder` (matched by file stem)."""
+  scale = check_scale(scale)
+  lr_folder, hr_folder = Path(lr_folder), Path(hr_folder)
+  lr_index = _index_by_key(list_images(lr_folder), lr_folder)
+  hr_index = _index_by_key(list_images(hr_folder), hr_folder)
+  for key, f in lr_index.items():
+    if key not in hr_index:
+      raise DataError(f"LR image {f} has no HR partner in {hr_folder}")
+  for key, f in hr_index.items():
+    if key not in lr_index:
+      raise DataError(f"HR image {f} has no LR partner in {lr_folder}")
+  names, lrs, hrs = [], [], []
+  for key in sorted(hr_index, key=lambda k: hr_index[k].name):
+    lr_path, hr_path = lr_index[key], hr_index[key]
+    lr, hr = read_image(lr_path), read_image(hr_path)
+    want = (lr.shape[0] * scale, lr.shape[1] * scale)
+    if hr.shape[:2] != want:
+      extra_h, extra_w = hr.shape[0] - want[0], hr.shape[1] - want[1]
+      if 0 <= extra_h < scale and 0 <= extra_w < scale:
+        hr = hr[: want[0], : want[1]]  # the LR was made from the modcropped HR
+      else:
+        raise DataError(
+          f"HR {hr_path} is {hr.shape[0]}x{hr.shape[1]} but LR {lr_path} is "
+          f"{lr.shape[0]}x{lr.shape[1]}; x{scale} needs HR {want[0]}x{want[1]}"
+        )
+    names.append(hr_path.name)
+    lrs.append(lr)
+    hrs.append(np.ascontiguousarray(hr))
+  return SRPairs(tuple(names), tuple(lrs), tuple(hrs), scale)
+
+
+def _find_sub(folder: Path, names: Iterable[str]) -> Path | None:
+  children = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
+  for name in names:
+    parts = name.lower().split("/")
+    current: Path | None = children.get(parts[0])
+    for part in parts[1:]:
+      if current is None:
+        break
+      sub = {p.name.lower(): p for p in current.iterdir() if p.is_dir()}
+      current = sub.get(part)
+    if current is not None and current.is_dir():
+      return current
+  return None
+
+
+def load_folder_or_pairs(spec: str | os.PathLike, scale: int) -> SRPairs:
+  """Return pairs from `spec`: HR/ + LR/ sub-folders when present, else an HR-only folder.
+
+  Recognised LR sub-folders (case-insensitive): LR/X{scale}, LR_bicubic/X{scale}, LR_bicubic,
+  LR{scale}, LR. A folder without an HR sub-folder is read as HR images, LR made by bicubic_degrade.
+  """
+  scale = check_scale(scale)
+  folder = Path(spec).expanduser()
+  if not folder.exists():
+    raise DataError(f"data path {folder} does not exist")
+  if not folder.is_dir():
+    raise DataError(f"data path {folder} is not a folder")
+  hr_sub = _find_sub(folder, ["HR", "GT"])
+  if hr_sub is not None:
+    lr_sub = _find_sub(
+      folder,
+      [
+        f"LR/X{scale}",
+        f"LR_bicubic/X{scale}",
+        "LR_bicubic",
+        f"LR{scale}",
+        f"LR_X{scale}",
+        f"X{scale}",
+        "LR",
+      ],
+    )
+    if lr_sub is not None:
+      return load_paired_folders(lr_sub, hr_sub, scale)
+    return load_hr_folder(hr_sub, scale)
+  return load_hr_folder(folder, scale)

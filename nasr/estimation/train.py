@@ -1,0 +1,127 @@
+"""Train state, optimizers and step factories; steps are returned unjitted (callers jit and shard)."""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from nasr.core.errors import ConfigError
+
+Params = Any
+ApplyFn = Callable[..., jax.Array]
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a training run updates: step counter, parameters, optimizer state."""
+
+  step: jax.Array
+  params: Params
+  opt_state: optax.OptState
+
+
+def create_train_state(params: Params, tx: optax.GradientTransformation) -> TrainState:
+  """Return a fresh TrainState at step 0 for `params`."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def make_schedule(
+  lr: float,
+  schedule: str = "step",
+  total_steps: int = 1,
+  decay_every: int = 0,
+  decay_factor: float = 0.5,
+  warmup_steps: int = 0,
+) -> optax.Schedule:
+  """Return a learning-rate schedule: 'constant', 'step' (x decay_factor every K steps) or 'cosine'."""
+  if schedule == "constant":
+    sched = optax.constant_schedule(lr)
+  elif schedule == "step":
+    if decay_every <= 0:
+      sched = optax.constant_schedule(lr)
+    else:
+      sched = optax.exponential_decay(lr, decay_every, decay_factor, staircase=True)
+  elif schedule == "cosine":
+    sched = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup_steps))
+  else:
+    raise ConfigError(f"unknown optim.schedule {schedule!r}; available: constant, step, cosine")
+  if warmup_steps > 0:
+    sched = optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup_steps), sched], [warmup_steps]
+    )
+  return sched
+
+
+def make_adam(
+  schedule: optax.Schedule,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_decay: float = 0.0,
+  grad_clip: float = 0.0,
+) -> optax.GradientTransformation:
+  """Return Adam (AdamW when weight_decay > 0), optionally after global-norm gradient clipping."""
+  parts = []
+  if grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(grad_clip))
+  if weight_decay > 0:
+    parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay))
+  else:
+    parts.append(optax.adam(schedule, b1=b1, b2=b2, eps=eps))
+  return optax.chain(*parts)
+
+
+def to_unit(x: jax.Array, dtype=jnp.float32) -> jax.Array:
+  """Return uint8 images as floats in [0, 1] (floats pass through unchanged)."""
+  if jnp.issubdtype(x.dtype, jnp.integer):
+    return x.astype(dtype) / 255.0
+  return x.astype(dtype)
+
+
+def make_train_step(
+  apply_fn: ApplyFn, tx: optax.GradientTransformation, loss_fn: LossFn
+) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
+  """Return step(state, batch, rng) -> (state, metrics) for a fixed network.
+
+  `apply_fn(params, lr_images, rng)` maps [N,h,w,3] floats in [0,1] to [N,h*s,w*s,3]. The batch holds
+  uint8 "lr"/"hr"; the loss is a mean over the global batch, so the result does not depend on how the
+  batch is split over devices.
+  """
+
+  def step(state: TrainState, batch: dict, rng: jax.Array):
+    lr, hr = to_unit(batch["lr"]), to_unit(batch["hr"])
+    rng = jax.random.fold_in(rng, state.step)
+
+    def loss_of(params):
+      return loss_fn(apply_fn(params, lr, rng), hr)
+
+    loss, grads = jax.value_and_grad(loss_of)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return step
+
+
+def make_predict(apply_fn: ApplyFn) -> Callable[[Params, jax.Array], jax.Array]:
+  """Return predict(params, lr) -> sr for float NHWC images in [0, 1] (unjitted)."""
+
+  def predict(params, lr):
+    return apply_fn(params, to_unit(lr), None)
+
+  return predict
+
+
+def all_finite(tree) -> jax.Array:
+  """Return a scalar bool: every leaf of `tree` is free of NaN and Inf."""
+  leaves = [
+    jnp.all(jnp.isfinite(x))
+    for x in jax.tree.leaves(tree)
+    if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+  ]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)

@@ -1,0 +1,112 @@
+"""Convolution variants: plain, depthwise-separable, residual and pre-activation.
+
+Every conv uses 'SAME' padding, float32 parameters and a separate compute `dtype`; parameters are
+created directly (not through a nested `nn.Conv`) so the parameter tree stays flat:
+`{"kernel": [k, k, Cin / groups, Cout], "bias": [Cout]}`.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+
+class Conv(nn.Module):
+  """A k x k convolution with dilation, groups and optional bias ('SAME' padding, stride 1)."""
+
+  channels: int  # output channels
+  kernel: int = 3  # spatial kernel size (k x k)
+  dilation: int = 1  # kernel dilation; the receptive field is dilation * (kernel - 1) + 1
+  groups: int = 1  # feature groups; input and output channels must be divisible by it
+  use_bias: bool = True  # add a learned per-channel bias
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  kernel_init: Initializer = nn.initializers.lecun_normal()  # kernel initialiser
+  bias_init: Initializer = nn.initializers.zeros_init()  # bias initialiser
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the convolved NHWC batch with `channels` channels."""
+    cin = x.shape[-1]
+    if cin % self.groups or self.channels % self.groups:
+      raise ValueError(
+        f"{self.name}: channels {cin} -> {self.channels} are not divisible by groups={self.groups}"
+      )
+    kernel = self.param(
+      "kernel",
+      self.kernel_init,
+      (self.kernel, self.kernel, cin // self.groups, self.channels),
+      jnp.float32,
+    )
+    y = jax.lax.conv_general_dilated(
+      x.astype(self.dtype),
+      kernel.astype(self.dtype),
+      window_strides=(1, 1),
+      padding="SAME",
+      rhs_dilation=(self.dilation, self.dilation),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+      feature_group_count=self.groups,
+    )
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, (self.channels,), jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class SepConv(nn.Module):
+  """A depthwise k x k convolution followed by a pointwise 1 x 1 convolution."""
+
+  channels: int  # output channels (of the pointwise conv)
+  kernel: int = 3  # depthwise kernel size
+  dilation: int = 1  # depthwise kernel dilation
+  use_bias: bool = True  # biases on both convs
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the separable convolution of an NHWC batch."""
+    cin = x.shape[-1]
+    x = Conv(
+      cin,
+      self.kernel,
+      self.dilation,
+      groups=cin,
+      use_bias=self.use_bias,
+      dtype=self.dtype,
+      name="depthwise",
+    )(x)
+    return Conv(self.channels, 1, use_bias=self.use_bias, dtype=self.dtype, name="pointwise")(x)
+
+
+class PreActConv(nn.Module):
+  """ReLU, then a k x k convolution with bias."""
+
+  channels: int  # output channels
+  kernel: int = 3  # spatial kernel size
+  dilation: int = 1  # kernel dilation
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return conv(relu(x))."""
+    return Conv(self.channels, self.kernel, self.dilation, dtype=self.dtype, name="conv")(
+      nn.relu(x)
+    )
+
+
+class ResidualOp(nn.Module):
+  """Wrap an op that keeps the shape: return op(x) + x."""
+
+  op: nn.Module  # a shape-preserving op (its output channels must equal its input channels)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return op(x) + x."""
+    y = self.op(x)
+    if y.shape != x.shape:
+      raise ValueError(f"ResidualOp needs a shape-preserving op, got {x.shape} -> {y.shape}")
+    return y + x.astype(y.dtype)

@@ -1,0 +1,123 @@
+"""Upsamplers (sub-pixel, transposed conv, fixed resize) and the DIV2K mean shift."""
+
+import numbers
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nasr.core.errors import ConfigError
+from nasr.ops.conv import Conv
+
+Dtype = Any
+
+# Mean RGB of the DIV2K training set in [0, 1] (as in EDSR/RCAN).
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+SUBPIXEL_SCALES = (2, 3, 4)
+RESIZE_METHODS = ("nearest", "bilinear", "bicubic")
+
+
+def pixel_shuffle(x: jax.Array, r: int) -> jax.Array:
+  """Return the NHWC depth-to-space rearrangement of `x` by factor `r` (PyTorch's ordering).
+
+  Input channel c * r * r + i * r + j goes to output channel c at (h * r + i, w * r + j).
+  """
+  n, h, w, cr2 = x.shape
+  if cr2 % (r * r):
+    raise ValueError(f"pixel_shuffle by {r} needs channels divisible by {r * r}, got {cr2}")
+  c = cr2 // (r * r)
+  x = x.reshape(n, h, w, c, r, r)
+  x = x.transpose(0, 1, 4, 2, 5, 3)  # n, h, i, w, j, c
+  return x.reshape(n, h * r, w * r, c)
+
+
+def check_subpixel_scale(scale: int) -> int:
+  """Return `scale` if the sub-pixel upsampler supports it, else raise ConfigError."""
+  # A float such as 2.0 passes `in (2, 3, 4)` and would fail later inside the conv, less clearly.
+  if not isinstance(scale, numbers.Integral) or scale not in SUBPIXEL_SCALES:
+    raise ConfigError(f"scale must be one of {SUBPIXEL_SCALES}, got {scale!r}")
+  return scale
+
+
+class SubPixelUpsampler(nn.Module):
+  """Upsample by conv to r*r*C channels then pixel shuffle; x4 is two x2 stages."""
+
+  channels: int  # feature width (input = output)
+  scale: int = 2  # 2, 3 or 4
+  kernel: int = 3  # kernel size of each expansion conv
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  def __post_init__(self):
+    check_subpixel_scale(self.scale)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the NHWC batch upsampled by `scale`, with `channels` channels."""
+    factors = (2, 2) if self.scale == 4 else (self.scale,)
+    for i, r in enumerate(factors):
+      x = Conv(r * r * self.channels, self.kernel, dtype=self.dtype, name=f"conv{i}")(x)
+      x = pixel_shuffle(x, r)
+    return x
+
+
+class Deconv(nn.Module):
+  """Upsample with one stride-`scale` transposed convolution ('SAME': output = input * scale)."""
+
+  channels: int  # output channels
+  scale: int = 2  # upsampling factor (the stride)
+  kernel: int = 0  # transposed-conv kernel size; 0 means 2 * scale
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  def __post_init__(self):
+    if not isinstance(self.scale, int) or self.scale < 1:
+      raise ConfigError(f"Deconv scale must be a positive integer, got {self.scale!r}")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the NHWC batch upsampled by `scale`."""
+    k = self.kernel or 2 * self.scale
+    return nn.ConvTranspose(
+      self.channels,
+      (k, k),
+      strides=(self.scale, self.scale),
+      padding="SAME",
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      name="deconv",
+    )(x.astype(self.dtype))
+
+
+class ResizeUpsampler(nn.Module):
+  """Upsample by a fixed interpolation (no parameters); channels are unchanged."""
+
+  scale: int = 2  # upsampling factor
+  method: str = "bilinear"  # one of RESIZE_METHODS
+  dtype: Dtype = jnp.float32  # compute dtype
+
+  def __post_init__(self):
+    if self.method not in RESIZE_METHODS:
+      raise ConfigError(f"resize method must be one of {RESIZE_METHODS}, got {self.method!r}")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the NHWC batch resized by `scale`."""
+    n, h, w, c = x.shape
+    shape = (n, h * self.scale, w * self.scale, c)
+    return jax.image.resize(x.astype(self.dtype), shape, self.method)
+
+
+class MeanShift(nn.Module):
+  """Add `sign` times the DIV2K RGB mean (no parameters)."""
+
+  sign: float = -1.0  # -1 subtracts the mean (network input), +1 adds it back (output)
+  dtype: Dtype = jnp.float32  # compute dtype
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return x + sign * DIV2K_RGB_MEAN."""
+    return x.astype(self.dtype) + self.sign * jnp.asarray(DIV2K_RGB_MEAN, self.dtype)

@@ -1,0 +1,171 @@
+"""Metric writers (JSONL, absl logging, TensorBoard when installed) and a progress reporter."""
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from absl import logging
+
+
+def _scalar(v: Any) -> float:
+  try:
+    return float(v)
+  except (TypeError, ValueError):
+    return float("nan")
+
+
+class MetricWriter:
+  """Write scalars per step to `<workdir>/metrics.jsonl`, absl logging and TensorBoard (optional)."""
+
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    log: bool = True,
+    tensorboard: bool = True,
+    is_chief: bool = True,
+  ):
+    self.path = Path(workdir) / "metrics.jsonl"
+    self._log = log
+    self._chief = is_chief
+    self._tb = _tensorboard_writer(Path(workdir) / "tb") if (tensorboard and is_chief) else None
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+    """Append one record {"step": step, **scalars}."""
+    if not self._chief:
+      return
+    record = {"step": int(step), **{k: _scalar(v) for k, v in scalars.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self._log:
+      logging.info(
+        "step %d: %s", step, ", ".join(f"{k}={_fmt(v)}" for k, v in record.items() if k != "step")
+      )
+    if self._tb is not None:
+      self._tb(step, record)
+
+  def close(self) -> None:
+    """Flush TensorBoard events."""
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
+  """Return the records of `<workdir>/metrics.jsonl` (empty when missing)."""
+  path = Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(workdir: str | os.PathLike, after_step: int) -> None:
+  """Drop records newer than `after_step`, so a resumed run does not log a step twice."""
+  path = Path(workdir) / "metrics.jsonl"
+  if path.exists():
+    keep = [r for r in read_metrics(workdir) if r["step"] <= after_step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _fmt(v: float) -> str:
+  if math.isnan(v) or math.isinf(v):
+    return str(v)
+  return f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
+
+
+class _TB:
+  def __init__(self, writer, summary_pb2, event_pb2):
+    self._w, self._s, self._e = writer, summary_pb2, event_pb2
+
+  def __call__(self, step, record):
+    values = [
+      self._s.Summary.Value(tag=k, simple_value=v) for k, v in record.items() if k != "step"
+    ]
+    self._w.add_event(
+      self._e.Event(step=int(step), wall_time=time.time(), summary=self._s.Summary(value=values))
+    )
+    self._w.flush()
+
+  def close(self):
+    self._w.close()
+
+
+def _tensorboard_writer(logdir: Path):
+  try:  # TensorBoard's own event writer: no TensorFlow needed.
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+  except Exception:  # noqa: BLE001 - TensorBoard is optional; any import failure means "off".
+    return None
+  logdir.mkdir(parents=True, exist_ok=True)
+  return _TB(EventFileWriter(str(logdir)), summary_pb2, event_pb2)
+
+
+class Progress:
+  """Log a progress line (steps/s, ETA and chosen metrics) at most every `every_s` seconds."""
+
+  def __init__(
+    self, total_steps: int, start_step: int = 0, every_s: float = 10.0, name: str = "train"
+  ):
+    self.total = total_steps
+    self.name = name
+    self.every_s = every_s
+    self._t0 = self._last = time.monotonic()
+    self._s0 = self._slast = start_step
+
+  def steps_per_sec(self, step: int) -> float:
+    """Return the average speed since the last reset."""
+    dt = time.monotonic() - self._t0
+    return (step - self._s0) / dt if dt > 0 else 0.0
+
+  def update(self, step: int, metrics: Mapping[str, Any] | None = None, force: bool = False) -> str:
+    """Log and return a progress line when due (or forced); otherwise return ''."""
+    now = time.monotonic()
+    if not force and now - self._last < self.every_s:
+      return ""
+    rate = (step - self._slast) / max(now - self._last, 1e-9)
+    self._last, self._slast = now, step
+    eta = (self.total - step) / rate if rate > 0 else float("inf")
+    parts = [f"{self.name} {step}/{self.total}", f"{rate:.2f} steps/s", f"ETA {_duration(eta)}"]
+    parts += [f"{k} {_fmt(_scalar(v))}" for k, v in (metrics or {}).items()]
+    line = " | ".join(parts)
+    logging.info("%s", line)
+    return line
+
+  def reset_clock(self, step: int) -> None:
+    """Restart timing at `step` (call after compilation so it does not count)."""
+    self._t0 = self._last = time.monotonic()
+    self._s0 = self._slast = step
+
+
+def _duration(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+class _DropChattyInfo:
+  """A logging filter that keeps warnings and errors from libraries that log every save at INFO."""
+
+  PATHS = ("/orbax/", "/tensorflow_datasets/", "/etils/")
+
+  def filter(self, record) -> bool:
+    import logging as std_logging
+
+    if record.levelno >= std_logging.WARNING:
+      return True
+    return not any(p in record.pathname for p in self.PATHS)
+
+
+def quiet_library_logs() -> None:
+  """Hide INFO lines of Orbax/TFDS (dozens per checkpoint) while keeping nasr's own progress."""
+  import logging as std_logging
+
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _DropChattyInfo) for f in handler.filters):
+    handler.addFilter(_DropChattyInfo())
+  std_logging.getLogger("absl").addFilter(_DropChattyInfo())

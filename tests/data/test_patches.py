@@ -1,0 +1,66 @@
+"""PatchSampler: batches depend only on (seed, step); LR and HR patches stay aligned."""
+
+import numpy as np
+import pytest
+
+from nasr.core.errors import DataError
+from nasr.data import PatchSampler, SRPairs
+
+
+def _pairs(scale, sizes=((20, 24), (18, 30), (25, 19))):
+  rng = np.random.default_rng(0)
+  lrs = tuple(rng.integers(0, 256, (h, w, 3)).astype(np.uint8) for h, w in sizes)
+  hrs = tuple(np.repeat(np.repeat(x, scale, 0), scale, 1) for x in lrs)
+  return SRPairs(tuple(f"im{i}.png" for i in range(len(sizes))), lrs, hrs, scale)
+
+
+def test_batch_depends_only_on_seed_and_step():
+  pairs = _pairs(2)
+  a = PatchSampler(pairs, patch_size=8, batch_size=5, seed=1)
+  b = PatchSampler(pairs, patch_size=8, batch_size=5, seed=1)
+  b.batch(7)  # order of calls does not matter
+  for step in (0, 3, 1000):
+    x, y = a.batch(step), b.batch(step)
+    np.testing.assert_array_equal(x["lr"], y["lr"])
+    np.testing.assert_array_equal(x["hr"], y["hr"])
+  assert not np.array_equal(a.batch(0)["lr"], a.batch(1)["lr"])
+  c = PatchSampler(pairs, patch_size=8, batch_size=5, seed=2)
+  assert not np.array_equal(a.batch(0)["lr"], c.batch(0)["lr"])
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("augment", [True, False])
+def test_patches_are_aligned_after_augmentation(scale, augment):
+  sampler = PatchSampler(_pairs(scale), patch_size=7, batch_size=16, seed=0, augment=augment)
+  for step in range(4):
+    batch = sampler.batch(step)
+    assert batch["lr"].shape == (16, 7, 7, 3) and batch["lr"].dtype == np.uint8
+    assert batch["hr"].shape == (16, 7 * scale, 7 * scale, 3) and batch["hr"].dtype == np.uint8
+    up = np.repeat(np.repeat(batch["lr"], scale, 1), scale, 2)
+    np.testing.assert_array_equal(batch["hr"], up)
+
+
+def test_augmentation_changes_orientation():
+  # A gradient image: any flip or transpose changes the patch, so augmented batches differ.
+  lr = np.broadcast_to(
+    np.arange(16, dtype=np.uint8)[:, None, None] * 3
+    + np.arange(16, dtype=np.uint8)[None, :, None] * 40,
+    (16, 16, 3),
+  ).copy()
+  pairs = SRPairs(("g",), (lr,), (np.repeat(np.repeat(lr, 2, 0), 2, 1),), 2)
+  plain = PatchSampler(pairs, patch_size=16, batch_size=32, augment=False).batch(0)
+  aug = PatchSampler(pairs, patch_size=16, batch_size=32, augment=True).batch(0)
+  assert all(np.array_equal(p, lr) for p in plain["lr"])
+  variants = {p.tobytes() for p in aug["lr"]}
+  assert len(variants) == 8  # all of the dihedral group shows up in 32 draws
+
+
+def test_too_small_image_is_named():
+  pairs = _pairs(2, sizes=((40, 40), (20, 30)))
+  with pytest.raises(DataError, match=r"image 'im1.png' LR 20x30 is smaller than the LR patch 24"):
+    PatchSampler(pairs, patch_size=24)
+
+
+def test_empty_dataset():
+  with pytest.raises(DataError, match="empty"):
+    PatchSampler(SRPairs((), (), (), 2))

@@ -1,0 +1,140 @@
+"""Tests of the leaf layers: pixel shuffle ordering and the shape of every op."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasr import ops
+from nasr.core.errors import ConfigError
+
+
+def _torch_pixel_shuffle_nchw(x: np.ndarray, r: int) -> np.ndarray:
+  """Return PyTorch's PixelShuffle of an NCHW array, looped from its definition."""
+  n, cr2, h, w = x.shape
+  c = cr2 // (r * r)
+  out = np.zeros((n, c, h * r, w * r), x.dtype)
+  for ci in range(c):
+    for i in range(r):
+      for j in range(r):
+        out[:, ci, i::r, j::r] = x[:, ci * r * r + i * r + j]
+  return out
+
+
+@pytest.mark.parametrize("r", [2, 3])
+def test_pixel_shuffle_matches_pytorch_ordering(r):
+  x = np.random.default_rng(0).normal(size=(2, 3 * r * r, 4, 5)).astype(np.float32)  # NCHW
+  expected = _torch_pixel_shuffle_nchw(x, r).transpose(0, 2, 3, 1)
+  got = np.asarray(ops.pixel_shuffle(jnp.asarray(x.transpose(0, 2, 3, 1)), r))
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_pixel_shuffle_rejects_bad_channels():
+  with pytest.raises(ValueError, match="divisible by 4"):
+    ops.pixel_shuffle(jnp.zeros((1, 2, 2, 6)), 2)
+
+
+def _apply(module, x):
+  variables = module.init(jax.random.PRNGKey(0), x)
+  return module.apply(variables, x), variables
+
+
+X = np.random.default_rng(1).uniform(size=(2, 6, 7, 8)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+  "module, channels",
+  [
+    (ops.Conv(5), 5),
+    (ops.Conv(5, kernel=5), 5),
+    (ops.Conv(8, kernel=3, dilation=2), 8),
+    (ops.Conv(4, kernel=3, groups=2, use_bias=False), 4),
+    (ops.SepConv(6), 6),
+    (ops.SepConv(6, kernel=5, dilation=2), 6),
+    (ops.PreActConv(8), 8),
+    (ops.ResidualOp(ops.Conv(8)), 8),
+    (ops.ChannelAttention(8), 8),
+    (ops.RCAB(8), 8),
+    (ops.ResBlock(8, res_scale=0.1), 8),
+    (ops.MeanShift(-1.0), 8),
+  ],
+  ids=lambda v: type(v).__name__ if not isinstance(v, int) else str(v),
+)
+def test_same_size_ops_keep_spatial_shape(module, channels):
+  if isinstance(module, ops.MeanShift):
+    x = X[..., :3]
+    channels = 3
+  else:
+    x = X
+  y, _ = _apply(module, x)
+  assert y.shape == (*x.shape[:3], channels)
+  assert y.dtype == jnp.float32
+
+
+def test_conv_param_shapes_and_groups():
+  _, v = _apply(ops.Conv(4, kernel=3, groups=2), X)
+  assert v["params"]["kernel"].shape == (3, 3, 4, 4)
+  assert v["params"]["bias"].shape == (4,)
+  with pytest.raises(ValueError, match="groups=3"):
+    _apply(ops.Conv(6, groups=3), X)
+
+
+def test_sepconv_is_depthwise_then_pointwise():
+  _, v = _apply(ops.SepConv(6, kernel=5), X)
+  assert v["params"]["depthwise"]["kernel"].shape == (5, 5, 1, 8)
+  assert v["params"]["pointwise"]["kernel"].shape == (1, 1, 8, 6)
+
+
+def test_residual_op_adds_input():
+  y, v = _apply(ops.ResidualOp(ops.Conv(8)), X)
+  conv_y = ops.Conv(8).apply({"params": v["params"]["op"]}, X)
+  np.testing.assert_allclose(y, conv_y + X, atol=1e-6)
+
+
+def test_channel_attention_rescales_channels_within_zero_and_x():
+  y, _ = _apply(ops.ChannelAttention(8, reduction=4), X)
+  ratio = np.asarray(y) / X  # one sigmoid weight per (image, channel), the same at every pixel
+  assert np.all((ratio > 0) & (ratio < 1))
+  np.testing.assert_allclose(ratio, ratio[:, :1, :1, :] * np.ones_like(ratio), rtol=1e-5)
+
+
+def test_bf16_compute_keeps_float32_params():
+  y, v = _apply(ops.ResBlock(8, dtype=jnp.bfloat16), X)
+  assert y.dtype == jnp.bfloat16
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(v))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_subpixel_upsampler_shapes(scale):
+  y, v = _apply(ops.SubPixelUpsampler(8, scale), X)
+  assert y.shape == (2, 6 * scale, 7 * scale, 8)
+  assert len(v["params"]) == (2 if scale == 4 else 1)
+
+
+@pytest.mark.parametrize("scale", [5, 1, 2.0, "2"])
+def test_subpixel_upsampler_rejects_other_scales(scale):
+  with pytest.raises(ConfigError, match="scale must be one of"):
+    ops.SubPixelUpsampler(8, scale)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_deconv_shapes(scale):
+  y, _ = _apply(ops.Deconv(5, scale), X)
+  assert y.shape == (2, 6 * scale, 7 * scale, 5)
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic"])
+def test_resize_upsampler_shapes_and_no_params(method):
+  y, v = _apply(ops.ResizeUpsampler(3, method), X)
+  assert y.shape == (2, 18, 21, 8)
+  assert not jax.tree.leaves(v)
+
+
+def test_resize_nearest_repeats_pixels():
+  y, _ = _apply(ops.ResizeUpsampler(2, "nearest"), X)
+  np.testing.assert_array_equal(y, X.repeat(2, axis=1).repeat(2, axis=2))
+
+
+def test_resize_rejects_unknown_method():
+  with pytest.raises(ConfigError, match="'area'"):
+    ops.ResizeUpsampler(2, "area")

@@ -1,0 +1,105 @@
+"""Bad inputs end with a one-line error naming the culprit, a non-zero exit, no JAX traceback,
+and leave existing checkpoints untouched."""
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nasr import data as data_lib
+from tests.launch_utils import run_launcher
+
+TINY = "--config=configs/train.py:tiny"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+  """A tiny finished run whose checkpoints must survive every bad command below."""
+  w = tmp_path_factory.mktemp("trained")
+  r = run_launcher("train", TINY, f"--workdir={w}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  return w
+
+
+def _snapshot(workdir: Path) -> dict:
+  return {
+    str(p.relative_to(workdir)): (p.stat().st_mtime_ns, zlib.crc32(p.read_bytes()))
+    for p in sorted((workdir / "checkpoints").rglob("*"))
+    if p.is_file()
+  }
+
+
+def _images(folder: Path, n: int, size: int) -> Path:
+  folder.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for i in range(n):
+    data_lib.write_png(
+      folder / f"img{i}.png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    )
+  return folder
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+  """Return name -> (extra launcher args, text the error must contain)."""
+  cases = {}
+  unreadable = _images(tmp / "unreadable", 3, 64)
+  (unreadable / "broken.png").write_bytes(b"this is not an image")
+  cases["unreadable file"] = ([f"--config.data.train={unreadable}"], "broken.png")
+
+  truncated = _images(tmp / "truncated", 3, 64)
+  good = (truncated / "img0.png").read_bytes()
+  (truncated / "cut.png").write_bytes(good[: len(good) // 2])
+  cases["truncated png"] = ([f"--config.data.train={truncated}"], "cut.png")
+
+  small = _images(tmp / "small", 2, 64)
+  _images(tmp / "small_extra", 1, 16)
+  (tmp / "small_extra" / "img0.png").rename(small / "tiny.png")
+  cases["image smaller than the patch"] = ([f"--config.data.train={small}"], "tiny.png")
+
+  (tmp / "empty").mkdir()
+  cases["empty folder"] = ([f"--config.data.train={tmp / 'empty'}"], "empty")
+
+  pairs = tmp / "pairs"
+  _images(pairs / "HR", 2, 64)
+  _images(pairs / "LR", 2, 32)
+  data_lib.write_png(pairs / "LR" / "img1.png", np.zeros((30, 32, 3), np.uint8))
+  cases["mismatched LR/HR pair"] = ([f"--config.data.train={pairs}"], "img1.png")
+
+  cases["unknown config key"] = (["--config.no_such_key=1"], "no_such_key")
+  cases["scale not in 2, 3, 4"] = (["--config.scale=5"], "scale")
+  return cases
+
+
+def test_bad_inputs_fail_cleanly(trained, tmp_path):
+  before = _snapshot(trained)
+  assert before, "the fixture run wrote no checkpoint"
+  failures = []
+  for name, (args, culprit) in _bad_inputs(tmp_path).items():
+    r = run_launcher("train", TINY, *args, f"--workdir={trained}")
+    err = r.stderr.strip()
+    last = err.splitlines()[-1] if err else ""
+    if r.returncode == 0:
+      failures.append(f"{name}: exit code 0")
+    elif "Traceback" in err:
+      failures.append(f"{name}: traceback\n{err[-1500:]}")
+    elif culprit not in last:
+      failures.append(f"{name}: last line {last!r} does not name {culprit!r}")
+  assert not failures, "\n".join(failures)
+  assert _snapshot(trained) == before
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  r = run_launcher("train", TINY, f"--workdir={blocker / 'run'}")
+  assert r.returncode != 0
+  assert "Traceback" not in r.stderr
+  assert "not writable" in r.stderr.strip().splitlines()[-1]
+
+
+def test_search_without_method_lists_what_is_available(tmp_path):
+  r = run_launcher("search", TINY, f"--workdir={tmp_path / 's'}")
+  assert r.returncode == 2
+  last = r.stderr.strip().splitlines()[-1]
+  assert "available search methods" in last and "Traceback" not in r.stderr

@@ -1,0 +1,48 @@
+"""Data parallelism: 1 and 2 devices give the same loss and parameters for the same global batch."""
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from nasr import experiment, parallel
+from nasr.estimation import losses
+from nasr.estimation import train as train_lib
+from nasr.spaces import baselines
+
+
+def _run(devices, steps=3):
+  mesh = parallel.make_mesh(devices)
+  network = baselines.EDSR(blocks=1, channels=8, scale=2)
+  params = network.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32))["params"]
+  tx = train_lib.make_adam(train_lib.make_schedule(1e-3, "constant"))
+  state = jax.device_put(train_lib.create_train_state(params, tx), parallel.replicated(mesh))
+  step = experiment.compile_train_step(network, tx, losses.LOSSES.get("l1"), mesh)
+  rng = np.random.default_rng(0)
+  out = []
+  for _ in range(steps):
+    batch = {
+      "lr": rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8),
+      "hr": rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8),
+    }
+    state, metrics = step(state, parallel.shard_batch(batch, mesh), jax.random.PRNGKey(1))
+    out.append(float(metrics["loss"]))
+  return out, jax.device_get(state.params)
+
+
+def test_one_and_two_devices_agree():
+  if len(jax.devices()) < 2:
+    pytest.skip("needs 2 devices: run with JAX_NUM_CPU_DEVICES=2 (tests/conftest.py sets it)")
+  loss1, params1 = _run(jax.devices()[:1])
+  loss2, params2 = _run(jax.devices()[:2])
+  np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
+  chex.assert_trees_all_close(params1, params2, atol=1e-5, rtol=1e-5)
+  assert loss1[-1] != loss1[0]  # the steps did train
+
+
+def test_batch_must_split_evenly():
+  mesh = parallel.make_mesh(jax.devices()[:2])
+  if mesh.devices.size < 2:
+    pytest.skip("needs 2 devices")
+  with pytest.raises(ValueError, match="not divisible by the 2 devices"):
+    parallel.check_batch_size(3, mesh)
