@@ -25,7 +25,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.loss = "l1"
   c.data = common.data_config(preset)
   c.optim = common.optim_config(preset)
+  # The default is sized for a 2-core CPU: small LR patches make many cheap updates.
   c.steps = 3000
+  c.data.patch_size = 32
+  c.optim.lr = 5e-4
   c.optim.decay_every = 2000
   c.log_every = 100
   c.eval_every = 500
@@ -35,6 +38,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.distributed = common.distributed_config()
   if preset == "tiny":
     c.model_kwargs = ml_collections.ConfigDict({"blocks": 1, "channels": 8})
+    c.data.patch_size = 12
     c.steps = 6
     c.optim.decay_every = 0
     c.log_every = 2
@@ -43,6 +47,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   elif preset == "paper":  # EDSR-baseline (Lim et al. 2017): 16 blocks, 64 channels, 300k steps.
     c.model_kwargs = ml_collections.ConfigDict({"blocks": 16, "channels": 64})
     c.steps = 300_000
+    c.data.patch_size = 48
+    c.optim.lr = 1e-4
     c.optim.decay_every = 200_000
     c.log_every = 1000
     c.eval_every = 10_000

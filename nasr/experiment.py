@@ -85,7 +85,8 @@ def prepare_workdir(workdir: str | os.PathLike) -> Path:
   return path
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+  """Write `obj` as indented JSON, atomically."""
   tmp = path.with_suffix(path.suffix + ".tmp")
   tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
   os.replace(tmp, path)  # atomic: a reader never sees half a file
@@ -150,16 +151,18 @@ def build_network(config: ml_collections.ConfigDict, scale: int):
 
 
 def _apply_fn(network) -> Callable:
-  def apply(params, x, rng):
+  def apply(params, x, rng, arch):
     del rng  # the baselines and searched networks are deterministic
-    return network.apply({"params": params}, x)
+    if arch is None:
+      return network.apply({"params": params}, x)
+    return network.apply({"params": params}, x, arch)  # a supernet: the architecture is data
 
   return apply
 
 
 def _init_params(network, patch: int, seed: int):
   x = jnp.zeros((1, patch, patch, 3), jnp.float32)
-  return jax.jit(network.init)(jax.random.PRNGKey(seed), x).get("params", {})
+  return jax.jit(network.init)(train_lib.init_key(seed), x).get("params", {})
 
 
 def _make_tx(config: ml_collections.ConfigDict, total_steps: int):
@@ -185,14 +188,19 @@ def network_upscaler(
 
 
 def bicubic_upscaler(scale: int) -> Callable[[np.ndarray], np.ndarray]:
-  """Return upscale(lr_uint8) -> MATLAB-bicubic floats in [0, 1] (the published baseline)."""
-  return lambda lr: data_lib.imresize(np.asarray(lr), scale=scale).astype(np.float64) / 255.0
+  """Return upscale(lr_uint8) -> MATLAB-bicubic floats in [0, 1] (the published baseline).
+
+  The LR image is 8-bit (MATLAB `imresize` on uint8 rounds after each axis, as DIV2K's LR files
+  were made); the upscaling is an SR method like any other, so it runs in float64 and is
+  quantised once, when scored.
+  """
+  return lambda lr: data_lib.imresize(np.asarray(lr, np.float64), scale=scale) / 255.0
 
 
 # ---------------------------------------------------------------------------------------------------
 # Training.
 # ---------------------------------------------------------------------------------------------------
-def _check_finite(losses_pending: list, first_step: int, last_good: int | None) -> float:
+def check_finite(losses_pending: list, first_step: int, last_good: int | None) -> float:
   """Return the mean of the pending losses; raise DivergedError at the first non-finite one."""
   values = np.asarray(jax.device_get(losses_pending), np.float64)
   bad = np.flatnonzero(~np.isfinite(values))
@@ -206,12 +214,15 @@ def _check_finite(losses_pending: list, first_step: int, last_good: int | None) 
   return float(values.mean()) if values.size else float("nan")
 
 
-def compile_train_step(network, tx, loss_fn, mesh) -> Callable:
-  """Return the jitted train step: params replicated, batch split on `data`, state donated."""
+def compile_train_step(network, tx, loss_fn, mesh, supernet: bool = False) -> Callable:
+  """Return the jitted step(state, batch, rng[, arch]): params replicated, batch split, state donated.
+
+  With `supernet=True` the step takes the sampled architecture as a fourth (replicated) array.
+  """
   repl, split = parallel.replicated(mesh), parallel.data_sharded(mesh)
   return jax.jit(
     train_lib.make_train_step(_apply_fn(network), tx, loss_fn),
-    in_shardings=(repl, split, repl),
+    in_shardings=(repl, split, repl, repl) if supernet else (repl, split, repl),
     out_shardings=(repl, repl),
     donate_argnums=(0,),
   )
@@ -274,7 +285,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   start = int(start or 0)
   is_chief = jax.process_index() == 0
   if is_chief:
-    _write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
 
   # --- Steps: compiled once, state donated, batch split over the data axis. ------------------------
   repl = parallel.replicated(mesh)
@@ -305,7 +316,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
         progress.reset_clock(done)  # exclude compilation from steps/s
       is_last = done == config.steps
       if done % config.log_every == 0 or is_last:
-        loss = _check_finite(pending, pending_from, last_saved)
+        loss = check_finite(pending, pending_from, last_saved)
         pending, pending_from = [], done
         scalars = {
           "loss": loss,
@@ -321,7 +332,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
         meta["val"] = val
         writer.write_scalars(done, {"val_psnr": val["psnr"], "val_ssim": val["ssim"]})
       if done % config.checkpoint_every == 0 or is_last:
-        _check_finite(pending, pending_from, last_saved)
+        check_finite(pending, pending_from, last_saved)
         if not bool(train_lib.all_finite(state.params)):
           raise DivergedError(
             f"parameters became non-finite by step {done}; the last good "
@@ -340,7 +351,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     wall_s=time.time() - t_start,
   )
   if is_chief:
-    _write_json(workdir / "train_result.json", result)
+    write_json(workdir / "train_result.json", result)
   return result
 
 
@@ -436,7 +447,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     "scale": scale,
     "results": results,
   }
-  _write_json(workdir / "eval.json", out)
+  write_json(workdir / "eval.json", out)
   return out
 
 
@@ -487,6 +498,8 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
 # ---------------------------------------------------------------------------------------------------
 def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Run the search method named by `config.method`; return its results."""
+  import nasr.searches  # noqa: F401 - registers the search methods (they import this module)
+
   method = config.get("method") if config is not None else None
   if not method:
     raise ConfigError(

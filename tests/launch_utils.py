@@ -32,3 +32,35 @@ def run_launcher(tool: str, *args: str, timeout: float = 600) -> subprocess.Comp
     text=True,
     timeout=timeout,
   )
+
+
+def check_ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+  """Return `result` after asserting the launcher exited 0 (showing its stderr otherwise)."""
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def kill_after_checkpoint(
+  tool: str, args: list[str], workdir: Path, min_step: int, timeout: float = 300
+) -> None:
+  """Start a launcher, SIGKILL it once `workdir` holds a checkpoint >= min_step, and wait."""
+  import signal
+  import time
+
+  proc = subprocess.Popen(
+    launch_cmd(tool, *args, f"--workdir={workdir}"),
+    cwd=REPO,
+    env=launch_env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
+  deadline = time.time() + timeout
+  ck = workdir / "checkpoints"
+  while time.time() < deadline and proc.poll() is None:
+    if ck.is_dir() and any(p.name.isdigit() and int(p.name) >= min_step for p in ck.iterdir()):
+      break
+    time.sleep(0.02)
+  finished = proc.poll() is not None
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not finished, f"launch.{tool} finished before it could be killed; make the run longer"

@@ -1,36 +1,28 @@
 """End to end through the launchers: train (tiny) -> evaluate -> upscale, and SIGKILL resume."""
 
 import json
-import signal
-import subprocess
-import time
 
 import chex
 import jax
 import numpy as np
-import pytest
 
 from nasr import data as data_lib
 from nasr import experiment
-from tests.launch_utils import REPO, launch_cmd, launch_env, run_launcher
+from nasr.checkpoint import Checkpointer
+from tests.launch_utils import check_ok, kill_after_checkpoint, run_launcher
 
 TINY = "--config=configs/train.py:tiny"
 
 
-def _ok(result):
-  assert result.returncode == 0, result.stderr[-3000:]
-  return result
-
-
 def test_train_evaluate_upscale_tiny(tmp_path):
   w = tmp_path / "run"
-  out = _ok(run_launcher("train", TINY, f"--workdir={w}")).stdout
+  out = check_ok(run_launcher("train", TINY, f"--workdir={w}")).stdout
   assert "validation PSNR" in out
   assert (w / "checkpoints").is_dir() and (w / "config.json").is_file()
   records = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
   assert records[-1]["step"] == 6 and any("val_psnr" in r for r in records)
 
-  _ok(
+  check_ok(
     run_launcher(
       "evaluate",
       "--config=configs/evaluate.py:tiny",
@@ -45,7 +37,7 @@ def test_train_evaluate_upscale_tiny(tmp_path):
 
   img = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
   data_lib.write_png(tmp_path / "in.png", img)
-  _ok(
+  check_ok(
     run_launcher(
       "upscale",
       "--config=configs/upscale.py:tiny",
@@ -58,12 +50,6 @@ def test_train_evaluate_upscale_tiny(tmp_path):
   assert sr.shape == (74, 90, 3)
 
 
-def _latest_step(workdir):
-  ck = workdir / "checkpoints"
-  steps = [int(p.name) for p in ck.iterdir() if p.name.isdigit()] if ck.is_dir() else []
-  return max(steps, default=None)
-
-
 def test_sigkill_resume_matches_uninterrupted(tmp_path):
   args = [
     TINY,
@@ -73,30 +59,14 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
     "--config.eval_every=1000",
   ]
   # Uninterrupted reference run.
-  _ok(run_launcher("train", *args, f"--workdir={tmp_path / 'ref'}"))
+  check_ok(run_launcher("train", *args, f"--workdir={tmp_path / 'ref'}"))
   # Interrupted run: SIGKILL once a checkpoint exists, mid-run.
   killed = tmp_path / "killed"
-  proc = subprocess.Popen(
-    launch_cmd("train", *args, f"--workdir={killed}"),
-    cwd=REPO,
-    env=launch_env(),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
-  )
-  deadline = time.time() + 300
-  while time.time() < deadline and proc.poll() is None:
-    step = _latest_step(killed)
-    if step is not None and step >= 20:
-      break
-    time.sleep(0.02)
-  if proc.poll() is not None:
-    pytest.fail("the run finished before it could be killed; make it longer")
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_at = _latest_step(killed)
+  kill_after_checkpoint("train", args, killed, min_step=20)
+  killed_at = Checkpointer(killed).latest_step()
   assert killed_at is not None and killed_at < 300
   # The same command resumes and finishes.
-  resumed = _ok(run_launcher("train", *args, f"--workdir={killed}"))
+  resumed = check_ok(run_launcher("train", *args, f"--workdir={killed}"))
   assert "resumed from the checkpoint" in resumed.stderr
   _, params_ref, _ = experiment.load_trained(tmp_path / "ref")
   _, params_res, _ = experiment.load_trained(killed)

@@ -29,6 +29,21 @@ ALLOWED = {
     "parallel",
     "writers",
     "checkpoint",
+    "searches",
+  },
+  # Search methods wire rooms as experiment does and use its helpers; experiment imports them only
+  # inside run_search, to register them.
+  "searches": {
+    "ops",
+    "spaces",
+    "estimation",
+    "data",
+    "strategies",
+    "inference",
+    "parallel",
+    "writers",
+    "checkpoint",
+    "experiment",
   },
 }
 # Modules that may only import the numpy world, never JAX (the data pipeline runs on the host).

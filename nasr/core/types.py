@@ -23,32 +23,64 @@ class Batch(TypedDict):
 class TokenSpec:
   """The decisions of a search space: position i takes a value in range(choices[i]).
 
+  Strategies see only this. A sequential controller emits the positions that share a `step` from
+  one recurrent step (DeCoNAS: the 3 op bits of one node pair), and positions that share a `head`
+  share one output layer (DeCoNAS: "heads shared per op").
+
   Attributes:
     choices: number of options per position.
-    names: a human-readable name per position (used in error messages and plots).
-    groups: optional group id per position; positions with the same group share a
-      controller softmax head (e.g. every "op bit" of DeCoNAS).
+    names: a human-readable name per position (used in errors and plots).
+    steps: the controller step that emits each position (non-decreasing from 0); default: one step
+      per position.
+    heads: the output head of each position; positions on one head must have the same number of
+      choices; default: one head per position.
   """
 
   choices: tuple[int, ...]
   names: tuple[str, ...] = ()
-  groups: tuple[int, ...] = ()
+  steps: tuple[int, ...] = ()
+  heads: tuple[int, ...] = ()
 
   def __post_init__(self):
-    if any(c < 1 for c in self.choices):
-      raise ValueError(f"every position needs at least one choice, got {self.choices}")
-    if self.names and len(self.names) != len(self.choices):
-      raise ValueError("names must have one entry per position")
-    if self.groups and len(self.groups) != len(self.choices):
-      raise ValueError("groups must have one entry per position")
+    n = len(self.choices)
+    if n == 0 or any(int(c) < 1 for c in self.choices):
+      raise ValueError(f"a TokenSpec needs positions with at least one choice, got {self.choices}")
+    for field in ("names", "steps", "heads"):
+      value = getattr(self, field)
+      if value and len(value) != n:
+        raise ValueError(f"TokenSpec.{field} must have one entry per position ({n})")
+    object.__setattr__(self, "choices", tuple(int(c) for c in self.choices))
+    if not self.steps:
+      object.__setattr__(self, "steps", tuple(range(n)))
+    if not self.heads:
+      object.__setattr__(self, "heads", tuple(range(n)))
+    if any(b < a for a, b in zip(self.steps, self.steps[1:], strict=False)) or self.steps[0] != 0:
+      raise ValueError("TokenSpec.steps must start at 0 and never decrease")
+    per_head: dict[int, int] = {}
+    for h, c in zip(self.heads, self.choices, strict=True):
+      if per_head.setdefault(h, c) != c:
+        raise ValueError(f"positions on head {h} have different numbers of choices")
 
   def __len__(self) -> int:
     return len(self.choices)
 
   @property
+  def num_steps(self) -> int:
+    """Return the number of controller steps."""
+    return self.steps[-1] + 1
+
+  @property
+  def num_heads(self) -> int:
+    """Return the number of distinct output heads."""
+    return max(self.heads) + 1
+
+  @property
   def size(self) -> int:
-    """Return the number of distinct token sequences."""
-    return int(np.prod([int(c) for c in self.choices], dtype=object))
+    """Return the number of distinct token sequences (a Python int, possibly huge)."""
+    out = 1
+    for c in self.choices:
+      out *= c
+    return out
 
   def name(self, i: int) -> str:
     """Return the name of position i."""
@@ -60,10 +92,15 @@ class TokenSpec:
     if arr.ndim != 1 or arr.shape[0] != len(self.choices):
       raise TokenError(f"expected {len(self.choices)} tokens, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
-      if not np.all(np.equal(np.mod(arr, 1), 0)):
-        raise TokenError(f"tokens must be integers, got {list(arr)}")
+      if not np.issubdtype(arr.dtype, np.number) or not np.all(np.mod(arr, 1) == 0):
+        raise TokenError(f"tokens must be integers, got {arr.tolist()}")
     arr = arr.astype(np.int32)
     for i, (t, c) in enumerate(zip(arr, self.choices, strict=True)):
       if not 0 <= t < c:
         raise TokenError(f"token {int(t)} at {self.name(i)} is outside 0..{c - 1}")
     return arr
+
+  def sample(self, rng: np.random.Generator, num: int | None = None) -> np.ndarray:
+    """Return uniformly random tokens, shape [len] or [num, len] (int32)."""
+    shape = (len(self),) if num is None else (num, len(self))
+    return (rng.random(shape) * np.asarray(self.choices)).astype(np.int32)

@@ -58,11 +58,11 @@ class SRPairs:
       raise DataError(f"cannot split {num_val} validation images from a dataset of {n}")
     chosen = np.random.default_rng(seed).permutation(n)[:num_val]
     val_idx = sorted(int(i) for i in chosen)
-    train_idx = [i for i in range(n) if i not in set(val_idx)]
+    train_idx = sorted(set(range(n)) - set(val_idx))
     return self.subset(train_idx), self.subset(val_idx)
 
-  def min_lr_side(self) -> int:
-    """Return the smallest LR height or width over all images (0 when empty)."""
+  def max_lr_patch(self) -> int:
+    """Return the largest LR patch every image can give: the smallest LR side (0 when empty)."""
     return min((min(im.shape[:2]) for im in self.lr), default=0)
 
 

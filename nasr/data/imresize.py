@@ -88,8 +88,8 @@ def imresize(
   """Return `img` (HxW or HxWxC) resized like MATLAB's bicubic `imresize` (antialiased shrink).
 
   Args:
-    img: the image. uint8 is computed in float64 and rounded and clipped back to uint8 (as MATLAB
-      does); any other dtype is returned as float64 without rounding.
+    img: the image. uint8 is computed in float64 and rounded and clipped back to uint8 after each
+      axis, as MATLAB does; any other dtype is returned as float64 without rounding.
     scale: a positive factor, or (scale_h, scale_w). Output size is ceil(in * scale).
     output_shape: (out_h, out_w) instead of `scale`; the scale per axis is then out / in.
 
@@ -114,14 +114,15 @@ def imresize(
   else:
     raise ConfigError("imresize needs scale or output_shape")
   is_uint8 = arr.dtype == np.uint8
-  out = arr.astype(np.float64)
+  out = arr if is_uint8 else arr.astype(np.float64)
   # MATLAB resizes the axis with the smaller scale first (stable sort: height on ties).
   order = (0, 1) if scales[0] <= scales[1] else (1, 0)
   for axis in order:
     out = _resize_axis(out, axis, out_shape[axis], scales[axis])
-  if is_uint8:
-    # MATLAB's uint8 conversion rounds half away from zero; values are >= 0 after the clip.
-    return np.floor(np.clip(out, 0.0, 255.0) + 0.5).astype(np.uint8)
+    if is_uint8:
+      # MATLAB's imresizemex returns the input class after each axis, so a uint8 image is
+      # rounded (half away from zero; values are >= 0 after the clip) between the two passes.
+      out = np.floor(np.clip(out, 0.0, 255.0) + 0.5).astype(np.uint8)
   return out
 
 

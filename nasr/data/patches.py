@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import numpy as np
 
-from nasr.core.errors import DataError
+from nasr.core.errors import ConfigError, DataError
 from nasr.core.types import Batch
 from nasr.data.datasets import SRPairs
 
@@ -18,6 +21,7 @@ class PatchSampler:
   Example:
     sampler = PatchSampler(pairs, patch_size=48, batch_size=16, seed=0)
     batch = sampler.batch(0)  # {"lr": uint8[16, 48, 48, 3], "hr": uint8[16, 96, 96, 3]} at x2
+    for step, batch in enumerate(sampler.iterate(start_step=1000), start=1000): ...
   """
 
   def __init__(
@@ -28,14 +32,21 @@ class PatchSampler:
     seed: int = 0,
     augment: bool = True,
   ):
+    if int(patch_size) < 1:
+      raise ConfigError(f"patch_size must be positive, got {patch_size}")
+    if int(batch_size) < 1:
+      raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    if int(seed) < 0:
+      raise ConfigError(f"seed must be non-negative (numpy seeds are), got {seed}")
     if len(pairs) == 0:
       raise DataError("the training set is empty: no images to sample patches from")
-    if int(patch_size) < 1:
-      raise DataError(f"patch_size must be positive, got {patch_size}")
-    if int(batch_size) < 1:
-      raise DataError(f"batch_size must be positive, got {batch_size}")
     # Fail before training starts, naming the culprit, not at a random later step.
     for name, lr, hr in zip(pairs.names, pairs.lr, pairs.hr, strict=True):
+      for role, img in (("LR", lr), ("HR", hr)):
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+          raise DataError(
+            f"image {name!r}: {role} must be uint8 HxWx3, got {img.dtype} {img.shape}"
+          )
       h, w = lr.shape[:2]
       if min(h, w) < patch_size:
         raise DataError(f"image {name!r} LR {h}x{w} is smaller than the LR patch {patch_size}")
@@ -51,6 +62,8 @@ class PatchSampler:
 
   def batch(self, step: int) -> Batch:
     """Return batch number `step`: {"lr": uint8[B, p, p, 3], "hr": uint8[B, p*s, p*s, 3]}."""
+    if int(step) < 0:
+      raise ConfigError(f"step must be non-negative, got {step}")
     rng = np.random.default_rng([self.seed, int(step)])
     p, s, b = self.patch_size, self.pairs.scale, self.batch_size
     lr_out = np.empty((b, p, p, 3), np.uint8)
@@ -69,6 +82,13 @@ class PatchSampler:
       lr_out[k] = lr_patch
       hr_out[k] = hr_patch
     return {"lr": lr_out, "hr": hr_out}
+
+  def iterate(self, start_step: int = 0) -> Iterator[Batch]:
+    """Return an endless iterator over batches start_step, start_step + 1, ..."""
+    return (self.batch(step) for step in itertools.count(int(start_step)))
+
+  def __iter__(self) -> Iterator[Batch]:
+    return self.iterate(0)
 
 
 def _augment(img: np.ndarray, hflip: int, vflip: int, rot: int) -> np.ndarray:

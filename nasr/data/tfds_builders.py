@@ -10,11 +10,12 @@ imported lazily, inside functions, so `import nasr.data` never imports it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,26 @@ def _png_bytes(img: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
-def _decode_rgb(data: bytes, where: str) -> np.ndarray:
+def _rgb_png(data: bytes, where: str, crop_to: tuple[int, int] | None = None) -> bytes:
+  """Return `data` as RGB PNG bytes (cropped to `crop_to`), passing an RGB PNG through untouched."""
+  try:
+    with Image.open(io.BytesIO(data)) as img:  # reads the header only: size and mode are free
+      size = (img.height, img.width)
+      if img.format == "PNG" and img.mode == "RGB" and crop_to in (None, size):
+        return data  # DIV2K as shipped: no decode, no re-encode
+      img.load()
+      arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+  except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
+    raise DataError(f"cannot read image {where}: {' '.join(str(err).split())}") from None
+  if crop_to is not None:
+    arr = arr[: crop_to[0], : crop_to[1]]
+  return _png_bytes(np.ascontiguousarray(arr))
+
+
+def _image_size(data: bytes, where: str) -> tuple[int, int]:
   try:
     with Image.open(io.BytesIO(data)) as img:
-      img.load()
-      return np.asarray(img.convert("RGB"), dtype=np.uint8)
+      return img.height, img.width
   except Exception as err:  # noqa: BLE001 - Pillow raises many types for bad files
     raise DataError(f"cannot read image {where}: {' '.join(str(err).split())}") from None
 
@@ -59,7 +75,23 @@ def div2k_expected(split: str, scale: int) -> tuple[str, str]:
   return f"DIV2K_{split}_HR.zip", f"DIV2K_{split}_LR_bicubic_X{scale}.zip"
 
 
-def _div2k_source(manual_dir: Path, split: str, scale: int) -> tuple[object, object] | None:
+def _div2k_splits(manual_dir: Path, scale: int) -> dict[str, tuple[Path, Path]]:
+  """Return {TFDS split: (hr_source, lr_source)}, or raise DataError naming the expected files."""
+  splits = {}
+  for tfds_split, div2k_split in (("train", "train"), ("validation", "valid")):
+    source = _div2k_source(manual_dir, div2k_split, scale) if manual_dir.is_dir() else None
+    if source is not None:
+      splits[tfds_split] = source
+  if not splits:
+    expected = [n for s in ("train", "valid") for n in div2k_expected(s, scale)]
+    raise DataError(
+      f"DIV2K x{scale} files not found in {manual_dir}: expected "
+      f"{', '.join(expected)} (or their extracted folders)"
+    )
+  return splits
+
+
+def _div2k_source(manual_dir: Path, split: str, scale: int) -> tuple[Path, Path] | None:
   """Return (hr_source, lr_source) for a split as folders or zip files, or None when absent."""
   hr_zip, lr_zip = (manual_dir / n for n in div2k_expected(split, scale))
   hr_dir = manual_dir / f"DIV2K_{split}_HR"
@@ -71,50 +103,70 @@ def _div2k_source(manual_dir: Path, split: str, scale: int) -> tuple[object, obj
   return hr, lr
 
 
-def _iter_source(source: Path) -> Iterator[tuple[str, str, bytes]]:
-  """Yield (stem, where, bytes) for every image of a folder or zip archive, sorted by name."""
+@contextlib.contextmanager
+def _open_source(source: Path) -> Iterator[dict[str, tuple[str, str, Callable[[], bytes]]]]:
+  """Yield {pair key: (stem, where, read)} for the images of a folder or zip archive.
+
+  Nothing is read until `read()` is called: a DIV2K split is gigabytes.
+  """
   if source.is_dir():
-    for f in list_images(source):
-      yield f.stem, str(f), f.read_bytes()
+    files = list_images(source)
+    yield _by_pair_key(((f.stem, str(f), f.read_bytes) for f in files), source)
     return
   try:
-    with zipfile.ZipFile(source) as zf:
-      members = sorted(
-        m
-        for m in zf.namelist()
-        if not m.endswith("/") and Path(m).suffix.lower() in IMAGE_EXTENSIONS
-      )
-      if not members:
-        raise DataError(f"no images in archive {source}")
-      for m in members:
-        yield Path(m).stem, f"{source}:{m}", zf.read(m)
-  except zipfile.BadZipFile as err:
+    archive = zipfile.ZipFile(source)
+  except (zipfile.BadZipFile, OSError) as err:
     raise DataError(f"cannot read archive {source}: {err}") from None
+  with archive:
+    members = [
+      m
+      for m in archive.namelist()
+      if not m.endswith("/") and Path(m).suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    if not members:
+      raise DataError(f"no images in archive {source}")
+    items = ((Path(m).stem, f"{source}:{m}", functools.partial(archive.read, m)) for m in members)
+    yield _by_pair_key(items, source)
+
+
+def _by_pair_key(items, source: Path) -> dict[str, tuple[str, str, Callable[[], bytes]]]:
+  index = {}
+  for stem, where, read in items:
+    key = pair_key(stem)
+    if key in index:
+      raise DataError(f"{index[key][1]} and {where} in {source} both match the name {key!r}")
+    index[key] = (stem, where, read)
+  return index
 
 
 def _div2k_examples(hr_source: Path, lr_source: Path, scale: int) -> Iterator[tuple[str, dict]]:
-  lr_items = {pair_key(stem): (where, data) for stem, where, data in _iter_source(lr_source)}
-  seen = set()
-  for stem, where, data in _iter_source(hr_source):
-    key = pair_key(stem)
-    if key not in lr_items:
-      raise DataError(f"HR image {where} has no LR partner in {lr_source}")
-    seen.add(key)
-    lr_where, lr_data = lr_items[key]
-    hr, lr = _decode_rgb(data, where), _decode_rgb(lr_data, lr_where)
-    want = (lr.shape[0] * scale, lr.shape[1] * scale)
-    if hr.shape[:2] != want:
-      if 0 <= hr.shape[0] - want[0] < scale and 0 <= hr.shape[1] - want[1] < scale:
-        hr = np.ascontiguousarray(hr[: want[0], : want[1]])
-      else:
+  with _open_source(hr_source) as hr_items, _open_source(lr_source) as lr_items:
+    # Pairing errors surface before any image is decoded.
+    for key, (_, where, _) in sorted(hr_items.items()):
+      if key not in lr_items:
+        raise DataError(f"HR image {where} has no LR partner in {lr_source}")
+    for key, (_, where, _) in sorted(lr_items.items()):
+      if key not in hr_items:
+        raise DataError(f"LR image {where} has no HR partner in {hr_source}")
+    for key in sorted(hr_items):
+      stem, hr_where, read_hr = hr_items[key]
+      _, lr_where, read_lr = lr_items[key]
+      lr_data, hr_data = read_lr(), read_hr()
+      lr_h, lr_w = _image_size(lr_data, lr_where)
+      hr_h, hr_w = _image_size(hr_data, hr_where)
+      want = (lr_h * scale, lr_w * scale)
+      # The LR may come from a modcropped HR: up to scale - 1 extra HR pixels are cropped away.
+      if not (0 <= hr_h - want[0] < scale and 0 <= hr_w - want[1] < scale):
         raise DataError(
-          f"HR {where} is {hr.shape[0]}x{hr.shape[1]} but LR {lr_where} is "
-          f"{lr.shape[0]}x{lr.shape[1]}; x{scale} needs HR {want[0]}x{want[1]}"
+          f"HR {hr_where} is {hr_h}x{hr_w} but LR {lr_where} is {lr_h}x{lr_w}; "
+          f"x{scale} needs HR {want[0]}x{want[1]}"
         )
-    yield stem, {"lr": _png_bytes(lr), "hr": _png_bytes(hr), "name": stem}
-  missing = sorted(set(lr_items) - seen)
-  if missing:
-    raise DataError(f"LR image {lr_items[missing[0]][0]} has no HR partner in {hr_source}")
+      example = {
+        "lr": _rgb_png(lr_data, lr_where),
+        "hr": _rgb_png(hr_data, hr_where, crop_to=want),
+        "name": stem,
+      }
+      yield stem, example
 
 
 def _benchmark_folder(manual_dir: Path, config: str) -> Path:
@@ -180,20 +232,11 @@ def builder_classes() -> dict[str, type]:
       )
 
     def _split_generators(self, dl_manager):
-      manual_dir = Path(dl_manager.manual_dir)
       scale = int(self.builder_config.name.rsplit("x", 1)[1])
-      splits = {}
-      for tfds_split, div2k_split in (("train", "train"), ("validation", "valid")):
-        source = _div2k_source(manual_dir, div2k_split, scale) if manual_dir.is_dir() else None
-        if source is not None:
-          splits[tfds_split] = self._generate_examples(source[0], source[1], scale)
-      if not splits:
-        expected = [n for s in ("train", "valid") for n in div2k_expected(s, scale)]
-        raise DataError(
-          f"DIV2K x{scale} files not found in {manual_dir}: expected "
-          f"{', '.join(expected)} (or their extracted folders)"
-        )
-      return splits
+      return {
+        split: self._generate_examples(hr, lr, scale)
+        for split, (hr, lr) in _div2k_splits(Path(dl_manager.manual_dir), scale).items()
+      }
 
     def _generate_examples(self, hr_source, lr_source, scale):
       yield from _div2k_examples(hr_source, lr_source, scale)
@@ -262,16 +305,7 @@ def _check_manual_dir(builder_name: str, config: str, manual_dir: Path) -> None:
       raise DataError(f"benchmark folder {manual_dir} does not exist")
     _benchmark_folder(manual_dir, config)
     return
-  scale = int(config.rsplit("x", 1)[1])
-  found = manual_dir.is_dir() and any(
-    _div2k_source(manual_dir, split, scale) is not None for split in ("train", "valid")
-  )
-  if not found:
-    expected = [n for s in ("train", "valid") for n in div2k_expected(s, scale)]
-    raise DataError(
-      f"DIV2K x{scale} files not found in {manual_dir}: expected "
-      f"{', '.join(expected)} (or their extracted folders)"
-    )
+  _div2k_splits(manual_dir, int(config.rsplit("x", 1)[1]))
 
 
 def load_tfds(

@@ -1,22 +1,41 @@
 """Search spaces and baseline networks: every network maps NHWC [0, 1] RGB to `scale` times it."""
 
-from nasr.core.errors import ConfigError
-from nasr.spaces import baselines
+from nasr.spaces import baselines, deconas, registry
 from nasr.spaces.baselines import EDSR, MODELS, Bicubic, build_model, model_fields
+from nasr.spaces.deconas import DeCoNAS, DeCoNASArch, DeCoNASNet, DeCoNASSupernet
+from nasr.spaces.registry import SPACES, get, load_arch, register, save_arch, space_fields
 
 
-def build_from_file(path: str, scale: int):
-  """Return the network described by a search-result file (not supported yet)."""
-  del scale
-  raise ConfigError(f"{path}: search result files are not supported yet")
+def build_from_file(path, scale: int, **overrides):
+  """Return the network of a search-result file written by `save_arch`, at `scale`.
+
+  Args:
+    path: the JSON file ({"space": ..., "space_kwargs": ..., "arch": ..., "tokens": ...}).
+    scale: the upscaling factor.
+    **overrides: space settings that replace the stored ones (e.g. channels=96 to retrain wider).
+  """
+  space, arch = load_arch(path, **overrides)
+  return space.build(arch, scale)
 
 
 __all__ = [
   "EDSR",
   "MODELS",
+  "SPACES",
   "Bicubic",
+  "DeCoNAS",
+  "DeCoNASArch",
+  "DeCoNASNet",
+  "DeCoNASSupernet",
   "baselines",
   "build_from_file",
   "build_model",
+  "deconas",
+  "get",
+  "load_arch",
   "model_fields",
+  "register",
+  "registry",
+  "save_arch",
+  "space_fields",
 ]

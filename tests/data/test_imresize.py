@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nasr.core.errors import ConfigError
-from nasr.data import bicubic_degrade, check_scale, imresize, modcrop
+from nasr.data import bicubic_degrade, check_scale, imresize, list_images, modcrop, read_image
 
 
 def _cubic(x):
@@ -82,12 +82,22 @@ def test_constant_image_stays_constant(scale):
   assert sr.dtype == np.uint8 and sr.shape == u.shape and np.all(sr == 200)
 
 
-def test_uint8_rounds_and_clips_like_matlab():
-  img = np.random.default_rng(1).integers(0, 256, (15, 21, 3)).astype(np.uint8)
-  got = imresize(img, scale=1 / 3)
-  ref = _reference(img, 1 / 3)
+def _to_uint8(x):
+  return np.floor(np.clip(x, 0, 255) + 0.5).astype(np.uint8)  # MATLAB: half away from zero
+
+
+@pytest.mark.parametrize("scale", [1 / 3, 2])
+def test_uint8_rounds_after_each_axis_like_matlab(scale):
+  img = np.random.default_rng(1).integers(0, 256, (30, 42, 3)).astype(np.uint8)
+  got = imresize(img, scale=scale)
+  # MATLAB's imresizemex returns uint8 after the first axis too, not only at the end.
+  want = _to_uint8(_reference_axis(_to_uint8(_reference_axis(img, 0, scale)), 1, scale))
   assert got.dtype == np.uint8
-  np.testing.assert_array_equal(got, np.floor(np.clip(ref, 0, 255) + 0.5).astype(np.uint8))
+  np.testing.assert_array_equal(got, want)
+  assert not np.array_equal(got, _to_uint8(_reference(img, scale)))  # the test can tell
+
+
+def test_uint8_clips_overshoot():
   # A sharp edge overshoots when upscaling: the result is clipped, not wrapped.
   edge = np.zeros((8, 8), np.uint8)
   edge[:, 4:] = 255
@@ -123,3 +133,13 @@ def test_check_scale():
   assert check_scale(3) == 3
   with pytest.raises(ConfigError, match="scale must be one of 2, 3, 4, got 5"):
     check_scale(5)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_set5_shapes(set5, scale):
+  for path in list_images(set5):
+    hr = read_image(path)
+    lr = bicubic_degrade(hr, scale)
+    assert lr.dtype == np.uint8
+    assert lr.shape == (hr.shape[0] // scale, hr.shape[1] // scale, 3), path.name
+    assert imresize(lr, scale=scale).shape == modcrop(hr, scale).shape, path.name

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nasr.core.errors import DataError
+from nasr.core.errors import ConfigError, DataError
 from nasr.data import PatchSampler, SRPairs
 
 
@@ -64,3 +64,24 @@ def test_too_small_image_is_named():
 def test_empty_dataset():
   with pytest.raises(DataError, match="empty"):
     PatchSampler(SRPairs((), (), (), 2))
+
+
+def test_iterate_resumes_at_any_step():
+  sampler = PatchSampler(_pairs(2), patch_size=8, batch_size=3, seed=4)
+  first = [b["lr"] for b, _ in zip(sampler, range(5), strict=False)]
+  resumed = [b["lr"] for b, _ in zip(sampler.iterate(start_step=3), range(2), strict=False)]
+  for a, b in zip(first[3:], resumed, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bad_settings_are_config_errors():
+  pairs = _pairs(2)
+  with pytest.raises(ConfigError, match="patch_size"):
+    PatchSampler(pairs, patch_size=0)
+  with pytest.raises(ConfigError, match="batch_size"):
+    PatchSampler(pairs, patch_size=8, batch_size=0)
+  with pytest.raises(ConfigError, match="seed"):
+    PatchSampler(pairs, patch_size=8, seed=-1)
+  gray = SRPairs(("g.png",), (np.zeros((20, 20), np.uint8),), (np.zeros((40, 40), np.uint8),), 2)
+  with pytest.raises(DataError, match="'g.png': LR must be uint8 HxWx3"):
+    PatchSampler(gray, patch_size=8)

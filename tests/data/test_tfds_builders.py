@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from nasr.core.errors import ConfigError, DataError
-from nasr.data import bicubic_degrade, load_tfds, write_png
+from nasr.data import bicubic_degrade, load_hr_folder, load_tfds, write_png
 
 pytest.importorskip("tensorflow_datasets")
 
@@ -97,3 +97,43 @@ def test_unknown_builder_and_scale_mismatch(tmp_path):
     load_tfds("nasr_div2k/bicubic_x2", "train", 4, data_dir=tmp_path)
   with pytest.raises(ConfigError, match="bicubic_x2"):
     load_tfds("nasr_div2k/unknown_x2", "train", 2, data_dir=tmp_path)
+
+
+def test_div2k_builder_reads_extracted_folders(tmp_path):
+  rng = np.random.default_rng(2)
+  manual = tmp_path / "manual"
+  hr = rng.integers(0, 256, (13, 9, 3)).astype(np.uint8)  # one row and column over 12x8
+  lr = rng.integers(0, 256, (6, 4)).astype(np.uint8)  # grayscale: stored as RGB
+  write_png(manual / "DIV2K_train_HR" / "0001.png", hr)
+  lr_dir = manual / "DIV2K_train_LR_bicubic" / "X2"
+  lr_dir.mkdir(parents=True)
+  Image.fromarray(lr).save(lr_dir / "0001x2.png")
+  pairs = load_tfds(
+    "nasr_div2k/bicubic_x2", "train", 2, data_dir=tmp_path / "tfds", manual_dir=manual
+  )
+  assert pairs.names == ("0001",)
+  np.testing.assert_array_equal(pairs.hr[0], hr[:12, :8])
+  np.testing.assert_array_equal(pairs.lr[0], np.repeat(lr[..., None], 3, axis=2))
+
+
+def test_div2k_pairing_errors_name_the_file(tmp_path):
+  rng = np.random.default_rng(3)
+  manual = tmp_path / "manual"
+  write_png(manual / "DIV2K_train_HR" / "0001.png", rng.integers(0, 256, (8, 8, 3), np.uint8))
+  write_png(manual / "DIV2K_train_HR" / "0002.png", rng.integers(0, 256, (8, 8, 3), np.uint8))
+  lr_dir = manual / "DIV2K_train_LR_bicubic" / "X2"
+  write_png(lr_dir / "0001x2.png", rng.integers(0, 256, (4, 4, 3), np.uint8))
+  kw = dict(data_dir=tmp_path / "tfds", manual_dir=manual)
+  with pytest.raises(DataError, match="0002.png has no LR partner"):
+    load_tfds("nasr_div2k/bicubic_x2", "train", 2, **kw)
+  write_png(lr_dir / "0002x2.png", rng.integers(0, 256, (3, 4, 3), np.uint8))
+  with pytest.raises(DataError, match="0002.png is 8x8 but LR .*0002x2.png is 3x4"):
+    load_tfds("nasr_div2k/bicubic_x2", "train", 2, **kw)
+
+
+def test_set5_through_tfds_equals_the_folder_loader(set5, tmp_path):
+  via_tfds = load_tfds("nasr_sr_benchmark/set5", "test", 4, data_dir=tmp_path, manual_dir=set5)
+  direct = load_hr_folder(set5, 4)
+  assert via_tfds.names == direct.names
+  for a, b in zip(via_tfds.hr + via_tfds.lr, direct.hr + direct.lr, strict=True):
+    np.testing.assert_array_equal(a, b)

@@ -21,8 +21,10 @@ def test_set5_bicubic_matches_published(scale):
   psnrs, ssims = [], []
   for path in sorted(SET5.glob("*.png")):
     hr = modcrop(read_image(path), scale)
-    sr = imresize(imresize(hr, scale=1 / scale), scale=scale)
-    assert sr.shape == hr.shape and sr.dtype == np.uint8
+    lr = imresize(hr, scale=1 / scale)  # uint8, rounded after each axis as MATLAB does
+    assert lr.dtype == np.uint8
+    sr = imresize(lr.astype(np.float64), scale=scale)  # the SR "model": float, quantised once
+    assert sr.shape == hr.shape
     psnrs.append(metrics.psnr(sr, hr, crop_border=scale))
     ssims.append(metrics.ssim(sr, hr, crop_border=scale))
   assert len(psnrs) == 5

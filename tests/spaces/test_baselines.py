@@ -76,8 +76,3 @@ def test_build_model_unknown_name_lists_choices():
 def test_build_model_unknown_kwarg_names_key_and_fields():
   with pytest.raises(ConfigError, match=r"no field 'block'; valid fields: blocks, channels"):
     spaces.build_model("edsr", scale=2, block=4)
-
-
-def test_build_from_file_is_not_supported_yet(tmp_path):
-  with pytest.raises(ConfigError, match="not supported yet"):
-    spaces.build_from_file(str(tmp_path / "arch.json"), scale=2)

@@ -1,0 +1,93 @@
+r"""DeCoNAS: LSTM controller + REINFORCE over densely connected blocks, complexity-penalised reward.
+
+python -m launch.search --config=configs/deconas.py:tiny --workdir=/tmp/nasr/deconas_tiny
+python -m launch.search --config=configs/deconas.py --config.setting=CB1_FF1 --workdir=W
+python -m launch.train --config=configs/train.py --config.arch=W/best.json --workdir=W/retrain
+python -m launch.train --config=configs/deconas.py:final --workdir=W/deconasnet   # the paper's net
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from configs import common
+from configs import train as train_config
+
+PRESETS = (*common.PRESETS, "final")
+DECONASNET = str(Path(__file__).resolve().parent / "archs" / "deconasnet.json")
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  """Return the DeCoNAS search config for `preset` (tiny, default, paper) or the `final` retrain."""
+  preset = common.check_preset(preset, PRESETS)
+  if preset == "final":
+    return _final()
+  c = ml_collections.ConfigDict()
+  c.method = "deconas"
+  c.preset = preset
+  c.seed = 0
+  c.scale = 2
+  # The paper's four settings: CB = complexity-based penalty in the reward, FF = feature-fusion search.
+  c.setting = "CB1_FF0"
+  c.reward = ml_collections.ConfigDict({"alpha": 2.0})  # R = PSNR - alpha * params/params_max
+  c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 4, "nodes": 4, "channels": 16})
+  c.strategy = ml_collections.ConfigDict(
+    {
+      "name": "reinforce",
+      "hidden": 64,  # 2 stacked LSTM layers of 64 units
+      "layers": 2,
+      "tanh_constant": 1.1,  # logits = c * tanh(logits / T)
+      "op_tanh_reduce": 2.5,  # op-bit heads use c = 1.1 / 2.5 (ENAS/DeCoNAS reference code)
+      "temperature": 0.0,  # 0 = no temperature
+      "learning_rate": 3e-4,
+      "baseline_decay": 0.99,
+      "entropy_weight": 1e-4,
+      "grad_clip": 0.0,
+    }
+  )
+  c.loss = "l1"
+  c.data = common.data_config(preset)
+  c.data.val = ""  # the reward's validation split is carved from the training images
+  c.data.num_val = 2
+  c.val_patch = 48  # LR side of the centre crops that score children
+  c.optim = common.optim_config(preset)
+  c.optim.lr = 1e-4
+  c.epochs = 10
+  c.train_steps_per_epoch = 60
+  c.controller_steps_per_epoch = 20
+  c.controller_batch = 1  # children per controller step (ENAS: 1)
+  c.optim.decay_every = 0
+  c.skip_inactive = False  # lax.cond per slot: computes only the child (see BENCHMARKS.md)
+  c.keep_checkpoints = 2
+  c.derive = ml_collections.ConfigDict({"candidates": 100})
+  c.data.patch_size = 32
+  c.data.batch_size = 8
+  if preset == "tiny":
+    c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 2, "nodes": 2, "channels": 8})
+    c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16
+    c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 3, 3, 2
+    c.controller_batch = 2
+    c.derive.candidates = 6
+  elif preset == "paper":
+    c.space = ml_collections.ConfigDict(
+      {"name": "deconas", "blocks": 16, "nodes": 8, "channels": 64}
+    )
+    c.data.train = "tfds:nasr_div2k/bicubic_x{scale}"
+    c.data.val = "tfds:nasr_div2k/bicubic_x{scale}"  # DIV2K validation images score the reward
+    c.data.patch_size, c.data.batch_size, c.val_patch = 64, 16, 64
+    c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 200, 1000, 100
+    c.optim.decay_every = 50_000  # halve every 50 epochs
+  return c
+
+
+def _final() -> ml_collections.ConfigDict:
+  """Return the retrain config of the paper's DeCoNASNet (1,000 epochs x 1,000 steps, patch 64)."""
+  c = train_config.get_config("paper")
+  c.preset = "final"
+  c.arch = DECONASNET
+  c.data.patch_size = 64
+  c.steps = 1_000_000
+  c.optim.lr = 1e-4
+  c.optim.decay_every = 200_000  # halve every 200 epochs
+  c.eval_every = 10_000
+  return c

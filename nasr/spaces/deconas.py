@@ -1,0 +1,608 @@
+"""The DeCoNAS search space (Ahn and Cho, "Neural Architecture Search for Image Super-Resolution
+Using Densely Constructed Search Space: DeCoNAS", ICPR 2020).
+
+Network (RDN-like, no batch norm, NHWC RGB in [0, 1]; the DIV2K mean is subtracted at the input and
+added back at the output, like the EDSR baseline; the mean shift has no parameters):
+
+  SFENet  F_-1 = conv3x3(x), F_0 = conv3x3(F_-1)
+  DeCoNet F_d = DNB_d(conv1x1(concat(F_0..F_d-1)))                       paper eq. (3), d = 1..N
+  GFF     F_GF = conv3x3(conv1x1(concat(g_0 F_0, .., g_N-1 F_N-1, F_N))) + F_-1     eq. (4)
+  UPNet   conv3x3 to r*r*C, pixel shuffle (x4: two x2 stages), conv3x3 to 3 channels.
+
+A DNB has M mix nodes; node 0 is the DNB input and node m reads nodes 0..m-1. For each pair
+(m, j) three bits say which of the ops [conv3x3, sepconv3x3, dilconv3x3 (rate 3)] read node j;
+op k of node m reads the channel concat of its selected inputs and is pre-activated (ReLU, then
+conv with bias). Node m = CA(ReLU(mean of its active ops)), or node m-1 when it has no active op
+(eq. (5)-(6)). LFF: conv1x1(concat(l_0 node_0, .., l_M-1 node_M-1, node_M)) + DNB input. Every DNB
+uses the same tokens with its own weights.
+
+Fusion bits, as eq. (4) writes them: the N GFF bits g_0..g_N-1 gate F_0..F_N-1 and the last DNB
+output F_N always feeds GFF; likewise the M LFF bits l_0..l_M-1 gate nodes 0..M-1 and the last
+node always feeds LFF. Without fusion search every gate is 1. So every bit the controller emits
+matters; none is forced.
+
+Parameter count of the paper's DeCoNASNet (N=4, M=4, C=64, x2): 1,698,947, 0.82% below the
+paper's 1,713K. This follows eq. (3)-(4) literally: a 1x1 conv before every DNB including the
+first, and F_0 in the GFF concat. Other readings: no 1x1 before DNB 1 and GFF over F_1..F_N only
+gives 1,690,691 (-1.30%); RCAN's channel-attention reduction 16 gives 1,665,923; a reduction of
+C/2 gives 1,723,715 (+0.63%) but contradicts the C/4 of the reference semantics. The remaining gap
+is not explained by the text (the released code is not available here).
+
+Tokens (bit form, what strategies search): G = M(M+1)/2 groups of 3 bits ordered (m=1,j=0),
+(m=2,j=0), (m=2,j=1), (m=3,j=0), ...; with `fusion_search`, then the M LFF bits and the N GFF bits.
+The paper's compact form has one integer 0..7 per group with the conv3x3 bit most significant
+(4 = conv only, 1 = dilated only).
+
+Example:
+  space = nasr.spaces.get("deconas", blocks=4, nodes=4, channels=64)
+  arch = space.decode([7, 6, 4, 3, 0, 2, 2, 3, 4, 1])
+  model = space.build(arch, scale=2)
+"""
+
+import dataclasses
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasr.core.errors import ConfigError, TokenError
+from nasr.core.types import TokenSpec
+from nasr.ops.attention import ChannelAttention
+from nasr.ops.conv import Conv, SepConv
+from nasr.ops.upsample import MeanShift, SubPixelUpsampler, check_subpixel_scale
+from nasr.spaces.registry import register
+
+Dtype = Any
+
+OPS = ("conv3x3", "sepconv3x3", "dilconv3x3")  # op k <-> bit k of a group; k=0 is most significant
+DILATION = (1, 1, 3)  # per op
+
+
+def num_groups(nodes: int) -> int:
+  """Return the number of (node, input) pairs of a DNB with `nodes` mix nodes."""
+  return nodes * (nodes + 1) // 2
+
+
+def group_index(m: int, j: int) -> int:
+  """Return the group of the pair (node m reads node j), 1 <= m, 0 <= j < m."""
+  return m * (m - 1) // 2 + j
+
+
+def _groups(nodes: int) -> list[tuple[int, int]]:
+  return [(m, j) for m in range(1, nodes + 1) for j in range(m)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeCoNASArch:
+  """A DeCoNAS architecture: op bits per (node, input) pair and the feature-fusion bits.
+
+  Attributes:
+    blocks: number of DNBs (N).
+    nodes: mix nodes per DNB (M).
+    ops: 3 * M(M+1)/2 bits, group-major: ops[3 * group_index(m, j) + k] = op k of node m reads j.
+    lff: M bits: lff[m] = node m (0..M-1) feeds local feature fusion; node M always does.
+    gff: N bits: gff[d] = F_d (0..N-1; F_0 is the SFENet output) feeds global feature fusion;
+      F_N always does.
+  """
+
+  blocks: int
+  nodes: int
+  ops: tuple[int, ...]
+  lff: tuple[int, ...]
+  gff: tuple[int, ...]
+
+  def __post_init__(self):
+    for field in ("ops", "lff", "gff"):
+      object.__setattr__(self, field, tuple(int(b) for b in getattr(self, field)))
+    expected = {"ops": 3 * num_groups(self.nodes), "lff": self.nodes, "gff": self.blocks}
+    for field, n in expected.items():
+      bits = getattr(self, field)
+      if len(bits) != n or any(b not in (0, 1) for b in bits):
+        raise TokenError(f"DeCoNASArch.{field} needs {n} bits (0 or 1), got {bits}")
+
+  def bit(self, m: int, j: int, k: int) -> int:
+    """Return whether op k of node m reads node j."""
+    return self.ops[3 * group_index(m, j) + k]
+
+  def inputs(self, m: int, k: int) -> list[int]:
+    """Return the nodes op k of node m reads (empty: the op is inactive)."""
+    return [j for j in range(m) if self.bit(m, j, k)]
+
+  def compact(self) -> list[int]:
+    """Return the paper's compact form: one integer 0..7 per group (conv3x3 bit first)."""
+    o = self.ops
+    return [4 * o[3 * g] + 2 * o[3 * g + 1] + o[3 * g + 2] for g in range(len(o) // 3)]
+
+  def live_nodes(self) -> list[bool]:
+    """Return, per node 0..M, whether its value reaches the DNB output (else it is skipped)."""
+    live = [True] + [bool(self.lff[m]) for m in range(1, self.nodes)] + [True]
+    for m in range(self.nodes, 0, -1):
+      if not live[m]:
+        continue
+      readers = [j for k in range(3) for j in self.inputs(m, k)]
+      for j in readers or [m - 1]:  # a node without ops passes node m-1 on
+        live[j] = True
+    return live
+
+  def to_dict(self) -> dict:
+    """Return the architecture as a JSON-serialisable dict."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+  def to_json(self) -> str:
+    """Return the architecture as a JSON string."""
+    return json.dumps(self.to_dict())
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "DeCoNASArch":
+    """Return the architecture stored by `to_dict`, or raise TokenError naming the bad key."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    if not isinstance(d, dict) or sorted(d) != sorted(names):
+      got = sorted(d) if isinstance(d, dict) else type(d).__name__
+      raise TokenError(f"a DeCoNAS architecture needs the keys {names}, got {got}")
+    return cls(**d)
+
+  @classmethod
+  def from_json(cls, s: "str | dict") -> "DeCoNASArch":
+    """Return the architecture stored by `to_json` (a JSON string or its dict)."""
+    return cls.from_dict(json.loads(s) if isinstance(s, str) else s)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stand-alone child network (architecture static).
+
+
+def _node_plan(arch: DeCoNASArch) -> dict[int, list[tuple[int, list[int]]]]:
+  """Return, per live node m with ops, its active ops as (k, inputs); the child builds these."""
+  live = arch.live_nodes()
+  plan = {}
+  for m in range(1, arch.nodes + 1):
+    ops = [(k, arch.inputs(m, k)) for k in range(3) if arch.inputs(m, k)]
+    if live[m] and ops:
+      plan[m] = ops
+  return plan
+
+
+def _child_op(k: int, channels: int, dtype: Dtype, name: str) -> nn.Module:
+  if OPS[k] == "sepconv3x3":
+    return SepConv(channels, 3, dtype=dtype, name=name)
+  return Conv(channels, 3, DILATION[k], dtype=dtype, name=name)
+
+
+class DeCoNASBlock(nn.Module):
+  """One densely connected network block (DNB) of a fixed architecture."""
+
+  arch: DeCoNASArch  # the architecture (static, hashable)
+  channels: int = 64  # feature width
+  reduction: int = 4  # channel-attention reduction
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the block output (same shape as x)."""
+    arch, plan, live = self.arch, _node_plan(self.arch), self.arch.live_nodes()
+    feats: list[jax.Array | None] = [x]
+    for m in range(1, arch.nodes + 1):
+      if not live[m]:
+        feats.append(None)  # read by nothing that reaches the output
+      elif m not in plan:
+        feats.append(feats[m - 1])
+      else:
+        outs = []
+        for k, inputs in plan[m]:
+          h = nn.relu(jnp.concatenate([feats[j] for j in inputs], axis=-1))
+          outs.append(_child_op(k, self.channels, self.dtype, f"node{m}_{OPS[k]}")(h))
+        h = nn.relu(sum(outs) / len(outs))
+        feats.append(
+          ChannelAttention(self.channels, self.reduction, self.dtype, name=f"node{m}_attention")(h)
+        )
+    fused = [feats[m] for m in range(arch.nodes) if arch.lff[m]] + [feats[arch.nodes]]
+    y = Conv(self.channels, 1, dtype=self.dtype, name="lff")(jnp.concatenate(fused, axis=-1))
+    return y + x.astype(y.dtype)
+
+
+class DeCoNASNet(nn.Module):
+  """A DeCoNAS network of a fixed architecture: NHWC [0, 1] RGB to `scale` times it (float32)."""
+
+  arch: DeCoNASArch  # the architecture (static, hashable)
+  channels: int = 64  # feature width C
+  scale: int = 2  # 2, 3 or 4
+  reduction: int = 4  # channel-attention reduction (C -> C / reduction -> C)
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  def __post_init__(self):
+    check_subpixel_scale(self.scale)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the super-resolved NHWC batch."""
+    c, dt, n = self.channels, self.dtype, self.arch.blocks
+    x = MeanShift(-1.0, dtype=dt)(x)
+    f_m1 = Conv(c, 3, dtype=dt, name="sfe1")(x)
+    feats = [Conv(c, 3, dtype=dt, name="sfe2")(f_m1)]
+    for d in range(n):
+      h = _fuse(c, dt, d, feats)
+      feats.append(DeCoNASBlock(self.arch, c, self.reduction, dt, name=f"block{d}")(h))
+    sel = [feats[d] for d in range(n) if self.arch.gff[d]] + [feats[n]]
+    h = Conv(c, 1, dtype=dt, name="gff_fuse")(jnp.concatenate(sel, axis=-1))
+    h = Conv(c, 3, dtype=dt, name="gff_conv")(h) + f_m1
+    h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(h)
+    y = Conv(3, 3, dtype=dt, name="tail")(h)
+    return MeanShift(1.0, dtype=jnp.float32)(y.astype(jnp.float32))
+
+
+def _fuse(c: int, dtype: Dtype, d: int, feats: list[jax.Array]) -> jax.Array:
+  """Return the input of DNB d (0-based): conv1x1 over concat(F_0..F_d)."""
+  return Conv(c, 1, dtype=dtype, name=f"fuse{d}")(jnp.concatenate(feats[: d + 1], axis=-1))
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight-sharing supernet (architecture as an array argument: compiled once).
+
+
+def _conv(x, kernel, dilation=1, groups=1, dtype=jnp.float32):
+  return jax.lax.conv_general_dilated(
+    x.astype(dtype),
+    kernel.astype(dtype),
+    window_strides=(1, 1),
+    padding="SAME",
+    rhs_dilation=(dilation, dilation),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=groups,
+  )
+
+
+class _ConvParams(nn.Module):
+  """Create a conv's {"kernel", "bias"} at the largest shape; slices are taken by the caller."""
+
+  kernel_shape: tuple[int, ...]
+  bias_size: int
+
+  @nn.compact
+  def __call__(self):
+    """Return (kernel, bias)."""
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), self.kernel_shape, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.bias_size,), jnp.float32)
+    return kernel, bias
+
+
+class _SepConvParams(nn.Module):
+  """Create a separable conv's depthwise and pointwise parameters for `slots` input slots."""
+
+  channels: int
+  slots: int
+
+  @nn.compact
+  def __call__(self):
+    """Return ((depthwise kernel, bias), (pointwise kernel, bias))."""
+    cin = self.slots * self.channels
+    dw = _ConvParams((3, 3, 1, cin), cin, name="depthwise")()
+    pw = _ConvParams((1, 1, cin, self.channels), self.channels, name="pointwise")()
+    return dw, pw
+
+
+def _masked_concat(xs: Sequence[jax.Array], mask: jax.Array) -> jax.Array:
+  return jnp.concatenate([x * mask[j].astype(x.dtype) for j, x in enumerate(xs)], axis=-1)
+
+
+def _select(bit: jax.Array, fn, like: jax.Array) -> jax.Array:
+  # lax.cond: the unselected slot costs nothing (only the child's work is done).
+  return jax.lax.cond(bit > 0, fn, lambda: jnp.zeros_like(like))
+
+
+class DeCoNASSuperBlock(nn.Module):
+  """A DNB whose architecture is an array argument; all ops exist at their largest shape."""
+
+  nodes: int  # mix nodes M
+  channels: int = 64  # feature width
+  reduction: int = 4  # channel-attention reduction
+  skip_inactive: bool = False  # lax.cond per input slot instead of masks
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  def _op(self, m: int, k: int, xs: list[jax.Array], bits: jax.Array) -> jax.Array:
+    """Return op k of node m over its input slots xs (ReLU'd) selected by bits [m]."""
+    c, dt, name = self.channels, self.dtype, f"node{m}_{OPS[k]}"
+    if OPS[k] == "sepconv3x3":
+      (dw, dwb), (pw, pwb) = _SepConvParams(c, m, name=name)()
+      sl = lambda j: slice(j * c, (j + 1) * c)  # noqa: E731
+
+      def slot(j):
+        h = _conv(xs[j], dw[..., sl(j)], groups=c, dtype=dt) + dwb[sl(j)].astype(dt)
+        return _conv(h, pw[:, :, sl(j), :], dtype=dt)
+
+      if self.skip_inactive:
+        return sum(_select(bits[j], functools.partial(slot, j), xs[0]) for j in range(m)) + pwb
+      # Depthwise conv acts per channel, so masking after it equals dropping the slot.
+      h = _conv(jnp.concatenate(xs, axis=-1), dw, groups=m * c, dtype=dt) + dwb.astype(dt)
+      h = h * jnp.repeat(bits, c).astype(dt)
+      return _conv(h, pw, dtype=dt) + pwb.astype(dt)
+    kernel, bias = _ConvParams((3, 3, m * c, c), c, name=name)()
+    dil = DILATION[k]
+    if self.skip_inactive:
+
+      def slot(j):
+        return _conv(xs[j], kernel[:, :, j * c : (j + 1) * c, :], dil, dtype=dt)
+
+      return sum(_select(bits[j], functools.partial(slot, j), xs[0]) for j in range(m)) + bias
+    # A conv of the concat is the sum of per-slot convs: zeroing a slot drops it.
+    return _conv(_masked_concat(xs, bits), kernel, dil, dtype=dt) + bias.astype(dt)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, ops: jax.Array, lff: jax.Array) -> jax.Array:
+    """Return the block output for op bits `ops` [G, 3] and LFF bits `lff` [M] (int32)."""
+    c, dt = self.channels, self.dtype
+    x = x.astype(dt)
+    feats = [x]
+    for m in range(1, self.nodes + 1):
+      g0 = group_index(m, 0)
+      bits = ops[g0 : g0 + m]  # [m, 3]
+      active = jnp.any(bits > 0, axis=0)  # [3]
+      xs = [nn.relu(f) for f in feats]
+      total = jnp.zeros_like(x)
+      for k in range(3):
+        out = self._op(m, k, xs, bits[:, k])
+        total = total + jnp.where(active[k], out, 0.0)
+      count = jnp.sum(active)
+      h = nn.relu(total / jnp.maximum(count, 1).astype(dt))
+      h = ChannelAttention(c, self.reduction, dt, name=f"node{m}_attention")(h)
+      feats.append(jnp.where(count > 0, h, feats[m - 1]))
+    mask = jnp.concatenate([lff, jnp.ones((1,), lff.dtype)])  # the last node always feeds LFF
+    kernel, bias = _ConvParams((1, 1, (self.nodes + 1) * c, c), c, name="lff")()
+    y = _conv(_masked_concat(feats, mask), kernel, dtype=dt) + bias.astype(dt)
+    return y + x
+
+
+class DeCoNASSupernet(nn.Module):
+  """The DeCoNAS weight-sharing supernet: __call__(x, tokens) with bit-form int32 tokens."""
+
+  blocks: int = 4  # DNBs N
+  nodes: int = 4  # mix nodes per DNB M
+  channels: int = 64  # feature width C
+  scale: int = 2  # 2, 3 or 4
+  fusion_search: bool = False  # tokens carry M LFF and N GFF bits after the op bits
+  skip_inactive: bool = False  # lax.cond per input slot (only the child's cost) instead of masks
+  reduction: int = 4  # channel-attention reduction
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  def __post_init__(self):
+    check_subpixel_scale(self.scale)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Return the super-resolved NHWC batch of the architecture `tokens` (no Python branching)."""
+    c, dt, n, mm = self.channels, self.dtype, self.blocks, self.nodes
+    g = num_groups(mm)
+    tokens = jnp.asarray(tokens, jnp.int32)
+    expected = 3 * g + (mm + n if self.fusion_search else 0)
+    if tokens.shape != (expected,):  # a static shape: no branching on sampled values
+      raise TokenError(f"the supernet expects {expected} bit tokens, got shape {tokens.shape}")
+    ops = tokens[: 3 * g].reshape(g, 3)
+    if self.fusion_search:
+      lff = tokens[3 * g : 3 * g + mm]
+      gff = tokens[3 * g + mm : 3 * g + mm + n]
+    else:
+      lff, gff = jnp.ones((mm,), jnp.int32), jnp.ones((n,), jnp.int32)
+    x = MeanShift(-1.0, dtype=dt)(x)
+    f_m1 = Conv(c, 3, dtype=dt, name="sfe1")(x)
+    feats = [Conv(c, 3, dtype=dt, name="sfe2")(f_m1)]
+    for d in range(n):
+      h = _fuse(c, dt, d, feats)
+      block = DeCoNASSuperBlock(mm, c, self.reduction, self.skip_inactive, dt, name=f"block{d}")
+      feats.append(block(h, ops, lff))
+    kernel, bias = _ConvParams((1, 1, (n + 1) * c, c), c, name="gff_fuse")()
+    gmask = jnp.concatenate([gff, jnp.ones((1,), gff.dtype)])  # F_N always feeds GFF
+    h = _conv(_masked_concat(feats, gmask), kernel, dtype=dt) + bias.astype(dt)
+    h = Conv(c, 3, dtype=dt, name="gff_conv")(h) + f_m1
+    h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(h)
+    y = Conv(3, 3, dtype=dt, name="tail")(h)
+    return MeanShift(1.0, dtype=jnp.float32)(y.astype(jnp.float32))
+
+
+# ----------------------------------------------------------------------------------------------
+# The space.
+
+
+def _slots(a: jax.Array, slots: Sequence[int], width: int, axis: int) -> jax.Array:
+  """Return the concat along `axis` of the width-sized slices of `a` at `slots`."""
+  parts = [jax.lax.slice_in_dim(a, j * width, (j + 1) * width, axis=axis) for j in slots]
+  return jnp.concatenate(parts, axis=axis)
+
+
+@register("deconas")
+@dataclasses.dataclass(frozen=True)
+class DeCoNAS:
+  """The DeCoNAS search space: N DNBs of M mix nodes with searched op/input bits.
+
+  Attributes:
+    blocks: number of DNBs N.
+    nodes: mix nodes per DNB M.
+    channels: feature width C.
+    fusion_search: also search which nodes feed LFF and which DNBs feed GFF.
+    reduction: channel-attention reduction (the bottleneck has C // reduction channels).
+  """
+
+  blocks: int = 4
+  nodes: int = 4
+  channels: int = 64
+  fusion_search: bool = False
+  reduction: int = 4
+
+  def __post_init__(self):
+    for key in ("blocks", "nodes", "channels", "reduction"):
+      value = getattr(self, key)
+      if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"deconas: {key} must be a positive integer, got {value!r}")
+    if not isinstance(self.fusion_search, bool | np.bool_):
+      raise ConfigError(f"deconas: fusion_search must be a bool, got {self.fusion_search!r}")
+
+  @property
+  def num_groups(self) -> int:
+    """Return G = M(M+1)/2, the number of (node, input) pairs."""
+    return num_groups(self.nodes)
+
+  def _names(self) -> list[str]:
+    names = [f"node{m}<-node{j} {op}" for m, j in _groups(self.nodes) for op in OPS]
+    if self.fusion_search:
+      names += [f"lff node{m}" for m in range(self.nodes)]
+      names += [f"gff F{d}" for d in range(self.blocks)]
+    return names
+
+  def token_spec(self) -> TokenSpec:
+    """Return the bit-form TokenSpec: 3 bits per group, then M LFF and N GFF bits."""
+    g, mm, n = self.num_groups, self.nodes, self.blocks
+    steps = [s for s in range(g) for _ in range(3)]
+    # Bit k of every group shares head k ("FC layers for one operation share parameters").
+    heads = [0, 1, 2] * g
+    if self.fusion_search:
+      # The paper connects one FC layer per fusion connection: one head per LFF / GFF bit.
+      steps += [g] * mm + [g + 1] * n
+      heads += list(range(3, 3 + mm + n))
+    return TokenSpec((2,) * len(steps), tuple(self._names()), tuple(steps), tuple(heads))
+
+  def op_heads(self) -> tuple[int, ...]:
+    """Return the controller heads that choose operations (ENAS squashes their logits more)."""
+    return (0, 1, 2)
+
+  def _compact_spec(self) -> TokenSpec:
+    names = [f"group {i} (node{m}<-node{j})" for i, (m, j) in enumerate(_groups(self.nodes))]
+    choices = [8] * self.num_groups
+    if self.fusion_search:
+      names += self._names()[3 * self.num_groups :]
+      choices += [2] * (self.nodes + self.blocks)
+    return TokenSpec(tuple(choices), tuple(names))
+
+  def decode(self, tokens: Sequence[int] | np.ndarray) -> DeCoNASArch:
+    """Return the architecture of bit-form or compact tokens, or raise TokenError naming the position."""
+    arr = np.asarray(tokens)
+    g, mm, n = self.num_groups, self.nodes, self.blocks
+    extra = mm + n if self.fusion_search else 0
+    if arr.ndim == 1 and arr.shape[0] == g + extra:
+      arr = self._compact_spec().validate(arr)
+      ops = [(int(v) >> (2 - k)) & 1 for v in arr[:g] for k in range(3)]
+      rest = arr[g:]
+    else:
+      spec = self.token_spec()
+      if arr.ndim != 1 or arr.shape[0] != len(spec):
+        raise TokenError(
+          f"deconas (blocks={n}, nodes={mm}, fusion_search={self.fusion_search}) expects "
+          f"{len(spec)} bit tokens or {g + extra} compact tokens, got shape {arr.shape}"
+        )
+      named = dataclasses.replace(
+        spec, names=tuple(f"position {i} ({s})" for i, s in enumerate(spec.names))
+      )
+      arr = named.validate(arr)
+      ops, rest = arr[: 3 * g].tolist(), arr[3 * g :]
+    if self.fusion_search:
+      lff, gff = list(rest[:mm]), list(rest[mm:])
+    else:
+      lff, gff = [1] * mm, [1] * n
+    return DeCoNASArch(n, mm, tuple(ops), tuple(lff), tuple(gff))
+
+  def _check(self, arch: DeCoNASArch) -> DeCoNASArch:
+    if not isinstance(arch, DeCoNASArch):
+      raise TokenError(f"expected a DeCoNASArch, got {type(arch).__name__}")
+    if (arch.blocks, arch.nodes) != (self.blocks, self.nodes):
+      raise TokenError(
+        f"architecture has blocks={arch.blocks}, nodes={arch.nodes}; this space has "
+        f"blocks={self.blocks}, nodes={self.nodes}"
+      )
+    if not self.fusion_search and not (all(arch.lff) and all(arch.gff)):
+      raise TokenError("architecture disconnects feature fusion but fusion_search is off")
+    return arch
+
+  def arch_from_dict(self, d: dict) -> DeCoNASArch:
+    """Return the architecture stored by `DeCoNASArch.to_dict`, checked against this space."""
+    return self._check(DeCoNASArch.from_dict(d))
+
+  def encode(self, arch: DeCoNASArch) -> np.ndarray:
+    """Return the bit-form tokens of `arch` (int32, shape [len(token_spec())])."""
+    self._check(arch)
+    bits = list(arch.ops) + (list(arch.lff) + list(arch.gff) if self.fusion_search else [])
+    return np.asarray(bits, np.int32)
+
+  def max_arch(self) -> DeCoNASArch:
+    """Return the most complex architecture: every op reads every input, all fusion on."""
+    return DeCoNASArch(
+      self.blocks, self.nodes, (1,) * 3 * self.num_groups, (1,) * self.nodes, (1,) * self.blocks
+    )
+
+  def build(self, arch: DeCoNASArch, scale: int, dtype: Dtype = jnp.float32) -> DeCoNASNet:
+    """Return the stand-alone network of `arch` at `scale`."""
+    return DeCoNASNet(self._check(arch), self.channels, scale, self.reduction, dtype)
+
+  def supernet(
+    self, scale: int, skip_inactive: bool = False, dtype: Dtype = jnp.float32
+  ) -> DeCoNASSupernet:
+    """Return the weight-sharing supernet; call it as model.apply(params, x, tokens)."""
+    return DeCoNASSupernet(
+      self.blocks,
+      self.nodes,
+      self.channels,
+      scale,
+      self.fusion_search,
+      skip_inactive,
+      self.reduction,
+      dtype,
+    )
+
+  def count_params(self, arch: DeCoNASArch, scale: int) -> int:
+    """Return the exact parameter count of build(arch, scale) (shapes only, no compute)."""
+    return _count_params(self, self._check(arch), check_subpixel_scale(scale))
+
+  def complexity(self, arch: DeCoNASArch, scale: int) -> float:
+    """Return DeCoNAS's complexity penalty cb: params of arch / params of the max architecture."""
+    return self.count_params(arch, scale) / self.count_params(self.max_arch(), scale)
+
+  def child_params(self, supernet_params: dict, arch: DeCoNASArch) -> dict:
+    """Return the parameters of build(arch) sliced from the supernet's shared weights.
+
+    Accepts the supernet's params tree or its variables ({"params": ...}) and returns the same
+    form.
+    """
+    self._check(arch)
+    if "params" in supernet_params:
+      return {"params": self.child_params(supernet_params["params"], arch)}
+    c, p = self.channels, supernet_params
+    out = {k: v for k, v in p.items() if not k.startswith("block") and k != "gff_fuse"}
+    sel = [d for d in range(self.blocks) if arch.gff[d]] + [self.blocks]
+    out["gff_fuse"] = {"kernel": _slots(p["gff_fuse"]["kernel"], sel, c, 2), **_bias(p["gff_fuse"])}
+    plan = _node_plan(arch)
+    lff_slots = [m for m in range(self.nodes) if arch.lff[m]] + [self.nodes]
+    for d in range(self.blocks):
+      sp, bp = p[f"block{d}"], {}
+      for m, ops in plan.items():
+        for k, inputs in ops:
+          name = f"node{m}_{OPS[k]}"
+          if OPS[k] == "sepconv3x3":
+            dw, pw = sp[name]["depthwise"], sp[name]["pointwise"]
+            bp[name] = {
+              "depthwise": {
+                "kernel": _slots(dw["kernel"], inputs, c, 3),
+                "bias": _slots(dw["bias"], inputs, c, 0),
+              },
+              "pointwise": {"kernel": _slots(pw["kernel"], inputs, c, 2), **_bias(pw)},
+            }
+          else:
+            bp[name] = {"kernel": _slots(sp[name]["kernel"], inputs, c, 2), **_bias(sp[name])}
+        bp[f"node{m}_attention"] = sp[f"node{m}_attention"]
+      bp["lff"] = {"kernel": _slots(sp["lff"]["kernel"], lff_slots, c, 2), **_bias(sp["lff"])}
+      out[f"block{d}"] = bp
+    return out
+
+
+def _bias(p: dict) -> dict:
+  return {"bias": p["bias"]}
+
+
+@functools.lru_cache(maxsize=256)
+def _count_params(space: DeCoNAS, arch: DeCoNASArch, scale: int) -> int:
+  model = DeCoNASNet(arch, space.channels, scale, space.reduction)
+  x = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)))

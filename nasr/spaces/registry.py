@@ -1,0 +1,106 @@
+"""The search-space registry and the JSON files that hold a searched architecture.
+
+`get("deconas", blocks=4)` builds a registered space by name; unknown names and unknown keyword
+arguments raise ConfigError naming what exists. A search writes its result with `save_arch`:
+
+  {"space": "deconas", "space_kwargs": {...}, "arch": {...}, "tokens": [...], "psnr": ...}
+
+and `load_arch` reads it back as (space, arch); extra keys such as "psnr" are allowed.
+"""
+
+import dataclasses
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from nasr.core.errors import ConfigError, TokenError
+from nasr.core.registry import Registry
+
+SPACES: Registry[Any] = Registry("search space")
+register = SPACES.register
+
+
+def space_fields(name: str) -> list[str]:
+  """Return the keyword arguments the registered space `name` accepts."""
+  factory = SPACES.get(name)
+  if dataclasses.is_dataclass(factory):
+    return [f.name for f in dataclasses.fields(factory) if f.init]
+  params = inspect.signature(factory).parameters.values()
+  return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def get(name: str, **kwargs):
+  """Return the registered search space `name` built with `kwargs`, or raise ConfigError."""
+  factory = SPACES.get(name)
+  fields = space_fields(name)
+  for key in kwargs:
+    if key not in fields:
+      raise ConfigError(
+        f"search space {name!r} has no setting {key!r}; valid settings: {', '.join(fields)}"
+      )
+  return factory(**kwargs)
+
+
+def _arch_dict(arch) -> dict:
+  if hasattr(arch, "to_dict"):
+    return arch.to_dict()
+  return dataclasses.asdict(arch)
+
+
+def save_arch(path: str | os.PathLike, space_name: str, space_kwargs: dict, arch, **extra) -> None:
+  """Write `arch` of space `space_name` (built with `space_kwargs`) to a JSON file at `path`.
+
+  Args:
+    path: the file to write (its folder must exist).
+    space_name: a registered space name.
+    space_kwargs: the keyword arguments the space was built with.
+    arch: an architecture of that space.
+    **extra: more JSON-serialisable entries to store beside it (e.g. psnr=32.1).
+  """
+  space = get(space_name, **space_kwargs)
+  record = {
+    "space": space_name,
+    "space_kwargs": dict(space_kwargs),
+    "arch": _arch_dict(arch),
+    "tokens": [int(t) for t in space.encode(arch)],
+    **extra,
+  }
+  Path(path).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def load_arch(path: str | os.PathLike, **overrides):
+  """Return (space, arch) read from a file written by `save_arch`.
+
+  Args:
+    path: the JSON file.
+    **overrides: space keyword arguments that replace the stored ones (e.g. channels=96 to
+      retrain wider); the architecture is re-decoded in the new space from its tokens.
+  """
+  path = Path(path)
+  try:
+    record = json.loads(path.read_text())
+  except FileNotFoundError:
+    raise ConfigError(f"{path}: architecture file not found") from None
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{path}: not a readable JSON architecture file ({e})") from None
+  if not isinstance(record, dict) or "space" not in record:
+    raise ConfigError(f"{path}: needs a JSON object with a 'space' key")
+  kwargs = record.get("space_kwargs", {})
+  if not isinstance(kwargs, dict):
+    raise ConfigError(f"{path}: 'space_kwargs' must be an object, got {kwargs!r}")
+  try:
+    space = get(record["space"], **{**kwargs, **overrides})
+  except ConfigError as e:
+    raise ConfigError(f"{path}: {e}") from None
+  try:
+    if "tokens" in record:
+      arch = space.decode(record["tokens"])
+    elif "arch" in record and hasattr(space, "arch_from_dict"):
+      arch = space.arch_from_dict(record["arch"])
+    else:
+      raise ConfigError(f"{path}: needs a 'tokens' list")
+  except TokenError as e:
+    raise TokenError(f"{path}: {e}") from None
+  return space, arch

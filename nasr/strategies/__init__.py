@@ -1,0 +1,22 @@
+"""Search strategies: see only a TokenSpec and rewards, never pixels or networks.
+
+Each strategy is a `Strategy(init, propose, update)` of pure functions over explicit state;
+`get(name, spec, **kwargs)` builds a registered one.
+"""
+
+from nasr.strategies.base import STRATEGIES, State, Strategy, get
+from nasr.strategies.controller import Controller
+from nasr.strategies.random_search import RandomState, make_random
+from nasr.strategies.reinforce import ReinforceState, make_reinforce
+
+__all__ = [
+  "STRATEGIES",
+  "Controller",
+  "RandomState",
+  "ReinforceState",
+  "State",
+  "Strategy",
+  "get",
+  "make_random",
+  "make_reinforce",
+]

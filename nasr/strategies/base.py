@@ -1,0 +1,60 @@
+"""The strategy interface: an optax-like NamedTuple of pure functions over explicit state.
+
+A strategy sees only a `TokenSpec` and rewards, never pixels or networks (DESIGN rule 5):
+
+  strategy = strategies.get("reinforce", spec, learning_rate=3e-4)
+  state = strategy.init(jax.random.key(0))
+  propose = jax.jit(strategy.propose, static_argnums=2)
+  update = jax.jit(strategy.update, donate_argnums=0)
+  tokens, aux = propose(state, rng, 8)          # int32 [8, len(spec)]
+  state, metrics = update(state, tokens, rewards)  # rewards float32 [8]
+
+`propose` never changes the state: proposing twice with the same state and rng gives the same
+tokens, so a run can be resumed from its checkpointed state alone.
+"""
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+from nasr.core import ConfigError, Registry, TokenSpec
+
+# A strategy state: a NamedTuple or flax.struct dataclass of arrays only, so Orbax can save it.
+State = Any
+
+
+class Strategy(NamedTuple):
+  """A search strategy as three pure, jit-able functions.
+
+  Attributes:
+    init: rng -> state.
+    propose: (state, rng, num) -> (tokens int32 [num, len(spec)], aux dict of [num] arrays such as
+      `log_prob` and `entropy`); `num` is static under jit; never returns a new state.
+    update: (state, tokens int32 [B, len(spec)], rewards float32 [B]) -> (new state, metrics dict
+      of scalars).
+  """
+
+  init: Callable[[jax.Array], State]
+  propose: Callable[[State, jax.Array, int], tuple[jax.Array, dict[str, jax.Array]]]
+  update: Callable[[State, jax.Array, jax.Array], tuple[State, dict[str, jax.Array]]]
+
+
+# name -> factory `make(spec: TokenSpec, **kwargs) -> Strategy`; filled when nasr.strategies loads.
+STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy")
+
+
+def get(name: str, spec: TokenSpec, **kwargs) -> Strategy:
+  """Return the strategy registered as `name`, built for `spec` with `kwargs`.
+
+  Raises:
+    ConfigError: `name` is not registered, or a keyword is not an option of that strategy.
+  """
+  factory = STRATEGIES.get(name)
+  try:
+    inspect.signature(factory).bind(spec, **kwargs)
+  except TypeError as e:
+    options = [p for p in inspect.signature(factory).parameters if p != "spec"]
+    raise ConfigError(f"strategy {name!r}: {e}; its options are {options}") from None
+  return factory(spec, **kwargs)

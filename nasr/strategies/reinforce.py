@@ -1,0 +1,136 @@
+"""REINFORCE with a moving-average baseline and an entropy bonus (ENAS, DeCoNAS).
+
+  loss = -mean((R - b) * log pi(tokens)) - entropy_weight * mean(H(pi | tokens))
+
+Baseline, following ENAS: the baseline is moved towards this batch's mean reward first and the
+moved value is subtracted, b <- decay * b + (1 - decay) * mean(R); advantage = R - b. Unlike
+ENAS (which starts b at 0 and so spends its first hundreds of steps learning the reward's offset,
+e.g. PSNR ~ 30 dB), the first update sets b = mean(R): its advantages are zero and only the entropy
+term moves the policy.
+
+log pi and the entropy are recomputed from the tokens by teacher forcing under the current
+parameters, so `update` needs nothing from `propose` and a run can be rebuilt from its
+(tokens, reward) history.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nasr.core import ConfigError, TokenSpec
+from nasr.strategies.base import STRATEGIES, Strategy
+from nasr.strategies.controller import Controller
+
+
+class ReinforceState(NamedTuple):
+  """Controller parameters, optimizer state and the reward baseline (arrays only)."""
+
+  params: dict
+  opt_state: optax.OptState
+  baseline: jax.Array  # float32 scalar: moving average of the mean batch reward
+  baseline_ready: jax.Array  # bool scalar: False until the first update sets the baseline
+  step: jax.Array  # int32 scalar: number of updates done
+
+
+@STRATEGIES.register("reinforce")
+def make_reinforce(
+  spec: TokenSpec,
+  hidden: int = 64,
+  layers: int = 2,
+  tanh_constant: float | None = 1.1,
+  head_tanh_reduce: tuple[float, ...] = (),
+  temperature: float | None = None,
+  learning_rate: float = 3e-4,
+  baseline_decay: float = 0.99,
+  entropy_weight: float = 1e-4,
+  grad_clip: float = 0.0,
+) -> Strategy:
+  """Return a REINFORCE strategy training an LSTM `Controller` over `spec` with Adam.
+
+  Args:
+    spec: the decisions of the search space.
+    hidden: LSTM width (DeCoNAS: 64).
+    layers: stacked LSTM layers (DeCoNAS: 2).
+    tanh_constant: logits are squashed to c * tanh(logits / temperature); None: no squashing.
+    head_tanh_reduce: per-head divisor of `tanh_constant` (ENAS uses 2.5 on operation heads).
+    temperature: divides the logits before the tanh; None: 1.
+    learning_rate: Adam step size (DeCoNAS: 3e-4).
+    baseline_decay: moving-average decay of the reward baseline (ENAS: 0.99).
+    entropy_weight: weight of the entropy bonus.
+    grad_clip: clip gradients to this global norm; 0 turns clipping off.
+  """
+  if hidden < 1 or layers < 1:
+    raise ConfigError(f"reinforce: hidden and layers must be positive, got {hidden}, {layers}")
+  if not 0.0 <= baseline_decay < 1.0:
+    raise ConfigError(f"reinforce: baseline_decay must be in [0, 1), got {baseline_decay}")
+  if grad_clip < 0:
+    raise ConfigError(f"reinforce: grad_clip must be >= 0 (0 = off), got {grad_clip}")
+  if temperature is not None and temperature <= 0:
+    raise ConfigError(f"reinforce: temperature must be positive, got {temperature}")
+  model = Controller(
+    spec,
+    hidden=hidden,
+    layers=layers,
+    tanh_constant=tanh_constant,
+    head_tanh_reduce=tuple(head_tanh_reduce),
+    temperature=temperature,
+  )
+  model._head_scale()  # Raises ConfigError now, not at the first jit, for a bad head_tanh_reduce.
+  clip = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
+  tx = optax.chain(*clip, optax.adam(learning_rate))
+
+  def init(rng: jax.Array) -> ReinforceState:
+    """Return fresh controller parameters, optimizer state and an unset baseline."""
+    init_rng, sample_rng = jax.random.split(rng)
+    params = model.init(init_rng, sample_rng)
+    return ReinforceState(
+      params=params,
+      opt_state=tx.init(params),
+      baseline=jnp.zeros((), jnp.float32),
+      baseline_ready=jnp.zeros((), bool),
+      step=jnp.zeros((), jnp.int32),
+    )
+
+  def propose(state: ReinforceState, rng: jax.Array, num: int):
+    """Return `num` sampled token sequences and their log_prob / entropy under the policy."""
+    sample = jax.vmap(lambda key: model.apply(state.params, key))
+    tokens, log_prob, entropy = sample(jax.random.split(rng, num))
+    return tokens, {"log_prob": log_prob, "entropy": entropy}
+
+  def update(state: ReinforceState, tokens: jax.Array, rewards: jax.Array):
+    """Return the state after one REINFORCE step on (tokens, rewards), and its metrics."""
+    tokens = jnp.asarray(tokens, jnp.int32)
+    rewards = jnp.asarray(rewards, jnp.float32)
+    mean_reward = jnp.mean(rewards)
+    moved = baseline_decay * state.baseline + (1.0 - baseline_decay) * mean_reward
+    baseline = jnp.where(state.baseline_ready, moved, mean_reward)
+    # The advantage is a constant of the loss: gradients flow through log pi only.
+    advantage = jax.lax.stop_gradient(rewards - baseline)
+
+    def loss_fn(params):
+      score = jax.vmap(lambda t: model.apply(params, None, forced_tokens=t))
+      _, log_prob, entropy = score(tokens)
+      mean_entropy = jnp.mean(entropy)
+      return -jnp.mean(advantage * log_prob) - entropy_weight * mean_entropy, mean_entropy
+
+    (loss, mean_entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = ReinforceState(
+      params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state,
+      baseline=baseline,
+      baseline_ready=jnp.ones((), bool),
+      step=state.step + 1,
+    )
+    metrics = {
+      "loss": loss,
+      "baseline": baseline,
+      "reward_mean": mean_reward,
+      "entropy_mean": mean_entropy,
+      "grad_norm": optax.global_norm(grads),
+    }
+    return new_state, metrics
+
+  return Strategy(init=init, propose=propose, update=update)

@@ -1,0 +1,262 @@
+"""Tests of the DeCoNAS search space, its supernet and the space registry."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasr import spaces
+from nasr.core.errors import ConfigError, TokenError
+from nasr.spaces.deconas import DeCoNAS, DeCoNASArch
+
+PAPER_TOKENS = [7, 6, 4, 3, 0, 2, 2, 3, 4, 1]
+PAPER_PARAMS_X2 = 1_698_947  # ours (eq. (3)-(4) read literally); the paper reports 1,713K
+
+
+def _tiny(fusion_search=False):
+  return spaces.get("deconas", blocks=2, nodes=3, channels=8, fusion_search=fusion_search)
+
+
+def _lr(n=1, size=16, seed=0):
+  return np.random.default_rng(seed).uniform(size=(n, size, size, 3)).astype(np.float32)
+
+
+def _random_params(model, *args, seed=0):
+  """Return random variables of `model` without compiling its initialiser.
+
+  A jitted `model.init` spends ~25 s compiling threefry on this CPU; the values do not matter
+  here, and non-zero biases exercise the bias slicing too.
+  """
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *args)
+  return jax.tree_util.tree_map(
+    lambda s: jnp.asarray(0.2 * rng.standard_normal(s.shape), s.dtype), shapes
+  )
+
+
+# ---------------------------------------------------------------------------------------------
+# Acceptance.
+
+
+def test_paper_deconasnet_param_count():
+  space = spaces.get("deconas", blocks=4, nodes=4, channels=64)
+  arch = space.decode(PAPER_TOKENS)
+  n = space.count_params(arch, scale=2)
+  assert n == PAPER_PARAMS_X2
+  assert abs(n - 1_713_000) / 1_713_000 < 0.01
+  assert 0 < space.complexity(arch, 2) < 1
+  assert space.complexity(space.max_arch(), 2) == 1.0
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_supernet_equals_child(scale):
+  rng = np.random.default_rng(scale)
+  x = _lr(2)
+  checked = 0
+  for fusion_search in (False, True):
+    space = _tiny(fusion_search)
+    spec = space.token_spec()
+    masked, skipping = space.supernet(scale), space.supernet(scale, skip_inactive=True)
+    zeros = np.zeros(len(spec), np.int32)
+    params = _random_params(masked, x, zeros, seed=scale)
+    f_masked, f_skip = jax.jit(masked.apply), jax.jit(skipping.apply)
+    samples = [zeros, space.encode(space.max_arch())] + list(spec.sample(rng, 4))
+    for tokens in samples:
+      arch = space.decode(tokens)
+      child = space.build(arch, scale)
+      want = child.apply(space.child_params(params, arch), x)
+      assert want.shape == (2, 16 * scale, 16 * scale, 3)
+      np.testing.assert_allclose(f_masked(params, x, tokens), want, atol=1e-5, rtol=1e-5)
+      np.testing.assert_allclose(f_skip(params, x, tokens), want, atol=1e-5, rtol=1e-5)
+      checked += 1
+  assert checked >= 10
+
+
+def test_child_params_match_child_init():
+  space = _tiny(fusion_search=True)
+  x = _lr()
+  params = _random_params(space.supernet(2), x, np.zeros(len(space.token_spec()), np.int32))
+  for tokens in space.token_spec().sample(np.random.default_rng(1), 5):
+    arch = space.decode(tokens)
+    sliced = space.child_params(params, arch)
+    built = jax.eval_shape(space.build(arch, 2).init, jax.random.PRNGKey(0), x)
+    shapes = lambda t: jax.tree_util.tree_map(lambda a: a.shape, t)  # noqa: E731
+    assert shapes(sliced) == shapes(built)
+
+
+def test_supernet_traced_once():
+  space = _tiny(fusion_search=True)
+  spec = space.token_spec()
+  model = space.supernet(2)
+  x, y = _lr(2), np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  params = _random_params(model, x, np.zeros(len(spec), np.int32))
+  traces = {"forward": 0, "grad": 0}
+
+  def forward(params, x, tokens):
+    traces["forward"] += 1
+    return model.apply(params, x, tokens)
+
+  def loss(params, x, y, tokens):
+    traces["grad"] += 1
+    return jnp.mean(jnp.abs(model.apply(params, x, tokens) - y))
+
+  f = jax.jit(forward)
+  g = jax.jit(jax.value_and_grad(loss))
+  samples = spec.sample(np.random.default_rng(0), 20)
+  assert len({tuple(t) for t in samples}) == 20
+  for tokens in samples:
+    f(params, x, tokens).block_until_ready()
+    value, grads = g(params, x, y, tokens)
+    assert np.isfinite(float(value))
+  assert traces == {"forward": 1, "grad": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding, encoding and errors.
+
+
+def test_compact_form_decodes_like_bit_form():
+  space = spaces.get("deconas", blocks=4, nodes=4, channels=64)
+  arch = space.decode(PAPER_TOKENS)
+  bits = space.encode(arch)
+  assert len(bits) == len(space.token_spec()) == 30
+  assert space.decode(bits) == arch
+  assert arch.compact() == PAPER_TOKENS
+  # 7: all ops; 6: conv + sep; 4: conv only; 3: sep + dilated; 0: none; 1: dilated only.
+  assert bits[:15].tolist() == [1, 1, 1, 1, 1, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0]
+  assert arch.inputs(2, 0) == [0, 1]  # node2 conv3x3 reads node0 and node1
+  assert arch.inputs(3, 0) == []  # node3 has no conv3x3
+  assert arch.inputs(4, 2) == [1, 3]  # node4 dilated conv reads node1 and node3
+  assert arch.lff == (1, 1, 1, 1) and arch.gff == (1, 1, 1, 1)
+
+
+def test_token_spec_layout():
+  space = spaces.get("deconas", blocks=2, nodes=3, fusion_search=True)
+  spec = space.token_spec()
+  g = 6
+  assert len(spec) == 3 * g + 3 + 2 and set(spec.choices) == {2}
+  assert spec.steps[: 3 * g] == tuple(s for s in range(g) for _ in range(3))
+  assert spec.steps[3 * g :] == (g,) * 3 + (g + 1,) * 2
+  assert spec.heads[: 3 * g] == (0, 1, 2) * g
+  assert spec.names[3 * 3 + 0] == "node3<-node0 conv3x3"
+  assert spec.names[3 * 4 + 1] == "node3<-node1 sepconv3x3"
+
+
+def test_node_without_ops_passes_previous_node():
+  space = _tiny()
+  arch = space.decode([4, 0, 0, 2, 0, 0])  # node2 has no op
+  assert arch.inputs(2, 0) == arch.inputs(2, 1) == arch.inputs(2, 2) == []
+  params = jax.eval_shape(space.build(arch, 2).init, jax.random.PRNGKey(0), _lr())["params"]
+  assert "node2_attention" not in params["block0"]
+  assert {"node1_conv3x3", "node3_sepconv3x3"} <= set(params["block0"])
+  # Reading node2 (= node1) costs the same as reading node1.
+  same = space.decode([4, 0, 0, 0, 2, 0])
+  assert space.count_params(arch, 2) == space.count_params(same, 2)
+
+
+def test_fusion_bits_gate_all_but_the_last_node_and_block():
+  space = _tiny(fusion_search=True)  # N=2, M=3: 3 LFF bits (nodes 0..2), 2 GFF bits (F_0, F_1)
+  arch = space.decode(np.zeros(len(space.token_spec()), np.int32))
+  assert arch.lff == (0, 0, 0) and arch.gff == (0, 0)
+  bare = space.count_params(arch, 2)
+  # Only node 3 and F_2 feed the fusions: each gate opened adds one C-wide 1x1 slot per use.
+  c = space.channels
+  assert space.count_params(dataclasses.replace(arch, gff=(1, 0)), 2) == bare + c * c
+  assert space.count_params(dataclasses.replace(arch, lff=(1, 0, 0)), 2) == bare + 2 * c * c
+  assert space.decode([0] * 6 + [1, 0, 0, 0, 1]) == dataclasses.replace(
+    arch, lff=(1, 0, 0), gff=(0, 1)
+  )
+  # Without fusion search everything is fused.
+  assert _tiny().decode([0] * 6).lff == (1, 1, 1)
+
+
+def test_decode_errors_name_the_position():
+  space = spaces.get("deconas", blocks=4, nodes=4)
+  bad = list(PAPER_TOKENS)
+  bad[3] = 9
+  with pytest.raises(TokenError, match=r"token 9 at group 3 \(node3<-node0\) is outside 0\.\.7"):
+    space.decode(bad)
+  bits = space.encode(space.decode(PAPER_TOKENS))
+  bits[7] = 2
+  with pytest.raises(TokenError, match=r"position 7 \(node2<-node1 sepconv3x3\).*0\.\.1"):
+    space.decode(bits)
+  with pytest.raises(TokenError, match="expects 30 bit tokens or 10 compact tokens"):
+    space.decode([1, 2, 3])
+  with pytest.raises(TokenError, match="fusion_search is off"):
+    space.encode(dataclasses.replace(space.max_arch(), lff=(0, 0, 0, 1)))
+  with pytest.raises(TokenError, match="supernet expects 18 bit tokens"):
+    jax.eval_shape(_tiny().supernet(2).init, jax.random.PRNGKey(0), _lr(), np.zeros(7, np.int32))
+
+
+def test_arch_json_round_trip():
+  space = spaces.get("deconas", blocks=4, nodes=4, fusion_search=True)
+  arch = space.decode(PAPER_TOKENS + [1, 0, 1, 0, 0, 1, 0, 0])
+  assert DeCoNASArch.from_json(arch.to_json()) == arch
+  assert DeCoNASArch.from_json(json.loads(json.dumps(dataclasses.asdict(arch)))) == arch
+  assert hash(arch) == hash(DeCoNASArch.from_json(arch.to_json()))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_child_shapes(scale):
+  space = _tiny()
+  model = space.build(space.decode([7, 6, 4, 3, 0, 2]), scale)
+  x = _lr(1, size=12)
+  out = jax.eval_shape(model.init_with_output, jax.random.PRNGKey(0), x)[0]
+  assert out.shape == (1, 12 * scale, 12 * scale, 3) and out.dtype == jnp.float32
+
+
+def test_bad_space_settings():
+  with pytest.raises(ConfigError, match="channels"):
+    DeCoNAS(channels=0)
+  with pytest.raises(ConfigError, match="scale"):
+    _tiny().build(_tiny().max_arch(), scale=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and architecture files.
+
+
+def test_registry():
+  assert "deconas" in spaces.SPACES.names()
+  assert isinstance(spaces.get("deconas"), DeCoNAS)
+  with pytest.raises(ConfigError, match="unknown search space 'nope'; available: .*deconas"):
+    spaces.get("nope")
+  with pytest.raises(ConfigError, match="no setting 'width'.*channels"):
+    spaces.get("deconas", width=3)
+
+
+def test_save_load_and_build_from_file(tmp_path):
+  kwargs = {"blocks": 2, "nodes": 3, "channels": 8, "fusion_search": True}
+  space = spaces.get("deconas", **kwargs)
+  arch = space.decode([7, 0, 4, 3, 1, 2, 0, 1, 1, 0, 1])
+  path = tmp_path / "arch.json"
+  spaces.save_arch(path, "deconas", kwargs, arch, psnr=30.5)
+  record = json.loads(path.read_text())
+  assert record["space"] == "deconas" and record["psnr"] == 30.5
+  assert record["tokens"] == space.encode(arch).tolist()
+  loaded_space, loaded = spaces.load_arch(path)
+  assert loaded_space == space and loaded == arch
+  wide = spaces.build_from_file(path, scale=3, channels=12)
+  assert wide.channels == 12 and wide.scale == 3 and wide.arch == arch
+  out = jax.eval_shape(wide.init_with_output, jax.random.PRNGKey(0), _lr(1, size=8))[0]
+  assert out.shape == (1, 24, 24, 3)
+
+
+def test_load_errors_name_the_file(tmp_path):
+  with pytest.raises(ConfigError, match="missing.json: architecture file not found"):
+    spaces.build_from_file(tmp_path / "missing.json", scale=2)
+  bad = tmp_path / "bad.json"
+  bad.write_text("{not json")
+  with pytest.raises(ConfigError, match="bad.json: not a readable JSON"):
+    spaces.load_arch(bad)
+  wrong = tmp_path / "wrong.json"
+  wrong.write_text(json.dumps({"space": "deconas", "space_kwargs": {"width": 3}, "tokens": []}))
+  with pytest.raises(ConfigError, match="wrong.json: .*no setting 'width'"):
+    spaces.load_arch(wrong)
+  short = tmp_path / "short.json"
+  short.write_text(json.dumps({"space": "deconas", "space_kwargs": {}, "tokens": [1, 2]}))
+  with pytest.raises(TokenError, match="short.json: .*expects"):
+    spaces.load_arch(short)
