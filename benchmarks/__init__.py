@@ -1,0 +1,1 @@
+"""Benchmark scripts: they print numbers (ratios within one run); tests never time anything."""

@@ -1,0 +1,101 @@
+r"""Supernet train-step speed and compile time of the DeCoNAS space, masked vs skip_inactive.
+
+  python -m benchmarks.deconas_speed                       # paper size: N=16, M=8, C=64, 16 x 64x64
+  python -m benchmarks.deconas_speed --blocks=4 --nodes=4 --batch=4 --patch=32 --steps=3   # CPU-sized
+
+Prints, on the current device: compile time and steps/s of the supernet train step (one freshly
+sampled architecture per step, as the search does) for the masking and the lax.cond
+(skip_inactive) supernet, and of the stand-alone DeCoNASNet (the paper's tokens at N=4, M=4, C=64)
+train step at the same batch.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+
+from nasr import spaces
+from nasr.estimation import losses
+from nasr.estimation import train as train_lib
+
+_BLOCKS = flags.DEFINE_integer("blocks", 16, "DNBs N of the searched space.")
+_NODES = flags.DEFINE_integer("nodes", 8, "Mix nodes M per DNB.")
+_CHANNELS = flags.DEFINE_integer("channels", 64, "Feature width C.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Batch size.")
+_PATCH = flags.DEFINE_integer("patch", 64, "LR patch side.")
+_SCALE = flags.DEFINE_integer("scale", 2, "Upscaling factor.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the compiling one.")
+_VARIANTS = flags.DEFINE_list("variants", ["mask", "skip", "child"], "mask, skip and/or child.")
+
+PAPER_TOKENS = [7, 6, 4, 3, 0, 2, 2, 3, 4, 1]
+
+
+def _time_steps(step, state, batches, archs):
+  """Return (compile_s, steps_per_s): the first call compiles, the rest are timed."""
+  t0 = time.perf_counter()
+  state, m = step(state, batches[0], jax.random.PRNGKey(0), *archs[0])
+  jax.block_until_ready(m["loss"])
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for i in range(1, len(batches)):
+    state, m = step(state, batches[i], jax.random.PRNGKey(i), *archs[i])
+  jax.block_until_ready(m["loss"])
+  return compile_s, (len(batches) - 1) / (time.perf_counter() - t0)
+
+
+def _bench(network, params, batches, archs, supernet):
+  tx = optax.adam(1e-4)
+  apply = (
+    (lambda p, x, rng, arch: network.apply({"params": p}, x, arch))
+    if supernet
+    else (lambda p, x, rng, arch: network.apply({"params": p}, x))
+  )
+  step = jax.jit(train_lib.make_train_step(apply, tx, losses.l1), donate_argnums=(0,))
+  return _time_steps(step, train_lib.create_train_state(params, tx), batches, archs)
+
+
+def main(argv):
+  del argv
+  rng = np.random.default_rng(0)
+  s, b, p = _SCALE.value, _BATCH.value, _PATCH.value
+  n = _STEPS.value + 1
+  batches = [
+    {
+      "lr": jnp.asarray(rng.integers(0, 256, (b, p, p, 3), np.uint8)),
+      "hr": jnp.asarray(rng.integers(0, 256, (b, p * s, p * s, 3), np.uint8)),
+    }
+    for _ in range(n)
+  ]
+  space = spaces.get("deconas", blocks=_BLOCKS.value, nodes=_NODES.value, channels=_CHANNELS.value)
+  spec = space.token_spec()
+  archs = [(jnp.asarray(spec.sample(rng)),) for _ in range(n)]
+  x0 = jnp.zeros((1, p, p, 3), jnp.float32)
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})")
+  print(
+    f"space: N={space.blocks} M={space.nodes} C={space.channels}, batch {b} of {p}x{p} LR, x{s}, "
+    f"{_STEPS.value} timed steps, one random architecture per step"
+  )
+  rows = {}
+  for variant in _VARIANTS.value:
+    if variant in ("mask", "skip"):
+      net = space.supernet(s, skip_inactive=variant == "skip")
+      params = jax.jit(net.init)(train_lib.init_key(0), x0, archs[0][0])["params"]
+      rows[variant] = _bench(net, params, batches, archs, supernet=True)
+      label = "supernet, masks" if variant == "mask" else "supernet, lax.cond (skip_inactive)"
+    else:
+      paper = spaces.get("deconas", blocks=4, nodes=4, channels=64)
+      net = paper.build(paper.decode(PAPER_TOKENS), s)
+      params = jax.jit(net.init)(train_lib.init_key(0), x0)["params"]
+      rows[variant] = _bench(net, params, batches, [()] * n, supernet=False)
+      label = "stand-alone DeCoNASNet (N=4, M=4, C=64)"
+    compile_s, sps = rows[variant]
+    print(f"{label:<42} compile {compile_s:7.1f} s   {sps:8.3f} steps/s")
+  if "mask" in rows and "skip" in rows:
+    print(f"skip_inactive / masks speed ratio: {rows['skip'][1] / rows['mask'][1]:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
