@@ -52,12 +52,14 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.val_patch = 48  # LR side of the centre crops that score children
   c.optim = common.optim_config(preset)
   c.optim.lr = 1e-4
-  c.epochs = 10
+  c.epochs = 15  # default: about 10-15 minutes on a 2-core CPU
   c.train_steps_per_epoch = 60
   c.controller_steps_per_epoch = 20
   c.controller_batch = 1  # children per controller step (ENAS: 1)
   c.optim.decay_every = 0
-  c.skip_inactive = False  # lax.cond per slot: computes only the child (see BENCHMARKS.md)
+  # lax.cond per input slot computes only the child, but on CPU it is 3x slower than masks at the
+  # default size (BENCHMARKS.md); masks stay the default.
+  c.skip_inactive = False
   c.keep_checkpoints = 2
   c.derive = ml_collections.ConfigDict({"candidates": 100})
   c.data.patch_size = 32

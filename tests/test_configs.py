@@ -35,3 +35,11 @@ def test_unknown_preset_names_the_choices():
 def test_missing_config_file():
   with pytest.raises(nasr.ConfigError, match="does not exist"):
     nasr.load_config("configs/nope.py")
+
+
+def test_deconas_final_preset_retrains_the_papers_network():
+  config = nasr.load_config("configs/deconas.py", "final")
+  assert config.preset == "final" and config.steps == 1_000_000 and config.data.patch_size == 64
+  network = nasr.spaces.build_from_file(config.arch, scale=2)
+  assert network.arch.compact() == [7, 6, 4, 3, 0, 2, 2, 3, 4, 1]
+  assert nasr.spaces.get("deconas").count_params(network.arch, 2) == 1_698_947
