@@ -3,10 +3,13 @@ r"""Supernet train-step speed and compile time of the DeCoNAS space, masked vs s
   python -m benchmarks.deconas_speed                       # paper size: N=16, M=8, C=64, 16 x 64x64
   python -m benchmarks.deconas_speed --blocks=4 --nodes=4 --batch=4 --patch=32 --steps=3   # CPU-sized
 
-Prints, on the current device: compile time and steps/s of the supernet train step (one freshly
-sampled architecture per step, as the search does) for the masking and the lax.cond
+Prints, on the current device: compile time, steps/s and peak memory of the supernet train step
+(one freshly sampled architecture per step, as the search does) for the masking and the lax.cond
 (skip_inactive) supernet, and of the stand-alone DeCoNASNet (the paper's tokens at N=4, M=4, C=64)
-train step at the same batch.
+train step at the same batch. The step is compiled ahead of time (compile time alone), run once
+untimed, then timed. Peak memory is the device's measured peak where it reports one (GPU), else
+XLA's compile-time estimate of the step's buffers (CPU). `--remat` recomputes each DNB in the
+backward pass (needed for the paper size on a 24 GB host).
 """
 
 import time
@@ -29,21 +32,37 @@ _PATCH = flags.DEFINE_integer("patch", 64, "LR patch side.")
 _SCALE = flags.DEFINE_integer("scale", 2, "Upscaling factor.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the compiling one.")
 _VARIANTS = flags.DEFINE_list("variants", ["mask", "skip", "child"], "mask, skip and/or child.")
+_WARMUP = flags.DEFINE_bool("warmup", True, "Run one untimed step after compiling.")
+_REMAT = flags.DEFINE_bool("remat", False, "Recompute each DNB in the supernet's backward pass.")
 
 PAPER_TOKENS = [7, 6, 4, 3, 0, 2, 2, 3, 4, 1]
 
 
+def _peak_bytes(compiled) -> tuple[float, str]:
+  """Return (bytes, source): the device's measured peak, else XLA's compile-time estimate."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return float(stats["peak_bytes_in_use"]), "measured peak"
+  mem = compiled.memory_analysis()
+  total = mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+  return float(total - mem.alias_size_in_bytes), "XLA estimate"
+
+
 def _time_steps(step, state, batches, archs):
-  """Return (compile_s, steps_per_s): the first call compiles, the rest are timed."""
+  """Return (compile_s, steps_per_s, peak bytes, source): compile ahead, then time the steps."""
+  rngs = [jax.random.PRNGKey(i) for i in range(len(batches))]
   t0 = time.perf_counter()
-  state, m = step(state, batches[0], jax.random.PRNGKey(0), *archs[0])
-  jax.block_until_ready(m["loss"])
+  compiled = step.lower(state, batches[0], rngs[0], *archs[0]).compile()
   compile_s = time.perf_counter() - t0
+  if _WARMUP.value:  # first-run allocations stay out of the timing
+    state, m = compiled(state, batches[0], rngs[0], *archs[0])
+    jax.block_until_ready(m["loss"])
   t0 = time.perf_counter()
   for i in range(1, len(batches)):
-    state, m = step(state, batches[i], jax.random.PRNGKey(i), *archs[i])
+    state, m = compiled(state, batches[i], rngs[i], *archs[i])
   jax.block_until_ready(m["loss"])
-  return compile_s, (len(batches) - 1) / (time.perf_counter() - t0)
+  sps = (len(batches) - 1) / (time.perf_counter() - t0)
+  return (compile_s, sps, *_peak_bytes(compiled))
 
 
 def _bench(network, params, batches, archs, supernet):
@@ -81,18 +100,23 @@ def main(argv):
   rows = {}
   for variant in _VARIANTS.value:
     if variant in ("mask", "skip"):
-      net = space.supernet(s, skip_inactive=variant == "skip")
+      net = space.supernet(s, skip_inactive=variant == "skip", remat=_REMAT.value)
       params = jax.jit(net.init)(train_lib.init_key(0), x0, archs[0][0])["params"]
       rows[variant] = _bench(net, params, batches, archs, supernet=True)
       label = "supernet, masks" if variant == "mask" else "supernet, lax.cond (skip_inactive)"
+      label += ", remat" if _REMAT.value else ""
     else:
       paper = spaces.get("deconas", blocks=4, nodes=4, channels=64)
       net = paper.build(paper.decode(PAPER_TOKENS), s)
       params = jax.jit(net.init)(train_lib.init_key(0), x0)["params"]
       rows[variant] = _bench(net, params, batches, [()] * n, supernet=False)
       label = "stand-alone DeCoNASNet (N=4, M=4, C=64)"
-    compile_s, sps = rows[variant]
-    print(f"{label:<42} compile {compile_s:7.1f} s   {sps:8.3f} steps/s")
+    compile_s, sps, peak, source = rows[variant]
+    print(
+      f"{label:<49} compile {compile_s:7.1f} s  {sps:8.3f} steps/s  "
+      f"{peak / 2**30:6.2f} GiB ({source})",
+      flush=True,
+    )
   if "mask" in rows and "skip" in rows:
     print(f"skip_inactive / masks speed ratio: {rows['skip'][1] / rows['mask'][1]:.2f}")
 

@@ -27,7 +27,11 @@ def data_config(preset: str) -> ml_collections.ConfigDict:
   d.max_val_images = 0  # 0 = all; limits per-evaluation time on large validation folders
   d.patch_size = 48  # LR patch side
   d.batch_size = 16  # global batch, split over all devices
-  d.augment = True  # random hflip / vflip / rot90
+  d.augment = True  # random hflip / vflip / rot90 (all 8 flips and transposes)
+  # Real-image SR (folders with HR/ and LR/ pairs from cameras): pairs whose normalised
+  # cross-correlation, LR bicubic-upscaled to the HR size, is below this are excluded and logged
+  # (Yu et al. 2020 use 0.99, with patch_size=120 and loss=ms_ssim_l1). 0 = keep every pair.
+  d.ncc_threshold = 0.0
   d.manual_dir = ""  # where TFDS builders find manually downloaded archives
   d.tfds_dir = ""  # TFDS data_dir ("" = TFDS default)
   if preset == "tiny":

@@ -60,6 +60,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # lax.cond per input slot computes only the child, but on CPU it is 3x slower than masks at the
   # default size (BENCHMARKS.md); masks stay the default.
   c.skip_inactive = False
+  # Recompute each DNB in the backward pass: needed at paper size, where the stored activations of
+  # the masked supernet step take 50.9 GB (BENCHMARKS.md); costs about a third more compute.
+  c.remat = False
   c.keep_checkpoints = 2
   c.derive = ml_collections.ConfigDict({"candidates": 100})
   c.data.patch_size = 32
@@ -79,6 +82,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.data.patch_size, c.data.batch_size, c.val_patch = 64, 16, 64
     c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 200, 1000, 100
     c.optim.decay_every = 50_000  # halve every 50 epochs
+    c.remat = True
   return c
 
 

@@ -16,13 +16,17 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.model = ""  # "bicubic" for the MATLAB-bicubic baseline; empty = use `checkpoint`
-  c.checkpoint = ""  # training workdir(s); several comma-separated ones form a model ensemble
+  # A training workdir, or several comma-separated ones (W1,W2,...): a model ensemble that averages
+  # the SR outputs of networks of any families trained for the same scale.
+  c.checkpoint = ""
   c.scale = 2  # used by bicubic; a checkpoint brings its own and must agree
   # Comma-separated benchmark folders of HR images (LR made with MATLAB bicubic), or "embedded".
   c.benchmarks = "embedded"
-  c.tile = 0  # LR tile side for tiled inference (0 = whole image)
-  c.overlap = 16  # LR pixels shared by neighbouring tiles
-  c.self_ensemble = False  # x8 flips/transposes
+  # Patch ensemble: LR tiles of side `tile` every `stride` pixels (0 = tile // 2), blended with
+  # weights that fall with the distance from the tile centre (the paper: tile=120, stride=60).
+  c.tile = 0  # 0 = the whole image at once
+  c.stride = 0
+  c.self_ensemble = False  # average over the 8 flips/transposes of each tile
   if preset == "paper":
     c.benchmarks = ",".join(f"../shared/data/benchmarks/{b}" for b in ("Set5", "Set14"))
   return c

@@ -23,6 +23,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.model_kwargs = ml_collections.ConfigDict({"blocks": 8, "channels": 32})
   c.arch = ""
   c.loss = "l1"
+  c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
   c.data = common.data_config(preset)
   c.optim = common.optim_config(preset)
   # The default is sized for a 2-core CPU: small LR patches make many cheap updates.

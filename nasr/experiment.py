@@ -7,6 +7,7 @@ Launchers only parse flags and call these; a Colab user calls the same functions
   results = nasr.train(config, "/tmp/nasr/tiny")
 """
 
+import functools
 import importlib.util
 import json
 import math
@@ -112,7 +113,29 @@ def load_dataset(
       data_dir=dc.tfds_dir or None,
       manual_dir=dc.manual_dir or None,
     )
-  return data_lib.load_folder_or_pairs(spec, scale)
+  pairs = data_lib.load_folder_or_pairs(spec, scale)
+  threshold = float(data_config.get("ncc_threshold", 0) or 0) if data_config else 0.0
+  if threshold > 0 and data_lib.is_paired_folder(spec, scale):
+    pairs = filter_misaligned(pairs, threshold, spec)
+  return pairs
+
+
+def filter_misaligned(pairs: data_lib.SRPairs, threshold: float, source: str) -> data_lib.SRPairs:
+  """Return `pairs` without those whose NCC is below `threshold`; log each excluded one."""
+  kept, excluded = data_lib.filter_pairs(pairs, threshold)
+  for name, value in excluded:
+    logging.warning(
+      "%s: excluded %s, NCC %.4f < %.4f (misaligned pair)", source, name, value, threshold
+    )
+  if excluded:
+    logging.warning(
+      "%s: excluded %d of %d pairs with NCC < %g", source, len(excluded), len(pairs), threshold
+    )
+  if not len(kept):
+    raise DataError(
+      f"{source}: every pair has NCC < {threshold} (data.ncc_threshold); nothing is left to use"
+    )
+  return kept
 
 
 def load_train_val(
@@ -176,15 +199,24 @@ def _make_tx(config: ml_collections.ConfigDict, total_steps: int):
 
 
 def network_upscaler(
-  network, params, tile: int = 0, overlap: int = 16, self_ensemble: bool = False
+  network, params, tile: int = 0, stride: int = 0, self_ensemble: bool = False
 ) -> Callable[[np.ndarray], np.ndarray]:
-  """Return upscale(lr_uint8) -> SR floats in [0, 1], tiled when `tile` > 0."""
+  """Return upscale(lr_uint8) -> SR floats in [0, 1]: the network's multi-level ensemble.
+
+  Args:
+    network: a Flax SR module with a `scale` field.
+    params: its parameters.
+    tile: LR tile side of the patch ensemble (0 = the whole image at once).
+    stride: LR pixels between tile starts (0 = tile // 2); tiles are blended by distance weights.
+    self_ensemble: average each tile over its 8 flips/transposes.
+  """
+  tile, stride = inference.check_tiling(tile or None, stride or None)
   predict = jax.jit(lambda p, x: network.apply({"params": p}, x))
   fn = lambda x: np.asarray(predict(params, jnp.asarray(x, jnp.float32)))
   if self_ensemble:
     fn = inference.self_ensemble(fn)
   scale = network.scale
-  return lambda lr: inference.upscale_tiled(fn, lr, scale, tile=tile or None, overlap=overlap)
+  return lambda lr: inference.upscale_tiled(fn, lr, scale, tile=tile, stride=stride)
 
 
 def bicubic_upscaler(scale: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -214,6 +246,20 @@ def check_finite(losses_pending: list, first_step: int, last_good: int | None) -
   return float(values.mean()) if values.size else float("nan")
 
 
+def make_loss(config: ml_collections.ConfigDict) -> Callable:
+  """Return the loss `config.loss` names; "ms_ssim_l1" mixes by `config.ms_ssim_weight` if set.
+
+  ms_ssim_l1 = w * (1 - MS-SSIM) + (1 - w) * L1, w = 0.84 (Zhao et al. 2017) unless configured.
+  """
+  loss_fn = losses.LOSSES.get(config.loss)
+  weight = config.get("ms_ssim_weight", None)
+  if config.loss == "ms_ssim_l1" and weight is not None:
+    if not 0.0 <= float(weight) <= 1.0:
+      raise ConfigError(f"config.ms_ssim_weight must be in [0, 1], got {weight}")
+    loss_fn = functools.partial(loss_fn, alpha=float(weight))
+  return loss_fn
+
+
 def compile_train_step(network, tx, loss_fn, mesh, supernet: bool = False) -> Callable:
   """Return the jitted step(state, batch, rng[, arch]): params replicated, batch split, state donated.
 
@@ -240,7 +286,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     parallel.maybe_initialize_distributed(
       dist.coordinator_address, dist.num_processes or None, dist.process_id
     )
-  loss_fn = losses.LOSSES.get(config.loss)
+  loss_fn = make_loss(config)
 
   # --- Mesh. -------------------------------------------------------------------------------------
   mesh = parallel.make_mesh()
@@ -383,9 +429,15 @@ def _checkpoints(config) -> list[str]:
 
 
 def make_upscaler(config: ml_collections.ConfigDict) -> tuple[Callable, int, dict]:
-  """Return (upscale_fn, scale, cost) for config.model=bicubic or config.checkpoint=W[,W2,...]."""
+  """Return (upscale_fn, scale, cost) for config.model=bicubic or config.checkpoint=W[,W2,...].
+
+  The multi-level ensemble of Yu et al. (2020): `config.checkpoint=W1,W2,...` averages the SR
+  outputs of several trained networks of any families (model ensemble); `config.tile` and
+  `config.stride` run each network in overlapping tiles blended by distance-to-centre weights
+  (patch ensemble); `config.self_ensemble` averages each tile over its 8 flips/transposes.
+  """
   ckpts = _checkpoints(config)
-  tile, overlap = config.get("tile", 0), config.get("overlap", 16)
+  tile, stride = inference.check_tiling(config.get("tile", 0), config.get("stride", 0))
   ensemble = config.get("self_ensemble", False)
   if config.get("model") == "bicubic":
     if ckpts:
@@ -401,9 +453,7 @@ def make_upscaler(config: ml_collections.ConfigDict) -> tuple[Callable, int, dic
   for ck in ckpts:
     network, params, tcfg = load_trained(ck)
     scales.add(int(tcfg.scale))
-    fns.append(
-      network_upscaler(network, params, tile=tile, overlap=overlap, self_ensemble=ensemble)
-    )
+    fns.append(network_upscaler(network, params, tile=tile, stride=stride, self_ensemble=ensemble))
     n_params += cost.count_params(params)
     macs += cost.macs_per_pixel(network, params, (1, 32, 32, 3))
   if len(scales) != 1:
@@ -413,7 +463,8 @@ def make_upscaler(config: ml_collections.ConfigDict) -> tuple[Callable, int, dic
     raise ConfigError(f"config.scale={config.scale} but the checkpoint was trained for x{scale}")
   if ensemble:
     macs *= 8
-  upscale = fns[0] if len(fns) == 1 else (lambda lr: np.mean([f(lr) for f in fns], axis=0))
+  # Model ensemble: the networks may be of any families; their SR outputs are averaged.
+  upscale = fns[0] if len(fns) == 1 else inference.model_ensemble(fns)
   return upscale, scale, {"params": n_params, "macs_per_lr_pixel": macs}
 
 

@@ -1,11 +1,16 @@
-"""Acceptance: `launch.evaluate` with model=bicubic reproduces the published Set5 baselines."""
+"""Acceptance: `launch.evaluate` reproduces the bicubic baselines and runs the ensembles."""
 
 import json
 
+import numpy as np
 import pytest
+import skimage.data
 
+import nasr
+from nasr import data as data_lib
+from nasr.estimation import metrics
 from tests.conftest import shared_benchmark
-from tests.launch_utils import run_launcher
+from tests.launch_utils import check_ok, run_launcher
 
 PUBLISHED = {2: (33.66, 0.9299), 4: (28.42, 0.8104)}
 
@@ -30,3 +35,110 @@ def test_bicubic_set5_through_the_launcher(tmp_path, scale):
   assert set5_result["psnr"] == pytest.approx(psnr, abs=0.02)
   assert set5_result["ssim"] == pytest.approx(ssim, abs=0.001)
   assert "Set5" in r.stdout and "PSNR" in r.stdout  # the printed table
+
+
+# ---------------------------------------------------------------------------------------------------
+# Multi-level ensemble: model ensemble of two families x patch ensemble x self-ensemble.
+# ---------------------------------------------------------------------------------------------------
+LEVELS = {"tile": 16, "stride": 8, "self_ensemble": True}
+LEVEL_FLAGS = tuple(f"--config.{k}={v}" for k, v in LEVELS.items())
+
+
+@pytest.fixture(scope="module")
+def two_families(tmp_path_factory):
+  """Return the workdirs of two tiny trained networks of different families: EDSR and DeCoNAS."""
+  root = tmp_path_factory.mktemp("families")
+  photo = skimage.data.astronaut()
+  for i in range(2):  # a tiny training folder: fast to load and to validate on
+    data_lib.write_png(root / "train" / f"{i}.png", photo[:48, 48 * i : 48 * (i + 1)].copy())
+  space_kwargs = {"blocks": 1, "nodes": 2, "channels": 8}
+  space = nasr.spaces.get("deconas", **space_kwargs)
+  arch = space.decode(np.ones(len(space.token_spec().choices), np.int32))
+  nasr.spaces.save_arch(root / "arch.json", "deconas", space_kwargs, arch)
+  workdirs = []
+  for name, arch_file in (("edsr", ""), ("deconas", str(root / "arch.json"))):
+    config = nasr.load_config("configs/train.py", "tiny", lock=False)
+    config.arch = arch_file
+    config.data.train, config.data.val, config.data.num_val = str(root / "train"), "", 1
+    config.steps, config.eval_every, config.checkpoint_every, config.log_every = 2, 2, 2, 2
+    nasr.experiment.train(config, root / name)
+    workdirs.append(root / name)
+  return workdirs
+
+
+@pytest.fixture(scope="module")
+def singles(two_families):
+  """Return one multi-level upscaler (tiles + self-ensemble) per trained network, and the networks."""
+  loaded = [nasr.experiment.load_trained(w)[:2] for w in two_families]
+  return [nasr.experiment.network_upscaler(n, p, **LEVELS) for n, p in loaded], loaded
+
+
+def _ensemble(checkpoints, **overrides):
+  config = nasr.load_config("configs/evaluate.py", None, lock=False)
+  config.checkpoint = ",".join(str(c) for c in checkpoints)
+  config.update(overrides)
+  return nasr.experiment.make_upscaler(config)
+
+
+def test_model_ensemble_of_two_families_is_their_average(two_families, singles):
+  lr = np.random.default_rng(0).integers(0, 256, (21, 35, 3), dtype=np.uint8)
+  both, scale, cost = _ensemble(two_families, **LEVELS)
+  outs = [fn(lr) for fn in singles[0]]
+  assert scale == 2 and outs[0].shape == (42, 70, 3)
+  assert np.abs(outs[0] - outs[1]).max() > 1e-3  # two different networks
+  np.testing.assert_allclose(both(lr), (outs[0] + outs[1]) / 2, atol=1e-6)
+  params = [nasr.count_params(p) for _, p in singles[1]]
+  assert cost["params"] == sum(params)
+  # Each level changes the output of a trained network, so each setting really reaches it.
+  network, p = singles[1][0]
+  for off in ({"tile": 0}, {"self_ensemble": False}):
+    other = nasr.experiment.network_upscaler(network, p, **{**LEVELS, **off})(lr)
+    assert np.abs(other - outs[0]).max() > 1e-4, off
+  with pytest.raises(nasr.ConfigError, match="stride"):
+    _ensemble(two_families, tile=16, stride=17)
+
+
+def _face():
+  hr = np.ascontiguousarray(skimage.data.astronaut()[100:160, 180:236])
+  return data_lib.bicubic_degrade(hr, 2), hr
+
+
+def test_multi_level_ensemble_through_launch_evaluate(two_families, singles, tmp_path):
+  checkpoints = f"--config.checkpoint={two_families[0]},{two_families[1]}"
+  lr, hr = _face()
+  expected = (singles[0][0](lr) + singles[0][1](lr)) / 2
+  data_lib.write_png(tmp_path / "bench" / "face.png", hr)
+  check_ok(
+    run_launcher(
+      "evaluate",
+      "--config=configs/evaluate.py",
+      checkpoints,
+      *LEVEL_FLAGS,
+      f"--config.benchmarks={tmp_path / 'bench'}",
+      f"--workdir={tmp_path / 'eval'}",
+    )
+  )
+  result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+  assert result["params"] == sum(nasr.count_params(p) for _, p in singles[1])
+  want = metrics.psnr(np.clip(expected, 0, 1) * 255.0, hr, crop_border=2)
+  assert result["results"]["bench"]["psnr"] == pytest.approx(want, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_multi_level_ensemble_through_launch_upscale(two_families, singles, tmp_path):
+  checkpoints = f"--config.checkpoint={two_families[0]},{two_families[1]}"
+  lr, _ = _face()
+  expected = (singles[0][0](lr) + singles[0][1](lr)) / 2
+  data_lib.write_png(tmp_path / "in.png", lr)
+  check_ok(
+    run_launcher(
+      "upscale",
+      "--config=configs/upscale.py",
+      checkpoints,
+      *LEVEL_FLAGS,
+      f"--config.input={tmp_path / 'in.png'}",
+      f"--workdir={tmp_path / 'sr'}",
+    )
+  )
+  sr = data_lib.read_image(tmp_path / "sr" / "sr" / "in_x2.png").astype(int)
+  assert np.abs(sr - np.clip(np.round(expected * 255.0), 0, 255)).max() <= 1

@@ -8,6 +8,7 @@ from nasr.data.embedded import embedded_names, load_embedded
 from nasr.data.imresize import bicubic_degrade, check_scale, imresize, modcrop
 from nasr.data.io import list_images, read_image, write_png
 from nasr.data.patches import PatchSampler
+from nasr.data.real_pairs import filter_pairs, is_paired_folder, ncc, pair_ncc
 from nasr.data.tfds_builders import load_tfds
 
 __all__ = [
@@ -16,7 +17,9 @@ __all__ = [
   "bicubic_degrade",
   "check_scale",
   "embedded_names",
+  "filter_pairs",
   "imresize",
+  "is_paired_folder",
   "list_images",
   "load_embedded",
   "load_folder_or_pairs",
@@ -24,6 +27,8 @@ __all__ = [
   "load_paired_folders",
   "load_tfds",
   "modcrop",
+  "ncc",
+  "pair_ncc",
   "read_image",
   "write_png",
 ]

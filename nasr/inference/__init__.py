@@ -1,6 +1,13 @@
-"""Upscale any image: tiling with distance-weighted overlap blending, self- and model ensembles."""
+"""Multi-level ensemble inference: patch ensemble (tiling), self-ensemble x8, model ensemble."""
 
 from nasr.inference.ensemble import model_ensemble, self_ensemble
-from nasr.inference.tiling import tile_weights, upscale_tiled
+from nasr.inference.tiling import check_tiling, tile_starts, tile_weights, upscale_tiled
 
-__all__ = ["model_ensemble", "self_ensemble", "tile_weights", "upscale_tiled"]
+__all__ = [
+  "check_tiling",
+  "model_ensemble",
+  "self_ensemble",
+  "tile_starts",
+  "tile_weights",
+  "upscale_tiled",
+]

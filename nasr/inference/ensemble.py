@@ -61,7 +61,11 @@ def self_ensemble(apply_fn: ApplyFn) -> ApplyFn:
 
 
 def model_ensemble(apply_fns: Sequence[ApplyFn]) -> ApplyFn:
-  """Return an apply_fn that averages the outputs of `apply_fns`."""
+  """Return an apply_fn that averages the outputs of `apply_fns` (the model ensemble).
+
+  The functions may wrap networks of any families (or whole tiled, self-ensembled upscalers, as
+  `experiment.make_upscaler` does); they only need to map one input to outputs of one shape.
+  """
   apply_fns = tuple(apply_fns)
   if not apply_fns:
     raise ValueError("model_ensemble needs at least one apply_fn")

@@ -3,6 +3,7 @@
 from nasr.ops.attention import RCAB, ChannelAttention
 from nasr.ops.blocks import ResBlock
 from nasr.ops.conv import Conv, PreActConv, ResidualOp, SepConv
+from nasr.ops.darts_ops import ShiftDepthwiseConv, ShiftSepConv
 from nasr.ops.upsample import (
   DIV2K_RGB_MEAN,
   RESIZE_METHODS,
@@ -29,6 +30,8 @@ __all__ = [
   "ResidualOp",
   "ResizeUpsampler",
   "SepConv",
+  "ShiftDepthwiseConv",
+  "ShiftSepConv",
   "SubPixelUpsampler",
   "check_subpixel_scale",
   "pixel_shuffle",

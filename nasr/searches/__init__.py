@@ -5,8 +5,10 @@ Importing this package registers every method in `nasr.experiment.SEARCH_METHODS
 """
 
 from nasr import experiment
-from nasr.searches import enas
+from nasr.searches import darts, enas, gpnas
 
+experiment.SEARCH_METHODS.register("darts_sr", darts.run)
 experiment.SEARCH_METHODS.register("deconas", enas.run)
+experiment.SEARCH_METHODS.register("gpnas", gpnas.run)
 
-__all__ = ["enas"]
+__all__ = ["darts", "enas", "gpnas"]

@@ -24,7 +24,7 @@ from nasr import data as data_lib
 from nasr import experiment, parallel, spaces, strategies, writers
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import ConfigError
-from nasr.estimation import cost, losses, metrics
+from nasr.estimation import cost, metrics
 from nasr.estimation import train as train_lib
 
 SETTINGS = ("CB0_FF0", "CB0_FF1", "CB1_FF0", "CB1_FF1")
@@ -120,7 +120,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   space = spaces.get(config.space.name, **space_kwargs(config))
   spec = space.token_spec()
   strategy = strategies.get(config.strategy.name, spec, **strategy_kwargs(config, space, spec))
-  loss_fn = losses.LOSSES.get(config.loss)
+  loss_fn = experiment.make_loss(config)
   mesh = parallel.make_mesh()
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
 
@@ -140,7 +140,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   )
 
   # --- Supernet, strategy and their optimisers. ----------------------------------------------------
-  supernet = space.supernet(scale, skip_inactive=config.skip_inactive)
+  supernet = space.supernet(
+    scale, skip_inactive=config.skip_inactive, remat=config.get("remat", False)
+  )
   max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
   rng = jax.random.PRNGKey(config.seed)
   w_rng, c_rng, d_rng = jax.random.split(rng, 3)
@@ -237,9 +239,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
 
   summary = derive(
     space,
-    supernet,
+    propose,
+    reward_fn,
     w_state.params,
-    strategy,
     s_state,
     val,
     complexity,
@@ -260,14 +262,24 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
 
 
 def derive(
-  space, supernet, params, strategy, s_state, val, complexity, alpha, config, workdir, rng
+  space, propose, reward_fn, params, s_state, val, complexity, alpha, config, workdir, rng
 ) -> dict:
-  """Sample candidates from the trained policy, score them with the shared weights, write results."""
+  """Sample candidates from the trained policy, score them with the shared weights, write results.
+
+  `propose` and `reward_fn` are the search's jitted functions; candidates are scored in chunks of
+  the controller batch so the reward function compiled for the search is reused as it is.
+  """
   scale = int(config.scale)
-  tokens, _ = jax.jit(strategy.propose, static_argnums=2)(s_state, rng, config.derive.candidates)
+  tokens, _ = propose(s_state, rng, config.derive.candidates)
   tokens = np.unique(np.asarray(tokens), axis=0)  # a converged policy repeats itself
-  reward_fn = jax.jit(_make_reward_fn(supernet, scale))
-  psnr = np.asarray(reward_fn(params, val["lr"], val["hr"], jnp.asarray(tokens)))
+  chunk = int(config.controller_batch)
+  padded = np.concatenate([tokens, np.repeat(tokens[:1], -len(tokens) % chunk, axis=0)])
+  psnr = np.concatenate(
+    [
+      np.asarray(reward_fn(params, val["lr"], val["hr"], jnp.asarray(padded[i : i + chunk])))
+      for i in range(0, len(padded), chunk)
+    ]
+  )[: len(tokens)]
   rows = []
   probe = (1, 32, 32, 3)
   for t, p in zip(tokens, psnr, strict=True):

@@ -1,8 +1,10 @@
 """Search spaces and baseline networks: every network maps NHWC [0, 1] RGB to `scale` times it."""
 
-from nasr.spaces import baselines, deconas, registry
+from nasr.spaces import baselines, darts_sr, deconas, drn, registry
 from nasr.spaces.baselines import EDSR, MODELS, Bicubic, build_model, model_fields
+from nasr.spaces.darts_sr import DartsGenotype, DartsSR, DartsSRNet, DartsSRSupernet
 from nasr.spaces.deconas import DeCoNAS, DeCoNASArch, DeCoNASNet, DeCoNASSupernet
+from nasr.spaces.drn import DRN, DRNArch, DRNNet, RCANNet
 from nasr.spaces.registry import SPACES, get, load_arch, register, save_arch, space_fields
 
 
@@ -19,10 +21,18 @@ def build_from_file(path, scale: int, **overrides):
 
 
 __all__ = [
+  "DRN",
+  "DRNArch",
+  "DRNNet",
   "EDSR",
   "MODELS",
+  "RCANNet",
   "SPACES",
   "Bicubic",
+  "DartsGenotype",
+  "DartsSR",
+  "DartsSRNet",
+  "DartsSRSupernet",
   "DeCoNAS",
   "DeCoNASArch",
   "DeCoNASNet",
@@ -30,7 +40,9 @@ __all__ = [
   "baselines",
   "build_from_file",
   "build_model",
+  "darts_sr",
   "deconas",
+  "drn",
   "get",
   "load_arch",
   "model_fields",

@@ -357,8 +357,51 @@ class DeCoNASSuperBlock(nn.Module):
     return y + x
 
 
+class _DenseStep(nn.Module):
+  """One DNB of the supernet as a scan step: fuse the features so far, run the block, store it.
+
+  The carry is (stack, d): stack [N+1, B, H, W, C] holds F_0..F_N (zeros where not yet computed)
+  and d counts the DNBs done. The fuse kernel exists at its largest width (N+1)*C; slots after d
+  are masked, which equals the child's conv1x1 over concat(F_0..F_d).
+  """
+
+  nodes: int
+  channels: int
+  blocks: int
+  reduction: int
+  skip_inactive: bool
+  dtype: Dtype
+
+  @nn.compact
+  def __call__(self, carry, ops: jax.Array, lff: jax.Array):
+    """Return ((stack with F_d+1 written, d + 1), None)."""
+    stack, d = carry
+    c, n, dt = self.channels, self.blocks, self.dtype
+    kernel, bias = _ConvParams((1, 1, (n + 1) * c, c), c, name="fuse")()
+    h = _conv(_stack_concat(stack, jnp.arange(n + 1) <= d), kernel, dtype=dt) + bias.astype(dt)
+    block = DeCoNASSuperBlock(self.nodes, c, self.reduction, self.skip_inactive, dt, name="block")
+    y = block(h, ops, lff)
+    return (
+      jax.lax.dynamic_update_index_in_dim(stack, y.astype(stack.dtype), d + 1, 0),
+      d + 1,
+    ), None
+
+
+def _stack_concat(stack: jax.Array, mask: jax.Array) -> jax.Array:
+  """Return concat over slots of stack [S, B, H, W, C] * mask [S] as [B, H, W, S*C]."""
+  s, b, h, w, c = stack.shape
+  masked = stack * mask.astype(stack.dtype)[:, None, None, None, None]
+  return jnp.moveaxis(masked, 0, 3).reshape(b, h, w, s * c)
+
+
 class DeCoNASSupernet(nn.Module):
-  """The DeCoNAS weight-sharing supernet: __call__(x, tokens) with bit-form int32 tokens."""
+  """The DeCoNAS weight-sharing supernet: __call__(x, tokens) with bit-form int32 tokens.
+
+  The N DNBs run as one `nn.scan` (parameters stacked under "dense" with a leading axis N), so
+  the step compiles one block instead of N and, with `remat`, stores only each block's inputs for
+  the backward pass: XLA's CPU scheduler does not honour rematerialisation in unrolled code, but
+  does in a scanned body. `DeCoNAS.child_params` maps this layout onto the child's.
+  """
 
   blocks: int = 4  # DNBs N
   nodes: int = 4  # mix nodes per DNB M
@@ -368,6 +411,9 @@ class DeCoNASSupernet(nn.Module):
   skip_inactive: bool = False  # lax.cond per input slot (only the child's cost) instead of masks
   reduction: int = 4  # channel-attention reduction
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  # Recompute each DNB's activations in the backward pass instead of storing them: the masked
+  # paper-size step (N=16, M=8, C=64, 16 x 64x64) needs 47.6 GiB without it (BENCHMARKS.md).
+  remat: bool = False
 
   def __post_init__(self):
     check_subpixel_scale(self.scale)
@@ -390,14 +436,20 @@ class DeCoNASSupernet(nn.Module):
       lff, gff = jnp.ones((mm,), jnp.int32), jnp.ones((n,), jnp.int32)
     x = MeanShift(-1.0, dtype=dt)(x)
     f_m1 = Conv(c, 3, dtype=dt, name="sfe1")(x)
-    feats = [Conv(c, 3, dtype=dt, name="sfe2")(f_m1)]
-    for d in range(n):
-      h = _fuse(c, dt, d, feats)
-      block = DeCoNASSuperBlock(mm, c, self.reduction, self.skip_inactive, dt, name=f"block{d}")
-      feats.append(block(h, ops, lff))
+    f0 = Conv(c, 3, dtype=dt, name="sfe2")(f_m1)
+    step_cls = nn.remat(_DenseStep) if self.remat else _DenseStep
+    dense = nn.scan(
+      step_cls,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=(nn.broadcast, nn.broadcast),
+      length=n,
+    )(mm, c, n, self.reduction, self.skip_inactive, dt, name="dense")
+    stack = jnp.zeros((n + 1, *f0.shape), f0.dtype).at[0].set(f0)
+    (stack, _), _ = dense((stack, jnp.int32(0)), ops, lff)
     kernel, bias = _ConvParams((1, 1, (n + 1) * c, c), c, name="gff_fuse")()
     gmask = jnp.concatenate([gff, jnp.ones((1,), gff.dtype)])  # F_N always feeds GFF
-    h = _conv(_masked_concat(feats, gmask), kernel, dtype=dt) + bias.astype(dt)
+    h = _conv(_stack_concat(stack, gmask), kernel, dtype=dt) + bias.astype(dt)
     h = Conv(c, 3, dtype=dt, name="gff_conv")(h) + f_m1
     h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(h)
     y = Conv(3, 3, dtype=dt, name="tail")(h)
@@ -537,9 +589,20 @@ class DeCoNAS:
     return DeCoNASNet(self._check(arch), self.channels, scale, self.reduction, dtype)
 
   def supernet(
-    self, scale: int, skip_inactive: bool = False, dtype: Dtype = jnp.float32
+    self,
+    scale: int,
+    skip_inactive: bool = False,
+    dtype: Dtype = jnp.float32,
+    remat: bool = False,
   ) -> DeCoNASSupernet:
-    """Return the weight-sharing supernet; call it as model.apply(params, x, tokens)."""
+    """Return the weight-sharing supernet; call it as model.apply(params, x, tokens).
+
+    Args:
+      scale: the upscaling factor.
+      skip_inactive: lax.cond per input slot (only the child's work) instead of masks.
+      dtype: compute dtype (parameters stay float32).
+      remat: recompute each DNB in the backward pass (less memory, about a third more compute).
+    """
     return DeCoNASSupernet(
       self.blocks,
       self.nodes,
@@ -549,6 +612,7 @@ class DeCoNAS:
       skip_inactive,
       self.reduction,
       dtype,
+      remat,
     )
 
   def count_params(self, arch: DeCoNASArch, scale: int) -> int:
@@ -568,7 +632,7 @@ class DeCoNAS:
     self._check(arch)
     if "params" in supernet_params:
       return {"params": self.child_params(supernet_params["params"], arch)}
-    c, p = self.channels, supernet_params
+    c, p = self.channels, _unstack(supernet_params, self.blocks, self.channels)
     out = {k: v for k, v in p.items() if not k.startswith("block") and k != "gff_fuse"}
     sel = [d for d in range(self.blocks) if arch.gff[d]] + [self.blocks]
     out["gff_fuse"] = {"kernel": _slots(p["gff_fuse"]["kernel"], sel, c, 2), **_bias(p["gff_fuse"])}
@@ -594,6 +658,26 @@ class DeCoNAS:
       bp["lff"] = {"kernel": _slots(sp["lff"]["kernel"], lff_slots, c, 2), **_bias(sp["lff"])}
       out[f"block{d}"] = bp
     return out
+
+
+def _unstack(params: dict, blocks: int, channels: int) -> dict:
+  """Return the supernet params with the scanned "dense" stack split into fuse{d} and block{d}.
+
+  fuse{d} keeps the first (d+1)*C input rows of the stacked fuse kernel: the slots the supernet
+  does not mask at step d.
+  """
+  if "dense" not in params:
+    return params
+  out = {k: v for k, v in params.items() if k != "dense"}
+  dense = params["dense"]
+  for d in range(blocks):
+    fuse = dense["fuse"]
+    out[f"fuse{d}"] = {
+      "kernel": fuse["kernel"][d, :, :, : (d + 1) * channels],
+      "bias": fuse["bias"][d],
+    }
+    out[f"block{d}"] = jax.tree_util.tree_map(lambda a, d=d: a[d], dense["block"])
+  return out
 
 
 def _bias(p: dict) -> dict:

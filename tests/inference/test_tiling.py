@@ -52,14 +52,21 @@ RNG = np.random.default_rng(0)
 
 
 @pytest.mark.parametrize(
-  "h, w, tile, overlap",
-  [(23, 17, 8, 3), (9, 31, 8, 0), (13, 13, 6, 5), (5, 7, 16, 4), (20, 5, 7, 2)],
+  "h, w, tile, stride",
+  [
+    (23, 17, 8, 5),
+    (9, 31, 8, 8),
+    (13, 13, 6, 1),
+    (5, 7, 16, 12),
+    (20, 5, 7, 5),
+    (31, 29, 12, None),
+  ],
 )
-def test_tiled_equals_whole_for_per_pixel_models(h, w, tile, overlap):
+def test_tiled_equals_whole_for_per_pixel_models(h, w, tile, stride):
   lr = RNG.integers(0, 256, (h, w, 3), dtype=np.uint8)
   for fn, scale in [(nearest(3), 3), (_jax_fn(_PixelNet(2)), 2)]:
     whole = inference.upscale_tiled(fn, lr, scale)
-    tiled = inference.upscale_tiled(fn, lr, scale, tile=tile, overlap=overlap)
+    tiled = inference.upscale_tiled(fn, lr, scale, tile=tile, stride=stride)
     assert tiled.shape == (h * scale, w * scale, 3) and tiled.dtype == np.float32
     np.testing.assert_allclose(tiled, whole, atol=1e-6)
   np.testing.assert_array_equal(
@@ -69,14 +76,14 @@ def test_tiled_equals_whole_for_per_pixel_models(h, w, tile, overlap):
 
 def test_apply_fn_sees_one_tile_shape():
   fn, shapes = _recording(nearest(2))
-  inference.upscale_tiled(fn, RNG.uniform(size=(29, 21, 3)), 2, tile=10, overlap=4)
+  inference.upscale_tiled(fn, RNG.uniform(size=(29, 21, 3)), 2, tile=10, stride=6)
   assert set(shapes) == {(1, 10, 10, 3)}
   assert len(shapes) == 5 * 3  # starts 0, 6, 12, 18, 19 by 0, 6, 11
 
 
 def test_axis_shorter_than_tile_is_processed_whole():
   fn, shapes = _recording(nearest(2))
-  inference.upscale_tiled(fn, RNG.uniform(size=(6, 40, 3)), 2, tile=16, overlap=4)
+  inference.upscale_tiled(fn, RNG.uniform(size=(6, 40, 3)), 2, tile=16, stride=12)
   assert set(shapes) == {(1, 6, 16, 3)}
 
 
@@ -86,11 +93,40 @@ def test_no_tiling_calls_once():
   assert shapes == [(1, 9, 11, 3)] and out.shape == (36, 44, 3)
 
 
+def test_default_stride_is_half_a_tile_like_the_paper():
+  fn, shapes = _recording(nearest(2))
+  inference.upscale_tiled(fn, RNG.uniform(size=(300, 240, 3)), 2, tile=120)
+  # 120 px tiles at 60 px: rows start at 0, 60, 120, 180; columns at 0, 60, 120.
+  assert len(shapes) == 4 * 3 and set(shapes) == {(1, 120, 120, 3)}
+  assert inference.check_tiling(120, 0) == (120, 60)
+  assert inference.check_tiling(0, 7) == (0, 0)
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 23, 60, 61])
+@pytest.mark.parametrize("tile, stride", [(16, 8), (16, 16), (16, 5), (7, 3), (1, 1)])
+def test_tiles_cover_every_pixel_and_the_last_meets_the_edge(n, tile, stride):
+  starts = inference.tile_starts(n, tile, stride)
+  size = min(tile, n)
+  covered = np.zeros(n, bool)
+  for s in starts:
+    covered[s : s + size] = True
+  assert covered.all() and starts[0] == 0 and starts[-1] + size == n
+  assert all(0 < b - a <= stride for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_smaller_than_a_tile_is_one_tile_of_the_image_size():
+  fn, shapes = _recording(nearest(3))
+  lr = RNG.uniform(size=(7, 11, 3)).astype(np.float32)
+  out = inference.upscale_tiled(fn, lr, 3, tile=120, stride=60)
+  assert shapes == [(1, 7, 11, 3)]
+  np.testing.assert_array_equal(out, nearest(3)(lr[None])[0])
+
+
 def test_tiles_blend_smoothly_for_a_context_model():
   lr = RNG.uniform(size=(30, 30, 3)).astype(np.float32)
   fn = _jax_fn(_ConvNet())
   whole = inference.upscale_tiled(fn, lr, 2)
-  tiled = inference.upscale_tiled(fn, lr, 2, tile=12, overlap=6)
+  tiled = inference.upscale_tiled(fn, lr, 2, tile=12, stride=6)
   # Only the zero-padded tile borders differ, and the tent down-weights them.
   assert np.abs(tiled - whole).mean() < 0.1 * np.abs(whole).mean()
 
@@ -108,12 +144,14 @@ def test_bad_inputs_raise():
     inference.upscale_tiled(nearest(2), np.zeros((4, 4)), 2)
   with pytest.raises(DataError, match="int32"):
     inference.upscale_tiled(nearest(2), np.zeros((4, 4, 3), np.int32), 2)
-  with pytest.raises(ConfigError, match="overlap"):
-    inference.upscale_tiled(nearest(2), np.zeros((20, 20, 3)), 2, tile=8, overlap=8)
+  with pytest.raises(ConfigError, match="stride"):
+    inference.upscale_tiled(nearest(2), np.zeros((20, 20, 3)), 2, tile=8, stride=9)
+  with pytest.raises(ConfigError, match="stride"):
+    inference.upscale_tiled(nearest(2), np.zeros((20, 20, 3)), 2, tile=8, stride=-1)
   # Settings are checked even when the image fits in one tile.
-  with pytest.raises(ConfigError, match="overlap"):
-    inference.upscale_tiled(nearest(2), np.zeros((4, 4, 3)), 2, tile=8, overlap=8)
-  with pytest.raises(ConfigError, match="tile must be positive"):
+  with pytest.raises(ConfigError, match="stride"):
+    inference.upscale_tiled(nearest(2), np.zeros((4, 4, 3)), 2, tile=8, stride=9)
+  with pytest.raises(ConfigError, match="tile must be a positive"):
     inference.upscale_tiled(nearest(2), np.zeros((4, 4, 3)), 2, tile=-1)
   with pytest.raises(ConfigError, match="scale"):
     inference.upscale_tiled(nearest(2), np.zeros((4, 4, 3)), 2.0)
@@ -128,6 +166,35 @@ def test_self_ensemble_of_equivariant_model_is_the_model():
   assert len(shapes) == 8 and set(shapes) == {(1, 5, 7, 3), (1, 7, 5, 3)}
 
 
+class _SymmetricNet(nn.Module):
+  """Test-only network equivariant to flips and transposes: dihedral-symmetric 3x3 kernels."""
+
+  @nn.compact
+  def __call__(self, x):
+    def sym_conv(h, cout, name):
+      k = self.param(name, nn.initializers.lecun_normal(), (3, 3, h.shape[-1], cout))
+      k = sum(
+        jnp.flip(jnp.swapaxes(k, 0, 1) if t else k, axis=[a for a, f in ((0, fh), (1, fw)) if f])
+        for t in (0, 1)
+        for fh in (0, 1)
+        for fw in (0, 1)
+      )
+      return jax.lax.conv_general_dilated(
+        h, k / 8, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+      )
+
+    h = nn.relu(sym_conv(x, 8, "k1"))
+    return jnp.repeat(jnp.repeat(sym_conv(h, 3, "k2"), 2, axis=1), 2, axis=2)
+
+
+def test_self_ensemble_of_equivariant_network_is_the_network():
+  x = jnp.asarray(RNG.uniform(size=(1, 6, 9, 3)), jnp.float32)
+  fn = _jax_fn(_SymmetricNet(), (1, 6, 9, 3))
+  y = np.asarray(fn(x))
+  assert np.abs(y).max() > 1e-2  # not trivially zero
+  np.testing.assert_allclose(np.asarray(inference.self_ensemble(fn)(x)), y, atol=1e-5)
+
+
 def test_self_ensemble_of_conv_net_differs_with_right_shape():
   x = jnp.asarray(RNG.uniform(size=(1, 6, 6, 3)), jnp.float32)
   fn = _jax_fn(_ConvNet(), (1, 6, 6, 3))
@@ -137,7 +204,7 @@ def test_self_ensemble_of_conv_net_differs_with_right_shape():
   # Jittable end to end, and composes with tiling.
   np.testing.assert_allclose(jax.jit(inference.self_ensemble(fn))(x), ens, atol=1e-5)
   tiled = inference.upscale_tiled(
-    inference.self_ensemble(nearest(2)), np.asarray(x[0]), 2, tile=4, overlap=1
+    inference.self_ensemble(nearest(2)), np.asarray(x[0]), 2, tile=4, stride=3
   )
   np.testing.assert_allclose(tiled, nearest(2)(x)[0], atol=1e-6)
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,6 +74,25 @@ def test_supernet_equals_child(scale):
       np.testing.assert_allclose(f_skip(params, x, tokens), want, atol=1e-5, rtol=1e-5)
       checked += 1
   assert checked >= 10
+
+
+def test_remat_supernet_same_params_outputs_and_gradients():
+  space = _tiny(fusion_search=True)
+  plain, remat = space.supernet(2), space.supernet(2, remat=True)
+  x = _lr(2)
+  y = np.random.default_rng(3).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  tokens = space.token_spec().sample(np.random.default_rng(2), 1)[0]
+  params = _random_params(plain, x, tokens)
+  shapes = lambda t: jax.tree_util.tree_map(lambda a: a.shape, t)  # noqa: E731
+  assert shapes(jax.eval_shape(remat.init, jax.random.PRNGKey(0), x, tokens)) == shapes(params)
+
+  def grads(model):
+    loss = lambda p: jnp.mean(jnp.abs(model.apply(p, x, tokens) - y))  # noqa: E731
+    return jax.jit(jax.value_and_grad(loss))(params)
+
+  (l0, g0), (l1, g1) = grads(plain), grads(remat)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  chex.assert_trees_all_close(g1, g0, atol=1e-6, rtol=1e-5)
 
 
 def test_child_params_match_child_init():

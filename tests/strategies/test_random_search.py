@@ -42,7 +42,9 @@ def test_random_keeps_the_best_candidate():
 
 @pytest.mark.parametrize("name", STRATEGIES.names())
 def test_every_registered_strategy_runs_jitted(name):
-  strategy = get(name, SPEC)
+  # Small settings where a strategy has costly defaults (the GP's refit), to keep the check quick.
+  fast = {"gp": {"fit_steps": 20, "fit_restarts": 1}}.get(name, {})
+  strategy = get(name, SPEC, **fast)
   state = jax.jit(strategy.init)(jax.random.key(0))
   propose = jax.jit(strategy.propose, static_argnums=2)
   update = jax.jit(strategy.update)

@@ -1,0 +1,88 @@
+r"""Improved DARTS for SR: bilevel search of one cell (weights on one half of the images, alpha on
+the other), then retraining of the derived genotype.
+
+python -m launch.search --config=configs/darts_sr.py:tiny --workdir=/tmp/nasr/darts_tiny
+python -m launch.search --config=configs/darts_sr.py --workdir=W                 # ~15 CPU-minutes
+python -m launch.search --config=configs/darts_sr.py --config.space.ops=original --workdir=W0
+python -m launch.search --config=configs/darts_sr.py:paper --workdir=W          # 8 cells x 64, 50 ep.
+python -m launch.train --config=configs/train.py --config.arch=W/genotype.json --workdir=W/retrain
+
+`space.ops`: "improved" (the paper's residual separable/dilated convolutions, skip, zero) or
+"original" (DARTS' set with pooling, convolutions without the shortcut), or a comma-separated op
+list. `alpha_mode`: exact (second order through the virtual step, the default), finite_difference
+(DARTS' second order) or first_order. genotype.json is written with `retrain.cells` cells of
+`retrain.channels` channels, the size `launch.train` builds.
+"""
+
+import ml_collections
+
+from configs import common
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  """Return the DARTS-SR search config for `preset` (tiny, default or paper)."""
+  preset = common.check_preset(preset)
+  c = ml_collections.ConfigDict()
+  c.method = "darts_sr"
+  c.preset = preset
+  c.seed = 0
+  c.scale = 2
+  # The default is sized for ~15 minutes on a 2-core CPU (BENCHMARKS.md: darts_speed).
+  c.space = ml_collections.ConfigDict(
+    {"name": "darts_sr", "ops": "improved", "cells": 3, "channels": 16, "nodes": 4}
+  )
+  # The size genotype.json asks `launch.train` to build (0 = the search network's).
+  c.retrain = ml_collections.ConfigDict({"cells": 8, "channels": 32})
+  c.alpha_mode = "exact"  # exact | finite_difference | first_order
+  c.xi = -1.0  # virtual-step size; < 0 = the weights' current learning rate (DARTS)
+  c.fd_scale = 0.01  # finite_difference: eps = fd_scale / ||grad_w' L_val||
+  c.remat = False  # recompute cells in the backward pass (less memory, more compute)
+  # Depthwise convs of the supernet as shifted multiply-adds: several times faster on CPU, slower
+  # to compile; False = conv_general_dilated (compare on accelerators with the benchmark).
+  c.shifted_depthwise = True
+  c.alpha_init_std = 1e-3  # alpha = std * N(0, 1) at the start (DARTS)
+  # Weights: SGD, momentum 0.9, lr 1e-2, weight decay 1e-3 (paper); gradient clip 5 (DARTS).
+  c.w_optim = ml_collections.ConfigDict(
+    {
+      "lr": 1e-2,
+      "momentum": 0.9,
+      "weight_decay": 1e-3,
+      "schedule": "cosine",  # constant | cosine (to lr_min over the run, DARTS)
+      "lr_min": 0.0,
+      "grad_clip": 5.0,  # global-norm clip; 0 = off
+    }
+  )
+  # Architecture: Adam, lr 3e-4, betas (0.9, 0.999), weight decay 1e-3 (paper).
+  c.alpha_optim = ml_collections.ConfigDict(
+    {"lr": 3e-4, "b1": 0.9, "b2": 0.999, "weight_decay": 1e-3}
+  )
+  c.loss = "l1"
+  c.data = common.data_config(preset)
+  # The training images are split in halves (w / alpha); data.val scores the supernet's PSNR.
+  c.data.val = "embedded"
+  c.data.patch_size = 16
+  c.data.batch_size = 8
+  c.data.max_val_images = 2
+  c.val_patch = 48  # LR side of the validation centre crops
+  c.epochs = 10
+  c.steps_per_epoch = 30
+  c.keep_checkpoints = 2
+  if preset == "tiny":
+    c.space.update({"cells": 2, "channels": 8, "nodes": 2})
+    c.retrain.update({"cells": 2, "channels": 8})
+    c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16
+    c.data.max_val_images = 1
+    c.epochs, c.steps_per_epoch = 3, 2
+  elif preset == "paper":
+    c.space.update({"cells": 8, "channels": 64, "nodes": 4})
+    # Retraining: 20 cells (paper Sec. 5.3.1: 256 channels, 26.68M parameters at x4).
+    c.retrain.update({"cells": 20, "channels": 256})
+    c.scale = 4
+    # Half of the DIV2K training images train w, the other half alpha.
+    c.data.train = "tfds:nasr_div2k/bicubic_x{scale}"
+    c.data.val = "tfds:nasr_div2k/bicubic_x{scale}"
+    c.data.max_val_images = 10
+    c.data.patch_size, c.data.batch_size, c.val_patch = 64, 16, 64
+    c.epochs = 50
+    c.steps_per_epoch = 500  # not stated in the paper; 8 h on a TITAN Xp bounds it
+  return c

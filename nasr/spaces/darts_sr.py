@@ -1,0 +1,733 @@
+"""The Improved-DARTS super-resolution space (Huang et al., "Improved DARTS for SR"), and the
+original DARTS operation set beside it, to reproduce the skip-connection collapse side by side.
+
+Network (NHWC RGB in [0, 1]; the DIV2K mean is subtracted at the input and added back at the
+output, like the other spaces; no batch norm, as in EDSR):
+
+  F_0 = conv3x3(x)                                          shallow features
+  s_-2 = s_-1 = F_0;  s_k = cell_k(s_k-2, s_k-1), k = 0..cells-1   non-linear mapping
+  y = conv3x3(subpixel(s_last + F_0))                        element-wise addition, upsampling
+
+A cell has two input nodes (the outputs of the previous two cells) and `nodes` intermediate nodes;
+node i (0-based) is the sum, over its 2 + i predecessors j (0, 1: the inputs; 2 + n: node n), of
+an edge op; the cell output is the **mean** of the intermediate nodes. No reduction cells: the
+channels and the resolution stay constant. In the search network each edge is a mixed op,
+sum_k softmax(alpha[e])_k op_k(x), with one alpha [edges, ops] shared by all cells; `derive(alpha)`
+keeps, per node, the 2 incoming edges with the largest non-zero softmax weight and, on each, the
+argmax non-zero op (DARTS).
+
+Operation sets (`ops=`):
+  improved  none, skip_connect, res_sep_conv_3x3, res_sep_conv_5x5, res_dil_conv_3x3,
+            res_dil_conv_5x5. res_* = Conv-ReLU-Conv + identity, each Conv depthwise-separable
+            (dilation 2 for dil): the paper's identity mapping inside the convolution ops.
+  original  DARTS' PRIMITIVES: none, max_pool_3x3, avg_pool_3x3 (stride 1, padding excluded from
+            the average), skip_connect, sep_conv_3x3/5x5 (ReLU-SepConv-ReLU-SepConv),
+            dil_conv_3x3/5x5 (ReLU-dilated SepConv), without shortcuts or batch norm.
+
+Tokens (what save_arch stores): per node i, (input a, op a, input b, op b) with inputs in
+0..i+1 and ops indexing the non-zero ops; the two inputs of a node differ.
+
+Example:
+  space = nasr.spaces.get("darts_sr", ops="improved", cells=8, channels=64)
+  alpha = space.init_alpha(jax.random.PRNGKey(0))            # [14, 6]
+  y = space.supernet(scale=2).apply(variables, x, alpha)     # alpha is data: one compile
+  genotype = space.derive(alpha)
+  net = space.build(genotype, scale=4, cells=20, channels=256)   # the paper's retraining size
+"""
+
+import dataclasses
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasr.core.errors import ConfigError, TokenError
+from nasr.core.types import TokenSpec
+from nasr.ops.conv import Conv, SepConv
+from nasr.ops.darts_ops import ShiftSepConv, avg_pool, max_pool, stacked_depthwise_conv
+from nasr.ops.upsample import MeanShift, SubPixelUpsampler, check_subpixel_scale
+from nasr.spaces.registry import register
+
+Dtype = Any
+
+IMPROVED_OPS = (
+  "none",
+  "skip_connect",
+  "res_sep_conv_3x3",
+  "res_sep_conv_5x5",
+  "res_dil_conv_3x3",
+  "res_dil_conv_5x5",
+)
+ORIGINAL_OPS = (
+  "none",
+  "max_pool_3x3",
+  "avg_pool_3x3",
+  "skip_connect",
+  "sep_conv_3x3",
+  "sep_conv_5x5",
+  "dil_conv_3x3",
+  "dil_conv_5x5",
+)
+OP_SETS = {"improved": IMPROVED_OPS, "original": ORIGINAL_OPS}
+ZERO = "none"
+SKIP = "skip_connect"
+
+
+def op_names(ops: str) -> tuple[str, ...]:
+  """Return the ops of a set name ("improved", "original") or of a comma-separated list of ops."""
+  if not isinstance(ops, str):
+    raise ConfigError(f"darts_sr: ops must be a string, got {ops!r}")
+  if ops in OP_SETS:
+    return OP_SETS[ops]
+  names = tuple(op.strip() for op in ops.split(",") if op.strip())
+  known = dict.fromkeys(IMPROVED_OPS + ORIGINAL_OPS)
+  for op in names:
+    if op not in known:
+      raise ConfigError(
+        f"darts_sr: unknown op {op!r} in ops={ops!r}; use an operation set "
+        f"({', '.join(OP_SETS)}) or a comma-separated list of {', '.join(known)}"
+      )
+  if len(set(names)) != len(names) or not any(op != ZERO for op in names):
+    raise ConfigError(f"darts_sr: ops={ops!r} needs distinct ops, at least one of them non-zero")
+  return names
+
+
+def num_edges(nodes: int) -> int:
+  """Return the number of edges of a cell with `nodes` intermediate nodes (14 for 4)."""
+  return nodes * (nodes + 3) // 2
+
+
+def edge_index(i: int, j: int) -> int:
+  """Return the row of alpha of the edge node i <- predecessor j (0 <= j < 2 + i)."""
+  return 2 * i + i * (i - 1) // 2 + j
+
+
+def edge_list(nodes: int) -> list[tuple[int, int]]:
+  """Return the (node, predecessor) pairs in alpha-row order."""
+  return [(i, j) for i in range(nodes) for j in range(2 + i)]
+
+
+def _edge_name(i: int, j: int) -> str:
+  return f"node{i}_from{j}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Genotype.
+
+
+@dataclasses.dataclass(frozen=True)
+class DartsGenotype:
+  """A derived cell: two (op, input) pairs per intermediate node, sorted by input.
+
+  Attributes:
+    edges: (op name, predecessor) pairs, node-major: edges[2i], edges[2i + 1] feed node i;
+      predecessor 0 and 1 are the cell inputs (outputs of the cells two back and one back), 2 + n
+      is intermediate node n.
+  """
+
+  edges: tuple[tuple[str, int], ...]
+
+  def __post_init__(self):
+    try:
+      pairs = [(str(op), int(j)) for op, j in self.edges]
+    except (TypeError, ValueError):
+      raise TokenError(f"a DARTS genotype needs (op, input) pairs, got {self.edges!r}") from None
+    if not pairs or len(pairs) % 2:
+      raise TokenError(f"a DARTS genotype needs two edges per node, got {len(pairs)} edges")
+    edges = []
+    for i in range(len(pairs) // 2):
+      a, b = sorted(pairs[2 * i : 2 * i + 2], key=lambda p: p[1])
+      for op, j in (a, b):
+        if not 0 <= j < 2 + i:
+          raise TokenError(f"node {i}: input {j} is outside 0..{i + 1}")
+        if op == ZERO:
+          raise TokenError(f"node {i}: the zero op 'none' cannot be an edge of a genotype")
+      if a[1] == b[1]:
+        raise TokenError(f"node {i}: both edges read input {a[1]}; they must differ")
+      edges += [a, b]
+    object.__setattr__(self, "edges", tuple(edges))
+
+  @property
+  def nodes(self) -> int:
+    """Return the number of intermediate nodes."""
+    return len(self.edges) // 2
+
+  def node_edges(self, i: int) -> tuple[tuple[str, int], tuple[str, int]]:
+    """Return the two (op, input) pairs of node i."""
+    return self.edges[2 * i], self.edges[2 * i + 1]
+
+  def num_skip(self) -> int:
+    """Return the number of skip-connects (the quantity that collapses in plain DARTS)."""
+    return sum(op == SKIP for op, _ in self.edges)
+
+  def to_dict(self) -> dict:
+    """Return the genotype as a JSON-serialisable dict."""
+    return {"edges": [[op, j] for op, j in self.edges]}
+
+  def to_json(self) -> str:
+    """Return the genotype as a JSON string."""
+    return json.dumps(self.to_dict())
+
+  @classmethod
+  def from_dict(cls, d: dict) -> "DartsGenotype":
+    """Return the genotype stored by `to_dict`, or raise TokenError."""
+    if not isinstance(d, dict) or sorted(d) != ["edges"] or not isinstance(d["edges"], list):
+      raise TokenError(f"a DARTS genotype needs {{'edges': [[op, input], ...]}}, got {d!r}")
+    return cls(tuple(tuple(e) for e in d["edges"]))
+
+  @classmethod
+  def from_json(cls, s: "str | dict") -> "DartsGenotype":
+    """Return the genotype stored by `to_json` (a JSON string or its dict)."""
+    return cls.from_dict(json.loads(s) if isinstance(s, str) else s)
+
+
+# ----------------------------------------------------------------------------------------------
+# Candidate operations.
+
+
+def _op_kind(op: str) -> tuple[str, int]:
+  """Return (kind, kernel) of an op name such as 'res_dil_conv_5x5'."""
+  if op in (ZERO, SKIP):
+    return op, 0
+  kind, size = op.rsplit("_", 1)
+  return kind, int(size.split("x")[0])
+
+
+class DartsOp(nn.Module):
+  """One candidate operation of an edge; channels and resolution are preserved."""
+
+  op: str  # an entry of IMPROVED_OPS or ORIGINAL_OPS
+  channels: int  # feature width
+  shifted: bool = False  # depthwise convs as shifted multiply-adds (fast on CPU, same function)
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return op(x)."""
+    kind, k = _op_kind(self.op)
+    c, dt = self.channels, self.dtype
+    sep = ShiftSepConv if self.shifted else SepConv
+    if kind == ZERO:
+      return jnp.zeros_like(x)
+    if kind == SKIP:
+      return x
+    if kind == "max_pool":
+      return max_pool(x, k)
+    if kind == "avg_pool":
+      return avg_pool(x, k)
+    if kind in ("res_sep_conv", "res_dil_conv"):
+      # The paper's op: Conv-ReLU-Conv with an identity shortcut.
+      dil = 2 if kind == "res_dil_conv" else 1
+      h = sep(c, k, dil, dtype=dt, name="conv1")(x)
+      h = sep(c, k, dil, dtype=dt, name="conv2")(nn.relu(h))
+      return h + x.astype(h.dtype)
+    if kind == "sep_conv":  # DARTS: (ReLU, SepConv) twice
+      h = sep(c, k, dtype=dt, name="conv1")(nn.relu(x))
+      return sep(c, k, dtype=dt, name="conv2")(nn.relu(h))
+    if kind == "dil_conv":  # DARTS: ReLU, dilated SepConv
+      return sep(c, k, 2, dtype=dt, name="conv1")(nn.relu(x))
+    raise ConfigError(f"unknown DARTS operation {self.op!r}")
+
+
+class _Edge(nn.Module):
+  """An edge of a derived cell: its single op."""
+
+  op: str
+  channels: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return op(x)."""
+    return DartsOp(self.op, self.channels, dtype=self.dtype, name=self.op)(x)
+
+
+# The supernet computes all edges that leave one node together (below); its parameters keep the
+# derived network's layout, cell/node{i}_from{j}/{op}/conv{n}/{depthwise,pointwise}/{kernel,bias},
+# so `child_params` is a selection and the weight-sharing test compares like with like.
+
+
+def _conv_plan(op: str) -> tuple[bool, tuple[tuple[int, int], ...], bool] | None:
+  """Return (ReLU first, ((kernel, dilation) per SepConv), identity shortcut), None if param-free."""
+  kind, k = _op_kind(op)
+  return {
+    "res_sep_conv": (False, ((k, 1), (k, 1)), True),
+    "res_dil_conv": (False, ((k, 2), (k, 2)), True),
+    "sep_conv": (True, ((k, 1), (k, 1)), False),
+    "dil_conv": (True, ((k, 2),), False),
+  }.get(kind)
+
+
+class _KernelBias(nn.Module):
+  """Create a conv's kernel and bias as `nasr.ops.conv.Conv` would."""
+
+  shape: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    """Return (kernel, bias)."""
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), self.shape, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.shape[-1],), jnp.float32)
+    return kernel, bias
+
+
+class _SepConvParams(nn.Module):
+  """Create a SepConv's parameters: depthwise {kernel, bias}, pointwise {kernel, bias}."""
+
+  kernel: int
+  channels: int
+
+  @nn.compact
+  def __call__(self) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    """Return ((dw kernel [k, k, 1, C], dw bias), (pw kernel [1, 1, C, C], pw bias))."""
+    k, c = self.kernel, self.channels
+    return _KernelBias((k, k, 1, c), name="depthwise")(), _KernelBias(
+      (1, 1, c, c), name="pointwise"
+    )()
+
+
+class _OpParams(nn.Module):
+  """Create the parameters of one parametric op (as DartsOp names them)."""
+
+  op: str
+  channels: int
+
+  @nn.compact
+  def __call__(self) -> list:
+    """Return [SepConv parameters per conv]."""
+    convs = _conv_plan(self.op)[1]
+    return [
+      _SepConvParams(k, self.channels, name=f"conv{n + 1}")() for n, (k, _) in enumerate(convs)
+    ]
+
+
+class _EdgeParams(nn.Module):
+  """Create the parameters of every parametric op of one edge."""
+
+  ops: tuple[str, ...]
+  channels: int
+
+  @nn.compact
+  def __call__(self) -> dict:
+    """Return {op: [SepConv parameters per conv]}."""
+    return {op: _OpParams(op, self.channels, name=op)() for op in self.ops}
+
+
+def _depthwise(h: jax.Array, kernel: jax.Array, dilation: int, shifted: bool) -> jax.Array:
+  """Return the depthwise convs of h [1 or n, N, H, W, C] with per-edge kernels [n, k, k, C]."""
+  n, c = kernel.shape[0], kernel.shape[-1]
+  if shifted:
+    return stacked_depthwise_conv(h, kernel, dilation)
+  m, b, hh, ww, _ = h.shape
+  x = jnp.broadcast_to(h, (n, b, hh, ww, c)).transpose(1, 2, 3, 0, 4).reshape(b, hh, ww, n * c)
+  y = jax.lax.conv_general_dilated(
+    x,
+    kernel.transpose(1, 2, 0, 3).reshape(*kernel.shape[1:3], 1, n * c),
+    window_strides=(1, 1),
+    padding="SAME",
+    rhs_dilation=(dilation, dilation),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=n * c,
+  )
+  return y.reshape(b, hh, ww, n, c).transpose(3, 0, 1, 2, 4)
+
+
+def _stack(convs: list, dt: Dtype):
+  """Return one SepConv's parameters of n edges stacked on a leading axis.
+
+  Returns (dw kernel [n, k, k, C], dw bias [n, 1, 1, 1, C]), (pw kernel [n, C, C], pw bias).
+  """
+  st = lambda a, b: jnp.stack([c[a][b] for c in convs]).astype(dt)  # noqa: E731
+  n = len(convs)
+  bias = lambda a: st(a, 1).reshape(n, 1, 1, 1, -1)  # noqa: E731
+  return (st(0, 0)[:, :, :, 0, :], bias(0)), (st(1, 0)[:, 0, 0], bias(1))
+
+
+def _batched_op(op: str, x: jax.Array, params: list, shifted: bool, dt: Dtype) -> jax.Array:
+  """Return op applied with each edge's parameters: x [1, N, H, W, C] -> [n, N, H, W, C]."""
+  pre_relu, convs, residual = _conv_plan(op)
+  h = nn.relu(x) if pre_relu else x
+  for n, (_, dil) in enumerate(convs):
+    if n:
+      h = nn.relu(h)
+    (dwk, dwb), (pwk, pwb) = _stack([p[n] for p in params], dt)
+    h = _depthwise(h, dwk, dil, shifted) + dwb
+    # Edges lead: a batched matmul with its batch axis first needs no transposes.
+    h = jnp.einsum("ebhwc,ecd->ebhwd", h, pwk) + pwb
+  return h + x if residual else h
+
+
+class DartsSuperCell(nn.Module):
+  """A search cell: every edge is a mixed op weighted by the rows of `weights` [edges, ops].
+
+  The edges leaving one node (or input) share its value; they are computed together, op by op,
+  with the edges' kernels side by side: 5 batched computations instead of 14 per op at 4 nodes,
+  which compiles and runs several times faster than one computation per edge.
+  """
+
+  ops: tuple[str, ...]
+  nodes: int = 4
+  channels: int = 64
+  shifted: bool = True  # depthwise convs as shifted multiply-adds (see nasr.ops.darts_ops)
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array) -> jax.Array:
+    """Return the mean of the intermediate nodes (each also sown as intermediates/node{i})."""
+    c, dt = self.channels, self.dtype
+    conv_ops = [op for op in self.ops if _conv_plan(op) is not None]
+    params = {
+      (i, j): _EdgeParams(tuple(conv_ops), c, name=_edge_name(i, j))()
+      for i, j in edge_list(self.nodes)
+    }
+    states = [s0.astype(dt), s1.astype(dt)]
+    acc: list[jax.Array | None] = [None] * self.nodes
+    for j in range(self.nodes + 1):  # the last node feeds no edge
+      if j >= 2:
+        self.sow("intermediates", f"node{j - 2}", acc[j - 2])
+        states.append(acc[j - 2])  # complete: every input before it has been sent
+      readers = list(range(max(0, j - 1), self.nodes))  # node i reads j when j < 2 + i
+      w = weights[np.array([edge_index(i, j) for i in readers])].astype(dt)  # [n, ops]
+      x = states[j][None]  # [1, N, H, W, C]
+      out = None
+      for k, op in enumerate(self.ops):
+        if op == ZERO:  # weight * 0: contributes nothing but its share of the softmax
+          continue
+        kind, size = _op_kind(op)
+        if kind == SKIP:
+          y = x
+        elif kind == "max_pool":
+          y = max_pool(states[j], size)[None]
+        elif kind == "avg_pool":
+          y = avg_pool(states[j], size)[None]
+        else:
+          y = _batched_op(op, x, [params[(i, j)][op] for i in readers], self.shifted, dt)
+        term = w[:, k, None, None, None, None] * y  # [n, N, H, W, C]
+        out = term if out is None else out + term
+      for r, i in enumerate(readers):
+        acc[i] = out[r] if acc[i] is None else acc[i] + out[r]
+    self.sow("intermediates", f"node{self.nodes - 1}", acc[-1])
+    return sum(acc) / self.nodes
+
+
+class DartsCell(nn.Module):
+  """A derived cell of a fixed genotype (static)."""
+
+  genotype: DartsGenotype
+  channels: int = 64
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, s0: jax.Array, s1: jax.Array) -> jax.Array:
+    """Return the mean of the intermediate nodes."""
+    states = [s0, s1]
+    for i in range(self.genotype.nodes):
+      node = sum(
+        _Edge(op, self.channels, self.dtype, name=_edge_name(i, j))(states[j])
+        for op, j in self.genotype.node_edges(i)
+      )
+      states.append(node)
+    return sum(states[2:]) / self.genotype.nodes
+
+
+class _SuperCellStep(nn.Module):
+  """One step of the scanned cell stack: (s_k-2, s_k-1) -> (s_k-1, s_k)."""
+
+  ops: tuple[str, ...]
+  nodes: int
+  channels: int
+  shifted: bool
+  dtype: Dtype
+
+  @nn.compact
+  def __call__(self, carry, weights):
+    s0, s1 = carry
+    cell = DartsSuperCell(
+      self.ops, self.nodes, self.channels, self.shifted, self.dtype, name="cell"
+    )
+    out = cell(s0, s1, weights)
+    return (s1, out), None
+
+
+class _CellStep(nn.Module):
+  """One step of the scanned stack of derived cells."""
+
+  genotype: DartsGenotype
+  channels: int
+  dtype: Dtype
+
+  @nn.compact
+  def __call__(self, carry):
+    s0, s1 = carry
+    return (s1, DartsCell(self.genotype, self.channels, self.dtype, name="cell")(s0, s1)), None
+
+
+def _out_dtype(dtype: Dtype) -> Dtype:
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+class DartsSRSupernet(nn.Module):
+  """The search network: __call__(x, alpha) with alpha [edges, ops] logits (an array argument)."""
+
+  ops: tuple[str, ...] = IMPROVED_OPS  # candidate ops (the columns of alpha)
+  cells: int = 8  # stacked cells
+  channels: int = 64  # feature width
+  nodes: int = 4  # intermediate nodes per cell
+  scale: int = 2  # 2, 3 or 4
+  remat: bool = False  # recompute each cell in the backward pass (less memory, more compute)
+  shifted: bool = True  # depthwise convs as shifted multiply-adds (fast on CPU, same function)
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  def __post_init__(self):
+    check_subpixel_scale(self.scale)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, alpha: jax.Array) -> jax.Array:
+    """Return the super-resolved NHWC batch of the continuous architecture `alpha`."""
+    c, dt = self.channels, self.dtype
+    shape = (num_edges(self.nodes), len(self.ops))
+    if alpha.shape != shape:  # static: never a branch on alpha's values
+      raise TokenError(f"alpha must have shape {shape} (edges, ops), got {alpha.shape}")
+    weights = jax.nn.softmax(jnp.asarray(alpha), axis=-1)
+    x = MeanShift(-1.0, dtype=dt)(x)
+    f0 = Conv(c, 3, dtype=dt, name="head")(x)
+    cell = nn.remat(_SuperCellStep) if self.remat else _SuperCellStep
+    stack = nn.scan(
+      cell,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=nn.broadcast,
+      length=self.cells,
+    )
+    (_, s1), _ = stack(self.ops, self.nodes, c, self.shifted, dt, name="cells")((f0, f0), weights)
+    h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(s1 + f0)
+    y = Conv(3, 3, dtype=dt, name="tail")(h)
+    return MeanShift(1.0, dtype=_out_dtype(dt))(y)
+
+
+class DartsSRNet(nn.Module):
+  """A derived network of a fixed genotype: NHWC [0, 1] RGB to `scale` times it."""
+
+  genotype: DartsGenotype  # the cell (static, hashable)
+  cells: int = 20  # stacked cells (the paper retrains 20)
+  channels: int = 64  # feature width
+  scale: int = 2  # 2, 3 or 4
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+
+  def __post_init__(self):
+    check_subpixel_scale(self.scale)
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the super-resolved NHWC batch."""
+    c, dt = self.channels, self.dtype
+    x = MeanShift(-1.0, dtype=dt)(x)
+    f0 = Conv(c, 3, dtype=dt, name="head")(x)
+    stack = nn.scan(
+      _CellStep,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      length=self.cells,
+    )
+    (_, s1), _ = stack(self.genotype, c, dt, name="cells")((f0, f0))
+    h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(s1 + f0)
+    y = Conv(3, 3, dtype=dt, name="tail")(h)
+    return MeanShift(1.0, dtype=_out_dtype(dt))(y)
+
+
+# ----------------------------------------------------------------------------------------------
+# The space.
+
+
+def _positive_int(value, key: str) -> int:
+  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+    raise ConfigError(f"darts_sr: {key} must be a positive integer, got {value!r}")
+  return int(value)
+
+
+@register("darts_sr")
+@dataclasses.dataclass(frozen=True)
+class DartsSR:
+  """The DARTS-for-SR space: one searched cell stacked `cells` times at constant width.
+
+  Attributes:
+    ops: the operation set, "improved" (the paper's residual convolutions) or "original" (DARTS),
+      or a comma-separated list of op names (e.g. "none,skip_connect,res_sep_conv_3x3").
+    cells: stacked cells (search network; `build` retrains this many unless told otherwise).
+    channels: feature width.
+    nodes: intermediate nodes per cell.
+  """
+
+  ops: str = "improved"
+  cells: int = 8
+  channels: int = 64
+  nodes: int = 4
+
+  def __post_init__(self):
+    op_names(self.ops)  # raises ConfigError naming the bad op
+    for key in ("cells", "channels", "nodes"):
+      _positive_int(getattr(self, key), key)
+
+  @property
+  def op_names(self) -> tuple[str, ...]:
+    """Return the candidate ops, in the column order of alpha."""
+    return op_names(self.ops)
+
+  @property
+  def edge_ops(self) -> tuple[str, ...]:
+    """Return the ops a genotype may hold (all but 'none'), in token order."""
+    return tuple(op for op in self.op_names if op != ZERO)
+
+  @property
+  def num_edges(self) -> int:
+    """Return the number of edges (rows of alpha)."""
+    return num_edges(self.nodes)
+
+  @property
+  def alpha_shape(self) -> tuple[int, int]:
+    """Return (edges, ops), the shape of alpha."""
+    return self.num_edges, len(self.op_names)
+
+  def edge_names(self) -> list[str]:
+    """Return a name per alpha row, e.g. 'node2<-node0' (inputs are 'in0', 'in1')."""
+    src = lambda j: f"in{j}" if j < 2 else f"node{j - 2}"  # noqa: E731
+    return [f"node{i}<-{src(j)}" for i, j in edge_list(self.nodes)]
+
+  def init_alpha(self, rng: jax.Array, std: float = 1e-3) -> jax.Array:
+    """Return DARTS' initial alpha: std * N(0, 1) of shape [edges, ops] (float32)."""
+    return std * jax.random.normal(rng, self.alpha_shape, jnp.float32)
+
+  def token_spec(self) -> TokenSpec:
+    """Return the TokenSpec: per node (input a, op a, input b, op b)."""
+    choices, names = [], []
+    n_ops = len(self.edge_ops)
+    for i in range(self.nodes):
+      choices += [2 + i, n_ops, 2 + i, n_ops]
+      names += [f"node{i} input a", f"node{i} op a", f"node{i} input b", f"node{i} op b"]
+    steps = [s for s in range(self.nodes) for _ in range(4)]
+    return TokenSpec(tuple(choices), tuple(names), tuple(steps))
+
+  def decode(self, tokens: Sequence[int] | np.ndarray) -> DartsGenotype:
+    """Return the genotype of `tokens`, or raise TokenError naming the position."""
+    arr = self.token_spec().validate(tokens)
+    edges = []
+    for i in range(self.nodes):
+      ja, ka, jb, kb = (int(t) for t in arr[4 * i : 4 * i + 4])
+      if ja == jb:
+        raise TokenError(f"node{i}: both edges read input {ja}; they must differ")
+      edges += [(self.edge_ops[ka], ja), (self.edge_ops[kb], jb)]
+    return DartsGenotype(tuple(edges))
+
+  def _check(self, genotype: DartsGenotype) -> DartsGenotype:
+    if not isinstance(genotype, DartsGenotype):
+      raise TokenError(f"expected a DartsGenotype, got {type(genotype).__name__}")
+    if genotype.nodes != self.nodes:
+      raise TokenError(f"genotype has {genotype.nodes} nodes; this space has {self.nodes}")
+    for op, _ in genotype.edges:
+      if op not in self.edge_ops:
+        raise TokenError(
+          f"op {op!r} is not in the {self.ops!r} operation set ({', '.join(self.edge_ops)})"
+        )
+    return genotype
+
+  def arch_from_dict(self, d: dict) -> DartsGenotype:
+    """Return the genotype stored by `DartsGenotype.to_dict`, checked against this space."""
+    return self._check(DartsGenotype.from_dict(d))
+
+  def encode(self, genotype: DartsGenotype) -> np.ndarray:
+    """Return the tokens of `genotype` (int32, shape [4 * nodes])."""
+    self._check(genotype)
+    out = []
+    for i in range(self.nodes):
+      for op, j in genotype.node_edges(i):
+        out += [j, self.edge_ops.index(op)]
+    return np.asarray(out, np.int32)
+
+  def derive(self, alpha: jax.Array | np.ndarray) -> DartsGenotype:
+    """Return the DARTS genotype of `alpha` [edges, ops] (logits).
+
+    Per node, the 2 incoming edges with the largest softmax weight of a non-zero op are kept; on
+    each, the argmax non-zero op. Ties go to the lower input and the earlier op.
+    """
+    alpha = np.asarray(alpha, np.float64)
+    if alpha.shape != self.alpha_shape:
+      raise TokenError(f"alpha must have shape {self.alpha_shape}, got {alpha.shape}")
+    p = np.exp(alpha - alpha.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    nonzero = [k for k, op in enumerate(self.op_names) if op != ZERO]
+    edges = []
+    for i in range(self.nodes):
+      rows = p[[edge_index(i, j) for j in range(2 + i)]][:, nonzero]  # [2 + i, non-zero ops]
+      strength = rows.max(axis=1)
+      keep = np.argsort(-strength, kind="stable")[:2]
+      for j in sorted(int(j) for j in keep):
+        edges.append((self.op_names[nonzero[int(np.argmax(rows[j]))]], j))
+    return DartsGenotype(tuple(edges))
+
+  def supernet(
+    self, scale: int, remat: bool = False, shifted: bool = True, dtype: Dtype = jnp.float32
+  ) -> DartsSRSupernet:
+    """Return the search network; call it as model.apply(variables, x, alpha).
+
+    `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.darts_ops): the same
+    function and parameters, several times faster on CPU; the derived network of `build` keeps
+    `conv_general_dilated`, so its multiply-adds are counted.
+    """
+    return DartsSRSupernet(
+      self.op_names, self.cells, self.channels, self.nodes, scale, remat, shifted, dtype
+    )
+
+  def build(
+    self,
+    genotype: DartsGenotype,
+    scale: int,
+    cells: int | None = None,
+    channels: int | None = None,
+    dtype: Dtype = jnp.float32,
+  ) -> DartsSRNet:
+    """Return the stand-alone network of `genotype` (cells/channels default to the space's)."""
+    cells = self.cells if cells is None else _positive_int(cells, "cells")
+    channels = self.channels if channels is None else _positive_int(channels, "channels")
+    return DartsSRNet(self._check(genotype), cells, channels, scale, dtype)
+
+  def child_params(self, supernet_params: dict, genotype: DartsGenotype) -> dict:
+    """Return the parameters of build(genotype) taken from the supernet's (same cells and width).
+
+    Accepts the supernet's params tree or its variables ({"params": ...}) and returns the same
+    form.
+    """
+    self._check(genotype)
+    if "params" in supernet_params:
+      return {"params": self.child_params(supernet_params["params"], genotype)}
+    out = {k: v for k, v in supernet_params.items() if k != "cells"}
+    cell = supernet_params["cells"]["cell"]  # every leaf stacked over the cells
+    sub: dict = {}
+    for i in range(self.nodes):
+      for op, j in genotype.node_edges(i):
+        edge = cell[_edge_name(i, j)]
+        if op in edge:  # parameter-free ops (skip, pools) have no entry
+          sub.setdefault(_edge_name(i, j), {})[op] = edge[op]
+    if sub:  # a cell of parameter-free ops has no entry either
+      out["cells"] = {"cell": sub}
+    return out
+
+  def count_params(
+    self, genotype: DartsGenotype, scale: int, cells: int | None = None, channels: int | None = None
+  ) -> int:
+    """Return the exact parameter count of build(genotype, scale, cells, channels)."""
+    net = self.build(genotype, check_subpixel_scale(scale), cells, channels)
+    return _count_params(net)
+
+
+@functools.lru_cache(maxsize=64)
+def _count_params(net: nn.Module) -> int:
+  x = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
+  shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), x)
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)))

@@ -1,0 +1,108 @@
+"""DARTS-SR end to end through the launchers: search -> derive -> retrain -> evaluate; SIGKILL resume.
+
+The searches share a persistent XLA compilation cache (a temporary folder), so the second-order
+step compiles once for the whole module rather than once per launcher process.
+"""
+
+import json
+
+import chex
+import numpy as np
+import pytest
+
+from nasr import spaces
+from nasr.checkpoint import Checkpointer
+from tests.launch_utils import check_ok, kill_after_checkpoint, run_launcher
+
+TINY = "--config=configs/darts_sr.py:tiny"
+
+
+@pytest.fixture(autouse=True)
+def _compilation_cache(tmp_path_factory, monkeypatch):
+  cache = tmp_path_factory.getbasetemp() / "darts_xla_cache"
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
+
+
+def test_search_derive_retrain_evaluate_tiny(tmp_path):
+  w = tmp_path / "search"
+  check_ok(run_launcher("search", TINY, f"--workdir={w}"))
+  record = json.loads((w / "genotype.json").read_text())
+  assert record["space"] == "darts_sr" and record["alpha_mode"] == "exact"
+  assert record["space_kwargs"] == {"ops": "improved", "cells": 2, "channels": 8, "nodes": 2}
+  space, genotype = spaces.load_arch(w / "genotype.json")
+  assert genotype.nodes == 2 and record["num_skip"] == genotype.num_skip()
+  alphas = json.loads((w / "alphas.json").read_text())
+  softmax = np.asarray(alphas["softmax"])
+  assert softmax.shape == space.alpha_shape and np.allclose(softmax.sum(axis=1), 1.0)
+  assert space.derive(np.asarray(alphas["alpha"])) == genotype
+  assert (w / "alpha.png").stat().st_size > 1000
+  history = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
+  assert [h["step"] for h in history] == [1, 2, 3]
+  assert all(np.isfinite(h["val_psnr"]) and 0 <= h["num_skip"] <= 4 for h in history)
+  meta = Checkpointer(w).restore_meta()
+  assert len(meta["history"][-1]["alpha_softmax"]) == space.num_edges
+  summary = json.loads((w / "search_result.json").read_text())
+  assert summary["step_compiles"] == 1  # the exact second-order step, over every step of the run
+
+  r = tmp_path / "retrain"
+  check_ok(
+    run_launcher(
+      "train",
+      "--config=configs/train.py:tiny",
+      f"--config.arch={w / 'genotype.json'}",
+      f"--workdir={r}",
+    )
+  )
+  check_ok(
+    run_launcher(
+      "evaluate",
+      "--config=configs/evaluate.py:tiny",
+      f"--config.checkpoint={r}",
+      f"--workdir={r / 'eval'}",
+    )
+  )
+  result = json.loads((r / "eval" / "eval.json").read_text())
+  assert result["params"] == summary["retrain_params"]  # the retrained network is the genotype's
+  assert result["macs_per_lr_pixel"] > 0
+
+
+def test_search_sigkill_resume_matches_uninterrupted(tmp_path):
+  args = [TINY, "--config.epochs=8"]
+  check_ok(run_launcher("search", *args, f"--workdir={tmp_path / 'ref'}"))
+  killed = tmp_path / "killed"
+  kill_after_checkpoint("search", args, killed, min_step=2)
+  assert Checkpointer(killed).latest_step() < 8
+  check_ok(run_launcher("search", *args, f"--workdir={killed}"))
+  ref = Checkpointer(tmp_path / "ref").restore_arrays(8)
+  res = Checkpointer(killed).restore_arrays(8)
+  np.testing.assert_array_equal(ref["search"]["alpha"], res["search"]["alpha"])
+  chex.assert_trees_all_close(ref, res, atol=0, rtol=0)  # w, both optimizers, RNG, step
+  ref_genotype = json.loads((tmp_path / "ref" / "genotype.json").read_text())["tokens"]
+  assert ref_genotype == json.loads((killed / "genotype.json").read_text())["tokens"]
+  steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+  assert steps == list(range(1, 9))  # the resumed run logs no epoch twice
+  assert len(Checkpointer(killed).restore_meta()["history"]) == 8
+
+
+@pytest.mark.parametrize(
+  ("flag", "message"),
+  [
+    ("--config.alpha_mode=second", "unknown alpha mode 'second'"),
+    ("--config.space.ops=none,conv_7x7", "unknown op 'conv_7x7'"),
+    ("--config.retrain.cells=-2", "cells must be a positive integer"),
+  ],
+)
+def test_bad_settings_fail_fast_with_one_line(tmp_path, flag, message):
+  result = run_launcher("search", TINY, flag, f"--workdir={tmp_path}")
+  assert result.returncode == 2
+  assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_original_operation_set_searches(tmp_path):
+  w = tmp_path / "original"
+  args = ["--config.space.ops=original", "--config.epochs=1", "--config.alpha_mode=first_order"]
+  check_ok(run_launcher("search", TINY, *args, f"--workdir={w}"))
+  space, genotype = spaces.load_arch(w / "genotype.json")
+  assert space.ops == "original" and space.alpha_shape == (5, 8)
+  assert all(op in space.edge_ops for op, _ in genotype.edges)
