@@ -5,10 +5,10 @@ r"""Bilevel-step speed, compile time and peak memory of the DARTS-SR search, per
 
 Prints, on the current device, for the first-order, finite-difference and exact second-order
 steps (each an alpha update followed by a weight update, as the search runs them): compile time,
-steps/s and peak memory. Peak memory is the device's `peak_bytes_in_use` (memory_stats(), GPU/TPU)
-when the runtime reports it, each mode then measured in its own process so the peaks do not
-accumulate; otherwise (CPU) the compiled executable's memory_analysis(), temporaries plus
-arguments. The line says which.
+steps/s and peak memory; the first step is untimed unless --nowarmup. Peak memory is the
+device's `peak_bytes_in_use` (memory_stats(), GPU/TPU) when the runtime reports it, each mode then
+measured in its own process so the peaks do not accumulate; otherwise (CPU) the compiled
+executable's memory_analysis(), temporaries plus arguments. The line says which.
 """
 
 import subprocess
@@ -39,6 +39,7 @@ _MODES = flags.DEFINE_list("modes", list(darts.ALPHA_MODES), "Alpha modes to tim
 _ISOLATE = flags.DEFINE_bool(
   "isolate", True, "With device memory stats, time each mode in a fresh process."
 )
+_WARMUP = flags.DEFINE_bool("warmup", True, "Run one untimed step after compiling.")
 _HEADER = flags.DEFINE_bool("header", True, "Print the device and size lines.")
 
 _LABELS = {
@@ -90,8 +91,13 @@ def _bench(mode: str) -> str:
   t0 = time.perf_counter()
   compiled = jax.jit(step, donate_argnums=(0,)).lower(state, *batches[0], key).compile()
   compile_s = time.perf_counter() - t0
-  state, m = compiled(state, *batches[0], key)
-  jax.block_until_ready(m)
+  ma = compiled.memory_analysis()
+  estimate = ma.temp_size_in_bytes + ma.argument_size_in_bytes
+  # Printed before the first step, which can take minutes on a CPU.
+  print(f"  {mode}: compiled in {compile_s:.1f} s, XLA estimate {_gib(estimate)}", flush=True)
+  if _WARMUP.value:
+    state, m = compiled(state, *batches[0], key)
+    jax.block_until_ready(m)
   t0 = time.perf_counter()
   for i in range(1, n):
     state, m = compiled(state, *batches[i], key)
@@ -101,9 +107,7 @@ def _bench(mode: str) -> str:
   if peak is not None:
     mem = f"peak {_gib(peak)} (device memory_stats)"
   else:
-    ma = compiled.memory_analysis()
-    total = ma.temp_size_in_bytes + ma.argument_size_in_bytes
-    mem = f"peak {_gib(total)} (compiled memory_analysis: temp + arguments)"
+    mem = f"peak {_gib(estimate)} (compiled memory_analysis: temp + arguments)"
   return f"{_LABELS.get(mode, mode):<38} compile {compile_s:7.1f} s  {sps:8.3f} steps/s  {mem}"
 
 

@@ -5,7 +5,8 @@ r"""Supernet train-step speed and compile time of the DeCoNAS space, masked vs s
 
 Prints, on the current device: compile time, steps/s and peak memory of the supernet train step
 (one freshly sampled architecture per step, as the search does) for the masking and the lax.cond
-(skip_inactive) supernet, and of the stand-alone DeCoNASNet (the paper's tokens at N=4, M=4, C=64)
+(skip_inactive) supernet, with `--depthwise` convs as shifted multiply-adds and/or as
+conv_general_dilated, and of the stand-alone DeCoNASNet (the paper's tokens at N=4, M=4, C=64)
 train step at the same batch. The step is compiled ahead of time (compile time alone), run once
 untimed, then timed. Peak memory is the device's measured peak where it reports one (GPU), else
 XLA's compile-time estimate of the step's buffers (CPU). `--remat` recomputes each DNB in the
@@ -34,6 +35,17 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps after the compiling one."
 _VARIANTS = flags.DEFINE_list("variants", ["mask", "skip", "child"], "mask, skip and/or child.")
 _WARMUP = flags.DEFINE_bool("warmup", True, "Run one untimed step after compiling.")
 _REMAT = flags.DEFINE_bool("remat", False, "Recompute each DNB in the supernet's backward pass.")
+_UNROLL = flags.DEFINE_integer(
+  "unroll",
+  0,
+  "DNBs per scan iteration of the supernet; 0 = its default (1 with remat or shifted, else N).",
+)
+_DEPTHWISE = flags.DEFINE_list(
+  "depthwise",
+  ["shifted"],
+  "Supernet depthwise convs: shifted (multiply-adds of shifted slices) and/or conv "
+  "(conv_general_dilated); each variant is timed with each.",
+)
 
 PAPER_TOKENS = [7, 6, 4, 3, 0, 2, 2, 3, 4, 1]
 
@@ -97,28 +109,49 @@ def main(argv):
     f"space: N={space.blocks} M={space.nodes} C={space.channels}, batch {b} of {p}x{p} LR, x{s}, "
     f"{_STEPS.value} timed steps, one random architecture per step"
   )
+  for impl in _DEPTHWISE.value:
+    if impl not in ("shifted", "conv"):
+      raise app.UsageError(f"--depthwise: unknown implementation {impl!r} (shifted or conv)")
+  runs = [(v, d) for v in _VARIANTS.value for d in _DEPTHWISE.value if v != "child"]
+  runs += [("child", "conv")] if "child" in _VARIANTS.value else []
   rows = {}
-  for variant in _VARIANTS.value:
+  for variant, impl in runs:
     if variant in ("mask", "skip"):
-      net = space.supernet(s, skip_inactive=variant == "skip", remat=_REMAT.value)
+      net = space.supernet(
+        s,
+        skip_inactive=variant == "skip",
+        remat=_REMAT.value,
+        shifted=impl == "shifted",
+        unroll=_UNROLL.value or None,
+      )
       params = jax.jit(net.init)(train_lib.init_key(0), x0, archs[0][0])["params"]
-      rows[variant] = _bench(net, params, batches, archs, supernet=True)
-      label = "supernet, masks" if variant == "mask" else "supernet, lax.cond (skip_inactive)"
+      rows[variant, impl] = _bench(net, params, batches, archs, supernet=True)
+      label = "supernet, masks" if variant == "mask" else "supernet, lax.cond"
+      label += f", {impl}, unroll {net.blocks_per_iteration()}"
       label += ", remat" if _REMAT.value else ""
-    else:
+    elif variant == "child":
       paper = spaces.get("deconas", blocks=4, nodes=4, channels=64)
       net = paper.build(paper.decode(PAPER_TOKENS), s)
       params = jax.jit(net.init)(train_lib.init_key(0), x0)["params"]
-      rows[variant] = _bench(net, params, batches, [()] * n, supernet=False)
+      rows[variant, impl] = _bench(net, params, batches, [()] * n, supernet=False)
       label = "stand-alone DeCoNASNet (N=4, M=4, C=64)"
-    compile_s, sps, peak, source = rows[variant]
+    else:
+      raise app.UsageError(f"--variants: unknown variant {variant!r} (mask, skip or child)")
+    compile_s, sps, peak, source = rows[variant, impl]
     print(
-      f"{label:<49} compile {compile_s:7.1f} s  {sps:8.3f} steps/s  "
+      f"{label:<49} compile {compile_s:7.1f} s  {sps:8.3f} steps/s ({1 / sps:7.2f} s/step)  "
       f"{peak / 2**30:6.2f} GiB ({source})",
       flush=True,
     )
-  if "mask" in rows and "skip" in rows:
-    print(f"skip_inactive / masks speed ratio: {rows['skip'][1] / rows['mask'][1]:.2f}")
+  for impl in _DEPTHWISE.value:
+    if ("mask", impl) in rows and ("skip", impl) in rows:
+      ratio = rows["skip", impl][1] / rows["mask", impl][1]
+      print(f"lax.cond / masks speed ratio ({impl}): {ratio:.2f}")
+  if len(_DEPTHWISE.value) == 2:
+    for v in ("mask", "skip"):
+      if (v, "shifted") in rows and (v, "conv") in rows:
+        ratio = rows[v, "shifted"][1] / rows[v, "conv"][1]
+        print(f"shifted / conv depthwise speed ratio ({v}): {ratio:.2f}")
 
 
 if __name__ == "__main__":

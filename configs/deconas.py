@@ -52,17 +52,22 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.val_patch = 48  # LR side of the centre crops that score children
   c.optim = common.optim_config(preset)
   c.optim.lr = 1e-4
-  c.epochs = 15  # default: about 10-15 minutes on a 2-core CPU
+  c.epochs = 45  # default: about 10 minutes on the 2-core CPU (BENCHMARKS.md)
   c.train_steps_per_epoch = 60
   c.controller_steps_per_epoch = 20
   c.controller_batch = 1  # children per controller step (ENAS: 1)
   c.optim.decay_every = 0
-  # lax.cond per input slot computes only the child, but on CPU it is 3x slower than masks at the
-  # default size (BENCHMARKS.md); masks stay the default.
-  c.skip_inactive = False
+  # lax.cond per input slot computes only the child's convs: with shifted depthwise convs it is
+  # 1.6x faster than masking every slot at the default size and 2.5x at paper size on the CPU
+  # (BENCHMARKS.md), so it is the default.
+  c.skip_inactive = True
   # Recompute each DNB in the backward pass: needed at paper size, where the stored activations of
   # the masked supernet step take 50.9 GB (BENCHMARKS.md); costs about a third more compute.
   c.remat = False
+  # Depthwise convs of the supernet as shifted multiply-adds (nasr.ops.darts_ops): the same
+  # function; XLA:CPU's depthwise-conv gradient is far slower (BENCHMARKS.md). False =
+  # conv_general_dilated (compare on accelerators with benchmarks/deconas_speed.py).
+  c.shifted_depthwise = True
   c.keep_checkpoints = 2
   c.derive = ml_collections.ConfigDict({"candidates": 100})
   c.data.patch_size = 32

@@ -22,6 +22,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.model = "edsr"
   c.model_kwargs = ml_collections.ConfigDict({"blocks": 8, "channels": 32})
   c.arch = ""
+  # Depthwise convs of a searched network (DeCoNAS, DARTS): "conv" = conv_general_dilated, or
+  # "shifted" multiply-adds (the same function and parameters). Which is faster depends on the
+  # network and device: on the 2-core CPU a DARTS-SR child (8 cells x 32) trains 2x slower
+  # shifted, while the DeCoNAS supernet searches 2x faster (BENCHMARKS.md).
+  c.depthwise = "conv"
   c.loss = "l1"
   c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
   c.data = common.data_config(preset)

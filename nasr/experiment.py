@@ -165,10 +165,18 @@ def _triples(pairs: data_lib.SRPairs):
 # ---------------------------------------------------------------------------------------------------
 # Networks.
 # ---------------------------------------------------------------------------------------------------
+def _shifted_depthwise(config: ml_collections.ConfigDict) -> bool:
+  """Return whether `config.depthwise` (conv | shifted) asks for shifted depthwise convs."""
+  mode = config.get("depthwise", "conv")
+  if mode not in ("shifted", "conv"):
+    raise ConfigError(f"config.depthwise must be conv or shifted, got {mode!r}")
+  return mode == "shifted"
+
+
 def build_network(config: ml_collections.ConfigDict, scale: int):
   """Return the Flax module the config names: `config.arch` (a search result) or `config.model`."""
   if config.get("arch"):
-    return spaces.build_from_file(config.arch, scale=scale)
+    return spaces.build_from_file(config.arch, scale=scale, shifted=_shifted_depthwise(config))
   kwargs = dict(config.get("model_kwargs", {}) or {})
   return spaces.build_model(config.model, scale=scale, **kwargs)
 

@@ -102,6 +102,15 @@ def _tensorboard_writer(logdir: Path):
   return _TB(EventFileWriter(str(logdir)), summary_pb2, event_pb2)
 
 
+def _rate(rate: float, unit: str) -> str:
+  """Return "2.31 steps/s", or "48.2 s/epoch" when fewer than one unit a second is done."""
+  if unit == "train":  # the trainer's progress counts optimisation steps
+    unit = "step"
+  if 0 < rate < 1:
+    return f"{1 / rate:.1f} s/{unit}"
+  return f"{rate:.2f} {unit}s/s"
+
+
 class Progress:
   """Log a progress line (steps/s, ETA and chosen metrics) at most every `every_s` seconds."""
 
@@ -127,7 +136,7 @@ class Progress:
     rate = (step - self._slast) / max(now - self._last, 1e-9)
     self._last, self._slast = now, step
     eta = (self.total - step) / rate if rate > 0 else float("inf")
-    parts = [f"{self.name} {step}/{self.total}", f"{rate:.2f} steps/s", f"ETA {_duration(eta)}"]
+    parts = [f"{self.name} {step}/{self.total}", _rate(rate, self.name), f"ETA {_duration(eta)}"]
     parts += [f"{k} {_fmt(_scalar(v))}" for k, v in (metrics or {}).items()]
     line = " | ".join(parts)
     logging.info("%s", line)

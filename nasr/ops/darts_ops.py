@@ -8,6 +8,10 @@ ops, so its search step uses the shifted forms. They compute the same function w
 parameters as `nasr.ops.conv.SepConv` (the parameter trees are identical), but the multiply-adds of
 the shifted depthwise conv are elementwise and invisible to `nasr.estimation.cost.count_macs`: a
 network whose multiply-adds are reported keeps the `conv_general_dilated` form.
+
+`conv_tap_grad` is a dense convolution whose gradients are written out the same way: inside a
+rolled loop (a `lax.scan` body, as in a rematerialised supernet) XLA:CPU computes a conv's kernel
+gradient ~50x slower than in straight-line code, and k*k matmuls of shifted slices avoid it.
 """
 
 import functools
@@ -103,6 +107,57 @@ def _stacked_bwd(dilation, residuals, g):
 stacked_depthwise_conv.defvjp(_stacked_fwd, _stacked_bwd)
 
 
+def _dense_conv(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
+  return jax.lax.conv_general_dilated(
+    x,
+    kernel,
+    window_strides=(1, 1),
+    padding="SAME",
+    rhs_dilation=(dilation, dilation),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def conv_tap_grad(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> jax.Array:
+  """Return the 'SAME' stride-1 conv of NHWC x with an HWIO kernel (odd sides).
+
+  The same function as `conv_general_dilated`; its VJP computes the input gradient as a conv with
+  the flipped, transposed kernel and the kernel gradient as one matmul per tap, the forms XLA:CPU
+  runs fast inside a `lax.scan` body (4x3x3x64x64 convs on 16x64x64: 29 s -> 0.7 s per gradient).
+  """
+  return _dense_conv(x, kernel, dilation)
+
+
+def _tap_fwd(x, kernel, dilation):
+  return _dense_conv(x, kernel, dilation), (x, kernel)
+
+
+def _tap_bwd(dilation, residuals, g):
+  x, kernel = residuals
+  kh, kw = kernel.shape[:2]
+  if kh % 2 == 0 or kw % 2 == 0:
+    raise ValueError(f"conv_tap_grad needs odd kernel sides, got {kernel.shape[:2]}")
+  gx = _dense_conv(g, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), dilation)
+  if kh == kw == 1:
+    return gx.astype(x.dtype), jnp.einsum("bhwi,bhwo->io", x, g)[None, None].astype(kernel.dtype)
+  rh, rw = dilation * (kh - 1) // 2, dilation * (kw - 1) // 2
+  b, h, w, cin = x.shape
+  xp = jnp.pad(x, ((0, 0), (rh, rh), (rw, rw), (0, 0)))
+
+  def tap(_, t):
+    # One shifted slice at a time: unrolled, XLA keeps all k*k copies of the input alive.
+    i, j = t // kw, t % kw
+    view = jax.lax.dynamic_slice(xp, (0, i * dilation, j * dilation, 0), (b, h, w, cin))
+    return None, jnp.einsum("bhwi,bhwo->io", view, g)
+
+  _, gk = jax.lax.scan(tap, None, jnp.arange(kh * kw))
+  return gx.astype(x.dtype), gk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv_tap_grad.defvjp(_tap_fwd, _tap_bwd)
+
+
 def max_pool(x: jax.Array, kernel: int = 3) -> jax.Array:
   """Return the 'SAME' stride-1 max pooling of NHWC `x` (padding never wins)."""
   out = None
@@ -134,7 +189,9 @@ class ShiftDepthwiseConv(nn.Module):
     kernel = self.param(
       "kernel", nn.initializers.lecun_normal(), (self.kernel, self.kernel, 1, c), jnp.float32
     )
-    y = depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.dilation)
+    # The stacked form: its gradient is written out, which XLA:CPU runs several times faster.
+    k = kernel.astype(self.dtype)[None, :, :, 0]
+    y = stacked_depthwise_conv(x.astype(self.dtype)[None], k, self.dilation)[0]
     if self.use_bias:
       y = y + self.param("bias", nn.initializers.zeros_init(), (c,), jnp.float32).astype(self.dtype)
     return y

@@ -141,7 +141,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
 
   # --- Supernet, strategy and their optimisers. ----------------------------------------------------
   supernet = space.supernet(
-    scale, skip_inactive=config.skip_inactive, remat=config.get("remat", False)
+    scale,
+    skip_inactive=config.skip_inactive,
+    remat=config.get("remat", False),
+    shifted=config.get("shifted_depthwise", False),
   )
   max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
   rng = jax.random.PRNGKey(config.seed)

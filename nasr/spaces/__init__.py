@@ -1,5 +1,7 @@
 """Search spaces and baseline networks: every network maps NHWC [0, 1] RGB to `scale` times it."""
 
+import inspect
+
 from nasr.spaces import baselines, darts_sr, deconas, drn, registry
 from nasr.spaces.baselines import EDSR, MODELS, Bicubic, build_model, model_fields
 from nasr.spaces.darts_sr import DartsGenotype, DartsSR, DartsSRNet, DartsSRSupernet
@@ -8,15 +10,19 @@ from nasr.spaces.drn import DRN, DRNArch, DRNNet, RCANNet
 from nasr.spaces.registry import SPACES, get, load_arch, register, save_arch, space_fields
 
 
-def build_from_file(path, scale: int, **overrides):
+def build_from_file(path, scale: int, shifted: bool = False, **overrides):
   """Return the network of a search-result file written by `save_arch`, at `scale`.
 
   Args:
     path: the JSON file ({"space": ..., "space_kwargs": ..., "arch": ..., "tokens": ...}).
     scale: the upscaling factor.
+    shifted: depthwise convs as shifted multiply-adds where the space's networks have them (the
+      same function and parameters, faster on XLA:CPU); spaces without depthwise convs ignore it.
     **overrides: space settings that replace the stored ones (e.g. channels=96 to retrain wider).
   """
   space, arch = load_arch(path, **overrides)
+  if shifted and "shifted" in inspect.signature(space.build).parameters:
+    return space.build(arch, scale, shifted=True)
   return space.build(arch, scale)
 
 

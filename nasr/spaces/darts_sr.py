@@ -240,11 +240,12 @@ class _Edge(nn.Module):
   op: str
   channels: int
   dtype: Dtype = jnp.float32
+  shifted: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Return op(x)."""
-    return DartsOp(self.op, self.channels, dtype=self.dtype, name=self.op)(x)
+    return DartsOp(self.op, self.channels, self.shifted, self.dtype, name=self.op)(x)
 
 
 # The supernet computes all edges that leave one node together (below); its parameters keep the
@@ -421,6 +422,7 @@ class DartsCell(nn.Module):
   genotype: DartsGenotype
   channels: int = 64
   dtype: Dtype = jnp.float32
+  shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
 
   @nn.compact
   def __call__(self, s0: jax.Array, s1: jax.Array) -> jax.Array:
@@ -428,7 +430,7 @@ class DartsCell(nn.Module):
     states = [s0, s1]
     for i in range(self.genotype.nodes):
       node = sum(
-        _Edge(op, self.channels, self.dtype, name=_edge_name(i, j))(states[j])
+        _Edge(op, self.channels, self.dtype, self.shifted, name=_edge_name(i, j))(states[j])
         for op, j in self.genotype.node_edges(i)
       )
       states.append(node)
@@ -460,11 +462,13 @@ class _CellStep(nn.Module):
   genotype: DartsGenotype
   channels: int
   dtype: Dtype
+  shifted: bool
 
   @nn.compact
   def __call__(self, carry):
     s0, s1 = carry
-    return (s1, DartsCell(self.genotype, self.channels, self.dtype, name="cell")(s0, s1)), None
+    cell = DartsCell(self.genotype, self.channels, self.dtype, self.shifted, name="cell")
+    return (s1, cell(s0, s1)), None
 
 
 def _out_dtype(dtype: Dtype) -> Dtype:
@@ -519,6 +523,7 @@ class DartsSRNet(nn.Module):
   channels: int = 64  # feature width
   scale: int = 2  # 2, 3 or 4
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
 
   def __post_init__(self):
     check_subpixel_scale(self.scale)
@@ -535,8 +540,11 @@ class DartsSRNet(nn.Module):
       variable_axes={"params": 0},
       split_rngs={"params": True},
       length=self.cells,
+      # Unrolled: in a rolled loop XLA:CPU computes conv kernel gradients ~50x slower
+      # (nasr.ops.darts_ops.conv_tap_grad); the scan still stacks the cells' parameters.
+      unroll=self.cells,
     )
-    (_, s1), _ = stack(self.genotype, c, dt, name="cells")((f0, f0))
+    (_, s1), _ = stack(self.genotype, c, dt, self.shifted, name="cells")((f0, f0))
     h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(s1 + f0)
     y = Conv(3, 3, dtype=dt, name="tail")(h)
     return MeanShift(1.0, dtype=_out_dtype(dt))(y)
@@ -691,11 +699,16 @@ class DartsSR:
     cells: int | None = None,
     channels: int | None = None,
     dtype: Dtype = jnp.float32,
+    shifted: bool = False,
   ) -> DartsSRNet:
-    """Return the stand-alone network of `genotype` (cells/channels default to the space's)."""
+    """Return the stand-alone network of `genotype` (cells/channels default to the space's).
+
+    `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.darts_ops): the same
+    function and parameters; which form trains faster depends on the network and the device.
+    """
     cells = self.cells if cells is None else _positive_int(cells, "cells")
     channels = self.channels if channels is None else _positive_int(channels, "channels")
-    return DartsSRNet(self._check(genotype), cells, channels, scale, dtype)
+    return DartsSRNet(self._check(genotype), cells, channels, scale, dtype, shifted)
 
   def child_params(self, supernet_params: dict, genotype: DartsGenotype) -> dict:
     """Return the parameters of build(genotype) taken from the supernet's (same cells and width).

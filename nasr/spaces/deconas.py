@@ -54,6 +54,7 @@ from nasr.core.errors import ConfigError, TokenError
 from nasr.core.types import TokenSpec
 from nasr.ops.attention import ChannelAttention
 from nasr.ops.conv import Conv, SepConv
+from nasr.ops.darts_ops import ShiftSepConv, conv_tap_grad, stacked_depthwise_conv
 from nasr.ops.upsample import MeanShift, SubPixelUpsampler, check_subpixel_scale
 from nasr.spaces.registry import register
 
@@ -167,9 +168,9 @@ def _node_plan(arch: DeCoNASArch) -> dict[int, list[tuple[int, list[int]]]]:
   return plan
 
 
-def _child_op(k: int, channels: int, dtype: Dtype, name: str) -> nn.Module:
+def _child_op(k: int, channels: int, dtype: Dtype, name: str, shifted: bool) -> nn.Module:
   if OPS[k] == "sepconv3x3":
-    return SepConv(channels, 3, dtype=dtype, name=name)
+    return (ShiftSepConv if shifted else SepConv)(channels, 3, dtype=dtype, name=name)
   return Conv(channels, 3, DILATION[k], dtype=dtype, name=name)
 
 
@@ -180,6 +181,7 @@ class DeCoNASBlock(nn.Module):
   channels: int = 64  # feature width
   reduction: int = 4  # channel-attention reduction
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -195,7 +197,8 @@ class DeCoNASBlock(nn.Module):
         outs = []
         for k, inputs in plan[m]:
           h = nn.relu(jnp.concatenate([feats[j] for j in inputs], axis=-1))
-          outs.append(_child_op(k, self.channels, self.dtype, f"node{m}_{OPS[k]}")(h))
+          op = _child_op(k, self.channels, self.dtype, f"node{m}_{OPS[k]}", self.shifted)
+          outs.append(op(h))
         h = nn.relu(sum(outs) / len(outs))
         feats.append(
           ChannelAttention(self.channels, self.reduction, self.dtype, name=f"node{m}_attention")(h)
@@ -213,6 +216,7 @@ class DeCoNASNet(nn.Module):
   scale: int = 2  # 2, 3 or 4
   reduction: int = 4  # channel-attention reduction (C -> C / reduction -> C)
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
 
   def __post_init__(self):
     check_subpixel_scale(self.scale)
@@ -227,7 +231,8 @@ class DeCoNASNet(nn.Module):
     feats = [Conv(c, 3, dtype=dt, name="sfe2")(f_m1)]
     for d in range(n):
       h = _fuse(c, dt, d, feats)
-      feats.append(DeCoNASBlock(self.arch, c, self.reduction, dt, name=f"block{d}")(h))
+      block = DeCoNASBlock(self.arch, c, self.reduction, dt, self.shifted, name=f"block{d}")
+      feats.append(block(h))
     sel = [feats[d] for d in range(n) if self.arch.gff[d]] + [feats[n]]
     h = Conv(c, 1, dtype=dt, name="gff_fuse")(jnp.concatenate(sel, axis=-1))
     h = Conv(c, 3, dtype=dt, name="gff_conv")(h) + f_m1
@@ -245,7 +250,9 @@ def _fuse(c: int, dtype: Dtype, d: int, feats: list[jax.Array]) -> jax.Array:
 # Weight-sharing supernet (architecture as an array argument: compiled once).
 
 
-def _conv(x, kernel, dilation=1, groups=1, dtype=jnp.float32):
+def _conv(x, kernel, dilation=1, groups=1, dtype=jnp.float32, tap_grad=False):
+  if tap_grad and groups == 1:  # inside a rolled scan on CPU (nasr.ops.darts_ops.conv_tap_grad)
+    return conv_tap_grad(x.astype(dtype), kernel.astype(dtype), dilation)
   return jax.lax.conv_general_dilated(
     x.astype(dtype),
     kernel.astype(dtype),
@@ -286,6 +293,15 @@ class _SepConvParams(nn.Module):
     return dw, pw
 
 
+def _depthwise(x: jax.Array, kernel: jax.Array, shifted: bool, dtype: Dtype) -> jax.Array:
+  """Return the 3x3 depthwise conv of NHWC x with kernel [3, 3, 1, C] (no bias)."""
+  if not shifted:
+    return _conv(x, kernel, groups=x.shape[-1], dtype=dtype)
+  # Shifted multiply-adds (nasr.ops.darts_ops): XLA:CPU's depthwise-conv gradient is ~350x slower
+  # per multiply-add than a dense conv's (BENCHMARKS.md); the same function and parameters.
+  return stacked_depthwise_conv(x.astype(dtype)[None], kernel.astype(dtype)[None, :, :, 0], 1)[0]
+
+
 def _masked_concat(xs: Sequence[jax.Array], mask: jax.Array) -> jax.Array:
   return jnp.concatenate([x * mask[j].astype(x.dtype) for j, x in enumerate(xs)], axis=-1)
 
@@ -303,34 +319,36 @@ class DeCoNASSuperBlock(nn.Module):
   reduction: int = 4  # channel-attention reduction
   skip_inactive: bool = False  # lax.cond per input slot instead of masks
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  shifted: bool = False  # depthwise convs as shifted multiply-adds (fast on CPU, same function)
+  tap_grad: bool = False  # dense-conv gradients as tap matmuls (fast in a rolled loop on CPU)
 
   def _op(self, m: int, k: int, xs: list[jax.Array], bits: jax.Array) -> jax.Array:
     """Return op k of node m over its input slots xs (ReLU'd) selected by bits [m]."""
-    c, dt, name = self.channels, self.dtype, f"node{m}_{OPS[k]}"
+    c, dt, name, tg = self.channels, self.dtype, f"node{m}_{OPS[k]}", self.tap_grad
     if OPS[k] == "sepconv3x3":
       (dw, dwb), (pw, pwb) = _SepConvParams(c, m, name=name)()
       sl = lambda j: slice(j * c, (j + 1) * c)  # noqa: E731
 
       def slot(j):
-        h = _conv(xs[j], dw[..., sl(j)], groups=c, dtype=dt) + dwb[sl(j)].astype(dt)
-        return _conv(h, pw[:, :, sl(j), :], dtype=dt)
+        h = _depthwise(xs[j], dw[..., sl(j)], self.shifted, dt) + dwb[sl(j)].astype(dt)
+        return _conv(h, pw[:, :, sl(j), :], dtype=dt, tap_grad=tg)
 
       if self.skip_inactive:
         return sum(_select(bits[j], functools.partial(slot, j), xs[0]) for j in range(m)) + pwb
       # Depthwise conv acts per channel, so masking after it equals dropping the slot.
-      h = _conv(jnp.concatenate(xs, axis=-1), dw, groups=m * c, dtype=dt) + dwb.astype(dt)
+      h = _depthwise(jnp.concatenate(xs, axis=-1), dw, self.shifted, dt) + dwb.astype(dt)
       h = h * jnp.repeat(bits, c).astype(dt)
-      return _conv(h, pw, dtype=dt) + pwb.astype(dt)
+      return _conv(h, pw, dtype=dt, tap_grad=tg) + pwb.astype(dt)
     kernel, bias = _ConvParams((3, 3, m * c, c), c, name=name)()
     dil = DILATION[k]
     if self.skip_inactive:
 
       def slot(j):
-        return _conv(xs[j], kernel[:, :, j * c : (j + 1) * c, :], dil, dtype=dt)
+        return _conv(xs[j], kernel[:, :, j * c : (j + 1) * c, :], dil, dtype=dt, tap_grad=tg)
 
       return sum(_select(bits[j], functools.partial(slot, j), xs[0]) for j in range(m)) + bias
     # A conv of the concat is the sum of per-slot convs: zeroing a slot drops it.
-    return _conv(_masked_concat(xs, bits), kernel, dil, dtype=dt) + bias.astype(dt)
+    return _conv(_masked_concat(xs, bits), kernel, dil, dtype=dt, tap_grad=tg) + bias.astype(dt)
 
   @nn.compact
   def __call__(self, x: jax.Array, ops: jax.Array, lff: jax.Array) -> jax.Array:
@@ -353,7 +371,8 @@ class DeCoNASSuperBlock(nn.Module):
       feats.append(jnp.where(count > 0, h, feats[m - 1]))
     mask = jnp.concatenate([lff, jnp.ones((1,), lff.dtype)])  # the last node always feeds LFF
     kernel, bias = _ConvParams((1, 1, (self.nodes + 1) * c, c), c, name="lff")()
-    y = _conv(_masked_concat(feats, mask), kernel, dtype=dt) + bias.astype(dt)
+    y = _conv(_masked_concat(feats, mask), kernel, dtype=dt, tap_grad=self.tap_grad)
+    y = y + bias.astype(dt)
     return y + x
 
 
@@ -371,6 +390,8 @@ class _DenseStep(nn.Module):
   reduction: int
   skip_inactive: bool
   dtype: Dtype
+  shifted: bool
+  tap_grad: bool
 
   @nn.compact
   def __call__(self, carry, ops: jax.Array, lff: jax.Array):
@@ -378,8 +399,20 @@ class _DenseStep(nn.Module):
     stack, d = carry
     c, n, dt = self.channels, self.blocks, self.dtype
     kernel, bias = _ConvParams((1, 1, (n + 1) * c, c), c, name="fuse")()
-    h = _conv(_stack_concat(stack, jnp.arange(n + 1) <= d), kernel, dtype=dt) + bias.astype(dt)
-    block = DeCoNASSuperBlock(self.nodes, c, self.reduction, self.skip_inactive, dt, name="block")
+    h = _conv(
+      _stack_concat(stack, jnp.arange(n + 1) <= d), kernel, dtype=dt, tap_grad=self.tap_grad
+    )
+    h = h + bias.astype(dt)
+    block = DeCoNASSuperBlock(
+      self.nodes,
+      c,
+      self.reduction,
+      self.skip_inactive,
+      dt,
+      self.shifted,
+      self.tap_grad,
+      name="block",
+    )
     y = block(h, ops, lff)
     return (
       jax.lax.dynamic_update_index_in_dim(stack, y.astype(stack.dtype), d + 1, 0),
@@ -397,10 +430,10 @@ def _stack_concat(stack: jax.Array, mask: jax.Array) -> jax.Array:
 class DeCoNASSupernet(nn.Module):
   """The DeCoNAS weight-sharing supernet: __call__(x, tokens) with bit-form int32 tokens.
 
-  The N DNBs run as one `nn.scan` (parameters stacked under "dense" with a leading axis N), so
-  the step compiles one block instead of N and, with `remat`, stores only each block's inputs for
-  the backward pass: XLA's CPU scheduler does not honour rematerialisation in unrolled code, but
-  does in a scanned body. `DeCoNAS.child_params` maps this layout onto the child's.
+  The N DNBs run as one `nn.scan` (parameters stacked under "dense" with a leading axis N). With
+  `remat` the loop stays rolled and stores only each block's input for the backward pass (XLA's
+  CPU scheduler does not honour rematerialisation in unrolled code, but does in a scanned body).
+  `DeCoNAS.child_params` maps this layout onto the child's.
   """
 
   blocks: int = 4  # DNBs N
@@ -414,10 +447,24 @@ class DeCoNASSupernet(nn.Module):
   # Recompute each DNB's activations in the backward pass instead of storing them: the masked
   # paper-size step (N=16, M=8, C=64, 16 x 64x64) needs 47.6 GiB without it (BENCHMARKS.md).
   remat: bool = False
+  shifted: bool = False  # depthwise convs as shifted multiply-adds (fast on CPU, same function)
+  # DNBs per iteration of the scan; None = 1 (a rolled loop) with `remat` or `shifted`, else N
+  # (unrolled). Only the rolled loop lets XLA:CPU keep just each DNB's input for the backward
+  # pass, and it compiles faster; but there XLA:CPU computes conv kernel gradients ~50x slower
+  # unless `shifted` writes them out (BENCHMARKS.md).
+  unroll: int | None = None
 
   def __post_init__(self):
     check_subpixel_scale(self.scale)
+    if self.unroll is not None and not 1 <= self.unroll <= self.blocks:
+      raise ConfigError(f"unroll must be in 1..blocks={self.blocks}, got {self.unroll}")
     super().__post_init__()
+
+  def blocks_per_iteration(self) -> int:
+    """Return the DNBs per scan iteration (the resolved `unroll`)."""
+    if self.unroll is not None:
+      return self.unroll
+    return 1 if self.remat or self.shifted else self.blocks
 
   @nn.compact
   def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -438,13 +485,17 @@ class DeCoNASSupernet(nn.Module):
     f_m1 = Conv(c, 3, dtype=dt, name="sfe1")(x)
     f0 = Conv(c, 3, dtype=dt, name="sfe2")(f_m1)
     step_cls = nn.remat(_DenseStep) if self.remat else _DenseStep
+    # In a rolled loop XLA:CPU computes conv kernel gradients ~50x slower: `shifted` (the
+    # CPU-friendly forms) then writes them out as tap matmuls too.
+    tap_grad = self.shifted and self.blocks_per_iteration() < n
     dense = nn.scan(
       step_cls,
       variable_axes={"params": 0},
       split_rngs={"params": True},
       in_axes=(nn.broadcast, nn.broadcast),
       length=n,
-    )(mm, c, n, self.reduction, self.skip_inactive, dt, name="dense")
+      unroll=self.blocks_per_iteration(),
+    )(mm, c, n, self.reduction, self.skip_inactive, dt, self.shifted, tap_grad, name="dense")
     stack = jnp.zeros((n + 1, *f0.shape), f0.dtype).at[0].set(f0)
     (stack, _), _ = dense((stack, jnp.int32(0)), ops, lff)
     kernel, bias = _ConvParams((1, 1, (n + 1) * c, c), c, name="gff_fuse")()
@@ -584,9 +635,15 @@ class DeCoNAS:
       self.blocks, self.nodes, (1,) * 3 * self.num_groups, (1,) * self.nodes, (1,) * self.blocks
     )
 
-  def build(self, arch: DeCoNASArch, scale: int, dtype: Dtype = jnp.float32) -> DeCoNASNet:
-    """Return the stand-alone network of `arch` at `scale`."""
-    return DeCoNASNet(self._check(arch), self.channels, scale, self.reduction, dtype)
+  def build(
+    self, arch: DeCoNASArch, scale: int, dtype: Dtype = jnp.float32, shifted: bool = False
+  ) -> DeCoNASNet:
+    """Return the stand-alone network of `arch` at `scale`.
+
+    `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.darts_ops): the same
+    function and parameters; which form trains faster depends on the network and the device.
+    """
+    return DeCoNASNet(self._check(arch), self.channels, scale, self.reduction, dtype, shifted)
 
   def supernet(
     self,
@@ -594,6 +651,8 @@ class DeCoNAS:
     skip_inactive: bool = False,
     dtype: Dtype = jnp.float32,
     remat: bool = False,
+    shifted: bool = False,
+    unroll: int | None = None,
   ) -> DeCoNASSupernet:
     """Return the weight-sharing supernet; call it as model.apply(params, x, tokens).
 
@@ -602,6 +661,10 @@ class DeCoNAS:
       skip_inactive: lax.cond per input slot (only the child's work) instead of masks.
       dtype: compute dtype (parameters stay float32).
       remat: recompute each DNB in the backward pass (less memory, about a third more compute).
+      shifted: depthwise convs as shifted multiply-adds and, in a rolled loop, conv kernel
+        gradients as tap matmuls (nasr.ops.darts_ops): the same function, many times faster on
+        XLA:CPU.
+      unroll: DNBs per scan iteration (None: 1 with remat or shifted, else all of them).
     """
     return DeCoNASSupernet(
       self.blocks,
@@ -613,6 +676,8 @@ class DeCoNAS:
       self.reduction,
       dtype,
       remat,
+      shifted,
+      unroll,
     )
 
   def count_params(self, arch: DeCoNASArch, scale: int) -> int:

@@ -1,5 +1,7 @@
 """Tests of the leaf layers: pixel shuffle ordering and the shape of every op."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -138,3 +140,33 @@ def test_resize_nearest_repeats_pixels():
 def test_resize_rejects_unknown_method():
   with pytest.raises(ConfigError, match="'area'"):
     ops.ResizeUpsampler(2, "area")
+
+
+@pytest.mark.parametrize("kernel,dilation", [(3, 1), (3, 3), (1, 1), (5, 2)])
+def test_conv_tap_grad_matches_autodiff_in_and_out_of_a_scan(kernel, dilation):
+  from nasr.ops.darts_ops import conv_tap_grad
+
+  rng = np.random.default_rng(kernel + dilation)
+  x = jnp.asarray(rng.normal(size=(2, 9, 11, 4)), jnp.float32)
+  ks = jnp.asarray(rng.normal(size=(3, kernel, kernel, 4, 4)) * 0.3, jnp.float32)
+
+  def plain(x, k):
+    return jax.lax.conv_general_dilated(
+      x,
+      k,
+      (1, 1),
+      "SAME",
+      rhs_dilation=(dilation, dilation),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+  def loss(conv, x, ks):
+    y, _ = jax.lax.scan(lambda h, k: (jnp.tanh(conv(h, k)), None), x, ks)
+    return jnp.sum(y * y)
+
+  want = jax.grad(functools.partial(loss, plain), argnums=(0, 1))(x, ks)
+  tap = lambda h, k: conv_tap_grad(h, k, dilation)  # noqa: E731
+  got = jax.jit(jax.grad(functools.partial(loss, tap), argnums=(0, 1)))(x, ks)
+  np.testing.assert_allclose(tap(x, ks[0]), plain(x, ks[0]), rtol=1e-5, atol=1e-5)
+  for g, w in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)

@@ -367,3 +367,34 @@ def test_shift_sepconv_equals_sepconv():
   np.testing.assert_allclose(
     ShiftSepConv(4, 5, 2).apply(params, x), ref.apply(params, x), atol=1e-5
   )
+
+
+@pytest.mark.parametrize("space_name", ["darts_sr", "deconas"])
+def test_shifted_child_equals_conv_child_through_build_from_file(tmp_path, space_name):
+  # launch.train builds searched networks with shifted depthwise convs on CPU (config.depthwise):
+  # the parameters and the function, gradients included, must be those of the plain network.
+  kwargs = {"cells": 2, "channels": 8} if space_name == "darts_sr" else {"blocks": 2, "nodes": 3}
+  space = spaces.get(space_name, **kwargs)
+  if space_name == "darts_sr":  # the improved ops are all separable convs but skip and zero
+    arch = space.derive(np.random.default_rng(0).normal(size=space.alpha_shape))
+  else:  # every op on, the separable conv included
+    kwargs["channels"] = 8
+    space = spaces.get(space_name, **kwargs)
+    arch = space.max_arch()
+  path = tmp_path / "arch.json"
+  spaces.save_arch(path, space_name, kwargs, arch)
+  plain = spaces.build_from_file(path, scale=2)
+  shifted = spaces.build_from_file(path, scale=2, shifted=True)
+  assert shifted.shifted and not plain.shifted
+  x = _lr(2, 10)
+  params = _random_params(plain, x)
+  shapes = lambda t: jax.tree_util.tree_map(lambda a: a.shape, t)  # noqa: E731
+  assert shapes(jax.eval_shape(shifted.init, jax.random.PRNGKey(0), x)) == shapes(params)
+
+  def grads(model):
+    return jax.jit(jax.value_and_grad(lambda p: jnp.mean(model.apply(p, x) ** 2)))(params)
+
+  (l0, g0), (l1, g1) = grads(plain), grads(shifted)
+  np.testing.assert_allclose(l1, l0, rtol=1e-5)
+  for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g0), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

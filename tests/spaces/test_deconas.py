@@ -60,25 +60,33 @@ def test_supernet_equals_child(scale):
   for fusion_search in (False, True):
     space = _tiny(fusion_search)
     spec = space.token_spec()
-    masked, skipping = space.supernet(scale), space.supernet(scale, skip_inactive=True)
+    masked = space.supernet(scale)
     zeros = np.zeros(len(spec), np.int32)
     params = _random_params(masked, x, zeros, seed=scale)
-    f_masked, f_skip = jax.jit(masked.apply), jax.jit(skipping.apply)
+    # Masks and lax.cond, each with conv_general_dilated and with shifted depthwise convs.
+    variants = [
+      jax.jit(space.supernet(scale, skip_inactive=skip, shifted=shifted).apply)
+      for skip in (False, True)
+      for shifted in (False, True)
+    ]
     samples = [zeros, space.encode(space.max_arch())] + list(spec.sample(rng, 4))
     for tokens in samples:
       arch = space.decode(tokens)
       child = space.build(arch, scale)
       want = child.apply(space.child_params(params, arch), x)
       assert want.shape == (2, 16 * scale, 16 * scale, 3)
-      np.testing.assert_allclose(f_masked(params, x, tokens), want, atol=1e-5, rtol=1e-5)
-      np.testing.assert_allclose(f_skip(params, x, tokens), want, atol=1e-5, rtol=1e-5)
+      for f in variants:
+        np.testing.assert_allclose(f(params, x, tokens), want, atol=1e-5, rtol=1e-5)
       checked += 1
   assert checked >= 10
 
 
-def test_remat_supernet_same_params_outputs_and_gradients():
+@pytest.mark.parametrize(
+  "variant", [{"remat": True}, {"shifted": True}, {"remat": True, "shifted": True}]
+)
+def test_supernet_variant_same_params_outputs_and_gradients(variant):
   space = _tiny(fusion_search=True)
-  plain, remat = space.supernet(2), space.supernet(2, remat=True)
+  plain, remat = space.supernet(2), space.supernet(2, **variant)
   x = _lr(2)
   y = np.random.default_rng(3).uniform(size=(2, 32, 32, 3)).astype(np.float32)
   tokens = space.token_spec().sample(np.random.default_rng(2), 1)[0]
@@ -107,10 +115,12 @@ def test_child_params_match_child_init():
     assert shapes(sliced) == shapes(built)
 
 
-def test_supernet_traced_once():
+# Masks, and the search's default: lax.cond per slot with shifted depthwise convs in a rolled loop.
+@pytest.mark.parametrize("variant", [{}, {"skip_inactive": True, "shifted": True}])
+def test_supernet_traced_once(variant):
   space = _tiny(fusion_search=True)
   spec = space.token_spec()
-  model = space.supernet(2)
+  model = space.supernet(2, **variant)
   x, y = _lr(2), np.random.default_rng(1).uniform(size=(2, 32, 32, 3)).astype(np.float32)
   params = _random_params(model, x, np.zeros(len(spec), np.int32))
   traces = {"forward": 0, "grad": 0}
