@@ -540,7 +540,7 @@ class DartsSRNet(nn.Module):
       variable_axes={"params": 0},
       split_rngs={"params": True},
       length=self.cells,
-      # Unrolled: in a rolled loop XLA:CPU computes conv kernel gradients ~50x slower
+      # Unrolled: in a rolled loop XLA:CPU computes conv kernel gradients ~40x slower
       # (nasr.ops.darts_ops.conv_tap_grad); the scan still stacks the cells' parameters.
       unroll=self.cells,
     )

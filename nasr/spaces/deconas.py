@@ -297,7 +297,7 @@ def _depthwise(x: jax.Array, kernel: jax.Array, shifted: bool, dtype: Dtype) -> 
   """Return the 3x3 depthwise conv of NHWC x with kernel [3, 3, 1, C] (no bias)."""
   if not shifted:
     return _conv(x, kernel, groups=x.shape[-1], dtype=dtype)
-  # Shifted multiply-adds (nasr.ops.darts_ops): XLA:CPU's depthwise-conv gradient is ~350x slower
+  # Shifted multiply-adds (nasr.ops.darts_ops): XLA:CPU's depthwise-conv gradient is ~400x slower
   # per multiply-add than a dense conv's (BENCHMARKS.md); the same function and parameters.
   return stacked_depthwise_conv(x.astype(dtype)[None], kernel.astype(dtype)[None, :, :, 0], 1)[0]
 
@@ -450,7 +450,7 @@ class DeCoNASSupernet(nn.Module):
   shifted: bool = False  # depthwise convs as shifted multiply-adds (fast on CPU, same function)
   # DNBs per iteration of the scan; None = 1 (a rolled loop) with `remat` or `shifted`, else N
   # (unrolled). Only the rolled loop lets XLA:CPU keep just each DNB's input for the backward
-  # pass, and it compiles faster; but there XLA:CPU computes conv kernel gradients ~50x slower
+  # pass, and it compiles faster; but there XLA:CPU computes conv kernel gradients ~40x slower
   # unless `shifted` writes them out (BENCHMARKS.md).
   unroll: int | None = None
 
@@ -485,7 +485,7 @@ class DeCoNASSupernet(nn.Module):
     f_m1 = Conv(c, 3, dtype=dt, name="sfe1")(x)
     f0 = Conv(c, 3, dtype=dt, name="sfe2")(f_m1)
     step_cls = nn.remat(_DenseStep) if self.remat else _DenseStep
-    # In a rolled loop XLA:CPU computes conv kernel gradients ~50x slower: `shifted` (the
+    # In a rolled loop XLA:CPU computes conv kernel gradients ~40x slower: `shifted` (the
     # CPU-friendly forms) then writes them out as tap matmuls too.
     tap_grad = self.shifted and self.blocks_per_iteration() < n
     dense = nn.scan(
