@@ -153,6 +153,15 @@ def load_paired_folders(
   return SRPairs(tuple(names), tuple(lrs), tuple(hrs), scale)
 
 
+def pair_subfolders(folder: Path, scale: int) -> tuple[Path | None, Path | None]:
+  """Return (HR sub-folder, LR sub-folder) of `folder`, each None when absent (LR only with HR)."""
+  hr_sub = _find_sub(folder, ["HR", "GT"])
+  if hr_sub is None:
+    return None, None
+  lr_names = [f"LR/X{scale}", f"LR_bicubic/X{scale}", "LR_bicubic", f"LR{scale}", f"LR_X{scale}"]
+  return hr_sub, _find_sub(folder, [*lr_names, f"X{scale}", "LR"])
+
+
 def _find_sub(folder: Path, names: Iterable[str]) -> Path | None:
   children = {p.name.lower(): p for p in folder.iterdir() if p.is_dir()}
   for name in names:
@@ -180,20 +189,8 @@ def load_folder_or_pairs(spec: str | os.PathLike, scale: int) -> SRPairs:
     raise DataError(f"data path {folder} does not exist")
   if not folder.is_dir():
     raise DataError(f"data path {folder} is not a folder")
-  hr_sub = _find_sub(folder, ["HR", "GT"])
+  hr_sub, lr_sub = pair_subfolders(folder, scale)
   if hr_sub is not None:
-    lr_sub = _find_sub(
-      folder,
-      [
-        f"LR/X{scale}",
-        f"LR_bicubic/X{scale}",
-        "LR_bicubic",
-        f"LR{scale}",
-        f"LR_X{scale}",
-        f"X{scale}",
-        "LR",
-      ],
-    )
     if lr_sub is not None:
       return load_paired_folders(lr_sub, hr_sub, scale)
     return load_hr_folder(hr_sub, scale)

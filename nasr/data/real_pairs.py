@@ -16,25 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from nasr.core.errors import ConfigError, DataError
-from nasr.data.datasets import SRPairs, _find_sub
+from nasr.data.datasets import SRPairs, pair_subfolders
 from nasr.data.imresize import imresize
 
 NCC_THRESHOLD = 0.99  # the paper's threshold
-
-# The sub-folder names `load_folder_or_pairs` looks for; keep the two in step.
-_HR_SUBFOLDERS = ("HR", "GT")
-
-
-def _lr_subfolders(scale: int) -> tuple[str, ...]:
-  return (
-    f"LR/X{scale}",
-    f"LR_bicubic/X{scale}",
-    "LR_bicubic",
-    f"LR{scale}",
-    f"LR_X{scale}",
-    f"X{scale}",
-    "LR",
-  )
 
 
 def ncc(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,7 +71,4 @@ def is_paired_folder(spec: str | os.PathLike, scale: int) -> bool:
   folder = Path(spec).expanduser()
   if not folder.is_dir():
     return False
-  return (
-    _find_sub(folder, _HR_SUBFOLDERS) is not None
-    and _find_sub(folder, _lr_subfolders(scale)) is not None
-  )
+  return pair_subfolders(folder, scale)[1] is not None
