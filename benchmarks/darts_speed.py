@@ -35,17 +35,30 @@ _REMAT = flags.DEFINE_bool("remat", False, "Recompute cells in the backward pass
 _SHIFTED = flags.DEFINE_bool(
   "shifted", True, "Depthwise convs as shifted multiply-adds (else conv_general_dilated)."
 )
-_MODES = flags.DEFINE_list("modes", list(darts.ALPHA_MODES), "Alpha modes to time.")
+# benchmark name -> (alpha mode, exact_form)
+_VARIANTS = {
+  "first_order": ("first_order", "reverse"),
+  "finite_difference": ("finite_difference", "reverse"),
+  "exact": ("exact", "reverse"),
+  "exact_jvp": ("exact", "jvp"),
+}
+_MODES = flags.DEFINE_list(
+  "modes", list(_VARIANTS), f"Alpha-gradient variants to time, of {', '.join(_VARIANTS)}."
+)
 _ISOLATE = flags.DEFINE_bool(
   "isolate", True, "With device memory stats, time each mode in a fresh process."
 )
 _WARMUP = flags.DEFINE_bool("warmup", True, "Run one untimed step after compiling.")
 _HEADER = flags.DEFINE_bool("header", True, "Print the device and size lines.")
+_COMPILE_ONLY = flags.DEFINE_bool(
+  "compile_only", False, "Stop after compiling: print compile time and XLA's memory estimate."
+)
 
 _LABELS = {
   "first_order": "first order",
   "finite_difference": "2nd order, finite-difference HVP",
   "exact": "2nd order, exact (grad through step)",
+  "exact_jvp": "2nd order, exact (fwd-over-rev term)",
 }
 
 
@@ -85,7 +98,9 @@ def _bench(mode: str) -> str:
   schedule = darts.make_w_schedule(1e-2, "cosine", 1000)
   w_tx, a_tx = darts.make_w_optimizer(schedule), darts.make_alpha_optimizer()
   apply = lambda w, x, a: net.apply({"params": w}, x, a)  # noqa: E731
-  step = darts.make_bilevel_step(darts.make_loss(apply, losses.l1), w_tx, a_tx, mode, schedule)
+  alpha_mode, form = _VARIANTS[mode]
+  loss = darts.make_loss(apply, losses.l1)
+  step = darts.make_bilevel_step(loss, w_tx, a_tx, alpha_mode, schedule, exact_form=form)
   state = darts.create_state(w, alpha, w_tx, a_tx)
   key = jax.random.PRNGKey(0)
   t0 = time.perf_counter()
@@ -95,6 +110,8 @@ def _bench(mode: str) -> str:
   estimate = ma.temp_size_in_bytes + ma.argument_size_in_bytes
   # Printed before the first step, which can take minutes on a CPU.
   print(f"  {mode}: compiled in {compile_s:.1f} s, XLA estimate {_gib(estimate)}", flush=True)
+  if _COMPILE_ONLY.value:
+    return f"{_LABELS.get(mode, mode):<38} compile {compile_s:7.1f} s  (--compile_only)"
   if _WARMUP.value:
     state, m = compiled(state, *batches[0], key)
     jax.block_until_ready(m)
@@ -114,7 +131,8 @@ def _bench(mode: str) -> str:
 def main(argv):
   del argv
   for mode in _MODES.value:
-    darts.check_mode(mode)
+    if mode not in _VARIANTS:
+      raise app.UsageError(f"--modes: unknown {mode!r}; available: {', '.join(_VARIANTS)}")
   if _HEADER.value:
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})")
     print(

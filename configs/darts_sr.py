@@ -11,7 +11,8 @@ python -m launch.train --config=configs/train.py --config.arch=W/genotype.json -
 "original" (DARTS' set with pooling, convolutions without the shortcut), or a comma-separated op
 list. `alpha_mode`: exact (second order through the virtual step, the default), finite_difference
 (DARTS' second order) or first_order. genotype.json is written with `retrain.cells` cells of
-`retrain.channels` channels, the size `launch.train` builds.
+`retrain.channels` channels, the size `launch.train` builds. `space.node_reduce`: "mean" (default;
+a node averages its incoming edges, which keeps deep residual cells at scale) or "sum" (DARTS).
 """
 
 import ml_collections
@@ -29,13 +30,23 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.scale = 2
   # The default is sized for ~15 minutes on a 2-core CPU (BENCHMARKS.md: darts_speed).
   c.space = ml_collections.ConfigDict(
-    {"name": "darts_sr", "ops": "improved", "cells": 3, "channels": 16, "nodes": 4}
+    {
+      "name": "darts_sr",
+      "ops": "improved",
+      "cells": 3,
+      "channels": 16,
+      "nodes": 4,
+      "node_reduce": "mean",  # mean | sum: how a node combines its incoming edges
+    }
   )
   # The size genotype.json asks `launch.train` to build (0 = the search network's).
   c.retrain = ml_collections.ConfigDict({"cells": 8, "channels": 32})
   c.alpha_mode = "exact"  # exact | finite_difference | first_order
   c.xi = -1.0  # virtual-step size; < 0 = the weights' current learning rate (DARTS)
   c.fd_scale = 0.01  # finite_difference: eps = fd_scale / ||grad_w' L_val||
+  # exact: "reverse" = jax.grad through the virtual step; "jvp" = the same gradient with its
+  # second-order term forward over reverse, far less memory (nasr.estimation.darts).
+  c.exact_form = "reverse"
   c.remat = False  # recompute cells in the backward pass (less memory, more compute)
   # Depthwise convs of the supernet as shifted multiply-adds: several times faster on CPU, slower
   # to compile; False = conv_general_dilated (compare on accelerators with the benchmark).
@@ -85,7 +96,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.data.patch_size, c.data.batch_size, c.val_patch = 64, 16, 64
     c.epochs = 50
     c.steps_per_epoch = 500  # not stated in the paper; 8 h on a TITAN Xp bounds it
-    # XLA's estimate of the exact step at this size: 328 GiB stored, 50 GiB rematerialised
-    # (first order 47 / 34 GiB; BENCHMARKS.md).
+    # XLA's estimate of the exact step at this size: 328 GiB, 51.5 GiB rematerialised (cells and
+    # ops), 11.6 GiB in the jvp form (first order 47 / 8.4 GiB; BENCHMARKS.md).
     c.remat = True
+    c.exact_form = "jvp"
   return c

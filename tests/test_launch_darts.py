@@ -28,7 +28,13 @@ def test_search_derive_retrain_evaluate_tiny(tmp_path):
   check_ok(run_launcher("search", TINY, f"--workdir={w}"))
   record = json.loads((w / "genotype.json").read_text())
   assert record["space"] == "darts_sr" and record["alpha_mode"] == "exact"
-  assert record["space_kwargs"] == {"ops": "improved", "cells": 2, "channels": 8, "nodes": 2}
+  assert record["space_kwargs"] == {
+    "ops": "improved",
+    "cells": 2,
+    "channels": 8,
+    "nodes": 2,
+    "node_reduce": "mean",
+  }
   space, genotype = spaces.load_arch(w / "genotype.json")
   assert genotype.nodes == 2 and record["num_skip"] == genotype.num_skip()
   alphas = json.loads((w / "alphas.json").read_text())

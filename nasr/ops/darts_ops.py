@@ -91,17 +91,23 @@ def _stacked_bwd(dilation, residuals, g):
   gh = _stacked_forward(g, kernel[:, ::-1, ::-1], dilation)
   if h.shape[0] == 1 and gh.shape[0] != 1:
     gh = jnp.sum(gh, axis=0, keepdims=True)
-  # d/dkernel[e, i, j, c] = sum over batch and pixels of tap_ij(h)[e] * g[e].
+  # d/dkernel[e, i, j, c] = sum over batch and pixels of tap_ij(h)[e] * g[e], one tap at a time:
+  # unrolled, XLA:CPU keeps all k*k products alive (1.4 GiB for one 5x5 conv of a paper-size
+  # DARTS edge group instead of 36 MiB) and is no faster.
   r = dilation * (k - 1) // 2
-  hh, ww = h.shape[2:4]
+  m, b, hh, ww, c = h.shape
   hp = jnp.pad(h, ((0, 0), (0, 0), (r, r), (r, r), (0, 0)))
-  rows = []
-  for i in range(k):
-    taps = [
-      hp[:, :, i * dilation : i * dilation + hh, j * dilation : j * dilation + ww] for j in range(k)
-    ]
-    rows.append(jnp.stack([jnp.sum(t * g, axis=(1, 2, 3)) for t in taps], axis=1))
-  return gh, jnp.stack(rows, axis=1).astype(kernel.dtype)
+
+  def tap(_, t):
+    i, j = t // k, t % k
+    view = jax.lax.dynamic_slice(hp, (0, 0, i * dilation, j * dilation, 0), (m, b, hh, ww, c))
+    # The batch axis is summed after the loop: with the batch split over devices, a sum inside
+    # would put an all-reduce in every iteration (XLA:CPU's in-process collectives can stall).
+    return None, jnp.sum(view * g, axis=(2, 3))
+
+  _, gk = jax.lax.scan(tap, None, jnp.arange(k * k))  # [k * k, n, N, C]
+  gk = gk.sum(axis=2).reshape(k, k, -1, c).transpose(2, 0, 1, 3)
+  return gh, gk.astype(kernel.dtype)
 
 
 stacked_depthwise_conv.defvjp(_stacked_fwd, _stacked_bwd)
@@ -150,10 +156,11 @@ def _tap_bwd(dilation, residuals, g):
     # One shifted slice at a time: unrolled, XLA keeps all k*k copies of the input alive.
     i, j = t // kw, t % kw
     view = jax.lax.dynamic_slice(xp, (0, i * dilation, j * dilation, 0), (b, h, w, cin))
-    return None, jnp.einsum("bhwi,bhwo->io", view, g)
+    # Per example: the batch sum after the loop keeps a data-parallel all-reduce out of it.
+    return None, jnp.einsum("bhwi,bhwo->bio", view, g)
 
-  _, gk = jax.lax.scan(tap, None, jnp.arange(kh * kw))
-  return gx.astype(x.dtype), gk.reshape(kernel.shape).astype(kernel.dtype)
+  _, gk = jax.lax.scan(tap, None, jnp.arange(kh * kw))  # [kh * kw, N, Cin, Cout]
+  return gx.astype(x.dtype), gk.sum(axis=1).reshape(kernel.shape).astype(kernel.dtype)
 
 
 conv_tap_grad.defvjp(_tap_fwd, _tap_bwd)

@@ -102,6 +102,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   # --- Set-up: everything a user can get wrong is checked before any long computation. ----------
   scale = experiment.check_scale(config.scale)
   mode = darts_lib.check_mode(config.alpha_mode)
+  darts_lib.check_exact_form(config.exact_form)
   workdir = experiment.prepare_workdir(workdir)
   space = spaces.get(SPACE, **space_kwargs(config))
   spaces.get(SPACE, **retrain_kwargs(config))  # a bad retrain size fails now, not at the end
@@ -173,6 +174,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     wo.weight_decay,
     xi=None if config.xi < 0 else float(config.xi),
     fd_scale=config.fd_scale,
+    exact_form=config.exact_form,
   )
   bilevel_step = compile_bilevel_step(step_fn, mesh)
   psnr_fn = jax.jit(_make_psnr_fn(supernet, scale))

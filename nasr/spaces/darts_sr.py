@@ -363,6 +363,31 @@ def _batched_op(op: str, x: jax.Array, params: list, shifted: bool, dt: Dtype) -
   return h + x if residual else h
 
 
+NODE_REDUCE = ("mean", "sum")
+
+
+def _check_node_reduce(node_reduce: str) -> str:
+  if node_reduce not in NODE_REDUCE:
+    raise ConfigError(f"darts_sr: node_reduce must be one of {NODE_REDUCE}, got {node_reduce!r}")
+  return node_reduce
+
+
+def _edge_mass(ops: tuple[str, ...], weights: jax.Array, nodes: int, node_reduce: str) -> list:
+  """Return, per node, what its summed mixed ops are divided by.
+
+  "sum": 1. "mean": the node's total weight of non-zero ops, sum_j (1 - w[edge(i, j), zero]);
+  each node is then a convex combination of its edges' op outputs, and at a one-hot alpha (two
+  kept edges, the zero op on the others) it is (e_a + e_b) / 2, the derived cell's node.
+  """
+  if node_reduce == "sum":
+    return [jnp.ones((), weights.dtype)] * nodes
+  nonzero = 1.0 - weights[:, ops.index(ZERO)] if ZERO in ops else jnp.ones(weights.shape[:1])
+  # The floor only matters if every incoming edge's zero op had all of its softmax's mass.
+  return [
+    jnp.maximum(sum(nonzero[edge_index(i, j)] for j in range(2 + i)), 1e-6) for i in range(nodes)
+  ]
+
+
 class DartsSuperCell(nn.Module):
   """A search cell: every edge is a mixed op weighted by the rows of `weights` [edges, ops].
 
@@ -376,22 +401,32 @@ class DartsSuperCell(nn.Module):
   channels: int = 64
   shifted: bool = True  # depthwise convs as shifted multiply-adds (see nasr.ops.darts_ops)
   dtype: Dtype = jnp.float32
+  node_reduce: str = "mean"  # how a node combines its edges: "mean" or "sum" (see DartsSR)
+  remat_ops: bool = False  # recompute each batched op's insides in the backward pass
 
   @nn.compact
   def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array) -> jax.Array:
     """Return the mean of the intermediate nodes (each also sown as intermediates/node{i})."""
     c, dt = self.channels, self.dtype
+    batched_op = _batched_op
+    if self.remat_ops:
+      # Only each op's output is kept for the backward pass (it is what d loss / d alpha needs);
+      # its ReLUs and convs are recomputed: a paper-size cell otherwise keeps ~340 activations.
+      batched_op = jax.checkpoint(_batched_op, static_argnums=(0, 3, 4))
     conv_ops = [op for op in self.ops if _conv_plan(op) is not None]
     params = {
       (i, j): _EdgeParams(tuple(conv_ops), c, name=_edge_name(i, j))()
       for i, j in edge_list(self.nodes)
     }
+    _check_node_reduce(self.node_reduce)
     states = [s0.astype(dt), s1.astype(dt)]
     acc: list[jax.Array | None] = [None] * self.nodes
+    mass = _edge_mass(self.ops, weights, self.nodes, self.node_reduce)
     for j in range(self.nodes + 1):  # the last node feeds no edge
       if j >= 2:
+        acc[j - 2] = acc[j - 2] / mass[j - 2].astype(dt)  # complete: every input has been sent
         self.sow("intermediates", f"node{j - 2}", acc[j - 2])
-        states.append(acc[j - 2])  # complete: every input before it has been sent
+        states.append(acc[j - 2])
       readers = list(range(max(0, j - 1), self.nodes))  # node i reads j when j < 2 + i
       w = weights[np.array([edge_index(i, j) for i in readers])].astype(dt)  # [n, ops]
       x = states[j][None]  # [1, N, H, W, C]
@@ -407,11 +442,12 @@ class DartsSuperCell(nn.Module):
         elif kind == "avg_pool":
           y = avg_pool(states[j], size)[None]
         else:
-          y = _batched_op(op, x, [params[(i, j)][op] for i in readers], self.shifted, dt)
+          y = batched_op(op, x, [params[(i, j)][op] for i in readers], self.shifted, dt)
         term = w[:, k, None, None, None, None] * y  # [n, N, H, W, C]
         out = term if out is None else out + term
       for r, i in enumerate(readers):
         acc[i] = out[r] if acc[i] is None else acc[i] + out[r]
+    acc[-1] = acc[-1] / mass[-1].astype(dt)
     self.sow("intermediates", f"node{self.nodes - 1}", acc[-1])
     return sum(acc) / self.nodes
 
@@ -423,17 +459,19 @@ class DartsCell(nn.Module):
   channels: int = 64
   dtype: Dtype = jnp.float32
   shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
+  node_reduce: str = "mean"  # a node is the "mean" or the "sum" of its two edges
 
   @nn.compact
   def __call__(self, s0: jax.Array, s1: jax.Array) -> jax.Array:
     """Return the mean of the intermediate nodes."""
+    scale = 0.5 if _check_node_reduce(self.node_reduce) == "mean" else 1.0
     states = [s0, s1]
     for i in range(self.genotype.nodes):
       node = sum(
         _Edge(op, self.channels, self.dtype, self.shifted, name=_edge_name(i, j))(states[j])
         for op, j in self.genotype.node_edges(i)
       )
-      states.append(node)
+      states.append(node * scale)
     return sum(states[2:]) / self.genotype.nodes
 
 
@@ -445,12 +483,21 @@ class _SuperCellStep(nn.Module):
   channels: int
   shifted: bool
   dtype: Dtype
+  node_reduce: str
+  remat_ops: bool
 
   @nn.compact
   def __call__(self, carry, weights):
     s0, s1 = carry
     cell = DartsSuperCell(
-      self.ops, self.nodes, self.channels, self.shifted, self.dtype, name="cell"
+      self.ops,
+      self.nodes,
+      self.channels,
+      self.shifted,
+      self.dtype,
+      self.node_reduce,
+      self.remat_ops,
+      name="cell",
     )
     out = cell(s0, s1, weights)
     return (s1, out), None
@@ -463,11 +510,14 @@ class _CellStep(nn.Module):
   channels: int
   dtype: Dtype
   shifted: bool
+  node_reduce: str
 
   @nn.compact
   def __call__(self, carry):
     s0, s1 = carry
-    cell = DartsCell(self.genotype, self.channels, self.dtype, self.shifted, name="cell")
+    cell = DartsCell(
+      self.genotype, self.channels, self.dtype, self.shifted, self.node_reduce, name="cell"
+    )
     return (s1, cell(s0, s1)), None
 
 
@@ -483,12 +533,14 @@ class DartsSRSupernet(nn.Module):
   channels: int = 64  # feature width
   nodes: int = 4  # intermediate nodes per cell
   scale: int = 2  # 2, 3 or 4
-  remat: bool = False  # recompute each cell in the backward pass (less memory, more compute)
+  remat: bool = False  # recompute cells and ops in the backward pass (less memory, more compute)
   shifted: bool = True  # depthwise convs as shifted multiply-adds (fast on CPU, same function)
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  node_reduce: str = "mean"  # how a node combines its edges (DartsSR.node_reduce)
 
   def __post_init__(self):
     check_subpixel_scale(self.scale)
+    _check_node_reduce(self.node_reduce)
     super().__post_init__()
 
   @nn.compact
@@ -509,7 +561,10 @@ class DartsSRSupernet(nn.Module):
       in_axes=nn.broadcast,
       length=self.cells,
     )
-    (_, s1), _ = stack(self.ops, self.nodes, c, self.shifted, dt, name="cells")((f0, f0), weights)
+    step = stack(
+      self.ops, self.nodes, c, self.shifted, dt, self.node_reduce, self.remat, name="cells"
+    )
+    (_, s1), _ = step((f0, f0), weights)
     h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(s1 + f0)
     y = Conv(3, 3, dtype=dt, name="tail")(h)
     return MeanShift(1.0, dtype=_out_dtype(dt))(y)
@@ -524,9 +579,11 @@ class DartsSRNet(nn.Module):
   scale: int = 2  # 2, 3 or 4
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
+  node_reduce: str = "mean"  # a node is the "mean" or the "sum" of its two edges
 
   def __post_init__(self):
     check_subpixel_scale(self.scale)
+    _check_node_reduce(self.node_reduce)
     super().__post_init__()
 
   @nn.compact
@@ -544,7 +601,8 @@ class DartsSRNet(nn.Module):
       # (nasr.ops.darts_ops.conv_tap_grad); the scan still stacks the cells' parameters.
       unroll=self.cells,
     )
-    (_, s1), _ = stack(self.genotype, c, dt, self.shifted, name="cells")((f0, f0))
+    step = stack(self.genotype, c, dt, self.shifted, self.node_reduce, name="cells")
+    (_, s1), _ = step((f0, f0))
     h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(s1 + f0)
     y = Conv(3, 3, dtype=dt, name="tail")(h)
     return MeanShift(1.0, dtype=_out_dtype(dt))(y)
@@ -571,15 +629,23 @@ class DartsSR:
     cells: stacked cells (search network; `build` retrains this many unless told otherwise).
     channels: feature width.
     nodes: intermediate nodes per cell.
+    node_reduce: how an intermediate node combines its incoming edges. "mean" (default): the
+      derived cell's node is (e_a + e_b) / 2, the search cell's the sum of its mixed ops divided
+      by their total non-zero-op weight. "sum": the plain sum of DARTS (and of the issue's
+      reading of the paper). With residual ops (op(x) + x, and skip-connects) summed nodes grow
+      ~3x per cell at initialisation, so a deep network without normalisation diverges (a
+      derived 8-cell improved network: output std 460 at init); averaging keeps the scale.
   """
 
   ops: str = "improved"
   cells: int = 8
   channels: int = 64
   nodes: int = 4
+  node_reduce: str = "mean"
 
   def __post_init__(self):
     op_names(self.ops)  # raises ConfigError naming the bad op
+    _check_node_reduce(self.node_reduce)
     for key in ("cells", "channels", "nodes"):
       _positive_int(getattr(self, key), key)
 
@@ -689,7 +755,15 @@ class DartsSR:
     `conv_general_dilated`, so its multiply-adds are counted.
     """
     return DartsSRSupernet(
-      self.op_names, self.cells, self.channels, self.nodes, scale, remat, shifted, dtype
+      self.op_names,
+      self.cells,
+      self.channels,
+      self.nodes,
+      scale,
+      remat,
+      shifted,
+      dtype,
+      self.node_reduce,
     )
 
   def build(
@@ -708,7 +782,9 @@ class DartsSR:
     """
     cells = self.cells if cells is None else _positive_int(cells, "cells")
     channels = self.channels if channels is None else _positive_int(channels, "channels")
-    return DartsSRNet(self._check(genotype), cells, channels, scale, dtype, shifted)
+    return DartsSRNet(
+      self._check(genotype), cells, channels, scale, dtype, shifted, self.node_reduce
+    )
 
   def child_params(self, supernet_params: dict, genotype: DartsGenotype) -> dict:
     """Return the parameters of build(genotype) taken from the supernet's (same cells and width).

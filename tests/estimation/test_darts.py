@@ -54,8 +54,10 @@ def _float64_fns():
   """Return the float64 problem and its jitted gradients (built once, under enable_x64)."""
   space, _, loss, w, alpha, extra, tb, vb = _problem(jnp.float64)
   grad = jax.jit(
-    lambda w, a, mode, xi: darts.alpha_gradient(loss, w, a, tb, vb, mode, xi, extra)[0],
-    static_argnums=2,
+    lambda w, a, mode, xi, form="reverse": darts.alpha_gradient(
+      loss, w, a, tb, vb, mode, xi, extra, exact_form=form
+    )[0],
+    static_argnums=(2, 4),
   )
   unrolled = jax.jit(lambda a: loss(darts.virtual_step(loss, w, a, tb, XI, extra), a, vb))
   return space, w, alpha, grad, unrolled
@@ -65,7 +67,8 @@ def test_exact_second_order_matches_central_difference_of_unrolled_objective():
   with jax.enable_x64(True):
     space, w, alpha, grad, unrolled = _float64_fns()
     exact = np.asarray(grad(w, alpha, "exact", XI))
-    assert exact.dtype == np.float64
+    exact_jvp = np.asarray(grad(w, alpha, "exact", XI, "jvp"))
+    assert exact.dtype == exact_jvp.dtype == np.float64
     eps = 1e-6
     fd = np.zeros(space.alpha_shape)
     for idx in np.ndindex(*space.alpha_shape):
@@ -73,6 +76,8 @@ def test_exact_second_order_matches_central_difference_of_unrolled_objective():
       e[idx] = eps
       fd[idx] = (float(unrolled(alpha + e)) - float(unrolled(alpha - e))) / (2 * eps)
   assert _rel(exact, fd) < 1e-4
+  assert _rel(exact_jvp, fd) < 1e-4  # the forward-over-reverse form: the same gradient
+  assert _rel(exact_jvp, exact) < 1e-10
 
 
 def test_finite_difference_hvp_agrees_with_exact_and_xi_zero_is_first_order():
@@ -82,11 +87,13 @@ def test_finite_difference_hvp_agrees_with_exact_and_xi_zero_is_first_order():
     fd_hvp = np.asarray(grad(w, alpha, "finite_difference", XI))
     first = np.asarray(grad(w, alpha, "first_order", XI))
     exact0 = np.asarray(grad(w, alpha, "exact", 0.0))
+    jvp0 = np.asarray(grad(w, alpha, "exact", 0.0, "jvp"))
     fd0 = np.asarray(grad(w, alpha, "finite_difference", 0.0))
   assert _rel(first, exact) > 0.1  # the second-order term matters here, so agreement means much
   assert _rel(fd_hvp, exact) < 1e-2
   np.testing.assert_allclose(exact0, first, rtol=1e-12, atol=1e-15)
   np.testing.assert_allclose(fd0, first, rtol=1e-12, atol=1e-15)
+  np.testing.assert_allclose(jvp0, first, rtol=1e-12, atol=1e-15)
 
 
 def test_optimizers_follow_pytorch_sgd_and_adam_with_l2():
@@ -115,6 +122,8 @@ def test_optimizers_follow_pytorch_sgd_and_adam_with_l2():
 def test_bad_mode_and_schedule():
   with pytest.raises(ConfigError, match="unknown alpha mode 'second'; available: first_order"):
     darts.check_mode("second")
+  with pytest.raises(ConfigError, match="unknown exact_form 'hvp'; available: reverse, jvp"):
+    darts.make_bilevel_step(None, None, None, "exact", xi=0.1, exact_form="hvp")
   with pytest.raises(ConfigError, match="unknown w schedule 'step'"):
     darts.make_w_schedule(0.1, "step")
   with pytest.raises(ConfigError, match="needs a fixed xi or the w_schedule"):

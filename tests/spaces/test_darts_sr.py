@@ -190,6 +190,8 @@ def test_bad_space_settings():
     spaces.get("darts_sr", cells=0)
   with pytest.raises(ConfigError, match="has no setting 'blocks'"):
     spaces.get("darts_sr", blocks=3)
+  with pytest.raises(ConfigError, match="node_reduce must be one of .* got 'max'"):
+    spaces.get("darts_sr", node_reduce="max")
   custom = spaces.get("darts_sr", ops="none, skip_connect, res_sep_conv_3x3")
   assert custom.op_names == ("none", "skip_connect", "res_sep_conv_3x3")
   assert custom.edge_ops == ("skip_connect", "res_sep_conv_3x3")
@@ -204,20 +206,36 @@ def _edge_outputs(intermediates):
   return {k: v["__call__"][0] for k, v in intermediates.items() if k.startswith("node")}
 
 
-@pytest.mark.parametrize(("ops", "shifted"), [("improved", True), ("original", False)])
-def test_cell_output_is_mean_of_intermediate_nodes(ops, shifted):
-  space = spaces.get("darts_sr", ops=ops, channels=4, nodes=3)
-  cell = darts_sr.DartsSuperCell(space.op_names, space.nodes, space.channels, shifted)
+@pytest.mark.parametrize(
+  ("ops", "shifted", "node_reduce", "remat_ops"),
+  [
+    ("improved", True, "mean", False),
+    ("original", False, "mean", True),
+    ("improved", False, "sum", True),
+    ("none,skip_connect,res_sep_conv_3x3", True, "sum", False),
+  ],
+)
+def test_cell_output_is_mean_of_intermediate_nodes(ops, shifted, node_reduce, remat_ops):
+  space = spaces.get("darts_sr", ops=ops, channels=4, nodes=3, node_reduce=node_reduce)
+  cell = darts_sr.DartsSuperCell(
+    space.op_names,
+    space.nodes,
+    space.channels,
+    shifted,
+    node_reduce=node_reduce,
+    remat_ops=remat_ops,
+  )
   rng = np.random.default_rng(1)
   s0, s1 = _lr(2, 6, 0)[..., :1].repeat(4, -1), _lr(2, 6, 1)[..., :1].repeat(4, -1)
   weights = jax.nn.softmax(jnp.asarray(rng.normal(size=space.alpha_shape)), axis=-1)
   variables = _random_params(cell, s0, s1, weights)
   out, state = cell.apply(variables, s0, s1, weights, mutable=["intermediates"])
   sown = [state["intermediates"][f"node{i}"][0] for i in range(space.nodes)]
-  # Recompute every node edge by edge, op by op, with the stand-alone ops and the cell's weights.
+  # Recompute every node edge by edge, op by op, with the stand-alone ops and the cell's weights;
+  # "mean" divides by the node's total non-zero-op weight (a weighted mean of op outputs).
   states = [s0, s1]
   for i in range(space.nodes):
-    node = 0.0
+    node, mass = 0.0, 0.0
     for j in range(2 + i):
       edge_params = variables["params"][f"node{i}_from{j}"]
       for k, name in enumerate(space.op_names):
@@ -226,7 +244,8 @@ def test_cell_output_is_mean_of_intermediate_nodes(ops, shifted):
         op = darts_sr.DartsOp(name, space.channels)
         y = op.apply({"params": edge_params[name]} if name in edge_params else {}, states[j])
         node = node + weights[edge_index(i, j), k] * y
-    states.append(node)
+        mass = mass + weights[edge_index(i, j), k]
+    states.append(node / mass if node_reduce == "mean" else node)
   nodes = states[2:]
   for got, want in zip(sown, nodes, strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -235,24 +254,46 @@ def test_cell_output_is_mean_of_intermediate_nodes(ops, shifted):
   assert not np.allclose(out, sum(nodes), atol=1e-3)
 
 
-def test_derived_cell_output_is_mean_of_its_nodes():
+@pytest.mark.parametrize(("node_reduce", "scale"), [("mean", 0.5), ("sum", 1.0)])
+def test_derived_cell_output_is_mean_of_its_nodes(node_reduce, scale):
   genotype = DartsGenotype(
     (("res_sep_conv_3x3", 0), ("skip_connect", 1), ("res_dil_conv_5x5", 0), ("skip_connect", 2))
   )
-  cell = darts_sr.DartsCell(genotype, channels=3)
+  cell = darts_sr.DartsCell(genotype, channels=3, node_reduce=node_reduce)
   s0, s1 = _lr(1, 6, 0), _lr(1, 6, 1)
   out, state = cell.apply(_random_params(cell, s0, s1), s0, s1, capture_intermediates=True)
   edges = _edge_outputs(state["intermediates"])
-  node0 = edges["node0_from0"] + edges["node0_from1"]
-  node1 = edges["node1_from0"] + edges["node1_from2"]
+  node0 = scale * (edges["node0_from0"] + edges["node0_from1"])
+  node1 = scale * (edges["node1_from0"] + edges["node1_from2"])
   np.testing.assert_allclose(edges["node0_from1"], s1)  # skip-connect
   np.testing.assert_allclose(edges["node1_from2"], node0, rtol=1e-6)  # skip from node 0
   np.testing.assert_allclose(out, (node0 + node1) / 2, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("ops", "scale"), [("improved", 2), ("original", 3)])
-def test_supernet_at_one_hot_alpha_equals_derived_network(ops, scale):
-  space = spaces.get("darts_sr", ops=ops, cells=2, channels=4, nodes=3)
+def test_mean_nodes_keep_a_deep_residual_network_at_scale():
+  # The reason for node_reduce="mean": summed residual edges grow ~3x per cell at init, so an
+  # 8-cell improved network starts with outputs in the hundreds and its retraining diverges.
+  genotype = DartsGenotype(
+    (("res_sep_conv_5x5", 0), ("res_sep_conv_5x5", 1), ("res_dil_conv_3x3", 1))
+    + (("res_sep_conv_5x5", 2), ("res_sep_conv_3x3", 1), ("res_sep_conv_3x3", 2))
+    + (("res_dil_conv_5x5", 0), ("skip_connect", 4))
+  )
+  x = _lr(2, 12)
+  std = {}
+  for node_reduce in ("mean", "sum"):
+    space = spaces.get("darts_sr", cells=8, channels=8, node_reduce=node_reduce)
+    net = space.build(genotype, 2)
+    std[node_reduce] = float(jnp.std(net.apply(net.init(jax.random.PRNGKey(0), x), x)))
+  assert 0.05 < std["mean"] < 2.0, std
+  assert std["sum"] > 50.0, std
+
+
+@pytest.mark.parametrize(
+  ("ops", "scale", "node_reduce"),
+  [("improved", 2, "mean"), ("original", 3, "mean"), ("improved", 4, "sum")],
+)
+def test_supernet_at_one_hot_alpha_equals_derived_network(ops, scale, node_reduce):
+  space = spaces.get("darts_sr", ops=ops, cells=2, channels=4, nodes=3, node_reduce=node_reduce)
   supernet = space.supernet(scale)
   x = _lr(2, 8)
   params = _random_params(supernet, x, jnp.zeros(space.alpha_shape), seed=scale)
