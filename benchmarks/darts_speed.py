@@ -4,11 +4,14 @@ r"""Bilevel-step speed, compile time and peak memory of the DARTS-SR search, per
   python -m benchmarks.darts_speed --cells=2 --channels=8 --nodes=2 --batch=2 --patch=12 --steps=2
 
 Prints, on the current device, for the first-order, finite-difference and exact second-order
-steps (each an alpha update followed by a weight update, as the search runs them): compile time,
-steps/s and peak memory; the first step is untimed unless --nowarmup. Peak memory is the
-device's `peak_bytes_in_use` (memory_stats(), GPU/TPU) when the runtime reports it, each mode then
-measured in its own process so the peaks do not accumulate; otherwise (CPU) the compiled
-executable's memory_analysis(), temporaries plus arguments. The line says which.
+steps, the exact one in both forms (`exact`: jax.grad through the virtual step; `exact_jvp`: the
+same gradient forward over reverse), each an alpha update followed by a weight update as the
+search runs them: compile time, steps/s and peak memory; --compile_only stops after compiling.
+The first step is untimed unless --nowarmup. At paper size a 24 GiB host needs
+`--remat --modes=first_order,finite_difference,exact_jvp`. Peak memory is the device's
+`peak_bytes_in_use` (memory_stats(), GPU/TPU) when the runtime reports it, each mode then measured
+in its own process so the peaks do not accumulate; otherwise (CPU) the compiled executable's
+memory_analysis(), temporaries plus arguments. The line says which.
 """
 
 import subprocess
@@ -125,7 +128,8 @@ def _bench(mode: str) -> str:
     mem = f"peak {_gib(peak)} (device memory_stats)"
   else:
     mem = f"peak {_gib(estimate)} (compiled memory_analysis: temp + arguments)"
-  return f"{_LABELS.get(mode, mode):<38} compile {compile_s:7.1f} s  {sps:8.3f} steps/s  {mem}"
+  rate = f"{sps:8.4g} steps/s ({1 / sps:7.2f} s/step)"
+  return f"{_LABELS.get(mode, mode):<38} compile {compile_s:7.1f} s  {rate}  {mem}"
 
 
 def main(argv):
