@@ -92,8 +92,8 @@ def _stacked_bwd(dilation, residuals, g):
   if h.shape[0] == 1 and gh.shape[0] != 1:
     gh = jnp.sum(gh, axis=0, keepdims=True)
   # d/dkernel[e, i, j, c] = sum over batch and pixels of tap_ij(h)[e] * g[e], one tap at a time:
-  # unrolled, XLA:CPU keeps all k*k products alive (1.4 GiB for one 5x5 conv of a paper-size
-  # DARTS edge group instead of 36 MiB) and is no faster.
+  # unrolled, XLA:CPU keeps all k*k products alive (384 MiB of temporaries for one 5x5 conv of a
+  # paper-size DARTS edge group instead of 36 MiB) and is no faster.
   r = dilation * (k - 1) // 2
   m, b, hh, ww, c = h.shape
   hp = jnp.pad(h, ((0, 0), (0, 0), (r, r), (r, r), (0, 0)))
