@@ -373,14 +373,14 @@ def _check_node_reduce(node_reduce: str) -> str:
 
 
 def _edge_mass(ops: tuple[str, ...], weights: jax.Array, nodes: int, node_reduce: str) -> list:
-  """Return, per node, what its summed mixed ops are divided by.
+  """Return, per node, what its summed mixed ops are divided by (None: nothing, for "sum").
 
-  "sum": 1. "mean": the node's total weight of non-zero ops, sum_j (1 - w[edge(i, j), zero]);
-  each node is then a convex combination of its edges' op outputs, and at a one-hot alpha (two
-  kept edges, the zero op on the others) it is (e_a + e_b) / 2, the derived cell's node.
+  "mean": the node's total weight of non-zero ops, sum_j (1 - w[edge(i, j), zero]); each node is
+  then a convex combination of its edges' op outputs, and at a one-hot alpha (two kept edges, the
+  zero op on the others) it is (e_a + e_b) / 2, the derived cell's node.
   """
   if node_reduce == "sum":
-    return [jnp.ones((), weights.dtype)] * nodes
+    return [None] * nodes
   nonzero = 1.0 - weights[:, ops.index(ZERO)] if ZERO in ops else jnp.ones(weights.shape[:1])
   # The floor only matters if every incoming edge's zero op had all of its softmax's mass.
   return [
@@ -411,7 +411,8 @@ class DartsSuperCell(nn.Module):
     batched_op = _batched_op
     if self.remat_ops:
       # Only each op's output is kept for the backward pass (it is what d loss / d alpha needs);
-      # its ReLUs and convs are recomputed: a paper-size cell otherwise keeps ~340 activations.
+      # its ReLUs and convs are recomputed. (At paper size XLA's estimate moved little, 33.90 ->
+      # 33.81 GiB, BENCHMARKS.md; kept because it bounds what one cell's backward holds.)
       batched_op = jax.checkpoint(_batched_op, static_argnums=(0, 3, 4))
     conv_ops = [op for op in self.ops if _conv_plan(op) is not None]
     params = {
@@ -424,7 +425,8 @@ class DartsSuperCell(nn.Module):
     mass = _edge_mass(self.ops, weights, self.nodes, self.node_reduce)
     for j in range(self.nodes + 1):  # the last node feeds no edge
       if j >= 2:
-        acc[j - 2] = acc[j - 2] / mass[j - 2].astype(dt)  # complete: every input has been sent
+        if mass[j - 2] is not None:  # complete: every input has been sent
+          acc[j - 2] = acc[j - 2] / mass[j - 2].astype(dt)
         self.sow("intermediates", f"node{j - 2}", acc[j - 2])
         states.append(acc[j - 2])
       readers = list(range(max(0, j - 1), self.nodes))  # node i reads j when j < 2 + i
@@ -447,7 +449,8 @@ class DartsSuperCell(nn.Module):
         out = term if out is None else out + term
       for r, i in enumerate(readers):
         acc[i] = out[r] if acc[i] is None else acc[i] + out[r]
-    acc[-1] = acc[-1] / mass[-1].astype(dt)
+    if mass[-1] is not None:
+      acc[-1] = acc[-1] / mass[-1].astype(dt)
     self.sow("intermediates", f"node{self.nodes - 1}", acc[-1])
     return sum(acc) / self.nodes
 
