@@ -5,7 +5,7 @@ r"""Forward and gradient time of one 3x3 depthwise, dense and dilated conv on th
 
 Explains the DeCoNAS paper-size step time on XLA:CPU, whose depthwise-conv gradient is far slower
 per multiply-add than a dense conv's (BENCHMARKS.md), and the shifted forms that replace it
-(nasr.ops.darts_ops). Then times the gradient of a chain of `--chain` 3x3 convs (`--cout` wide,
+(nasr.ops.cpu_kernels). Then times the gradient of a chain of `--chain` 3x3 convs (`--cout` wide,
 `cout` channels in) written out, as a rolled `lax.scan` (how the rematerialised supernet runs its
 DNBs), and as the rolled scan of `conv_tap_grad`.
 """
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from nasr.ops.darts_ops import conv_tap_grad, stacked_depthwise_conv
+from nasr.ops.cpu_kernels import conv_tap_grad, stacked_depthwise_conv
 
 _BATCH = flags.DEFINE_integer("batch", 16, "Batch size.")
 _SIZE = flags.DEFINE_integer("size", 64, "Spatial side.")

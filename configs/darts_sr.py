@@ -24,7 +24,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   """Return the DARTS-SR search config for `preset` (tiny, default or paper)."""
   preset = common.check_preset(preset)
   c = ml_collections.ConfigDict()
-  c.method = "darts_sr"
+  c.method = "darts"
   c.preset = preset
   c.seed = 0
   c.scale = 2
@@ -47,10 +47,12 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # exact: "reverse" = jax.grad through the virtual step; "jvp" = the same gradient with its
   # second-order term forward over reverse, far less memory (nasr.estimation.darts).
   c.exact_form = "reverse"
-  c.remat = False  # recompute cells in the backward pass (less memory, more compute)
+  # Options of space.supernet(scale, **c.supernet).
+  c.supernet = ml_collections.ConfigDict()
+  c.supernet.remat = False  # recompute cells in the backward pass (less memory, more compute)
   # Depthwise convs of the supernet as shifted multiply-adds: several times faster on CPU, slower
   # to compile; False = conv_general_dilated (compare on accelerators with the benchmark).
-  c.shifted_depthwise = True
+  c.supernet.shifted = True
   c.alpha_init_std = 1e-3  # alpha = std * N(0, 1) at the start (DARTS)
   # Weights: SGD, momentum 0.9, lr 1e-2, weight decay 1e-3 (paper); gradient clip 5 (DARTS).
   c.w_optim = ml_collections.ConfigDict(
@@ -67,7 +69,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.alpha_optim = ml_collections.ConfigDict(
     {"lr": 3e-4, "b1": 0.9, "b2": 0.999, "weight_decay": 1e-3}
   )
-  c.loss = "l1"
+  c.loss = "l1"  # l1 | charbonnier | ms_ssim | ms_ssim_l1
+  c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
   c.data = common.data_config(preset)
   # The training images are split in halves (w / alpha); data.val scores the supernet's PSNR.
   c.data.val = "embedded"
@@ -98,6 +101,6 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.steps_per_epoch = 500  # not stated in the paper; 8 h on a TITAN Xp bounds it
     # XLA's estimate of the exact step at this size: 328 GiB, 51.5 GiB rematerialised (cells and
     # ops), 11.6 GiB in the jvp form (first order 47 / 8.4 GiB; BENCHMARKS.md).
-    c.remat = True
+    c.supernet.remat = True
     c.exact_form = "jvp"
   return c

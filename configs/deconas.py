@@ -23,13 +23,15 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   if preset == "final":
     return _final()
   c = ml_collections.ConfigDict()
-  c.method = "deconas"
+  c.method = "one_shot"
   c.preset = preset
   c.seed = 0
   c.scale = 2
-  # The paper's four settings: CB = complexity-based penalty in the reward, FF = feature-fusion search.
+  # The paper's four settings: CB = complexity-based penalty in the reward (CB0 drops the cost
+  # terms below), FF = feature-fusion search (sets space.fusion_search).
   c.setting = "CB1_FF0"
-  c.reward = ml_collections.ConfigDict({"alpha": 2.0})  # R = PSNR - alpha * params/params_max
+  # R = PSNR - alpha * params/params_max, alpha = 2 (nasr.searches.reward lists the terms).
+  c.reward = ml_collections.ConfigDict({"terms": {"psnr": 1.0, "params": -2.0}})
   c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 4, "nodes": 4, "channels": 16})
   c.strategy = ml_collections.ConfigDict(
     {
@@ -45,7 +47,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       "grad_clip": 0.0,
     }
   )
-  c.loss = "l1"
+  c.loss = "l1"  # l1 | charbonnier | ms_ssim | ms_ssim_l1
+  c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
   c.data = common.data_config(preset)
   c.data.val = ""  # the reward's validation split is carved from the training images
   c.data.num_val = 2
@@ -57,17 +60,19 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.controller_steps_per_epoch = 20
   c.controller_batch = 1  # children per controller step (ENAS: 1)
   c.optim.decay_every = 0
+  # Options of space.supernet(scale, **c.supernet).
+  c.supernet = ml_collections.ConfigDict()
   # lax.cond per input slot computes only the child's convs: with shifted depthwise convs it is
   # 1.6x faster than masking every slot at the default size and 2.5x at paper size on the CPU
   # (BENCHMARKS.md), so it is the default.
-  c.skip_inactive = True
+  c.supernet.skip_inactive = True
   # Recompute each DNB in the backward pass: needed at paper size, where the stored activations of
   # the masked supernet step take 50.9 GB (BENCHMARKS.md); costs about a third more compute.
-  c.remat = False
-  # Depthwise convs of the supernet as shifted multiply-adds (nasr.ops.darts_ops): the same
-  # function; XLA:CPU's depthwise-conv gradient is far slower (BENCHMARKS.md). False =
-  # conv_general_dilated (compare on accelerators with benchmarks/deconas_speed.py).
-  c.shifted_depthwise = True
+  c.supernet.remat = False
+  # Depthwise convs of the supernet as shifted multiply-adds: the same function; XLA:CPU's
+  # depthwise-conv gradient is far slower (BENCHMARKS.md). False = conv_general_dilated (compare
+  # on accelerators with benchmarks/deconas_speed.py).
+  c.supernet.shifted = True
   c.keep_checkpoints = 2
   c.derive = ml_collections.ConfigDict({"candidates": 100})
   c.data.patch_size = 32
@@ -87,7 +92,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.data.patch_size, c.data.batch_size, c.val_patch = 64, 16, 64
     c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 200, 1000, 100
     c.optim.decay_every = 50_000  # halve every 50 epochs
-    c.remat = True
+    c.supernet.remat = True
   return c
 
 

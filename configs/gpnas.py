@@ -20,7 +20,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   """Return the GP-NAS search config for `preset` (tiny, default or paper)."""
   preset = common.check_preset(preset)
   c = ml_collections.ConfigDict()
-  c.method = "gpnas"
+  c.method = "gp"
   c.preset = preset
   c.seed = 0
   c.scale = 2

@@ -8,7 +8,18 @@ one code path:
   nasr.train(config, "/tmp/nasr/tiny")
 """
 
-from nasr import core, data, estimation, inference, ops, parallel, spaces
+from nasr import (
+  core,
+  data,
+  estimation,
+  inference,
+  ops,
+  parallel,
+  searches,
+  spaces,
+  strategies,
+  training,
+)
 from nasr.checkpoint import Checkpointer
 from nasr.core import ConfigError, DataError, DivergedError, NasrError, TokenError, TokenSpec
 from nasr.estimation.cost import count_macs, count_params
@@ -37,8 +48,11 @@ __all__ = [
   "parallel",
   "psnr",
   "run_search",
+  "searches",
   "spaces",
   "ssim",
+  "strategies",
   "train",
+  "training",
   "upscale",
 ]

@@ -10,6 +10,8 @@ from typing import Any
 
 from absl import logging
 
+from nasr.core.errors import ConfigError
+
 
 def _scalar(v: Any) -> float:
   try:
@@ -178,3 +180,26 @@ def quiet_library_logs() -> None:
   if not any(isinstance(f, _DropChattyInfo) for f in handler.filters):
     handler.addFilter(_DropChattyInfo())
   std_logging.getLogger("absl").addFilter(_DropChattyInfo())
+
+
+def prepare_workdir(workdir: str | os.PathLike) -> Path:
+  """Return `workdir` as an absolute Path after creating it and checking it is writable."""
+  if not workdir:
+    raise ConfigError("--workdir is required")
+  path = Path(workdir).expanduser().absolute()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".nasr_write_probe"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise ConfigError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
+  return path
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+  """Write `obj` as indented JSON, atomically."""
+  path = Path(path)
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+  os.replace(tmp, path)  # atomic: a reader never sees half a file

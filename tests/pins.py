@@ -109,3 +109,15 @@ if __name__ == "__main__":
   if sys.argv[1:] != ["record"]:
     raise SystemExit("usage: JAX_NUM_CPU_DEVICES=2 python -m tests.pins record")
   record()
+
+
+def check(method: str, workdir: str | Path) -> None:
+  """Assert a finished tiny search of `method` matches its pinned digests (skip if not pinned here)."""
+  import pytest
+
+  want = recorded(method)
+  if want is None:
+    pytest.skip(f"digests were pinned on {json.loads(PINS.read_text())['environment']}, not here")
+  got = digest(method, workdir)
+  differ = sorted(k for k in want if got.get(k) != want[k])
+  assert not differ, f"{method}: behaviour changed in {differ} (see tests/pins.py)"

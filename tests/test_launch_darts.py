@@ -12,6 +12,7 @@ import pytest
 
 from nasr import spaces
 from nasr.checkpoint import Checkpointer
+from tests import pins
 from tests.launch_utils import check_ok, kill_after_checkpoint, run_launcher
 
 TINY = "--config=configs/darts_sr.py:tiny"
@@ -42,6 +43,7 @@ def test_search_derive_retrain_evaluate_tiny(tmp_path):
   assert softmax.shape == space.alpha_shape and np.allclose(softmax.sum(axis=1), 1.0)
   assert space.derive(np.asarray(alphas["alpha"])) == genotype
   assert (w / "alpha.png").stat().st_size > 1000
+  pins.check("darts_sr", w)  # the refactors kept the tiny search bit-identical
   history = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
   assert [h["step"] for h in history] == [1, 2, 3]
   assert all(np.isfinite(h["val_psnr"]) and 0 <= h["num_skip"] <= 4 for h in history)

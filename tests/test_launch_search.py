@@ -6,6 +6,7 @@ import chex
 import numpy as np
 
 from nasr.checkpoint import Checkpointer
+from tests import pins
 from tests.launch_utils import check_ok, kill_after_checkpoint, run_launcher
 
 TINY = "--config=configs/deconas.py:tiny"
@@ -21,6 +22,7 @@ def test_search_derive_retrain_evaluate_tiny(tmp_path):
   best = json.loads((w / "best.json").read_text())
   assert best["space"] == "deconas" and best["tokens"] == rows[0]["tokens"]
   assert (w / "candidates.png").stat().st_size > 1000
+  pins.check("deconas", w)  # the refactors kept the tiny search bit-identical
   history = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
   assert [h["step"] for h in history] == [1, 2, 3]
 

@@ -7,7 +7,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# room -> rooms it may import (besides itself and core).
+# room -> rooms it may import (besides itself and core). `experiment` (entry points) is imported by
+# nothing in the library: only the launchers and the package's public API reach it.
 ALLOWED = {
   "core": set(),
   "ops": set(),
@@ -15,24 +16,21 @@ ALLOWED = {
   "strategies": set(),
   "spaces": {"ops"},
   "estimation": {"ops", "spaces"},
-  "inference": {"ops", "spaces", "estimation"},
+  "inference": {"ops", "spaces", "estimation", "data"},
   "parallel": set(),
   "writers": set(),
   "checkpoint": set(),
-  "experiment": {
+  "plots": set(),
+  "training": {
     "ops",
     "spaces",
     "estimation",
     "data",
-    "strategies",
     "inference",
     "parallel",
     "writers",
     "checkpoint",
-    "searches",
   },
-  # Search methods wire rooms as experiment does and use its helpers; experiment imports them only
-  # inside run_search, to register them.
   "searches": {
     "ops",
     "spaces",
@@ -43,7 +41,17 @@ ALLOWED = {
     "parallel",
     "writers",
     "checkpoint",
-    "experiment",
+    "plots",
+    "training",
+  },
+  "experiment": {
+    "spaces",
+    "estimation",
+    "data",
+    "inference",
+    "writers",
+    "searches",
+    "training",
   },
 }
 # Modules that may only import the numpy world, never JAX (the data pipeline runs on the host).
@@ -96,3 +104,87 @@ def test_launchers_only_call_experiment():
       parts = name.split(".")
       if parts[0] == "nasr" and len(parts) > 1:
         assert parts[1] in ("experiment", "core", "writers"), f"{path.name}:{lineno} imports {name}"
+
+
+def _module_name(path: Path) -> str:
+  rel = path.relative_to(ROOT).with_suffix("")
+  parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+  return ".".join(parts)
+
+
+def _module_graph() -> dict[str, set[str]]:
+  """Return module -> nasr modules it imports.
+
+  `from nasr.x import y` is an edge to nasr.x.y when that is a module, else to nasr.x; a module's
+  own parent packages are not edges (Python has them initialised before the module runs).
+  """
+  paths = sorted((ROOT / "nasr").rglob("*.py"))
+  modules = {_module_name(p) for p in paths}
+
+  def resolve(name: str) -> str:
+    while name and name not in modules:
+      name = name.rpartition(".")[0]
+    return name
+
+  graph = {}
+  for path in paths:
+    me, deps = _module_name(path), set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+      if isinstance(node, ast.Import):
+        targets = [resolve(a.name) for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        subs = [f"{node.module}.{a.name}" for a in node.names]
+        targets = [resolve(t) for t in subs]
+      else:
+        continue
+      for t in targets:
+        if t.startswith("nasr.") and t != me and not me.startswith(t + "."):
+          deps.add(t)
+    graph[me] = deps
+  return graph
+
+
+def test_no_import_cycle_among_modules():
+  graph = _module_graph()
+  state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+  def visit(node: str, path: list[str]) -> None:
+    state[node] = 1
+    for dep in sorted(graph.get(node, ())):
+      if state.get(dep) == 1:
+        cycle = path[path.index(dep) :] + [dep] if dep in path else [node, dep]
+        raise AssertionError("import cycle: " + " -> ".join(cycle))
+      if dep not in state:
+        visit(dep, path + [dep])
+    state[node] = 2
+
+  for node in sorted(graph):
+    if node not in state:
+      visit(node, [node])
+
+
+def test_nothing_in_the_library_imports_experiment():
+  for path in _files():
+    if path.name == "__init__.py" and path.parent == ROOT / "nasr":
+      continue  # the public API re-exports the entry points
+    for lineno, name in _nasr_imports(path):
+      assert not name.startswith("nasr.experiment"), f"{path.name}:{lineno} imports {name}"
+
+
+def _long_functions(path: Path, limit: int):
+  tree = ast.parse(path.read_text(), filename=str(path))
+  for node in ast.walk(tree):
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+      length = node.end_lineno - node.lineno + 1
+      if length > limit:
+        yield node.name, node.lineno, length
+
+
+def test_search_functions_stay_short():
+  """Search methods are wiring over shared pieces; a long function there is a loop being copied."""
+  long = [
+    f"{p.name}:{line} {name} ({n} lines)"
+    for p in sorted((ROOT / "nasr" / "searches").glob("*.py"))
+    for name, line, n in _long_functions(p, limit=80)
+  ]
+  assert not long, long

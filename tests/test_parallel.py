@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from nasr import experiment, parallel
+from nasr import parallel, training
 from nasr.estimation import losses
 from nasr.estimation import train as train_lib
 from nasr.spaces import baselines
@@ -17,7 +17,7 @@ def _run(devices, steps=3):
   params = network.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32))["params"]
   tx = train_lib.make_adam(train_lib.make_schedule(1e-3, "constant"))
   state = jax.device_put(train_lib.create_train_state(params, tx), parallel.replicated(mesh))
-  step = experiment.compile_train_step(network, tx, losses.LOSSES.get("l1"), mesh)
+  step = training.compile_train_step(network, tx, losses.LOSSES.get("l1"), mesh)
   rng = np.random.default_rng(0)
   out = []
   for _ in range(steps):

@@ -1,5 +1,6 @@
 """Shared types for every room: tokens, token specs, batches, registries and errors."""
 
+from nasr.core.checks import check_scale
 from nasr.core.errors import ConfigError, DataError, DivergedError, NasrError, TokenError
 from nasr.core.registry import Registry
 from nasr.core.types import Batch, Tokens, TokenSpec
@@ -14,4 +15,5 @@ __all__ = [
   "TokenError",
   "TokenSpec",
   "Tokens",
+  "check_scale",
 ]

@@ -9,9 +9,14 @@ from nasr.data.imresize import bicubic_degrade, check_scale, imresize, modcrop
 from nasr.data.io import list_images, read_image, write_png
 from nasr.data.patches import PatchSampler
 from nasr.data.real_pairs import filter_pairs, is_paired_folder, ncc, pair_ncc
+from nasr.data.sources import center_crops, filter_misaligned, load_dataset, load_train_val
 from nasr.data.tfds_builders import load_tfds
 
 __all__ = [
+  "load_train_val",
+  "load_dataset",
+  "filter_misaligned",
+  "center_crops",
   "PatchSampler",
   "SRPairs",
   "bicubic_degrade",

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nasr.core.checks import SCALES, check_scale  # noqa: F401 - re-exported
 from nasr.core.errors import ConfigError
 
-SCALES = (2, 3, 4)
 _KERNEL_WIDTH = 4.0  # support of the cubic kernel, in input pixels, before antialiasing
 
 
@@ -140,19 +140,6 @@ def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
   """Return `img` cropped at the bottom and right so both sides are multiples of `scale`."""
   h, w = img.shape[:2]
   return img[: h - h % scale, : w - w % scale]
-
-
-def check_scale(scale: int) -> int:
-  """Return `scale` as an int, or raise ConfigError unless it is 2, 3 or 4."""
-  ok = (
-    not isinstance(scale, bool)
-    and isinstance(scale, (int, float, np.integer, np.floating))
-    and float(scale).is_integer()
-    and int(scale) in SCALES
-  )
-  if not ok:
-    raise ConfigError(f"scale must be one of {', '.join(map(str, SCALES))}, got {scale}")
-  return int(scale)
 
 
 def bicubic_degrade(hr: np.ndarray, scale: int) -> np.ndarray:

@@ -9,6 +9,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from nasr.core.errors import ConfigError
 from nasr.core.registry import Registry
 
 LOSSES: Registry = Registry("loss")
@@ -169,3 +170,17 @@ def ms_ssim_l1(
 ) -> jax.Array:
   """Return alpha * (1 - MS-SSIM) + (1 - alpha) * L1 (Zhao et al. 2017, with plain L1)."""
   return alpha * (1.0 - ms_ssim(pred, target, max_val)) + (1.0 - alpha) * l1(pred, target)
+
+
+def make_loss(name: str, ms_ssim_weight: float | None = None):
+  """Return the loss registered as `name`; "ms_ssim_l1" mixes by `ms_ssim_weight` when it is set.
+
+  ms_ssim_l1 = w * (1 - MS-SSIM) + (1 - w) * L1, w = 0.84 (Zhao et al. 2017) unless configured.
+  Every trainer and search builds its loss here, so `config.ms_ssim_weight` reaches all of them.
+  """
+  loss_fn = LOSSES.get(name)
+  if name == "ms_ssim_l1" and ms_ssim_weight is not None:
+    if not 0.0 <= float(ms_ssim_weight) <= 1.0:
+      raise ConfigError(f"config.ms_ssim_weight must be in [0, 1], got {ms_ssim_weight}")
+    loss_fn = functools.partial(loss_fn, alpha=float(ms_ssim_weight))
+  return loss_fn

@@ -6,9 +6,10 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from nasr.core.errors import ConfigError
+from nasr.core.errors import ConfigError, DivergedError
 
 Params = Any
 ApplyFn = Callable[..., jax.Array]
@@ -127,3 +128,23 @@ def all_finite(tree) -> jax.Array:
     if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
   ]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def check_finite(losses_pending: list, first_step: int, last_good: int | None) -> float:
+  """Return the mean of the pending losses; raise DivergedError at the first non-finite one.
+
+  Args:
+    losses_pending: per-step losses (device scalars), fetched together so the host syncs once.
+    first_step: the step of losses_pending[0] minus one (the step count before it).
+    last_good: the step of the newest checkpoint, named in the error (None: none yet).
+  """
+  values = np.asarray(jax.device_get(losses_pending), np.float64)
+  bad = np.flatnonzero(~np.isfinite(values))
+  if bad.size:
+    step = first_step + int(bad[0]) + 1
+    where = f"step {last_good}" if last_good is not None else "none yet"
+    raise DivergedError(
+      f"loss became {values[bad[0]]} at step {step}; training stopped. "
+      f"The last good checkpoint ({where}) is kept."
+    )
+  return float(values.mean()) if values.size else float("nan")

@@ -2,8 +2,11 @@
 
 from nasr.inference.ensemble import model_ensemble, self_ensemble
 from nasr.inference.tiling import check_tiling, tile_starts, tile_weights, upscale_tiled
+from nasr.inference.upscalers import bicubic_upscaler, network_upscaler
 
 __all__ = [
+  "bicubic_upscaler",
+  "network_upscaler",
   "check_tiling",
   "model_ensemble",
   "self_ensemble",

@@ -3,7 +3,9 @@
 from nasr.ops.attention import RCAB, ChannelAttention
 from nasr.ops.blocks import ResBlock
 from nasr.ops.conv import Conv, PreActConv, ResidualOp, SepConv
-from nasr.ops.darts_ops import ShiftDepthwiseConv, ShiftSepConv
+from nasr.ops.cpu_kernels import ShiftDepthwiseConv, ShiftSepConv
+from nasr.ops.frame import SKIPS, UPSAMPLE_AT, SRFrame, sr_frame
+from nasr.ops.params import ConvParams, SepConvParams
 from nasr.ops.upsample import (
   DIV2K_RGB_MEAN,
   RESIZE_METHODS,
@@ -20,19 +22,25 @@ __all__ = [
   "DIV2K_RGB_MEAN",
   "RCAB",
   "RESIZE_METHODS",
+  "SKIPS",
   "SUBPIXEL_SCALES",
   "ChannelAttention",
   "Conv",
+  "ConvParams",
   "Deconv",
   "MeanShift",
   "PreActConv",
   "ResBlock",
   "ResidualOp",
   "ResizeUpsampler",
+  "SRFrame",
   "SepConv",
+  "SepConvParams",
   "ShiftDepthwiseConv",
   "ShiftSepConv",
   "SubPixelUpsampler",
+  "UPSAMPLE_AT",
   "check_subpixel_scale",
   "pixel_shuffle",
+  "sr_frame",
 ]

@@ -54,12 +54,19 @@ class SubPixelUpsampler(nn.Module):
     super().__post_init__()
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Return the NHWC batch upsampled by `scale`, with `channels` channels."""
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Return the NHWC batch upsampled by `scale`, with `channels` channels.
+
+    `mask` [channels] multiplies each stage's output: a weight-sharing supernet keeps the channels
+    a narrower child lacks at zero. The child's F * r * r conv outputs are the first ones of this
+    conv's (pixel_shuffle is channel-major), so its kernels are prefixes of these.
+    """
     factors = (2, 2) if self.scale == 4 else (self.scale,)
     for i, r in enumerate(factors):
       x = Conv(r * r * self.channels, self.kernel, dtype=self.dtype, name=f"conv{i}")(x)
       x = pixel_shuffle(x, r)
+      if mask is not None:
+        x = x * mask.astype(x.dtype)
     return x
 
 

@@ -19,7 +19,6 @@ paper's Fig. 2 and Fig. 4). At the end it writes:
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -29,24 +28,24 @@ import numpy as np
 from absl import logging
 
 from nasr import data as data_lib
-from nasr import experiment, parallel, spaces, writers
-from nasr.checkpoint import Checkpointer
+from nasr import parallel, plots, spaces, training
+from nasr.core.checks import check_scale
 from nasr.core.errors import ConfigError
-from nasr.estimation import cost, losses, metrics
+from nasr.estimation import cost, metrics
 from nasr.estimation import darts as darts_lib
 from nasr.estimation import train as train_lib
-from nasr.searches.enas import val_crops
+from nasr.searches import loop
+from nasr.spaces.base import DifferentiableSpace, require
 
 SPACE = "darts_sr"
 
 
 def space_kwargs(config: ml_collections.ConfigDict) -> dict:
   """Return the keyword arguments of the searched space (config.space without its name)."""
-  kwargs = {k: v for k, v in config.space.items() if k != "name"}
   name = config.space.get("name", SPACE)
   if name != SPACE:
-    raise ConfigError(f"the darts_sr search needs config.space.name={SPACE!r}, got {name!r}")
-  return kwargs
+    raise ConfigError(f"the darts search needs config.space.name={SPACE!r}, got {name!r}")
+  return loop.space_kwargs(config)
 
 
 def retrain_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -97,16 +96,14 @@ def compile_bilevel_step(step, mesh) -> Any:
   )
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-  """Search, derive and write genotype.json; return a summary (genotype, PSNR, skips, wall time)."""
-  # --- Set-up: everything a user can get wrong is checked before any long computation. ----------
-  scale = experiment.check_scale(config.scale)
+def _prepare(config: ml_collections.ConfigDict) -> dict:
+  """Return the run's parts; everything a user can get wrong fails here, before any training."""
+  scale = check_scale(config.scale, "config.scale")
   mode = darts_lib.check_mode(config.alpha_mode)
   darts_lib.check_exact_form(config.exact_form)
-  workdir = experiment.prepare_workdir(workdir)
-  space = spaces.get(SPACE, **space_kwargs(config))
+  space = require(spaces.get(SPACE, **space_kwargs(config)), DifferentiableSpace, "darts")
   spaces.get(SPACE, **retrain_kwargs(config))  # a bad retrain size fails now, not at the end
-  loss_fn = losses.LOSSES.get(config.loss)
+  loss_fn = training.make_config_loss(config)
   mesh = parallel.make_mesh()
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
   if config.epochs < 1 or config.steps_per_epoch < 1:
@@ -114,14 +111,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
       f"config.epochs ({config.epochs}) and config.steps_per_epoch ({config.steps_per_epoch}) "
       "must be positive"
     )
-
-  # --- Input: two halves of the training images (w, alpha); validation crops for PSNR. ----------
-  train_pairs, val_pairs = experiment.load_train_val(config, scale)
+  # Two halves of the training images (w, alpha); validation crops for the PSNR.
+  train_pairs, val_pairs = data_lib.load_train_val(config.data, scale, config.seed)
   w_pairs, a_pairs = split_halves(train_pairs, config.seed)
   p, b = config.data.patch_size, config.data.batch_size
-  w_sampler = data_lib.PatchSampler(w_pairs, p, b, config.seed, config.data.augment)
-  a_sampler = data_lib.PatchSampler(a_pairs, p, b, config.seed + 1, config.data.augment)
-  val = val_crops(val_pairs, config.val_patch)
   logging.info(
     "darts_sr (%s ops): %d images train w, %d train alpha, %d validate; alpha mode %s",
     space.ops,
@@ -130,9 +123,23 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     len(val_pairs),
     mode,
   )
+  return {
+    "scale": scale,
+    "mode": mode,
+    "space": space,
+    "loss_fn": loss_fn,
+    "mesh": mesh,
+    "local_batch": local_batch,
+    "w_sampler": data_lib.PatchSampler(w_pairs, p, b, config.seed, config.data.augment),
+    "a_sampler": data_lib.PatchSampler(a_pairs, p, b, config.seed + 1, config.data.augment),
+    "val": data_lib.center_crops(val_pairs, config.val_patch),
+  }
 
-  # --- Supernet, alpha and both optimisers. ------------------------------------------------------
-  supernet = space.supernet(scale, remat=config.remat, shifted=config.shifted_depthwise)
+
+def _init(config: ml_collections.ConfigDict, parts: dict) -> tuple[Any, dict, Any]:
+  """Return (supernet, {"search": state, "rng": rng}, bilevel step function)."""
+  space, p = parts["space"], config.data.patch_size
+  supernet = space.supernet(parts["scale"], **dict(config.supernet))
   rng = jax.random.PRNGKey(config.seed)
   alpha = space.init_alpha(jax.random.fold_in(rng, 1), config.alpha_init_std)
   x0 = jnp.zeros((1, p, p, 3), jnp.float32)
@@ -150,25 +157,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     cost.count_params(w),
     space.alpha_shape,
   )
-
-  # --- Checkpoint: the whole search state (w, alpha, both optimizers, RNG, epoch, history). -----
-  ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  meta: dict[str, Any] = {"epoch": 0, "history": []}
-  if ckpt.latest_step() is not None:
-    restored, meta = ckpt.restore({"search": state, "rng": rng}, ckpt.latest_step())
-    state, rng = restored["search"], restored["rng"]
-    writers.truncate_metrics(workdir, meta["epoch"])
-    logging.info("resumed the search after epoch %d", meta["epoch"])
-  repl = parallel.replicated(mesh)
-  state, rng = jax.device_put((state, rng), repl)
-
-  # --- Steps, each compiled once for the whole run. ----------------------------------------------
   apply = lambda w, x, a: supernet.apply({"params": w}, x, a)  # noqa: E731
   step_fn = darts_lib.make_bilevel_step(
-    darts_lib.make_loss(apply, loss_fn),
+    darts_lib.make_loss(apply, parts["loss_fn"]),
     w_tx,
     alpha_tx,
-    mode,
+    parts["mode"],
     schedule,
     wo.momentum,
     wo.weight_decay,
@@ -176,72 +170,99 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     fd_scale=config.fd_scale,
     exact_form=config.exact_form,
   )
+  return supernet, {"search": state, "rng": rng}, step_fn
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Search, derive and write genotype.json; return a summary (genotype, PSNR, skips, wall time)."""
+  parts = _prepare(config)
+  search = loop.SearchRun(config, workdir, total=config.epochs)
+  supernet, state, step_fn = _init(config, parts)
+  state = search.resume(state)
+  mesh, space, scale = parts["mesh"], parts["space"], parts["scale"]
+  state = jax.device_put(state, parallel.replicated(mesh))
   bilevel_step = compile_bilevel_step(step_fn, mesh)
   psnr_fn = jax.jit(_make_psnr_fn(supernet, scale))
-  lo = jax.process_index() * local_batch
-  is_chief = jax.process_index() == 0
-
-  writer = writers.MetricWriter(workdir, is_chief=is_chief)
-  progress = writers.Progress(config.epochs, start_step=meta["epoch"], every_s=0, name="epoch")
-  t0, start_epoch = time.time(), meta["epoch"]
-  try:
+  title = f"darts_sr ({space.ops}) x{scale}"
+  t0, start_epoch = time.time(), search.done
+  with search:
     for epoch in range(start_epoch, config.epochs):
-      t_epoch, timed = time.time(), config.steps_per_epoch
-      pending: dict[str, list] = {"train_loss": [], "val_loss": []}
-      first = epoch * config.steps_per_epoch
-      for i in range(config.steps_per_epoch):
-        step = first + i
-        tb = {k: v[lo : lo + local_batch] for k, v in w_sampler.batch(step).items()}
-        vb = {k: v[lo : lo + local_batch] for k, v in a_sampler.batch(step).items()}
-        state, m = bilevel_step(
-          state, parallel.shard_batch(tb, mesh), parallel.shard_batch(vb, mesh), rng
-        )
-        pending["train_loss"].append(m["train_loss"])
-        pending["val_loss"].append(m["val_loss"])
-        if i == 0 and epoch == start_epoch and config.steps_per_epoch > 1:
-          jax.block_until_ready(m)  # steps/s leaves the compilation out
-          t_epoch, timed = time.time(), config.steps_per_epoch - 1
-      last_good = ckpt.latest_step()
-      train_loss = experiment.check_finite(pending["train_loss"], first, last_good)
-      val_loss = experiment.check_finite(pending["val_loss"], first, last_good)
-      jax.block_until_ready(state.alpha)
-      t_train = time.time() - t_epoch
-      psnr = float(psnr_fn(state.w, state.alpha, val["lr"], val["hr"]))
-      alpha_np = np.asarray(jax.device_get(state.alpha))
-      genotype = space.derive(alpha_np)
-      record = {
-        "epoch": epoch + 1,
-        "train_loss": train_loss,
-        "val_loss": val_loss,
-        "val_psnr": psnr,
-        "num_skip": genotype.num_skip(),
-        "genotype": genotype.to_dict()["edges"],
-        "alpha_softmax": np.round(softmax(alpha_np), 6).tolist(),
-        "xi": float(m["xi"]),
-        "steps_per_sec": timed / max(t_train, 1e-9),
-      }
-      meta["history"].append(record)
-      meta["epoch"] = epoch + 1
-      scalars = {k: record[k] for k in ("train_loss", "val_loss", "val_psnr", "num_skip", "xi")}
-      writer.write_scalars(epoch + 1, {**scalars, "steps_per_sec": record["steps_per_sec"]})
-      progress.update(
-        epoch + 1, {"psnr": psnr, "skips": record["num_skip"], "loss": train_loss}, True
+      state, record = _epoch(config, parts, bilevel_step, state, epoch, start_epoch, search)
+      record["val_psnr"] = float(
+        psnr_fn(state["search"].w, state["search"].alpha, parts["val"]["lr"], parts["val"]["hr"])
       )
-      ckpt.save(epoch + 1, {"search": state, "rng": rng}, meta)
-      if is_chief:
-        experiment.write_json(workdir / "history.json", meta["history"])
-        plot_history(
-          meta["history"], workdir / "alpha.png", title=f"darts_sr ({space.ops}) x{scale}"
-        )
-  finally:
-    ckpt.close()
-    writer.close()
-  search_s = time.time() - t0
+      record = _alpha_record(space, state["search"].alpha, record)
+      scalars = {k: record[k] for k in ("train_loss", "val_loss", "val_psnr", "num_skip", "xi")}
+      shown = {
+        "psnr": record["val_psnr"],
+        "skips": record["num_skip"],
+        "loss": record["train_loss"],
+      }
+      search.end(
+        epoch + 1, state, record, shown, {**scalars, "steps_per_sec": record["steps_per_sec"]}
+      )
+      search.write_json("history.json", search.history)
+      if search.is_chief:
+        plots.plot_history(search.history, search.workdir / "alpha.png", title=title)
+  summary = _finish(config, parts, search, state["search"].alpha, time.time() - t0)
+  summary["step_compiles"] = _cache_size(bilevel_step)
+  search.write_json("search_result.json", summary)
+  return summary
 
-  # --- Derive: the genotype and its retraining network. ------------------------------------------
-  alpha_np = np.asarray(jax.device_get(state.alpha))
+
+def _epoch(config, parts, bilevel_step, state, epoch: int, start_epoch: int, search):
+  """Return (state, record) after one epoch of bilevel steps (alpha, then w, per step)."""
+  mesh, lo, n = parts["mesh"], jax.process_index() * parts["local_batch"], parts["local_batch"]
+  t_epoch, timed = time.time(), config.steps_per_epoch
+  pending: dict[str, list] = {"train_loss": [], "val_loss": []}
+  first = epoch * config.steps_per_epoch
+  search_state, rng = state["search"], state["rng"]
+  for i in range(config.steps_per_epoch):
+    step = first + i
+    tb = {k: v[lo : lo + n] for k, v in parts["w_sampler"].batch(step).items()}
+    vb = {k: v[lo : lo + n] for k, v in parts["a_sampler"].batch(step).items()}
+    search_state, m = bilevel_step(
+      search_state, parallel.shard_batch(tb, mesh), parallel.shard_batch(vb, mesh), rng
+    )
+    pending["train_loss"].append(m["train_loss"])
+    pending["val_loss"].append(m["val_loss"])
+    if i == 0 and epoch == start_epoch and config.steps_per_epoch > 1:
+      jax.block_until_ready(m)  # steps/s leaves the compilation out
+      t_epoch, timed = time.time(), config.steps_per_epoch - 1
+  record = {
+    "epoch": epoch + 1,
+    "train_loss": search.finite(pending["train_loss"], first),
+    "val_loss": search.finite(pending["val_loss"], first),
+  }
+  jax.block_until_ready(search_state.alpha)
+  record["steps_per_sec"] = timed / max(time.time() - t_epoch, 1e-9)
+  record["xi"] = float(m["xi"])
+  return {"search": search_state, "rng": rng}, record
+
+
+def _alpha_record(space, alpha, record: dict) -> dict:
+  """Return the epoch record with the derived genotype and softmax(alpha), in the history's order."""
+  alpha_np = np.asarray(jax.device_get(alpha))
   genotype = space.derive(alpha_np)
-  last = meta["history"][-1]
+  return {
+    "epoch": record["epoch"],
+    "train_loss": record["train_loss"],
+    "val_loss": record["val_loss"],
+    "val_psnr": record["val_psnr"],
+    "num_skip": genotype.num_skip(),
+    "genotype": genotype.to_dict()["edges"],
+    "alpha_softmax": np.round(softmax(alpha_np), 6).tolist(),
+    "xi": record["xi"],
+    "steps_per_sec": record["steps_per_sec"],
+  }
+
+
+def _finish(config, parts, search, alpha, search_s: float) -> dict:
+  """Derive the genotype, write genotype.json, alphas.json and alpha.png; return the summary."""
+  space, scale, mode = parts["space"], parts["scale"], parts["mode"]
+  alpha_np = np.asarray(jax.device_get(alpha))
+  genotype = space.derive(alpha_np)
+  last = search.history[-1]
   rkw = retrain_kwargs(config)
   retrain_space = spaces.get(SPACE, **rkw)
   n_params = retrain_space.count_params(genotype, scale)
@@ -254,16 +275,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     "epochs": config.epochs,
     "search_wall_s": round(search_s, 1),
     "steps_per_sec": round(last["steps_per_sec"], 3),
-    # Compilations of the bilevel step in this process (1: alpha is data, nothing retraces).
-    "step_compiles": _cache_size(bilevel_step),
     "retrain_cells": retrain_space.cells,
     "retrain_channels": retrain_space.channels,
     "retrain_params": n_params,
-    "genotype_json": str(workdir / "genotype.json"),
+    "genotype_json": str(search.workdir / "genotype.json"),
   }
-  if is_chief:
+  if search.is_chief:
     spaces.save_arch(
-      workdir / "genotype.json",
+      search.workdir / "genotype.json",
       SPACE,
       rkw,
       genotype,
@@ -273,8 +292,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
       params=n_params,
       alpha_mode=mode,
     )
-    experiment.write_json(
-      workdir / "alphas.json",
+    search.write_json(
+      "alphas.json",
       {
         "ops": list(space.op_names),
         "edges": space.edge_names(),
@@ -282,8 +301,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         "softmax": softmax(alpha_np).tolist(),
       },
     )
-    plot_history(meta["history"], workdir / "alpha.png", title=f"darts_sr ({space.ops}) x{scale}")
-    experiment.write_json(workdir / "search_result.json", summary)
+    title = f"darts_sr ({space.ops}) x{scale}"
+    plots.plot_history(search.history, search.workdir / "alpha.png", title=title)
   return summary
 
 
@@ -291,29 +310,3 @@ def _cache_size(jitted) -> int:
   """Return how many times `jitted` was compiled in this process (-1 if JAX does not say)."""
   size = getattr(jitted, "_cache_size", None)
   return int(size()) if callable(size) else -1
-
-
-def plot_history(history: list[dict], path: Path, title: str = "") -> None:
-  """Draw skip-connects in the derived cell and validation PSNR per epoch (paper Fig. 2 / 4)."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  from matplotlib.ticker import MaxNLocator
-
-  epochs = [h["epoch"] for h in history]
-  fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-  ax.plot(epochs, [h["num_skip"] for h in history], "o-", color="tab:red", label="skip-connects")
-  ax.set_xlabel("epoch")
-  ax.set_ylabel("skip-connects in the derived cell", color="tab:red")
-  ax.set_ylim(0, max(len(h["genotype"]) for h in history) + 0.5)  # up to every kept edge
-  ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-  ax2 = ax.twinx()
-  ax2.plot(epochs, [h["val_psnr"] for h in history], "s-", color="tab:blue", label="val PSNR")
-  ax2.set_ylabel("validation PSNR of the supernet (dB)", color="tab:blue")
-  ax.set_title(title or "darts_sr search")
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)

@@ -2,7 +2,7 @@
 
 Each round (a) the GP strategy proposes `batch` unobserved architectures (mutual-information
 sampling; the first round is a space-filling design under the prior), (b) each is written to
-W/candidates/<i>/arch.json and trained from scratch with `experiment.train` under the proxy budget
+W/candidates/<i>/arch.json and trained from scratch with `nasr.training.train` under the proxy budget
 of `config.train`, its final validation PSNR becoming the observation, and (c) the GP is updated
 and its hyper-parameters refitted. The GP state and the observations are checkpointed after every
 round; a candidate's training resumes from its own checkpoints, so a search killed at any moment
@@ -23,7 +23,6 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,21 +30,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from nasr import experiment, spaces, strategies, writers
-from nasr.checkpoint import Checkpointer
+from nasr import data as data_lib
+from nasr import plots, spaces, strategies, training, writers
+from nasr.core.checks import check_scale
 from nasr.core.errors import ConfigError, DivergedError
+from nasr.searches import loop
 from nasr.strategies import gp as gp_lib
-
-
-def space_kwargs(config: ml_collections.ConfigDict) -> dict:
-  """Return the keyword arguments of the searched space (config.space without its name)."""
-  return {k: _plain(v) for k, v in config.space.items() if k != "name"}
-
-
-def _plain(v):
-  if isinstance(v, list | tuple):
-    return [_plain(x) for x in v]
-  return v
 
 
 def strategy_kwargs(config: ml_collections.ConfigDict) -> dict:
@@ -74,7 +64,9 @@ def _check(config: ml_collections.ConfigDict) -> None:
   if "train" not in config:
     raise ConfigError("config.train (the candidates' proxy training config) is missing")
   if config.strategy.get("name", "gp") != "gp":
-    raise ConfigError(f"gpnas needs config.strategy.name = 'gp', got {config.strategy.name!r}")
+    raise ConfigError(
+      f"the gp search needs config.strategy.name = 'gp', got {config.strategy.name!r}"
+    )
 
 
 def _finite(v) -> float | None:
@@ -89,7 +81,7 @@ def _train_candidate(config, cand_dir: Path, arch_file: Path) -> tuple[float, bo
     result = json.loads(done.read_text())
   else:
     try:
-      result = experiment.train(candidate_config(config, arch_file), cand_dir)
+      result = training.train(candidate_config(config, arch_file), cand_dir)
     except DivergedError as e:
       logging.warning("candidate %s diverged (%s); its reward is NaN", cand_dir.name, e)
       return float("nan"), True
@@ -98,17 +90,15 @@ def _train_candidate(config, cand_dir: Path, arch_file: Path) -> tuple[float, bo
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Search the grid with GP-NAS; return a summary (top-k, best predicted PSNR, wall time)."""
-  # --- Set-up: everything a user can get wrong is checked before any training. --------------------
   _check(config)
-  scale = experiment.check_scale(config.scale)
-  workdir = experiment.prepare_workdir(workdir)
-  skw = space_kwargs(config)
+  scale = check_scale(config.scale, "config.scale")
+  skw = loop.space_kwargs(config)
   space = spaces.get(config.space.name, **skw)
-  spec = space.token_spec()
-  strategy = strategies.get("gp", spec, **strategy_kwargs(config))
-  grid = gp_lib.grid_tokens(spec)
+  strategy = strategies.get("gp", space.token_spec(), **strategy_kwargs(config))
+  grid = gp_lib.grid_tokens(space.token_spec())
   # Bad data should fail now, not after the first candidate's compilation.
-  experiment.load_train_val(candidate_config(config, workdir / "arch.json"), scale)
+  train_cfg = candidate_config(config, Path("arch.json"))
+  data_lib.load_train_val(train_cfg.data, scale, train_cfg.seed)
   logging.info(
     "GP-NAS over %s: %d architectures; %d rounds x %d candidates",
     config.space.name,
@@ -116,99 +106,83 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     config.rounds,
     config.batch,
   )
-
-  # --- State: resume from the last finished round. --------------------------------------------------
   s_state = strategy.init(jax.random.PRNGKey(config.seed))
-  ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
   capacity = int(s_state.rewards.shape[0])
-  meta: dict[str, Any] = {"round": 0, "observations": [], "capacity": capacity}
-  if ckpt.latest_step() is not None:
-    saved = ckpt.restore_meta(ckpt.latest_step()).get("capacity", capacity)
+  search = loop.SearchRun(
+    config, workdir, config.rounds, "round", {"observations": [], "capacity": capacity}
+  )
+  s_state = search.resume({"strategy": s_state}, _capacity_check(capacity, search.workdir))
+  s_state = jax.device_put(s_state["strategy"], jax.devices()[0])
+  propose = jax.jit(strategy.propose, static_argnums=2)
+  update = jax.jit(strategy.update)
+  rng = jax.random.PRNGKey(config.seed)
+  (search.workdir / "candidates").mkdir(exist_ok=True)
+  t0 = time.time()
+  with search:  # rounds: propose -> train each candidate -> update the GP -> checkpoint
+    for rnd in range(search.done, config.rounds):
+      tokens, aux = propose(s_state, jax.random.fold_in(rng, rnd), config.batch)
+      rows, rewards = _measure(config, space, skw, search, rnd, np.asarray(tokens), aux)
+      s_state, m = update(s_state, jnp.asarray(tokens), jnp.asarray(rewards, jnp.float32))
+      search.meta["observations"].extend(rows)
+      finite = [r for r in rewards if math.isfinite(r)]
+      scalars = {k: float(v) for k, v in m.items()}
+      scalars["round_best_psnr"] = max(finite) if finite else float("nan")
+      search.end(rnd + 1, {"strategy": s_state}, {"round": rnd + 1, **scalars}, {}, scalars)
+  observations = search.meta["observations"]
+  summary = report(space, skw, config, s_state, observations, grid, search.workdir)
+  summary.update(search_wall_s=round(time.time() - t0, 1), rounds=config.rounds)
+  search.write_json("search_result.json", summary)
+  return summary
+
+
+def _capacity_check(capacity: int, workdir: Path):
+  """Return a check that a resumed workdir was planned for the same number of candidates."""
+
+  def check(meta: dict) -> None:
+    saved = meta.get("capacity", capacity)
     if saved != capacity:
-      ckpt.close()
       raise ConfigError(
         f"{workdir} holds a search planned for {saved} candidates; config.rounds x config.batch "
         f"= {capacity} now: use a new workdir (or the old rounds and batch)"
       )
-    restored, meta = ckpt.restore({"strategy": s_state}, ckpt.latest_step())
-    s_state = jax.device_put(restored["strategy"], jax.devices()[0])
-    writers.truncate_metrics(workdir, meta["round"])
-    logging.info("resumed GP-NAS after round %d", meta["round"])
-  propose = jax.jit(strategy.propose, static_argnums=2)
-  update = jax.jit(strategy.update)
-  rng = jax.random.PRNGKey(config.seed)
-  writer = writers.MetricWriter(workdir, is_chief=jax.process_index() == 0)
-  (workdir / "candidates").mkdir(exist_ok=True)
-  t0 = time.time()
 
-  # --- Rounds: propose -> train each candidate -> update the GP -> checkpoint. ---------------------
-  try:
-    for rnd in range(meta["round"], config.rounds):
-      tokens, aux = propose(s_state, jax.random.fold_in(rng, rnd), config.batch)
-      tokens = np.asarray(tokens)
-      informed = any(o["psnr"] is not None for o in meta["observations"])
-      rewards, rows = [], []
-      for j, t in enumerate(tokens):
-        index = rnd * config.batch + j
-        arch = space.decode(t)
-        cand_dir = workdir / "candidates" / f"{index:03d}"
-        cand_dir.mkdir(parents=True, exist_ok=True)
-        arch_file = cand_dir / "arch.json"
-        spaces.save_arch(arch_file, config.space.name, skw, arch)
-        logging.info("round %d candidate %d: %s", rnd + 1, index, _name(arch))
-        t_c = time.time()
-        psnr, diverged = _train_candidate(config, cand_dir, arch_file)
-        rewards.append(psnr)
-        rows.append(
-          {
-            "candidate": index,
-            "round": rnd + 1,
-            "tokens": [int(v) for v in t],
-            "arch": _arch_dict(arch),
-            "name": _name(arch),
-            "params": _params(space, arch, scale),
-            "psnr": _finite(psnr),
-            "diverged": diverged,
-            # The GP's prediction when it proposed the candidate (before measuring it).
-            "proposed_mean": _finite(aux["mean"][j]) if informed else None,
-            "proposed_std": _finite(aux["std"][j]) if informed else None,
-            "workdir": str(cand_dir),
-            "train_s": round(time.time() - t_c, 1),
-          }
-        )
-      s_state, m = update(s_state, jnp.asarray(tokens), jnp.asarray(rewards, jnp.float32))
-      meta["observations"].extend(rows)
-      meta["round"] = rnd + 1
-      finite = [r for r in rewards if math.isfinite(r)]
-      scalars = {k: float(v) for k, v in m.items()}
-      scalars["round_best_psnr"] = max(finite) if finite else float("nan")
-      writer.write_scalars(rnd + 1, scalars)
-      ckpt.save(rnd + 1, {"strategy": s_state}, meta)
-  finally:
-    ckpt.close()
-    writer.close()
-  search_s = time.time() - t0
-
-  summary = report(space, skw, config, s_state, meta["observations"], grid, workdir)
-  summary.update(search_wall_s=round(search_s, 1), rounds=config.rounds)
-  experiment.write_json(workdir / "search_result.json", summary)
-  return summary
+  return check
 
 
-def _arch_dict(arch) -> dict:
-  return arch.to_dict() if hasattr(arch, "to_dict") else dict(vars(arch))
-
-
-def _name(arch) -> str:
-  return arch.describe() if hasattr(arch, "describe") else str(_arch_dict(arch))
-
-
-def _family(arch) -> str:
-  return str(getattr(arch, "family", type(arch).__name__))
-
-
-def _params(space, arch, scale: int) -> int | None:
-  return int(space.count_params(arch, scale)) if hasattr(space, "count_params") else None
+def _measure(config, space, skw, search, rnd: int, tokens: np.ndarray, aux):
+  """Train each proposed candidate (or resume it); return (observation rows, measured PSNRs)."""
+  scale = int(config.scale)
+  informed = any(o["psnr"] is not None for o in search.meta["observations"])
+  rows, rewards = [], []
+  for j, t in enumerate(tokens):
+    index = rnd * config.batch + j
+    arch = space.decode(t)
+    cand_dir = search.workdir / "candidates" / f"{index:03d}"
+    cand_dir.mkdir(parents=True, exist_ok=True)
+    arch_file = cand_dir / "arch.json"
+    spaces.save_arch(arch_file, config.space.name, skw, arch)
+    logging.info("round %d candidate %d: %s", rnd + 1, index, arch.describe())
+    t_c = time.time()
+    psnr, diverged = _train_candidate(config, cand_dir, arch_file)
+    rewards.append(psnr)
+    rows.append(
+      {
+        "candidate": index,
+        "round": rnd + 1,
+        "tokens": [int(v) for v in t],
+        "arch": arch.to_dict(),
+        "name": arch.describe(),
+        "params": int(space.count_params(arch, scale)),
+        "psnr": _finite(psnr),
+        "diverged": diverged,
+        # The GP's prediction when it proposed the candidate (before measuring it).
+        "proposed_mean": _finite(aux["mean"][j]) if informed else None,
+        "proposed_std": _finite(aux["std"][j]) if informed else None,
+        "workdir": str(cand_dir),
+        "train_s": round(time.time() - t_c, 1),
+      }
+    )
+  return rows, rewards
 
 
 def select_topk(rows: list[dict], k: int) -> list[dict]:
@@ -261,9 +235,9 @@ def report(space, skw, config, s_state, observations, grid, workdir: Path) -> di
     seen = index.get(tuple(int(v) for v in grid[g]))
     return {
       "tokens": [int(v) for v in grid[g]],
-      "arch": _arch_dict(arch),
-      "name": _name(arch),
-      "family": _family(arch),
+      "arch": arch.to_dict(),
+      "name": arch.describe(),
+      "family": arch.group(),
       "pred_psnr": float(mean[g]),
       "pred_std": float(std[g]),
       "measured_psnr": seen["psnr"] if seen else None,
@@ -274,33 +248,7 @@ def report(space, skw, config, s_state, observations, grid, workdir: Path) -> di
   pool = [grid_row(int(g)) for g in order[: max(config.report_top, 10 * config.topk)]]
   pool += [grid_row(g) for g in _best_of_missing_families(space, grid, order, pool)]
   topk = select_topk(pool, config.topk)
-  topk_dir = workdir / "topk"
-  topk_dir.mkdir(exist_ok=True)
-  for rank, r in enumerate(topk):
-    r["rank"] = rank
-    r["arch_file"] = str(topk_dir / f"{rank}.json")
-    r["params"] = _params(space, space.decode(np.asarray(r["tokens"])), scale)
-    if config.get("measure_topk", False) and r["measured_psnr"] is None:
-      # Train the unobserved top-k with the same proxy budget, so their predicted PSNR can be
-      # checked against a measurement (a killed run resumes these trainings too).
-      cand_dir = topk_dir / f"{rank}_train"
-      spaces.save_arch(
-        cand_dir.with_suffix(".arch.json"),
-        config.space.name,
-        skw,
-        space.decode(np.asarray(r["tokens"])),
-      )
-      psnr, _ = _train_candidate(config, cand_dir, cand_dir.with_suffix(".arch.json"))
-      r["measured_psnr"], r["candidate_workdir"] = _finite(psnr), str(cand_dir)
-    spaces.save_arch(
-      r["arch_file"],
-      config.space.name,
-      skw,
-      space.decode(np.asarray(r["tokens"])),
-      pred_psnr=r["pred_psnr"],
-      pred_std=r["pred_std"],
-      measured_psnr=r["measured_psnr"],
-    )
+  _write_topk(config, space, skw, topk, workdir / "topk")
   measured = [
     (o["loo_mean"], o["psnr"]) for o in observed if o["psnr"] is not None and o["loo_mean"]
   ]
@@ -315,9 +263,9 @@ def report(space, skw, config, s_state, observations, grid, workdir: Path) -> di
     "observed": observed,
     "grid_top": [grid_row(int(g)) for g in order[: config.report_top]],
   }
-  experiment.write_json(workdir / "gp.json", doc)
-  experiment.write_json(workdir / "topk.json", topk)
-  plot_gp(observed, workdir / "gp.png", title=f"GP-NAS {config.space.name} x{scale}")
+  writers.write_json(workdir / "gp.json", doc)
+  writers.write_json(workdir / "topk.json", topk)
+  plots.plot_gp(observed, workdir / "gp.png", title=f"GP-NAS {config.space.name} x{scale}")
   best = topk[0]
   return {
     "topk": [r["name"] for r in topk],
@@ -331,14 +279,38 @@ def report(space, skw, config, s_state, observations, grid, workdir: Path) -> di
   }
 
 
+def _write_topk(config, space, skw, topk: list[dict], topk_dir: Path) -> None:
+  """Write topk/<rank>.json for each of the top-k (training the unmeasured ones if asked)."""
+  topk_dir.mkdir(exist_ok=True)
+  for rank, r in enumerate(topk):
+    arch = space.decode(np.asarray(r["tokens"]))
+    r["rank"] = rank
+    r["arch_file"] = str(topk_dir / f"{rank}.json")
+    r["params"] = int(space.count_params(arch, int(config.scale)))
+    if config.get("measure_topk", False) and r["measured_psnr"] is None:
+      # Train the unobserved top-k with the same proxy budget, so their predicted PSNR can be
+      # checked against a measurement (a killed run resumes these trainings too).
+      cand_dir = topk_dir / f"{rank}_train"
+      arch_file = cand_dir.with_suffix(".arch.json")
+      spaces.save_arch(arch_file, config.space.name, skw, arch)
+      psnr, _ = _train_candidate(config, cand_dir, arch_file)
+      r["measured_psnr"], r["candidate_workdir"] = _finite(psnr), str(cand_dir)
+    spaces.save_arch(
+      r["arch_file"],
+      config.space.name,
+      skw,
+      arch,
+      pred_psnr=r["pred_psnr"],
+      pred_std=r["pred_std"],
+      measured_psnr=r["measured_psnr"],
+    )
+
+
 def _best_of_missing_families(space, grid, order, pool: list[dict]) -> list[int]:
   """Return the best-predicted grid row of every family missing from `pool`."""
   out, found = [], {r["family"] for r in pool}
-  every = set(getattr(space, "families", ()))
   for g in order:
-    if every and found >= every:
-      break
-    fam = _family(space.decode(grid[int(g)]))
+    fam = space.decode(grid[int(g)]).group()
     if fam not in found:
       found.add(fam)
       out.append(int(g))
@@ -361,35 +333,3 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     tie = x == v
     ranks[tie] = ranks[tie].mean()
   return ranks
-
-
-def plot_gp(observed: list[dict], path: Path, title: str = "") -> None:
-  """Draw leave-one-out predicted against measured PSNR of every observed candidate."""
-  try:
-    import matplotlib
-  except ImportError:  # plotting is optional: the JSON files hold the same numbers
-    logging.warning("matplotlib is not installed: %s is not drawn", path)
-    return
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  rows = [o for o in observed if o["psnr"] is not None and o["loo_mean"] is not None]
-  fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-  if rows:
-    y = np.array([o["psnr"] for o in rows])
-    loo = np.array([o["loo_mean"] for o in rows])
-    err = np.array([o["loo_std"] or 0.0 for o in rows])
-    post = np.array([o["pred_mean"] for o in rows])
-    ax.errorbar(y, loo, yerr=err, fmt="o", ms=4, alpha=0.8, label="leave-one-out prediction")
-    ax.scatter(y, post, s=10, marker="x", color="gray", alpha=0.7, label="posterior mean")
-    lo, hi = float(min(y.min(), loo.min())), float(max(y.max(), loo.max()))
-    pad = 0.05 * (hi - lo or 1.0)
-    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
-    ax.legend(loc="upper left", fontsize=8)
-  ax.set_xlabel("measured validation PSNR (dB)")
-  ax.set_ylabel("predicted PSNR (dB)")
-  ax.set_title(title or "GP-NAS")
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)

@@ -1,12 +1,11 @@
 """Search spaces and baseline networks: every network maps NHWC [0, 1] RGB to `scale` times it."""
 
-import inspect
-
-from nasr.spaces import baselines, darts_sr, deconas, drn, registry
+from nasr.spaces import base, baselines, darts_sr, deconas, drn, registry
+from nasr.spaces.base import ArchJSON, DifferentiableSpace, SearchSpace, SupernetSpace
 from nasr.spaces.baselines import EDSR, MODELS, Bicubic, build_model, model_fields
 from nasr.spaces.darts_sr import DartsGenotype, DartsSR, DartsSRNet, DartsSRSupernet
 from nasr.spaces.deconas import DeCoNAS, DeCoNASArch, DeCoNASNet, DeCoNASSupernet
-from nasr.spaces.drn import DRN, DRNArch, DRNNet, RCANNet
+from nasr.spaces.drn import DRN, DRNArch, DRNNet, DRNSupernet, RCANNet
 from nasr.spaces.registry import SPACES, get, load_arch, register, save_arch, space_fields
 
 
@@ -21,19 +20,19 @@ def build_from_file(path, scale: int, shifted: bool = False, **overrides):
     **overrides: space settings that replace the stored ones (e.g. channels=96 to retrain wider).
   """
   space, arch = load_arch(path, **overrides)
-  if shifted and "shifted" in inspect.signature(space.build).parameters:
-    return space.build(arch, scale, shifted=True)
-  return space.build(arch, scale)
+  return space.build(arch, scale, shifted=shifted)
 
 
 __all__ = [
   "DRN",
   "DRNArch",
   "DRNNet",
+  "DRNSupernet",
   "EDSR",
   "MODELS",
   "RCANNet",
   "SPACES",
+  "ArchJSON",
   "Bicubic",
   "DartsGenotype",
   "DartsSR",
@@ -43,6 +42,10 @@ __all__ = [
   "DeCoNASArch",
   "DeCoNASNet",
   "DeCoNASSupernet",
+  "DifferentiableSpace",
+  "SearchSpace",
+  "SupernetSpace",
+  "base",
   "baselines",
   "build_from_file",
   "build_model",

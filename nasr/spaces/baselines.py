@@ -15,8 +15,7 @@ import jax.numpy as jnp
 from nasr.core.errors import ConfigError
 from nasr.core.registry import Registry
 from nasr.ops.blocks import ResBlock
-from nasr.ops.conv import Conv
-from nasr.ops.upsample import MeanShift, SubPixelUpsampler, check_subpixel_scale
+from nasr.ops.frame import SRFrame, sr_frame
 
 Dtype = Any
 
@@ -27,7 +26,7 @@ _LINEN_FIELDS = ("parent", "name")
 
 
 @MODELS.register("edsr")
-class EDSR(nn.Module):
+class EDSR(SRFrame, nn.Module):
   """EDSR (Lim et al. 2017): mean shift, head conv, residual blocks, long skip, sub-pixel upsampler.
 
   Input NHWC RGB in [0, 1]; output NHWC float32 at `scale` times the size, not clipped.
@@ -40,8 +39,7 @@ class EDSR(nn.Module):
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
 
   def __post_init__(self):
-    # Fail at construction, before any tracing or data loading.
-    check_subpixel_scale(self.scale)
+    # Fail at construction, before any tracing or data loading (SRFrame checks the scale).
     if self.blocks < 0 or self.channels < 1:
       raise ConfigError(
         f"EDSR needs blocks >= 0 and channels >= 1, got blocks={self.blocks}, "
@@ -52,15 +50,13 @@ class EDSR(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Return the super-resolved NHWC batch."""
-    x = MeanShift(-1.0, dtype=self.dtype)(x)
-    head = Conv(self.channels, 3, dtype=self.dtype, name="head")(x)
-    h = head
-    for i in range(self.blocks):
-      h = ResBlock(self.channels, res_scale=self.res_scale, dtype=self.dtype, name=f"block{i}")(h)
-    h = Conv(self.channels, 3, dtype=self.dtype, name="body")(h) + head
-    h = SubPixelUpsampler(self.channels, self.scale, dtype=self.dtype, name="upsample")(h)
-    y = Conv(3, 3, dtype=self.dtype, name="tail")(h)
-    return MeanShift(1.0, dtype=jnp.float32)(y.astype(jnp.float32))
+
+    def body(h):
+      for i in range(self.blocks):
+        h = ResBlock(self.channels, res_scale=self.res_scale, dtype=self.dtype, name=f"block{i}")(h)
+      return h
+
+    return sr_frame(x, body, self.channels, self.scale, self.dtype)
 
 
 @MODELS.register("bicubic")

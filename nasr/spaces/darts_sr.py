@@ -36,8 +36,6 @@ Example:
 """
 
 import dataclasses
-import functools
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,9 +46,12 @@ import numpy as np
 
 from nasr.core.errors import ConfigError, TokenError
 from nasr.core.types import TokenSpec
-from nasr.ops.conv import Conv, SepConv
-from nasr.ops.darts_ops import ShiftSepConv, avg_pool, max_pool, stacked_depthwise_conv
-from nasr.ops.upsample import MeanShift, SubPixelUpsampler, check_subpixel_scale
+from nasr.ops.conv import SepConv
+from nasr.ops.cpu_kernels import ShiftSepConv, avg_pool, max_pool, stacked_depthwise_conv
+from nasr.ops.frame import SRFrame, sr_frame
+from nasr.ops.params import SepConvParams
+from nasr.ops.upsample import check_subpixel_scale
+from nasr.spaces.base import ArchJSON, count_module_params
 from nasr.spaces.registry import register
 
 Dtype = Any
@@ -121,7 +122,7 @@ def _edge_name(i: int, j: int) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class DartsGenotype:
+class DartsGenotype(ArchJSON):
   """A derived cell: two (op, input) pairs per intermediate node, sorted by input.
 
   Attributes:
@@ -164,26 +165,6 @@ class DartsGenotype:
   def num_skip(self) -> int:
     """Return the number of skip-connects (the quantity that collapses in plain DARTS)."""
     return sum(op == SKIP for op, _ in self.edges)
-
-  def to_dict(self) -> dict:
-    """Return the genotype as a JSON-serialisable dict."""
-    return {"edges": [[op, j] for op, j in self.edges]}
-
-  def to_json(self) -> str:
-    """Return the genotype as a JSON string."""
-    return json.dumps(self.to_dict())
-
-  @classmethod
-  def from_dict(cls, d: dict) -> "DartsGenotype":
-    """Return the genotype stored by `to_dict`, or raise TokenError."""
-    if not isinstance(d, dict) or sorted(d) != ["edges"] or not isinstance(d["edges"], list):
-      raise TokenError(f"a DARTS genotype needs {{'edges': [[op, input], ...]}}, got {d!r}")
-    return cls(tuple(tuple(e) for e in d["edges"]))
-
-  @classmethod
-  def from_json(cls, s: "str | dict") -> "DartsGenotype":
-    """Return the genotype stored by `to_json` (a JSON string or its dict)."""
-    return cls.from_dict(json.loads(s) if isinstance(s, str) else s)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,34 +245,6 @@ def _conv_plan(op: str) -> tuple[bool, tuple[tuple[int, int], ...], bool] | None
   }.get(kind)
 
 
-class _KernelBias(nn.Module):
-  """Create a conv's kernel and bias as `nasr.ops.conv.Conv` would."""
-
-  shape: tuple[int, ...]
-
-  @nn.compact
-  def __call__(self) -> tuple[jax.Array, jax.Array]:
-    """Return (kernel, bias)."""
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), self.shape, jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.shape[-1],), jnp.float32)
-    return kernel, bias
-
-
-class _SepConvParams(nn.Module):
-  """Create a SepConv's parameters: depthwise {kernel, bias}, pointwise {kernel, bias}."""
-
-  kernel: int
-  channels: int
-
-  @nn.compact
-  def __call__(self) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
-    """Return ((dw kernel [k, k, 1, C], dw bias), (pw kernel [1, 1, C, C], pw bias))."""
-    k, c = self.kernel, self.channels
-    return _KernelBias((k, k, 1, c), name="depthwise")(), _KernelBias(
-      (1, 1, c, c), name="pointwise"
-    )()
-
-
 class _OpParams(nn.Module):
   """Create the parameters of one parametric op (as DartsOp names them)."""
 
@@ -303,7 +256,8 @@ class _OpParams(nn.Module):
     """Return [SepConv parameters per conv]."""
     convs = _conv_plan(self.op)[1]
     return [
-      _SepConvParams(k, self.channels, name=f"conv{n + 1}")() for n, (k, _) in enumerate(convs)
+      SepConvParams(k, self.channels, self.channels, name=f"conv{n + 1}")()
+      for n, (k, _) in enumerate(convs)
     ]
 
 
@@ -399,7 +353,7 @@ class DartsSuperCell(nn.Module):
   ops: tuple[str, ...]
   nodes: int = 4
   channels: int = 64
-  shifted: bool = True  # depthwise convs as shifted multiply-adds (see nasr.ops.darts_ops)
+  shifted: bool = True  # depthwise convs as shifted multiply-adds (see nasr.ops.cpu_kernels)
   dtype: Dtype = jnp.float32
   node_reduce: str = "mean"  # how a node combines its edges: "mean" or "sum" (see DartsSR)
   remat_ops: bool = False  # recompute each batched op's insides in the backward pass
@@ -528,7 +482,7 @@ def _out_dtype(dtype: Dtype) -> Dtype:
   return jnp.promote_types(dtype, jnp.float32)
 
 
-class DartsSRSupernet(nn.Module):
+class DartsSRSupernet(SRFrame, nn.Module):
   """The search network: __call__(x, alpha) with alpha [edges, ops] logits (an array argument)."""
 
   ops: tuple[str, ...] = IMPROVED_OPS  # candidate ops (the columns of alpha)
@@ -542,7 +496,6 @@ class DartsSRSupernet(nn.Module):
   node_reduce: str = "mean"  # how a node combines its edges (DartsSR.node_reduce)
 
   def __post_init__(self):
-    check_subpixel_scale(self.scale)
     _check_node_reduce(self.node_reduce)
     super().__post_init__()
 
@@ -554,26 +507,27 @@ class DartsSRSupernet(nn.Module):
     if alpha.shape != shape:  # static: never a branch on alpha's values
       raise TokenError(f"alpha must have shape {shape} (edges, ops), got {alpha.shape}")
     weights = jax.nn.softmax(jnp.asarray(alpha), axis=-1)
-    x = MeanShift(-1.0, dtype=dt)(x)
-    f0 = Conv(c, 3, dtype=dt, name="head")(x)
-    cell = nn.remat(_SuperCellStep) if self.remat else _SuperCellStep
-    stack = nn.scan(
-      cell,
-      variable_axes={"params": 0},
-      split_rngs={"params": True},
-      in_axes=nn.broadcast,
-      length=self.cells,
-    )
-    step = stack(
-      self.ops, self.nodes, c, self.shifted, dt, self.node_reduce, self.remat, name="cells"
-    )
-    (_, s1), _ = step((f0, f0), weights)
-    h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(s1 + f0)
-    y = Conv(3, 3, dtype=dt, name="tail")(h)
-    return MeanShift(1.0, dtype=_out_dtype(dt))(y)
+
+    def body(f0):
+      cell = nn.remat(_SuperCellStep) if self.remat else _SuperCellStep
+      stack = nn.scan(
+        cell,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=nn.broadcast,
+        length=self.cells,
+      )
+      step = stack(
+        self.ops, self.nodes, c, self.shifted, dt, self.node_reduce, self.remat, name="cells"
+      )
+      (_, s1), _ = step((f0, f0), weights)
+      return s1
+
+    # No body conv: the last cell's output plus F_0 is upsampled (the paper's element-wise sum).
+    return sr_frame(x, body, c, self.scale, dt, body_conv=None, out_dtype=_out_dtype(dt))
 
 
-class DartsSRNet(nn.Module):
+class DartsSRNet(SRFrame, nn.Module):
   """A derived network of a fixed genotype: NHWC [0, 1] RGB to `scale` times it."""
 
   genotype: DartsGenotype  # the cell (static, hashable)
@@ -585,7 +539,6 @@ class DartsSRNet(nn.Module):
   node_reduce: str = "mean"  # a node is the "mean" or the "sum" of its two edges
 
   def __post_init__(self):
-    check_subpixel_scale(self.scale)
     _check_node_reduce(self.node_reduce)
     super().__post_init__()
 
@@ -593,22 +546,22 @@ class DartsSRNet(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     """Return the super-resolved NHWC batch."""
     c, dt = self.channels, self.dtype
-    x = MeanShift(-1.0, dtype=dt)(x)
-    f0 = Conv(c, 3, dtype=dt, name="head")(x)
-    stack = nn.scan(
-      _CellStep,
-      variable_axes={"params": 0},
-      split_rngs={"params": True},
-      length=self.cells,
-      # Unrolled: in a rolled loop XLA:CPU computes conv kernel gradients ~40x slower
-      # (nasr.ops.darts_ops.conv_tap_grad); the scan still stacks the cells' parameters.
-      unroll=self.cells,
-    )
-    step = stack(self.genotype, c, dt, self.shifted, self.node_reduce, name="cells")
-    (_, s1), _ = step((f0, f0))
-    h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(s1 + f0)
-    y = Conv(3, 3, dtype=dt, name="tail")(h)
-    return MeanShift(1.0, dtype=_out_dtype(dt))(y)
+
+    def body(f0):
+      stack = nn.scan(
+        _CellStep,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        length=self.cells,
+        # Unrolled: in a rolled loop XLA:CPU computes conv kernel gradients ~40x slower
+        # (nasr.ops.cpu_kernels.conv_tap_grad); the scan still stacks the cells' parameters.
+        unroll=self.cells,
+      )
+      step = stack(self.genotype, c, dt, self.shifted, self.node_reduce, name="cells")
+      (_, s1), _ = step((f0, f0))
+      return s1
+
+    return sr_frame(x, body, c, self.scale, dt, body_conv=None, out_dtype=_out_dtype(dt))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -753,7 +706,7 @@ class DartsSR:
   ) -> DartsSRSupernet:
     """Return the search network; call it as model.apply(variables, x, alpha).
 
-    `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.darts_ops): the same
+    `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.cpu_kernels): the same
     function and parameters, several times faster on CPU; the derived network of `build` keeps
     `conv_general_dilated`, so its multiply-adds are counted.
     """
@@ -773,14 +726,14 @@ class DartsSR:
     self,
     genotype: DartsGenotype,
     scale: int,
-    cells: int | None = None,
-    channels: int | None = None,
     dtype: Dtype = jnp.float32,
     shifted: bool = False,
+    cells: int | None = None,
+    channels: int | None = None,
   ) -> DartsSRNet:
     """Return the stand-alone network of `genotype` (cells/channels default to the space's).
 
-    `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.darts_ops): the same
+    `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.cpu_kernels): the same
     function and parameters; which form trains faster depends on the network and the device.
     """
     cells = self.cells if cells is None else _positive_int(cells, "cells")
@@ -814,12 +767,9 @@ class DartsSR:
     self, genotype: DartsGenotype, scale: int, cells: int | None = None, channels: int | None = None
   ) -> int:
     """Return the exact parameter count of build(genotype, scale, cells, channels)."""
-    net = self.build(genotype, check_subpixel_scale(scale), cells, channels)
-    return _count_params(net)
+    net = self.build(genotype, check_subpixel_scale(scale), cells=cells, channels=channels)
+    return count_module_params(net)
 
-
-@functools.lru_cache(maxsize=64)
-def _count_params(net: nn.Module) -> int:
-  x = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
-  shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), x)
-  return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)))
+  def op_heads(self) -> tuple[int, ...]:
+    """Return () : the genotype's op positions are searched by gradient, not by a controller."""
+    return ()

@@ -41,7 +41,6 @@ Example:
 
 import dataclasses
 import functools
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,8 +53,11 @@ from nasr.core.errors import ConfigError, TokenError
 from nasr.core.types import TokenSpec
 from nasr.ops.attention import ChannelAttention
 from nasr.ops.conv import Conv, SepConv
-from nasr.ops.darts_ops import ShiftSepConv, conv_tap_grad, stacked_depthwise_conv
-from nasr.ops.upsample import MeanShift, SubPixelUpsampler, check_subpixel_scale
+from nasr.ops.cpu_kernels import ShiftSepConv, conv_tap_grad, stacked_depthwise_conv
+from nasr.ops.frame import SRFrame, sr_frame
+from nasr.ops.params import ConvParams, SepConvParams
+from nasr.ops.upsample import check_subpixel_scale
+from nasr.spaces.base import ArchJSON, count_module_params
 from nasr.spaces.registry import register
 
 Dtype = Any
@@ -79,7 +81,7 @@ def _groups(nodes: int) -> list[tuple[int, int]]:
 
 
 @dataclasses.dataclass(frozen=True)
-class DeCoNASArch:
+class DeCoNASArch(ArchJSON):
   """A DeCoNAS architecture: op bits per (node, input) pair and the feature-fusion bits.
 
   Attributes:
@@ -129,28 +131,6 @@ class DeCoNASArch:
       for j in readers or [m - 1]:  # a node without ops passes node m-1 on
         live[j] = True
     return live
-
-  def to_dict(self) -> dict:
-    """Return the architecture as a JSON-serialisable dict."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-  def to_json(self) -> str:
-    """Return the architecture as a JSON string."""
-    return json.dumps(self.to_dict())
-
-  @classmethod
-  def from_dict(cls, d: dict) -> "DeCoNASArch":
-    """Return the architecture stored by `to_dict`, or raise TokenError naming the bad key."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    if not isinstance(d, dict) or sorted(d) != sorted(names):
-      got = sorted(d) if isinstance(d, dict) else type(d).__name__
-      raise TokenError(f"a DeCoNAS architecture needs the keys {names}, got {got}")
-    return cls(**d)
-
-  @classmethod
-  def from_json(cls, s: "str | dict") -> "DeCoNASArch":
-    """Return the architecture stored by `to_json` (a JSON string or its dict)."""
-    return cls.from_dict(json.loads(s) if isinstance(s, str) else s)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,7 +188,7 @@ class DeCoNASBlock(nn.Module):
     return y + x.astype(y.dtype)
 
 
-class DeCoNASNet(nn.Module):
+class DeCoNASNet(SRFrame, nn.Module):
   """A DeCoNAS network of a fixed architecture: NHWC [0, 1] RGB to `scale` times it (float32)."""
 
   arch: DeCoNASArch  # the architecture (static, hashable)
@@ -218,27 +198,22 @@ class DeCoNASNet(nn.Module):
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
 
-  def __post_init__(self):
-    check_subpixel_scale(self.scale)
-    super().__post_init__()
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Return the super-resolved NHWC batch."""
     c, dt, n = self.channels, self.dtype, self.arch.blocks
-    x = MeanShift(-1.0, dtype=dt)(x)
-    f_m1 = Conv(c, 3, dtype=dt, name="sfe1")(x)
-    feats = [Conv(c, 3, dtype=dt, name="sfe2")(f_m1)]
-    for d in range(n):
-      h = _fuse(c, dt, d, feats)
-      block = DeCoNASBlock(self.arch, c, self.reduction, dt, self.shifted, name=f"block{d}")
-      feats.append(block(h))
-    sel = [feats[d] for d in range(n) if self.arch.gff[d]] + [feats[n]]
-    h = Conv(c, 1, dtype=dt, name="gff_fuse")(jnp.concatenate(sel, axis=-1))
-    h = Conv(c, 3, dtype=dt, name="gff_conv")(h) + f_m1
-    h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(h)
-    y = Conv(3, 3, dtype=dt, name="tail")(h)
-    return MeanShift(1.0, dtype=jnp.float32)(y.astype(jnp.float32))
+
+    def body(f_m1):
+      feats = [Conv(c, 3, dtype=dt, name="sfe2")(f_m1)]
+      for d in range(n):
+        h = _fuse(c, dt, d, feats)
+        block = DeCoNASBlock(self.arch, c, self.reduction, dt, self.shifted, name=f"block{d}")
+        feats.append(block(h))
+      sel = [feats[d] for d in range(n) if self.arch.gff[d]] + [feats[n]]
+      return Conv(c, 1, dtype=dt, name="gff_fuse")(jnp.concatenate(sel, axis=-1))
+
+    # SFENet's first conv is the head, GFF's 3x3 conv the body conv: F_GF + F_-1 is the long skip.
+    return sr_frame(x, body, c, self.scale, dt, head="sfe1", body_conv="gff_conv")
 
 
 def _fuse(c: int, dtype: Dtype, d: int, feats: list[jax.Array]) -> jax.Array:
@@ -251,7 +226,7 @@ def _fuse(c: int, dtype: Dtype, d: int, feats: list[jax.Array]) -> jax.Array:
 
 
 def _conv(x, kernel, dilation=1, groups=1, dtype=jnp.float32, tap_grad=False):
-  if tap_grad and groups == 1:  # inside a rolled scan on CPU (nasr.ops.darts_ops.conv_tap_grad)
+  if tap_grad and groups == 1:  # inside a rolled scan on CPU (nasr.ops.cpu_kernels.conv_tap_grad)
     return conv_tap_grad(x.astype(dtype), kernel.astype(dtype), dilation)
   return jax.lax.conv_general_dilated(
     x.astype(dtype),
@@ -264,40 +239,11 @@ def _conv(x, kernel, dilation=1, groups=1, dtype=jnp.float32, tap_grad=False):
   )
 
 
-class _ConvParams(nn.Module):
-  """Create a conv's {"kernel", "bias"} at the largest shape; slices are taken by the caller."""
-
-  kernel_shape: tuple[int, ...]
-  bias_size: int
-
-  @nn.compact
-  def __call__(self):
-    """Return (kernel, bias)."""
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), self.kernel_shape, jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.bias_size,), jnp.float32)
-    return kernel, bias
-
-
-class _SepConvParams(nn.Module):
-  """Create a separable conv's depthwise and pointwise parameters for `slots` input slots."""
-
-  channels: int
-  slots: int
-
-  @nn.compact
-  def __call__(self):
-    """Return ((depthwise kernel, bias), (pointwise kernel, bias))."""
-    cin = self.slots * self.channels
-    dw = _ConvParams((3, 3, 1, cin), cin, name="depthwise")()
-    pw = _ConvParams((1, 1, cin, self.channels), self.channels, name="pointwise")()
-    return dw, pw
-
-
 def _depthwise(x: jax.Array, kernel: jax.Array, shifted: bool, dtype: Dtype) -> jax.Array:
   """Return the 3x3 depthwise conv of NHWC x with kernel [3, 3, 1, C] (no bias)."""
   if not shifted:
     return _conv(x, kernel, groups=x.shape[-1], dtype=dtype)
-  # Shifted multiply-adds (nasr.ops.darts_ops): XLA:CPU's depthwise-conv gradient is ~400x slower
+  # Shifted multiply-adds (nasr.ops.cpu_kernels): XLA:CPU's depthwise-conv gradient is ~400x slower
   # per multiply-add than a dense conv's (BENCHMARKS.md); the same function and parameters.
   return stacked_depthwise_conv(x.astype(dtype)[None], kernel.astype(dtype)[None, :, :, 0], 1)[0]
 
@@ -326,7 +272,7 @@ class DeCoNASSuperBlock(nn.Module):
     """Return op k of node m over its input slots xs (ReLU'd) selected by bits [m]."""
     c, dt, name, tg = self.channels, self.dtype, f"node{m}_{OPS[k]}", self.tap_grad
     if OPS[k] == "sepconv3x3":
-      (dw, dwb), (pw, pwb) = _SepConvParams(c, m, name=name)()
+      (dw, dwb), (pw, pwb) = SepConvParams(3, m * c, c, name=name)()
       sl = lambda j: slice(j * c, (j + 1) * c)  # noqa: E731
 
       def slot(j):
@@ -339,7 +285,7 @@ class DeCoNASSuperBlock(nn.Module):
       h = _depthwise(jnp.concatenate(xs, axis=-1), dw, self.shifted, dt) + dwb.astype(dt)
       h = h * jnp.repeat(bits, c).astype(dt)
       return _conv(h, pw, dtype=dt, tap_grad=tg) + pwb.astype(dt)
-    kernel, bias = _ConvParams((3, 3, m * c, c), c, name=name)()
+    kernel, bias = ConvParams((3, 3, m * c, c), name=name)()
     dil = DILATION[k]
     if self.skip_inactive:
 
@@ -370,7 +316,7 @@ class DeCoNASSuperBlock(nn.Module):
       h = ChannelAttention(c, self.reduction, dt, name=f"node{m}_attention")(h)
       feats.append(jnp.where(count > 0, h, feats[m - 1]))
     mask = jnp.concatenate([lff, jnp.ones((1,), lff.dtype)])  # the last node always feeds LFF
-    kernel, bias = _ConvParams((1, 1, (self.nodes + 1) * c, c), c, name="lff")()
+    kernel, bias = ConvParams((1, 1, (self.nodes + 1) * c, c), name="lff")()
     y = _conv(_masked_concat(feats, mask), kernel, dtype=dt, tap_grad=self.tap_grad)
     y = y + bias.astype(dt)
     return y + x
@@ -398,7 +344,7 @@ class _DenseStep(nn.Module):
     """Return ((stack with F_d+1 written, d + 1), None)."""
     stack, d = carry
     c, n, dt = self.channels, self.blocks, self.dtype
-    kernel, bias = _ConvParams((1, 1, (n + 1) * c, c), c, name="fuse")()
+    kernel, bias = ConvParams((1, 1, (n + 1) * c, c), name="fuse")()
     h = _conv(
       _stack_concat(stack, jnp.arange(n + 1) <= d), kernel, dtype=dt, tap_grad=self.tap_grad
     )
@@ -427,7 +373,7 @@ def _stack_concat(stack: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.moveaxis(masked, 0, 3).reshape(b, h, w, s * c)
 
 
-class DeCoNASSupernet(nn.Module):
+class DeCoNASSupernet(SRFrame, nn.Module):
   """The DeCoNAS weight-sharing supernet: __call__(x, tokens) with bit-form int32 tokens.
 
   The N DNBs run as one `nn.scan` (parameters stacked under "dense" with a leading axis N). With
@@ -455,7 +401,6 @@ class DeCoNASSupernet(nn.Module):
   unroll: int | None = None
 
   def __post_init__(self):
-    check_subpixel_scale(self.scale)
     if self.unroll is not None and not 1 <= self.unroll <= self.blocks:
       raise ConfigError(f"unroll must be in 1..blocks={self.blocks}, got {self.unroll}")
     super().__post_init__()
@@ -481,30 +426,28 @@ class DeCoNASSupernet(nn.Module):
       gff = tokens[3 * g + mm : 3 * g + mm + n]
     else:
       lff, gff = jnp.ones((mm,), jnp.int32), jnp.ones((n,), jnp.int32)
-    x = MeanShift(-1.0, dtype=dt)(x)
-    f_m1 = Conv(c, 3, dtype=dt, name="sfe1")(x)
-    f0 = Conv(c, 3, dtype=dt, name="sfe2")(f_m1)
-    step_cls = nn.remat(_DenseStep) if self.remat else _DenseStep
     # In a rolled loop XLA:CPU computes conv kernel gradients ~40x slower: `shifted` (the
     # CPU-friendly forms) then writes them out as tap matmuls too.
     tap_grad = self.shifted and self.blocks_per_iteration() < n
-    dense = nn.scan(
-      step_cls,
-      variable_axes={"params": 0},
-      split_rngs={"params": True},
-      in_axes=(nn.broadcast, nn.broadcast),
-      length=n,
-      unroll=self.blocks_per_iteration(),
-    )(mm, c, n, self.reduction, self.skip_inactive, dt, self.shifted, tap_grad, name="dense")
-    stack = jnp.zeros((n + 1, *f0.shape), f0.dtype).at[0].set(f0)
-    (stack, _), _ = dense((stack, jnp.int32(0)), ops, lff)
-    kernel, bias = _ConvParams((1, 1, (n + 1) * c, c), c, name="gff_fuse")()
-    gmask = jnp.concatenate([gff, jnp.ones((1,), gff.dtype)])  # F_N always feeds GFF
-    h = _conv(_stack_concat(stack, gmask), kernel, dtype=dt) + bias.astype(dt)
-    h = Conv(c, 3, dtype=dt, name="gff_conv")(h) + f_m1
-    h = SubPixelUpsampler(c, self.scale, dtype=dt, name="upsample")(h)
-    y = Conv(3, 3, dtype=dt, name="tail")(h)
-    return MeanShift(1.0, dtype=jnp.float32)(y.astype(jnp.float32))
+
+    def body(f_m1):
+      f0 = Conv(c, 3, dtype=dt, name="sfe2")(f_m1)
+      step_cls = nn.remat(_DenseStep) if self.remat else _DenseStep
+      dense = nn.scan(
+        step_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(nn.broadcast, nn.broadcast),
+        length=n,
+        unroll=self.blocks_per_iteration(),
+      )(mm, c, n, self.reduction, self.skip_inactive, dt, self.shifted, tap_grad, name="dense")
+      stack = jnp.zeros((n + 1, *f0.shape), f0.dtype).at[0].set(f0)
+      (stack, _), _ = dense((stack, jnp.int32(0)), ops, lff)
+      kernel, bias = ConvParams((1, 1, (n + 1) * c, c), name="gff_fuse")()
+      gmask = jnp.concatenate([gff, jnp.ones((1,), gff.dtype)])  # F_N always feeds GFF
+      return _conv(_stack_concat(stack, gmask), kernel, dtype=dt) + bias.astype(dt)
+
+    return sr_frame(x, body, c, self.scale, dt, head="sfe1", body_conv="gff_conv")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -640,7 +583,7 @@ class DeCoNAS:
   ) -> DeCoNASNet:
     """Return the stand-alone network of `arch` at `scale`.
 
-    `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.darts_ops): the same
+    `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.cpu_kernels): the same
     function and parameters; which form trains faster depends on the network and the device.
     """
     return DeCoNASNet(self._check(arch), self.channels, scale, self.reduction, dtype, shifted)
@@ -662,7 +605,7 @@ class DeCoNAS:
       dtype: compute dtype (parameters stay float32).
       remat: recompute each DNB in the backward pass (less memory, about a third more compute).
       shifted: depthwise convs as shifted multiply-adds and, in a rolled loop, conv kernel
-        gradients as tap matmuls (nasr.ops.darts_ops): the same function, many times faster on
+        gradients as tap matmuls (nasr.ops.cpu_kernels): the same function, many times faster on
         XLA:CPU.
       unroll: DNBs per scan iteration (None: 1 with remat or shifted, else all of them).
     """
@@ -682,7 +625,7 @@ class DeCoNAS:
 
   def count_params(self, arch: DeCoNASArch, scale: int) -> int:
     """Return the exact parameter count of build(arch, scale) (shapes only, no compute)."""
-    return _count_params(self, self._check(arch), check_subpixel_scale(scale))
+    return count_module_params(self.build(arch, check_subpixel_scale(scale)))
 
   def complexity(self, arch: DeCoNASArch, scale: int) -> float:
     """Return DeCoNAS's complexity penalty cb: params of arch / params of the max architecture."""
@@ -747,11 +690,3 @@ def _unstack(params: dict, blocks: int, channels: int) -> dict:
 
 def _bias(p: dict) -> dict:
   return {"bias": p["bias"]}
-
-
-@functools.lru_cache(maxsize=256)
-def _count_params(space: DeCoNAS, arch: DeCoNASArch, scale: int) -> int:
-  model = DeCoNASNet(arch, space.channels, scale, space.reduction)
-  x = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-  return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)))

@@ -29,15 +29,23 @@ from `blocks` and `stages`; the RCAN family reads the same positions as residual
 (`rcan_groups`) and RCABs per group (`rcan_blocks`), so those lists have the lengths of `blocks`
 and `stages`. Every position is ordinal (ascending values), which is what the GP's encoding assumes.
 
+Weight sharing (`DRN.supernet`): one network holds every weight at its largest shape (F_max
+features, D_max blocks, L_max stages; G_max groups of B_max RCABs) and takes the tokens as an int32
+array, so one compiled step serves the whole grid: `lax.switch` picks the family, channel masks
+keep the features a narrower child lacks at zero, and `lax.cond` turns the blocks, stages, groups
+and RCABs past the child's depth into identities. `DRN.child_params` slices a child's parameters
+out of it (channel prefixes, the first blocks), and the supernet at `encode(arch)` equals
+`build(arch)` with them.
+
 Example:
   space = nasr.spaces.get("drn", features=(32, 64), blocks=(4, 8), stages=(2, 3))
   arch = space.decode([0, 1, 0, 1])        # DRN, F=64, D=4, L=3
   model = space.build(arch, scale=2)
+  supernet = space.supernet(scale=2)       # model.apply(variables, x, tokens)
 """
 
 import dataclasses
 import functools
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,7 +58,10 @@ from nasr.core.errors import ConfigError, TokenError
 from nasr.core.types import TokenSpec
 from nasr.ops.attention import RCAB, ChannelAttention
 from nasr.ops.conv import Conv
-from nasr.ops.upsample import MeanShift, SubPixelUpsampler, check_subpixel_scale
+from nasr.ops.frame import SRFrame, sr_frame
+from nasr.ops.params import ConvParams
+from nasr.ops.upsample import check_subpixel_scale
+from nasr.spaces.base import ArchJSON, count_module_params
 from nasr.spaces.registry import register
 
 Dtype = Any
@@ -64,7 +75,7 @@ def ibsc_stages(stages: int) -> tuple[int, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class DRNArch:
+class DRNArch(ArchJSON):
   """One point of the GP-NAS grid.
 
   Attributes:
@@ -94,22 +105,9 @@ class DRNArch:
       return f"RCAN(F={self.features}, G={self.blocks}, B={self.stages})"
     return f"DRN(F={self.features}, D={self.blocks}, L={self.stages})"
 
-  def to_dict(self) -> dict:
-    """Return the architecture as a JSON-serialisable dict."""
-    return dataclasses.asdict(self)
-
-  def to_json(self) -> str:
-    """Return the architecture as a JSON string."""
-    return json.dumps(self.to_dict())
-
-  @classmethod
-  def from_dict(cls, d: dict) -> "DRNArch":
-    """Return the architecture stored by `to_dict`, or raise TokenError naming the bad key."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    if not isinstance(d, dict) or sorted(d) != sorted(names):
-      got = sorted(d) if isinstance(d, dict) else type(d).__name__
-      raise TokenError(f"a DRN architecture needs the keys {names}, got {got}")
-    return cls(**d)
+  def group(self) -> str:
+    """Return the network family ("drn" or "rcan")."""
+    return self.family
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,7 +158,7 @@ class _DRBStep(nn.Module):
     return (out.astype(h.dtype), h), None
 
 
-class DRNNet(nn.Module):
+class DRNNet(SRFrame, nn.Module):
   """A dense residual network: NHWC [0, 1] RGB to `scale` times it (float32)."""
 
   features: int = 64  # F
@@ -170,29 +168,24 @@ class DRNNet(nn.Module):
   reduction: int = 16  # channel-attention reduction
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
 
-  def __post_init__(self):
-    check_subpixel_scale(self.scale)
-    super().__post_init__()
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Return the super-resolved NHWC batch."""
     f, dt = self.features, self.dtype
-    x = MeanShift(-1.0, dtype=dt)(x)
-    head = Conv(f, 3, dtype=dt, name="head")(x)
-    h = DenseResidualBlock(f, self.stages, self.reduction, dt, name="block0")(head)
-    if self.blocks > 1:
-      scan = nn.scan(
-        _DRBStep,
-        variable_axes={"params": 0},
-        split_rngs={"params": True},
-        length=self.blocks - 1,
-      )
-      (h, _), _ = scan(f, self.stages, self.reduction, dt, name="blocks")((h, head), None)
-    h = Conv(f, 3, dtype=dt, name="body")(h) + head
-    h = SubPixelUpsampler(f, self.scale, dtype=dt, name="upsample")(h)
-    y = Conv(3, 3, dtype=dt, name="tail")(h)
-    return MeanShift(1.0, dtype=jnp.float32)(y.astype(jnp.float32))
+
+    def body(head):
+      h = DenseResidualBlock(f, self.stages, self.reduction, dt, name="block0")(head)
+      if self.blocks > 1:
+        scan = nn.scan(
+          _DRBStep,
+          variable_axes={"params": 0},
+          split_rngs={"params": True},
+          length=self.blocks - 1,
+        )
+        (h, _), _ = scan(f, self.stages, self.reduction, dt, name="blocks")((h, head), None)
+      return h
+
+    return sr_frame(x, body, f, self.scale, dt)
 
 
 class _RCABStep(nn.Module):
@@ -238,7 +231,7 @@ class _GroupStep(nn.Module):
     return out.astype(h.dtype), None
 
 
-class RCANNet(nn.Module):
+class RCANNet(SRFrame, nn.Module):
   """An RCAN-style network of `groups` x `blocks` RCABs: NHWC [0, 1] RGB to `scale` times it."""
 
   features: int = 64  # F
@@ -248,24 +241,282 @@ class RCANNet(nn.Module):
   reduction: int = 16  # channel-attention reduction
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
 
-  def __post_init__(self):
-    check_subpixel_scale(self.scale)
-    super().__post_init__()
-
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Return the super-resolved NHWC batch."""
     f, dt = self.features, self.dtype
-    x = MeanShift(-1.0, dtype=dt)(x)
-    head = Conv(f, 3, dtype=dt, name="head")(x)
-    scan = nn.scan(
-      _GroupStep, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.groups
+
+    def body(head):
+      scan = nn.scan(
+        _GroupStep, variable_axes={"params": 0}, split_rngs={"params": True}, length=self.groups
+      )
+      h, _ = scan(f, self.blocks, self.reduction, dt, name="groups")(head, None)
+      return h
+
+    return sr_frame(x, body, f, self.scale, dt)
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight-sharing supernet (architecture as an array argument: compiled once).
+
+
+def _conv(x: jax.Array, kb, dtype: Dtype, mask: jax.Array | None = None) -> jax.Array:
+  """Return conv(x) + bias ('SAME', as `Conv`), times the channel mask `mask` when given."""
+  kernel, bias = kb
+  y = jax.lax.conv_general_dilated(
+    x.astype(dtype),
+    kernel.astype(dtype),
+    window_strides=(1, 1),
+    padding="SAME",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
+  y = y + bias.astype(dtype)
+  return y if mask is None else y * mask
+
+
+def _at(kb, i):
+  """Return the i-th copy of stacked (kernel, bias)."""
+  return kb[0][i], kb[1][i]
+
+
+class _AttentionParams(nn.Module):
+  """Create channel attention's squeeze / excite parameters at F_max, R_max (names as the child's)."""
+
+  features: int
+  squeeze: int
+  stack: tuple[int, ...] = ()
+
+  @nn.compact
+  def __call__(self) -> dict:
+    """Return {"squeeze": (kernel, bias), "excite": (kernel, bias)}."""
+    f, r, st = self.features, self.squeeze, self.stack
+    return {
+      "squeeze": ConvParams((1, 1, f, r), st, name="squeeze")(),
+      "excite": ConvParams((1, 1, r, f), st, name="excite")(),
+    }
+
+
+class _DRBParams(nn.Module):
+  """Create a DRB's parameters at the largest shape: the L_max stages' convs stacked on an axis."""
+
+  features: int
+  stages: int
+  squeeze: int
+  stack: tuple[int, ...] = ()  # (D_max - 1,) for the scanned blocks
+
+  @nn.compact
+  def __call__(self) -> dict:
+    """Return the block's (kernel, bias) pairs by name."""
+    f, st = self.features, self.stack
+    return {
+      "stage_conv1": ConvParams((3, 3, f, f), (*st, self.stages), name="stage_conv1")(),
+      "stage_conv2": ConvParams((3, 3, f, f), (*st, self.stages), name="stage_conv2")(),
+      # Rows j * F_max + c: stage j's channel c (the child's fuse kernel is rows j * F + c).
+      "fuse": ConvParams((1, 1, self.stages * f, f), st, name="fuse")(),
+      "attention": _AttentionParams(f, self.squeeze, st, name="attention")(),
+    }
+
+
+class _RCABParams(nn.Module):
+  """Create the RCABs' parameters: [G_max, B_max] stacked copies (names as the child's RCAB)."""
+
+  features: int
+  squeeze: int
+  stack: tuple[int, ...]
+
+  @nn.compact
+  def __call__(self) -> dict:
+    """Return the RCABs' (kernel, bias) pairs by name."""
+    f, st = self.features, self.stack
+    return {
+      "conv1": ConvParams((3, 3, f, f), st, name="conv1")(),
+      "conv2": ConvParams((3, 3, f, f), st, name="conv2")(),
+      "attention": _AttentionParams(f, self.squeeze, st, name="attention")(),
+    }
+
+
+class _GroupParams(nn.Module):
+  """Create the residual groups' parameters: RCABs [G_max, B_max] and group convs [G_max]."""
+
+  features: int
+  groups: int
+  blocks: int
+  squeeze: int
+
+  @nn.compact
+  def __call__(self) -> dict:
+    """Return {"rcab": ..., "conv": (kernel, bias)}."""
+    f, g = self.features, self.groups
+    return {
+      "rcab": _RCABParams(f, self.squeeze, (g, self.blocks), name="rcab")(),
+      "conv": ConvParams((3, 3, f, f), (g,), name="conv")(),
+    }
+
+
+def _attention(p: dict, x: jax.Array, rmask: jax.Array, dtype: Dtype) -> jax.Array:
+  """Return channel attention of x (as `ChannelAttention`), its squeeze width masked by rmask."""
+  s = jnp.mean(x.astype(dtype), axis=(1, 2), keepdims=True)
+  s = nn.relu(_conv(s, p["squeeze"], dtype, rmask))
+  s = nn.sigmoid(_conv(s, p["excite"], dtype))
+  return x.astype(dtype) * s
+
+
+@dataclasses.dataclass(frozen=True)
+class _Widths:
+  """The traced child sizes the supernet's pure functions read."""
+
+  fmask: jax.Array  # [F_max] 1 for the child's features
+  rmask: jax.Array  # [R_max] 1 for the child's attention squeeze width
+  dtype: Dtype
+
+
+def _drb(p: dict, x, prev, stages, min_stages: int, w: _Widths) -> jax.Array:
+  """Return a DRB of `stages` (traced) of the L_max stages in `p`; prev None: no IBSC (block 0)."""
+  dt = w.dtype
+  s, outs = x, []
+  for j in range(p["stage_conv1"][0].shape[0]):
+
+    def stage(s, j=j):
+      t = nn.relu(_conv(s, _at(p["stage_conv1"], j), dt, w.fmask))
+      t = _conv(t, _at(p["stage_conv2"], j), dt, w.fmask)
+      if prev is not None:
+        # The IBSC targets stages 0 and L // 2 of the traced L (once when they coincide).
+        hit = True if j == 0 else j == stages // 2
+        t = jnp.where(hit, t + prev.astype(t.dtype), t)
+      return t
+
+    # A stage past the child's L outputs zeros: its rows of the fuse kernel then add nothing.
+    t = stage(s) if j < min_stages else jax.lax.cond(j < stages, stage, jnp.zeros_like, s)
+    outs.append(t)
+    s = t
+  y = _conv(jnp.concatenate(outs, axis=-1), p["fuse"], dt, w.fmask)
+  y = _attention(p["attention"], y, w.rmask, dt)
+  return y + x.astype(y.dtype)
+
+
+def _drn_body(p: dict, depth, stages, min_stages: int, remat: bool, w: _Widths, head):
+  """Return the DRN family's body: block 0, then the scanned blocks up to the traced depth."""
+  h = _drb(p["block0"], head, None, stages, min_stages, w)
+  if "blocks" not in p:
+    return h
+
+  def step(carry, xs):
+    pi, i = xs
+
+    def run(c):
+      h, prev = c
+      return _drb(pi, h, prev, stages, min_stages, w).astype(h.dtype), h
+
+    # Blocks past the child's depth are identities (lax.cond: their work is skipped).
+    return jax.lax.cond(i < depth - 1, run, lambda c: c, carry), None
+
+  step = jax.checkpoint(step) if remat else step
+  n = p["blocks"]["fuse"][0].shape[0]
+  (h, _), _ = jax.lax.scan(step, (h, head), (p["blocks"], jnp.arange(n)))
+  return h
+
+
+def _rcan_body(p: dict, groups, blocks, remat: bool, w: _Widths, head):
+  """Return the RCAN family's body: residual groups of RCABs up to the traced counts."""
+  dt = w.dtype
+
+  def rcab(h, xs):
+    pb, b = xs
+
+    def run(x):
+      y = nn.relu(_conv(x, pb["conv1"], dt, w.fmask))
+      y = _conv(y, pb["conv2"], dt, w.fmask)
+      y = _attention(pb["attention"], y, w.rmask, dt)
+      return (x.astype(y.dtype) + 1.0 * y).astype(x.dtype)
+
+    return jax.lax.cond(b < blocks, run, lambda x: x, h), None
+
+  ng, nb = p["rcab"]["conv1"][0].shape[:2]
+
+  def group(h, xs):
+    pg, g = xs
+
+    def run(x):
+      y, _ = jax.lax.scan(rcab, x, (pg["rcab"], jnp.arange(nb)))
+      return (_conv(y, pg["conv"], dt, w.fmask) + x.astype(y.dtype)).astype(x.dtype)
+
+    # Groups past the child's count are identities (lax.cond: their work is skipped).
+    return jax.lax.cond(g < groups, run, lambda x: x, h), None
+
+  group = jax.checkpoint(group) if remat else group
+  h, _ = jax.lax.scan(group, head, (p, jnp.arange(ng)))
+  return h
+
+
+class DRNSupernet(SRFrame, nn.Module):
+  """The GP-NAS grid's weight-sharing supernet: __call__(x, tokens) with tokens int32 [4].
+
+  Tokens (family, features, blocks, stages) as `DRN.token_spec` orders them, as an array: one
+  compile serves every architecture. Parameters (float32, largest shapes): the shared head,
+  body, upsample and tail convs at F_max; the DRN family's "block0" and scanned "blocks"
+  (stage convs stacked on an L_max axis); the RCAN family's "groups" (RCABs [G_max, B_max]).
+  `DRN.child_params` slices a child's parameters out of them.
+  """
+
+  features: tuple[int, ...]  # the F values
+  blocks: tuple[int, ...]  # DRN's D values
+  stages: tuple[int, ...]  # DRN's L values
+  families: tuple[str, ...] = FAMILIES  # the families searched (the token's first choice)
+  rcan_groups: tuple[int, ...] = (1,)  # RCAN's residual groups, one per `blocks` value
+  rcan_blocks: tuple[int, ...] = (1,)  # RCAN's RCABs per group, one per `stages` value
+  scale: int = 2  # 2, 3 or 4
+  reduction: int = 16  # channel-attention reduction
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  remat: bool = False  # recompute each scanned block / group in the backward pass (less memory)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Return the super-resolved NHWC batch of the architecture `tokens` (no Python branching)."""
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if tokens.shape != (4,):  # a static shape: no branching on sampled values
+      raise TokenError(f"the DRN supernet expects 4 tokens, got shape {tokens.shape}")
+    fam, fi, di, si = tokens[0], tokens[1], tokens[2], tokens[3]
+    fm, dt, red = max(self.features), self.dtype, self.reduction
+    rm = max(1, fm // red)
+    f = jnp.asarray(self.features, jnp.int32)[fi]
+    w = _Widths(
+      (jnp.arange(fm) < f).astype(dt), (jnp.arange(rm) < jnp.maximum(1, f // red)).astype(dt), dt
     )
-    h, _ = scan(f, self.blocks, self.reduction, dt, name="groups")(head, None)
-    h = Conv(f, 3, dtype=dt, name="body")(h) + head
-    h = SubPixelUpsampler(f, self.scale, dtype=dt, name="upsample")(h)
-    y = Conv(3, 3, dtype=dt, name="tail")(h)
-    return MeanShift(1.0, dtype=jnp.float32)(y.astype(jnp.float32))
+
+    def body(head):
+      branches = []
+      for family in self.families:  # parameters first: lax.switch only reads them
+        if family == "drn":
+          p = {"block0": _DRBParams(fm, max(self.stages), rm, name="block0")()}
+          if max(self.blocks) > 1:
+            stack = (max(self.blocks) - 1,)
+            p["blocks"] = _DRBParams(fm, max(self.stages), rm, stack, name="blocks")()
+          depth = jnp.asarray(self.blocks, jnp.int32)[di]
+          stages = jnp.asarray(self.stages, jnp.int32)[si]
+          fn = functools.partial(_drn_body, p, depth, stages, min(self.stages), self.remat, w)
+        else:
+          p = _GroupParams(fm, max(self.rcan_groups), max(self.rcan_blocks), rm, name="groups")()
+          groups = jnp.asarray(self.rcan_groups, jnp.int32)[di]
+          blocks = jnp.asarray(self.rcan_blocks, jnp.int32)[si]
+          fn = functools.partial(_rcan_body, p, groups, blocks, self.remat, w)
+        branches.append(fn)
+      if len(branches) == 1:
+        return branches[0](head)
+      return jax.lax.switch(fam, branches, head)
+
+    return sr_frame(x, body, fm, self.scale, dt, mask=w.fmask)
+
+
+def _conv_slice(p: dict, lead: tuple, cin: int, cout: int) -> dict:
+  """Return a child conv's {"kernel", "bias"}: `lead` indexes the stacked axes, then prefixes."""
+  return {"kernel": p["kernel"][lead][..., :cin, :cout], "bias": p["bias"][lead][..., :cout]}
+
+
+def _attention_slice(p: dict, lead: tuple, f: int, r: int) -> dict:
+  return {
+    "squeeze": _conv_slice(p["squeeze"], lead, f, r),
+    "excite": _conv_slice(p["excite"], lead, r, f),
+  }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,8 +640,11 @@ class DRN:
     """Return the architecture stored by `DRNArch.to_dict`, checked against this grid."""
     return self._check(DRNArch.from_dict(d))
 
-  def build(self, arch: DRNArch, scale: int, dtype: Dtype = jnp.float32) -> nn.Module:
-    """Return the stand-alone network of `arch` at `scale`."""
+  def build(
+    self, arch: DRNArch, scale: int, dtype: Dtype = jnp.float32, shifted: bool = False
+  ) -> nn.Module:
+    """Return the stand-alone network of `arch` at `scale` (no depthwise convs: `shifted` is moot)."""
+    del shifted
     arch = self._check(arch)
     if arch.family == "rcan":
       return RCANNet(arch.features, arch.blocks, arch.stages, scale, self.reduction, dtype)
@@ -398,7 +652,11 @@ class DRN:
 
   def count_params(self, arch: DRNArch, scale: int) -> int:
     """Return the exact parameter count of build(arch, scale) (shapes only, no compute)."""
-    return _count_params(self.build(arch, check_subpixel_scale(scale)))
+    return count_module_params(self.build(arch, check_subpixel_scale(scale)))
+
+  def op_heads(self) -> tuple[int, ...]:
+    """Return () : no position chooses an operation."""
+    return ()
 
   def all_archs(self) -> list[DRNArch]:
     """Return every architecture of the grid, in token order (last position fastest)."""
@@ -406,9 +664,94 @@ class DRN:
     grid = np.indices(spec.choices).reshape(len(spec), -1).T
     return [self.decode(t) for t in grid]
 
+  def max_arch(self) -> DRNArch:
+    """Return the child with the most parameters: widest, deepest, largest blocks, of either family."""
+    archs = []
+    for family in self.families:
+      depths, sizes = self._lists(family)
+      archs.append(DRNArch(family, max(self.features), max(depths), max(sizes)))
+    # The scale only changes the upsampler, which both families share.
+    return max(archs, key=lambda a: self.count_params(a, 2))
 
-@functools.lru_cache(maxsize=512)
-def _count_params(model: nn.Module) -> int:
-  x = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-  return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes)))
+  def supernet(self, scale: int, dtype: Dtype = jnp.float32, remat: bool = False) -> DRNSupernet:
+    """Return the weight-sharing supernet; call it as model.apply(variables, x, tokens).
+
+    Args:
+      scale: the upscaling factor.
+      dtype: compute dtype (parameters stay float32).
+      remat: recompute each scanned block (DRN) or group (RCAN) in the backward pass.
+    """
+    rcan = "rcan" in self.families
+    return DRNSupernet(
+      self.features,
+      self.blocks,
+      self.stages,
+      self.families,
+      self.rcan_groups if rcan else (1,),
+      self.rcan_blocks if rcan else (1,),
+      scale,
+      self.reduction,
+      dtype,
+      remat,
+    )
+
+  def child_params(self, supernet_params: dict, arch: DRNArch) -> dict:
+    """Return the parameters of build(arch) sliced from the supernet's shared weights.
+
+    Accepts the supernet's params tree or its variables ({"params": ...}) and returns the same
+    form; scanned blocks come out stacked on a leading axis, as the child's `nn.scan` has them.
+    """
+    arch = self._check(arch)
+    if "params" in supernet_params:
+      return {"params": self.child_params(supernet_params["params"], arch)}
+    sp, f = supernet_params, arch.features
+    r = max(1, f // self.reduction)
+    out = {
+      "head": _conv_slice(sp["head"], (), 3, f),
+      "body": _conv_slice(sp["body"], (), f, f),
+      "upsample": {
+        name: _conv_slice(conv, (), f, conv["kernel"].shape[-1] // max(self.features) * f)
+        for name, conv in sp["upsample"].items()
+      },
+      "tail": _conv_slice(sp["tail"], (), f, 3),
+    }
+    if arch.family == "rcan":
+      lead = (slice(0, arch.blocks), slice(0, arch.stages))
+      rcab = sp["groups"]["rcab"]
+      out["groups"] = {
+        "group": {
+          "rcabs": {
+            "rcab": {
+              "conv1": _conv_slice(rcab["conv1"], lead, f, f),
+              "conv2": _conv_slice(rcab["conv2"], lead, f, f),
+              "attention": _attention_slice(rcab["attention"], lead, f, r),
+            }
+          },
+          "conv": _conv_slice(sp["groups"]["conv"], lead[:1], f, f),
+        }
+      }
+      return out
+    out["block0"] = _drb_slice(sp["block0"], (), arch.stages, f, r)
+    if arch.blocks > 1:
+      out["blocks"] = {
+        "drb": _drb_slice(sp["blocks"], (slice(0, arch.blocks - 1),), arch.stages, f, r)
+      }
+    return out
+
+
+def _drb_slice(p: dict, lead: tuple, stages: int, f: int, r: int) -> dict:
+  """Return a child DRB's parameters (stage{j}_conv1/2, fuse, attention) from the supernet's."""
+  out = {}
+  for j in range(stages):
+    for name in ("conv1", "conv2"):
+      out[f"stage{j}_{name}"] = _conv_slice(p[f"stage_{name}"], (*lead, j), f, f)
+  kernel = p["fuse"]["kernel"][lead]
+  *front, lmax_fmax, fmax = kernel.shape
+  # The child's fuse rows j * F + c are the supernet's rows j * F_max + c, for j < L and c < F.
+  kernel = kernel.reshape(*front, lmax_fmax // fmax, fmax, fmax)[..., :stages, :f, :f]
+  out["fuse"] = {
+    "kernel": kernel.reshape(*front, stages * f, f),
+    "bias": p["fuse"]["bias"][lead][..., :f],
+  }
+  out["attention"] = _attention_slice(p["attention"], lead, f, r)
+  return out

@@ -43,12 +43,6 @@ def get(name: str, **kwargs):
   return factory(**kwargs)
 
 
-def _arch_dict(arch) -> dict:
-  if hasattr(arch, "to_dict"):
-    return arch.to_dict()
-  return dataclasses.asdict(arch)
-
-
 def save_arch(path: str | os.PathLike, space_name: str, space_kwargs: dict, arch, **extra) -> None:
   """Write `arch` of space `space_name` (built with `space_kwargs`) to a JSON file at `path`.
 
@@ -63,7 +57,7 @@ def save_arch(path: str | os.PathLike, space_name: str, space_kwargs: dict, arch
   record = {
     "space": space_name,
     "space_kwargs": dict(space_kwargs),
-    "arch": _arch_dict(arch),
+    "arch": arch.to_dict(),
     "tokens": [int(t) for t in space.encode(arch)],
     **extra,
   }
@@ -97,10 +91,10 @@ def load_arch(path: str | os.PathLike, **overrides):
   try:
     if "tokens" in record:
       arch = space.decode(record["tokens"])
-    elif "arch" in record and hasattr(space, "arch_from_dict"):
+    elif "arch" in record:
       arch = space.arch_from_dict(record["arch"])
     else:
-      raise ConfigError(f"{path}: needs a 'tokens' list")
+      raise ConfigError(f"{path}: needs a 'tokens' list or an 'arch' object")
   except TokenError as e:
     raise TokenError(f"{path}: {e}") from None
   return space, arch

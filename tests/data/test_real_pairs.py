@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from nasr import data, experiment
+from nasr import data, training
 from nasr.core.errors import ConfigError, DataError
 from nasr.estimation import losses
 
@@ -72,19 +72,19 @@ def test_load_dataset_filters_paired_folders_and_logs_each_exclusion(tmp_path, c
   _write_pairs(tmp_path, {"canon_001": _aligned(), "canon_002": _shifted()})
   assert data.is_paired_folder(tmp_path, SCALE)
   with caplog.at_level(logging.WARNING):
-    pairs = experiment.load_dataset(str(tmp_path), SCALE, "train", _data_config(0.99))
+    pairs = data.load_dataset(str(tmp_path), SCALE, "train", _data_config(0.99))
   assert pairs.names == ("canon_001.png",)
   warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
   value = f"NCC {data.pair_ncc(*_shifted()):.4f}"
   assert any("canon_002.png" in m and value in m for m in warnings), warnings
   assert not any("canon_001" in m for m in warnings)
   # Off (the default, 0): every pair is kept.
-  pairs = experiment.load_dataset(str(tmp_path), SCALE, "train", _data_config(0))
+  pairs = data.load_dataset(str(tmp_path), SCALE, "train", _data_config(0))
   assert pairs.names == ("canon_001.png", "canon_002.png")
   # A filter that leaves nothing is an error naming the setting, not an empty training set.
   _write_pairs(tmp_path / "bad", {"x": _shifted()})
   with pytest.raises(DataError, match="ncc_threshold"):
-    experiment.load_dataset(str(tmp_path / "bad"), SCALE, "train", _data_config(0.99))
+    data.load_dataset(str(tmp_path / "bad"), SCALE, "train", _data_config(0.99))
 
 
 def test_hr_only_folders_are_not_filtered(tmp_path, caplog):
@@ -93,7 +93,7 @@ def test_hr_only_folders_are_not_filtered(tmp_path, caplog):
   data.write_png(tmp_path / "rough.png", np.ascontiguousarray(PHOTO[:64, :64]))
   assert not data.is_paired_folder(tmp_path, SCALE)
   with caplog.at_level(logging.WARNING):
-    pairs = experiment.load_dataset(str(tmp_path), SCALE, "train", _data_config(0.9999))
+    pairs = data.load_dataset(str(tmp_path), SCALE, "train", _data_config(0.9999))
   assert len(pairs) == 1 and not caplog.records
 
 
@@ -103,7 +103,7 @@ def test_train_val_from_filtered_pairs_with_120_px_patches(tmp_path):
     {"seed": 0, "data": _data_config(0.99).to_dict() | {"train": str(tmp_path), "val": ""}}
   )
   config.data.update({"num_val": 1, "max_val_images": 0})
-  train, val = experiment.load_train_val(config, SCALE)
+  train, val = data.load_train_val(config.data, SCALE, config.seed)
   assert sorted(train.names + val.names) == ["a.png", "c.png"]
   # The paper's recipe: a random 120x120 LR patch with flips and transposes.
   sampler = data.PatchSampler(train, patch_size=120, batch_size=2, seed=0, augment=True)
@@ -120,8 +120,10 @@ def test_ms_ssim_l1_mix_weight_comes_from_the_config():
     cfg = ml_collections.ConfigDict({"loss": "ms_ssim_l1", "ms_ssim_weight": weight})
     if weight is None:
       cfg = ml_collections.ConfigDict({"loss": "ms_ssim_l1"})
-    assert float(experiment.make_loss(cfg)(pred, target)) == pytest.approx(want, rel=1e-5)
+    assert float(training.make_config_loss(cfg)(pred, target)) == pytest.approx(want, rel=1e-5)
   cfg = ml_collections.ConfigDict({"loss": "l1", "ms_ssim_weight": 0.5})  # ignored for other losses
-  assert float(experiment.make_loss(cfg)(pred, target)) == pytest.approx(l1, rel=1e-6)
+  assert float(training.make_config_loss(cfg)(pred, target)) == pytest.approx(l1, rel=1e-6)
   with pytest.raises(ConfigError, match="ms_ssim_weight"):
-    experiment.make_loss(ml_collections.ConfigDict({"loss": "ms_ssim_l1", "ms_ssim_weight": 2.0}))
+    training.make_config_loss(
+      ml_collections.ConfigDict({"loss": "ms_ssim_l1", "ms_ssim_weight": 2.0})
+    )

@@ -144,7 +144,7 @@ def test_resize_rejects_unknown_method():
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (3, 3), (1, 1), (5, 2)])
 def test_conv_tap_grad_matches_autodiff_in_and_out_of_a_scan(kernel, dilation):
-  from nasr.ops.darts_ops import conv_tap_grad
+  from nasr.ops.cpu_kernels import conv_tap_grad
 
   rng = np.random.default_rng(kernel + dilation)
   x = jnp.asarray(rng.normal(size=(2, 9, 11, 4)), jnp.float32)

@@ -10,9 +10,9 @@ import pytest
 
 from nasr import spaces
 from nasr.core.errors import ConfigError, TokenError
-from nasr.ops import darts_ops
+from nasr.ops import cpu_kernels
 from nasr.ops.conv import SepConv
-from nasr.ops.darts_ops import ShiftSepConv
+from nasr.ops.cpu_kernels import ShiftSepConv
 from nasr.spaces import darts_sr
 from nasr.spaces.darts_sr import DartsGenotype, DartsSR, edge_index
 
@@ -353,7 +353,7 @@ def test_remat_supernet_matches():
 
 
 # ---------------------------------------------------------------------------------------------
-# The shifted leaf ops the supernet runs on (nasr.ops.darts_ops).
+# The shifted leaf ops the supernet runs on (nasr.ops.cpu_kernels).
 
 
 def _lax_depthwise(x, kernel, dilation):
@@ -374,28 +374,28 @@ def test_shifted_depthwise_and_pooling_match_xla(k, dilation):
   x = jnp.asarray(rng.normal(size=(2, 7, 6, 3)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(k, k, 1, 3)), jnp.float32)
   want = _lax_depthwise(x, kernel, dilation)
-  np.testing.assert_allclose(darts_ops.depthwise_conv(x, kernel, dilation), want, atol=1e-5)
+  np.testing.assert_allclose(cpu_kernels.depthwise_conv(x, kernel, dilation), want, atol=1e-5)
   # n kernels side by side over a shared input, and the hand-written gradient.
   kernels = jnp.asarray(rng.normal(size=(2, k, k, 3)), jnp.float32)
   for h in (x[None], jnp.stack([x, 2 * x])):
-    got = darts_ops.stacked_depthwise_conv(h, kernels, dilation)
+    got = cpu_kernels.stacked_depthwise_conv(h, kernels, dilation)
     for e in range(2):
       ref = _lax_depthwise(h[min(e, h.shape[0] - 1)], kernels[e][:, :, None], dilation)
       np.testing.assert_allclose(got[e], ref, atol=1e-5)
     g = jnp.asarray(rng.normal(size=got.shape), jnp.float32)
     loss = lambda h, k, g=g: jnp.sum(  # noqa: E731
-      jnp.sin(darts_ops.stacked_depthwise_conv(h, k, dilation)) * g
+      jnp.sin(cpu_kernels.stacked_depthwise_conv(h, k, dilation)) * g
     )
-    ref_loss = lambda h, k, g=g: jnp.sum(jnp.sin(darts_ops._stacked_forward(h, k, dilation)) * g)  # noqa: E731
+    ref_loss = lambda h, k, g=g: jnp.sum(jnp.sin(cpu_kernels._stacked_forward(h, k, dilation)) * g)  # noqa: E731
     for a, b in zip(
       jax.grad(loss, (0, 1))(h, kernels), jax.grad(ref_loss, (0, 1))(h, kernels), strict=True
     ):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(
-    darts_ops.max_pool(x, 3), nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+    cpu_kernels.max_pool(x, 3), nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
   )
   np.testing.assert_allclose(
-    darts_ops.avg_pool(x, 3),
+    cpu_kernels.avg_pool(x, 3),
     nn.avg_pool(x, (3, 3), strides=(1, 1), padding="SAME", count_include_pad=False),
     atol=1e-6,
   )

@@ -32,9 +32,9 @@ def _drn_params(f, d, stages, reduction, scale=2):
   return _conv(3, 3, f) + d * block + _conv(3, f, f) + upsample + _conv(3, f, 3)
 
 
-def _random_params(model, x, seed=0):
+def _random_params(model, *args, seed=0):
   rng = np.random.default_rng(seed)
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *args)
   return jax.tree.map(lambda s: jnp.asarray(0.1 * rng.standard_normal(s.shape), s.dtype), shapes)
 
 
@@ -141,3 +141,56 @@ def test_bad_settings_and_tokens_name_the_culprit():
     DRNArch("vdsr", 4, 1, 1)
   with pytest.raises(ConfigError, match="scale must be one of"):
     space.build(space.decode([0, 0, 0, 0]), 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The weight-sharing supernet (equality with every child over the grid: tests/spaces/test_contract).
+
+
+def test_max_arch_is_the_family_with_more_parameters():
+  space = spaces.get("drn", **TINY)
+  best = space.max_arch()
+  assert best.group() == best.family
+  for family in ("drn", "rcan"):
+    only = spaces.get("drn", **{**TINY, "families": (family,)})
+    assert only.max_arch().family == family
+    assert space.count_params(best, 2) >= only.count_params(only.max_arch(), 2)
+  assert all(space.count_params(a, 3) <= space.count_params(best, 3) for a in space.all_archs())
+
+
+@pytest.mark.parametrize("family,blocks", [("rcan", (1, 2)), ("drn", (1,))])
+def test_single_family_supernet_equals_its_children(family, blocks):
+  settings = {**TINY, "families": (family,), "blocks": blocks, "rcan_groups": blocks}
+  space = spaces.get("drn", **settings)
+  model = space.supernet(2)
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 5, 4, 3)), jnp.float32)
+  params = _random_params(model, x, np.zeros(4, np.int32), seed=3)
+  forward = jax.jit(model.apply)
+  archs = space.all_archs()
+  for arch in [archs[0], archs[-1], *archs[1:-1:3]]:
+    want = space.build(arch, 2).apply(space.child_params(params, arch), x)
+    got = forward(params, x, space.encode(arch))
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+  assert forward._cache_size() == 1
+
+
+def test_supernet_remat_same_gradients():
+  space = spaces.get("drn", **TINY)
+  x = jnp.asarray(np.random.default_rng(0).uniform(size=(1, 4, 5, 3)), jnp.float32)
+  plain, remat = space.supernet(2), space.supernet(2, remat=True)
+  params = _random_params(plain, x, np.zeros(4, np.int32), seed=1)
+  grad_fns = [
+    jax.jit(jax.grad(lambda p, t, m=m: jnp.mean(m.apply(p, x, t) ** 2))) for m in (plain, remat)
+  ]
+  for tokens in ([0, 1, 1, 2], [1, 1, 1, 2]):
+    grads = [g(params, jnp.asarray(tokens, jnp.int32)) for g in grad_fns]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), *grads)
+
+
+def test_supernet_rejects_bad_token_shapes():
+  space = spaces.get("drn", **TINY)
+  x = jnp.zeros((1, 4, 4, 3))
+  with pytest.raises(TokenError, match="expects 4 tokens"):
+    jax.eval_shape(space.supernet(2).init, jax.random.PRNGKey(0), x, jnp.zeros(3, jnp.int32))
+  with pytest.raises(ConfigError, match="scale must be one of"):
+    space.supernet(5)

@@ -1,4 +1,7 @@
-"""Depthwise convolution and stride-1 pooling as sums / maxima of shifted slices.
+"""Kernels in the forms XLA:CPU runs fast: shifted depthwise convs, tap-loop conv gradients, pools.
+
+Depthwise convolution and stride-1 pooling are written as sums / maxima of shifted slices (used by
+the DeCoNAS and DARTS-SR networks and supernets when `shifted=True`).
 
 XLA's CPU backend runs grouped (depthwise) convolutions and the gradient of `reduce_window` max
 pooling slowly: on a 2-core x86 CPU, a 5x5 depthwise conv of an 8x24x24x16 batch takes 15 ms

@@ -1,0 +1,89 @@
+"""Where pixels come from: a data spec ("embedded", a folder, "tfds:...") to SR pairs, splits, crops.
+
+The searches and the trainer read their data through these, so every method accepts the same
+`config.data` section (see configs/common.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import logging
+
+from nasr.core.errors import ConfigError, DataError
+from nasr.data.datasets import SRPairs, load_folder_or_pairs
+from nasr.data.embedded import load_embedded
+from nasr.data.real_pairs import filter_pairs, is_paired_folder
+from nasr.data.tfds_builders import load_tfds
+
+
+def load_dataset(spec: str, scale: int, split: str = "train", data_config=None) -> SRPairs:
+  """Return the SR pairs named by `spec`: "embedded", "tfds:<builder>/<config>" or a folder path."""
+  spec = str(spec).format(scale=scale)
+  if spec == "embedded":
+    return load_embedded(split, scale)
+  if spec.startswith("tfds:"):
+    manual_dir = (data_config.get("manual_dir", "") if data_config else "") or None
+    tfds_dir = (data_config.get("tfds_dir", "") if data_config else "") or None
+    tfds_split = {"train": "train", "val": "validation"}.get(split, split)
+    return load_tfds(
+      spec[len("tfds:") :], tfds_split, scale, data_dir=tfds_dir, manual_dir=manual_dir
+    )
+  pairs = load_folder_or_pairs(spec, scale)
+  threshold = float(data_config.get("ncc_threshold", 0) or 0) if data_config else 0.0
+  if threshold > 0 and is_paired_folder(spec, scale):
+    pairs = filter_misaligned(pairs, threshold, spec)
+  return pairs
+
+
+def filter_misaligned(pairs: SRPairs, threshold: float, source: str) -> SRPairs:
+  """Return `pairs` without those whose NCC is below `threshold`; log each excluded one."""
+  kept, excluded = filter_pairs(pairs, threshold)
+  for name, value in excluded:
+    logging.warning(
+      "%s: excluded %s, NCC %.4f < %.4f (misaligned pair)", source, name, value, threshold
+    )
+  if excluded:
+    logging.warning(
+      "%s: excluded %d of %d pairs with NCC < %g", source, len(excluded), len(pairs), threshold
+    )
+  if not len(kept):
+    raise DataError(
+      f"{source}: every pair has NCC < {threshold} (data.ncc_threshold); nothing is left to use"
+    )
+  return kept
+
+
+def load_train_val(data_config, scale: int, seed: int) -> tuple[SRPairs, SRPairs]:
+  """Return (train, validation) pairs; validation is carved from train when data.val is empty."""
+  d = data_config
+  train = load_dataset(d.train, scale, "train", d)
+  if d.val:
+    val = load_dataset(d.val, scale, "val", d)
+  else:
+    if d.num_val < 1 or d.num_val >= len(train):
+      raise ConfigError(
+        f"data.num_val={d.num_val} must be between 1 and {len(train) - 1} "
+        f"(the training set has {len(train)} images)"
+      )
+    train, val = train.split(d.num_val, seed=seed)
+  if d.max_val_images and len(val) > d.max_val_images:
+    val = val.subset(range(d.max_val_images))
+  return train, val
+
+
+def center_crops(pairs: SRPairs, patch: int) -> dict[str, np.ndarray]:
+  """Return centre crops (LR side `patch`) of every image, stacked as uint8 {"lr", "hr"} arrays.
+
+  One fixed shape keeps a search's scoring function compiled once; searches crop the validation
+  split carved from the training images, never a benchmark test set.
+  """
+  s = pairs.scale
+  lrs, hrs = [], []
+  for name, lr, hr in zip(pairs.names, pairs.lr, pairs.hr, strict=True):
+    h, w = lr.shape[:2]
+    if min(h, w) < patch:
+      raise ConfigError(f"validation image {name!r} LR {h}x{w} is smaller than val_patch={patch}")
+    top, left = (h - patch) // 2, (w - patch) // 2
+    lrs.append(lr[top : top + patch, left : left + patch])
+    hrs.append(hr[top * s : (top + patch) * s, left * s : (left + patch) * s])
+  return {"lr": np.stack(lrs), "hr": np.stack(hrs)}

@@ -1,0 +1,299 @@
+"""One-shot (weight-sharing) search for any SupernetSpace with any strategy: ENAS, DeCoNAS, HNAS.
+
+Each epoch (a) trains the shared weights for `train_steps_per_epoch` mini-batches, one freshly
+sampled child per mini-batch, then (b) trains the strategy for `controller_steps_per_epoch` steps on
+the reward of `controller_batch` children, each scored with the shared weights on centre crops of
+a validation split carved from the training images. The reward is a weighted sum of terms
+(`config.reward.terms`, see nasr.searches.reward): DeCoNAS CB1 is {"psnr": 1, "params": -2}, HNAS
+{"psnr": 0.6, "macs": -0.4}. After the last epoch, `derive` samples candidates from the trained
+policy, scores them and writes candidates.json (sorted by reward), best.json (for
+`launch.train --config.arch=W/best.json`) and candidates.png.
+
+The supernet step and the scoring function are compiled once for the whole run: the sampled
+architecture enters them as an int32 array. The whole state (shared weights, optimiser, strategy)
+is checkpointed after every epoch; a killed search resumes and reaches the same result.
+
+`config.setting` (DeCoNAS's CB{0,1}_FF{0,1}) is a switch over the same config: CB0 drops every
+cost term from the reward, FF1 turns on the space's fusion search.
+"""
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from nasr import data as data_lib
+from nasr import parallel, plots, spaces, strategies, training, writers
+from nasr.core.checks import check_scale
+from nasr.core.errors import ConfigError
+from nasr.estimation import cost, metrics
+from nasr.estimation import train as train_lib
+from nasr.searches import loop
+from nasr.searches.reward import COST_TERMS, Reward, child_macs_per_pixel
+from nasr.spaces.base import SupernetSpace, require
+
+SETTINGS = ("CB0_FF0", "CB0_FF1", "CB1_FF0", "CB1_FF1")
+
+
+def parse_setting(setting: str) -> tuple[bool, bool]:
+  """Return (complexity_penalty, fusion_search) of a DeCoNAS setting such as "CB1_FF0"."""
+  if setting not in SETTINGS:
+    raise ConfigError(f"config.setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+  return setting.startswith("CB1"), setting.endswith("FF1")
+
+
+def space_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """Return the searched space's keyword arguments (fusion search from config.setting if set)."""
+  kwargs = loop.space_kwargs(config)
+  if config.get("setting"):
+    kwargs["fusion_search"] = parse_setting(config.setting)[1]
+  return kwargs
+
+
+def reward_terms(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Return config.reward.terms, without the cost terms under a CB0 setting."""
+  terms = {k: float(v) for k, v in config.reward.terms.items()}
+  if config.get("setting") and not parse_setting(config.setting)[0]:
+    terms = {k: v for k, v in terms.items() if k not in COST_TERMS}
+  return terms
+
+
+def make_psnr_fn(supernet, scale: int) -> Callable:
+  """Return psnr(params, lr, hr, tokens[B, L]) -> [B] mean validation PSNR per child (jit once)."""
+
+  def one(params, lr, hr, tokens):
+    sr = supernet.apply({"params": params}, train_lib.to_unit(lr), tokens)
+    return jnp.mean(metrics.psnr_jax(sr, train_lib.to_unit(hr), scale))
+
+  def many(params, lr, hr, tokens):
+    return jax.lax.map(lambda t: one(params, lr, hr, t), tokens)
+
+  return many
+
+
+@dataclasses.dataclass
+class _Parts:
+  """What a one-shot run is made of, built once by `_prepare`."""
+
+  config: ml_collections.ConfigDict
+  scale: int
+  space: Any
+  strategy: strategies.Strategy
+  mesh: Any
+  sampler: data_lib.PatchSampler
+  val: dict
+  supernet: Any
+  tx: Any
+  reward: Reward
+  loss_fn: Callable
+  local_batch: int
+
+
+def _prepare(config: ml_collections.ConfigDict) -> _Parts:
+  """Return the run's parts; everything a user can get wrong fails here, before any training."""
+  scale = check_scale(config.scale, "config.scale")
+  space = spaces.get(config.space.name, **space_kwargs(config))
+  require(space, SupernetSpace, "one-shot")
+  spec = space.token_spec()
+  kwargs = loop.strategy_kwargs(config, spec, space.op_heads())
+  strategy = strategies.get(config.strategy.name, spec, **kwargs)
+  loss_fn = training.make_config_loss(config)
+  mesh = parallel.make_mesh()
+  local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
+  train_pairs, val_pairs = data_lib.load_train_val(config.data, scale, config.seed)
+  sampler = data_lib.PatchSampler(
+    train_pairs, config.data.patch_size, config.data.batch_size, config.seed, config.data.augment
+  )
+  val = data_lib.center_crops(val_pairs, config.val_patch)
+  logging.info(
+    "search space %s: %d decisions, %.3g architectures; %d training / %d validation images",
+    config.space.name,
+    len(spec),
+    float(spec.size),
+    len(train_pairs),
+    len(val_pairs),
+  )
+  supernet = space.supernet(scale, **dict(config.supernet))
+  o = config.optim
+  total_w_steps = config.epochs * config.train_steps_per_epoch
+  schedule = train_lib.make_schedule(o.lr, o.schedule, total_w_steps, o.decay_every, o.decay_factor)
+  tx = train_lib.make_adam(schedule, o.b1, o.b2, grad_clip=o.grad_clip)
+  reward = Reward(reward_terms(config), space, scale)
+  return _Parts(
+    config, scale, space, strategy, mesh, sampler, val, supernet, tx, reward, loss_fn, local_batch
+  )
+
+
+def _init_state(p: _Parts) -> dict:
+  """Return the initial search state: shared weights with their optimiser, and the strategy."""
+  max_tokens = jnp.asarray(p.space.encode(p.space.max_arch()), jnp.int32)
+  x0 = jnp.zeros((1, p.config.data.patch_size, p.config.data.patch_size, 3), jnp.float32)
+  key = train_lib.init_key(p.config.seed)
+  params = jax.jit(p.supernet.init)(key, x0, max_tokens)["params"]
+  logging.info(
+    "supernet: %d shared parameters; most complex child %d parameters",
+    cost.count_params(params),
+    p.reward.max_cost["params"],
+  )
+  return {
+    "w": train_lib.create_train_state(params, p.tx),
+    "strategy": p.strategy.init(train_lib.init_key(p.config.seed + 1)),
+  }
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Search, then derive; return a summary (best tokens, PSNR, params, wall time)."""
+  p = _prepare(config)
+  search = loop.SearchRun(config, workdir, total=config.epochs)
+  state = search.resume(_init_state(p))
+  # Everything the steps touch lives on the same devices (restored arrays come back committed).
+  state = jax.device_put(state, parallel.replicated(p.mesh))
+  steps = {
+    "train": training.compile_train_step(p.supernet, p.tx, p.loss_fn, p.mesh, supernet=True),
+    "propose": jax.jit(p.strategy.propose, static_argnums=2),
+    "update": jax.jit(p.strategy.update),
+    "psnr": jax.jit(make_psnr_fn(p.supernet, p.scale)),
+  }
+  w_rng, c_rng, d_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+  t0 = time.time()
+  with search:
+    for epoch in range(search.done, config.epochs):
+      t_epoch = time.time()
+      state, w_loss = _train_shared(p, steps, state, epoch, w_rng, search)
+      t_w = time.time() - t_epoch
+      t_c0 = time.time()
+      state, record = _train_strategy(p, steps, state, epoch, c_rng)
+      t_c = time.time() - t_c0
+      record = {
+        "epoch": epoch + 1,
+        "supernet_loss": w_loss,
+        **record,
+        "supernet_steps_per_sec": config.train_steps_per_epoch / max(t_w, 1e-9),
+        "controller_steps_per_sec": config.controller_steps_per_epoch / max(t_c, 1e-9),
+      }
+      shown = {"reward": record["reward"], "psnr": record["val_psnr"]}
+      search.end(epoch + 1, state, record, shown)
+  summary = derive(p, steps, state, search.workdir, d_rng)
+  summary.update(search_wall_s=round(time.time() - t0, 1), epochs=config.epochs)
+  if search.history:
+    last = search.history[-1]
+    summary.update(
+      supernet_steps_per_sec=round(last["supernet_steps_per_sec"], 3),
+      controller_steps_per_sec=round(last["controller_steps_per_sec"], 3),
+    )
+  search.write_json("search_result.json", summary)
+  return summary
+
+
+def _train_shared(p: _Parts, steps, state, epoch: int, w_rng, search) -> tuple[dict, float]:
+  """Return (state, mean loss) after one epoch of shared-weight steps, one child per batch."""
+  n = p.config.train_steps_per_epoch
+  local_batch = p.local_batch
+  lo = jax.process_index() * local_batch
+  w_state, losses = state["w"], []
+  for i in range(n):
+    step = epoch * n + i
+    tokens, _ = steps["propose"](state["strategy"], jax.random.fold_in(w_rng, step), 1)
+    batch = {k: v[lo : lo + local_batch] for k, v in p.sampler.batch(step).items()}
+    w_state, m = steps["train"](w_state, parallel.shard_batch(batch, p.mesh), w_rng, tokens[0])
+    losses.append(m["loss"])
+  loss = search.finite(losses, epoch * n) if n else float("nan")
+  return {**state, "w": w_state}, loss
+
+
+def _train_strategy(p: _Parts, steps, state, epoch: int, c_rng) -> tuple[dict, dict]:
+  """Return (state, epoch record) after the strategy's steps on the children's rewards."""
+  c = p.config
+  s_state, seen = state["strategy"], {"reward": [], "val_psnr": [], "complexity": []}
+  c_metrics = {}
+  for j in range(c.controller_steps_per_epoch):
+    cstep = epoch * c.controller_steps_per_epoch + j
+    tokens, aux = steps["propose"](s_state, jax.random.fold_in(c_rng, cstep), c.controller_batch)
+    psnr = np.asarray(steps["psnr"](state["w"].params, p.val["lr"], p.val["hr"], tokens))
+    costs = p.reward.batch_costs(tokens)
+    entropy = np.asarray(aux["entropy"], np.float64) if "entropy" in aux else None
+    reward = p.reward(np.asarray(psnr, np.float64), costs, entropy)
+    s_state, c_metrics = steps["update"](s_state, tokens, jnp.asarray(reward, jnp.float32))
+    seen["reward"].append(reward.mean())
+    seen["val_psnr"].append(psnr.mean())
+    seen["complexity"].append(costs["params"].mean())
+  record = {k: float(np.mean(v)) if v else float("nan") for k, v in seen.items()}
+  record.update({f"controller_{k}": float(v) for k, v in c_metrics.items()})
+  return {**state, "strategy": s_state}, record
+
+
+def _score(p: _Parts, steps, params, tokens: np.ndarray) -> np.ndarray:
+  """Return the shared-weight PSNR of each token row, in chunks of the controller batch.
+
+  Chunks keep the scoring function's input shape, so the function compiled for the search is
+  reused as it is.
+  """
+  chunk = int(p.config.controller_batch)
+  padded = np.concatenate([tokens, np.repeat(tokens[:1], -len(tokens) % chunk, axis=0)])
+  psnr = [
+    np.asarray(steps["psnr"](params, p.val["lr"], p.val["hr"], jnp.asarray(padded[i : i + chunk])))
+    for i in range(0, len(padded), chunk)
+  ]
+  return np.concatenate(psnr)[: len(tokens)]
+
+
+def derive(p: _Parts, steps, state, workdir: Path, rng) -> dict:
+  """Sample candidates from the trained policy, score them with the shared weights, write results."""
+  c = p.config
+  tokens, _ = steps["propose"](state["strategy"], rng, c.derive.candidates)
+  tokens = np.unique(np.asarray(tokens), axis=0)  # a converged policy repeats itself
+  psnr = _score(p, steps, state["w"].params, tokens)
+  rows = []
+  for t, ps in zip(tokens, psnr, strict=True):
+    costs = p.reward.costs(t)
+    row = {
+      "tokens": [int(v) for v in t],
+      "psnr": float(ps),
+      "params": int(costs["params"]),
+      "complexity": float(costs["params_ratio"]),
+      "macs_per_lr_pixel": float(
+        costs["macs"]
+        if "macs" in costs
+        else child_macs_per_pixel(p.space, p.space.decode(t), p.scale)
+      ),
+    }
+    if "macs" in costs:
+      row["macs_ratio"] = float(costs["macs_ratio"])
+    terms = {k: costs[f"{k}_ratio"] for k in COST_TERMS if f"{k}_ratio" in costs}
+    # Candidates are ranked without the exploration bonus: it rewards sampling, not networks.
+    row["reward"] = float(p.reward(ps, terms, entropy=0.0))
+    rows.append(row)
+  rows.sort(key=lambda r: -r["reward"])
+  if jax.process_index() == 0:
+    _write_derived(p, rows, Path(workdir))
+  best = rows[0]
+  return {
+    "best_tokens": best["tokens"],
+    "best_psnr": round(best["psnr"], 4),
+    "best_params": best["params"],
+    "candidates": len(rows),
+    "best_json": str(Path(workdir) / "best.json"),
+  }
+
+
+def _write_derived(p: _Parts, rows: list[dict], workdir: Path) -> None:
+  """Write candidates.json, best.json and candidates.png."""
+  writers.write_json(workdir / "candidates.json", rows)
+  best = rows[0]
+  spaces.save_arch(
+    workdir / "best.json",
+    p.config.space.name,
+    space_kwargs(p.config),
+    p.space.decode(np.asarray(best["tokens"])),
+    **{k: v for k, v in best.items() if k != "tokens"},
+  )
+  title = f"{p.config.space.name} x{p.scale}"
+  plots.plot_candidates(rows, workdir / "candidates.png", title=title)

@@ -1,0 +1,91 @@
+"""The one-shot search's reward: a weighted sum of terms named in the config.
+
+  reward = sum_k w_k * term_k,   config.reward.terms = {"psnr": 1.0, "params": -2.0}
+
+Terms:
+  psnr     the child's validation Y-PSNR with the shared weights (dB)
+  params   the child's parameters / those of the space's most complex child (space.max_arch())
+  macs     the child's multiply-adds per LR pixel / those of the most complex child
+  entropy  the policy's entropy of the sampled tokens (an exploration bonus, as HNAS)
+
+Cost terms are exact (`space.count_params`, `estimation.cost.count_macs` of the built child) and
+computed once per architecture. DeCoNAS CB1 is {"psnr": 1, "params": -alpha}; HNAS is
+{"psnr": 0.6, "macs": -0.4} plus an entropy weight.
+"""
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasr.core.errors import ConfigError
+from nasr.estimation import cost
+
+COST_TERMS = ("params", "macs")
+TERMS = ("psnr", *COST_TERMS, "entropy")
+# LR probe for multiply-adds: a count per pixel does not depend on the probe size.
+_PROBE = (1, 32, 32, 3)
+
+
+def child_macs_per_pixel(space, arch, scale: int) -> float:
+  """Return the multiply-adds per LR pixel of build(arch, scale) (shapes only, nothing computed)."""
+  child = space.build(arch, scale)
+  shapes = jax.eval_shape(child.init, jax.random.PRNGKey(0), jnp.zeros(_PROBE))
+  return cost.count_macs(child, shapes, _PROBE) / (_PROBE[1] * _PROBE[2])
+
+
+class Reward:
+  """reward(psnr, tokens, entropy) from weighted terms; cost terms normalised and cached."""
+
+  def __init__(self, terms: Mapping[str, float], space, scale: int):
+    unknown = sorted(set(terms) - set(TERMS))
+    if unknown:
+      raise ConfigError(
+        f"config.reward.terms: unknown term(s) {unknown}; the terms are {', '.join(TERMS)}"
+      )
+    if not terms:
+      raise ConfigError("config.reward.terms is empty: give at least one, e.g. {'psnr': 1.0}")
+    # psnr first, then the others in TERMS order: the sum's order is fixed whatever the config's.
+    self.weights = {k: float(terms[k]) for k in TERMS if k in terms}
+    self._space, self._scale = space, scale
+    self._cache: dict[bytes, dict[str, float]] = {}
+    self.max_cost = self._raw(space.max_arch())
+
+  def _raw(self, arch) -> dict[str, float]:
+    out = {"params": self._space.count_params(arch, self._scale)}
+    if "macs" in self.weights:
+      out["macs"] = child_macs_per_pixel(self._space, arch, self._scale)
+    return out
+
+  def costs(self, tokens) -> dict[str, float]:
+    """Return the child's raw cost and its normalised cost terms ("params", "params_ratio", ...)."""
+    key = np.asarray(tokens, np.int32).tobytes()
+    if key not in self._cache:
+      raw = self._raw(self._space.decode(tokens))
+      ratios = {f"{k}_ratio": v / self.max_cost[k] for k, v in raw.items()}
+      self._cache[key] = {**raw, **ratios}
+    return self._cache[key]
+
+  def __call__(self, psnr, costs: Mapping[str, object], entropy=None):
+    """Return sum_k w_k * term_k; `costs` maps a cost term to its normalised value(s).
+
+    Works on scalars and on arrays alike (a batch of children), in the dtype numpy gives.
+    """
+    total = self.weights.get("psnr", 0.0) * psnr
+    for k in COST_TERMS:
+      if k in self.weights:
+        total = total + self.weights[k] * costs[k]
+    if "entropy" in self.weights:
+      if entropy is None:
+        raise ConfigError("the reward has an entropy term but the strategy reports no entropy")
+      total = total + self.weights["entropy"] * entropy
+    return total
+
+  def batch_costs(self, tokens) -> dict[str, np.ndarray]:
+    """Return each cost term's normalised values (float64 [B]) for a batch of token rows."""
+    rows = [self.costs(t) for t in np.asarray(tokens)]
+    return {k: np.array([r[f"{k}_ratio"] for r in rows]) for k in ("params", *self._extra())}
+
+  def _extra(self) -> tuple[str, ...]:
+    return ("macs",) if "macs" in self.weights else ()

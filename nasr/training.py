@@ -1,0 +1,262 @@
+"""The trainer: train a network from a config, resumably and data-parallel; load a trained one.
+
+`experiment.train` (the launcher's entry point) and GP-NAS (which trains every candidate) both call
+`train(config, workdir)`; the one-shot search compiles its supernet step with `compile_train_step`.
+"""
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from absl import logging
+
+from nasr import data as data_lib
+from nasr import inference, parallel, spaces, writers
+from nasr.checkpoint import Checkpointer
+from nasr.core.checks import check_scale
+from nasr.core.errors import ConfigError, DivergedError
+from nasr.estimation import cost, losses
+from nasr.estimation import evaluate as scoring
+from nasr.estimation import train as train_lib
+
+
+# ---------------------------------------------------------------------------------------------------
+# Networks and optimisers.
+# ---------------------------------------------------------------------------------------------------
+def _shifted_depthwise(config: ml_collections.ConfigDict) -> bool:
+  """Return whether `config.depthwise` (conv | shifted) asks for shifted depthwise convs."""
+  mode = config.get("depthwise", "conv")
+  if mode not in ("shifted", "conv"):
+    raise ConfigError(f"config.depthwise must be conv or shifted, got {mode!r}")
+  return mode == "shifted"
+
+
+def build_network(config: ml_collections.ConfigDict, scale: int):
+  """Return the Flax module the config names: `config.arch` (a search result) or `config.model`."""
+  if config.get("arch"):
+    return spaces.build_from_file(config.arch, scale=scale, shifted=_shifted_depthwise(config))
+  kwargs = dict(config.get("model_kwargs", {}) or {})
+  return spaces.build_model(config.model, scale=scale, **kwargs)
+
+
+def _apply_fn(network) -> Callable:
+  def apply(params, x, rng, arch):
+    del rng  # the baselines and searched networks are deterministic
+    if arch is None:
+      return network.apply({"params": params}, x)
+    return network.apply({"params": params}, x, arch)  # a supernet: the architecture is data
+
+  return apply
+
+
+def init_params(network, patch: int, seed: int):
+  """Return the network's initial parameters for LR patches of side `patch`."""
+  x = jnp.zeros((1, patch, patch, 3), jnp.float32)
+  return jax.jit(network.init)(train_lib.init_key(seed), x).get("params", {})
+
+
+def make_tx(config: ml_collections.ConfigDict, total_steps: int):
+  """Return (Adam transformation, learning-rate schedule) of `config.optim`."""
+  o = config.optim
+  schedule = train_lib.make_schedule(
+    o.lr, o.schedule, total_steps, o.decay_every, o.decay_factor, o.warmup_steps
+  )
+  return train_lib.make_adam(
+    schedule, o.b1, o.b2, weight_decay=o.weight_decay, grad_clip=o.grad_clip
+  ), schedule
+
+
+def make_config_loss(config: ml_collections.ConfigDict) -> Callable:
+  """Return the loss `config.loss` names, mixed by `config.ms_ssim_weight` where it applies."""
+  return losses.make_loss(config.loss, config.get("ms_ssim_weight", None))
+
+
+def compile_train_step(network, tx, loss_fn, mesh, supernet: bool = False) -> Callable:
+  """Return the jitted step(state, batch, rng[, arch]): params replicated, batch split, state donated.
+
+  With `supernet=True` the step takes the sampled architecture as a fourth (replicated) array.
+  """
+  repl, split = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  return jax.jit(
+    train_lib.make_train_step(_apply_fn(network), tx, loss_fn),
+    in_shardings=(repl, split, repl, repl) if supernet else (repl, split, repl),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+  )
+
+
+def _triples(pairs: data_lib.SRPairs):
+  return zip(pairs.names, pairs.lr, pairs.hr, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training.
+# ---------------------------------------------------------------------------------------------------
+def _start(config: ml_collections.ConfigDict, workdir) -> tuple[int, Path, Callable]:
+  """Return (scale, workdir, loss) after checking everything a user can get wrong."""
+  scale = check_scale(config.scale, "config.scale")
+  if config.get("model") == "bicubic" and not config.get("arch"):
+    raise ConfigError("config.model=bicubic has no parameters to train; use launch.evaluate")
+  workdir = writers.prepare_workdir(workdir)
+  dist = config.get("distributed")
+  if dist is not None and dist.coordinator_address:
+    parallel.maybe_initialize_distributed(
+      dist.coordinator_address, dist.num_processes or None, dist.process_id
+    )
+  return scale, workdir, make_config_loss(config)
+
+
+def _input(config: ml_collections.ConfigDict, scale: int, mesh):
+  """Return (patch sampler, validation pairs) and log what the run reads."""
+  train_pairs, val_pairs = data_lib.load_train_val(config.data, scale, config.seed)
+  sampler = data_lib.PatchSampler(
+    train_pairs,
+    config.data.patch_size,
+    config.data.batch_size,
+    seed=config.seed,
+    augment=config.data.augment,
+  )
+  logging.info(
+    "data: %d training images, %d validation images, LR patch %d, batch %d on %d device(s)",
+    len(train_pairs),
+    len(val_pairs),
+    config.data.patch_size,
+    config.data.batch_size,
+    mesh.devices.size,
+  )
+  return sampler, val_pairs
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Train the configured network, resuming from `<workdir>/checkpoints`; return final metrics."""
+  scale, workdir, loss_fn = _start(config, workdir)
+  mesh = parallel.make_mesh()
+  local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
+  sampler, val_pairs = _input(config, scale, mesh)
+
+  # --- Model and optimizer. ----------------------------------------------------------------------
+  network = build_network(config, scale)
+  params = init_params(network, config.data.patch_size, config.seed)
+  tx, schedule = make_tx(config, config.steps)
+  state = train_lib.create_train_state(params, tx)
+  rng = jax.random.PRNGKey(config.seed)
+  n_params = cost.count_params(params)
+  logging.info("network: %s, %d parameters", type(network).__name__, n_params)
+
+  # --- Checkpoint: resume from the latest complete one. ------------------------------------------
+  ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+  meta = {"best_psnr": -math.inf, "best_step": -1, "val": {}}
+  start = ckpt.latest_step()
+  if start is not None:
+    restored, meta = ckpt.restore({"train": state, "rng": rng}, start)
+    state, rng = restored["train"], restored["rng"]
+    writers.truncate_metrics(workdir, start)
+    logging.info("resumed from the checkpoint at step %d", start)
+  start = int(start or 0)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    writers.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+
+  # --- Steps: compiled once, state donated, batch split over the data axis. ------------------------
+  repl = parallel.replicated(mesh)
+  state = jax.device_put(state, repl)
+  rng = jax.device_put(rng, repl)
+  train_step = compile_train_step(network, tx, loss_fn, mesh)
+  lo = jax.process_index() * local_batch
+
+  def validate(params) -> dict:
+    upscale = inference.network_upscaler(network, jax.device_get(params), tile=config.eval_tile)
+    return scoring.score_images(upscale, _triples(val_pairs), scale)
+
+  def next_batch(step: int):
+    batch = sampler.batch(step)
+    return parallel.shard_batch({k: v[lo : lo + local_batch] for k, v in batch.items()}, mesh)
+
+  writer = writers.MetricWriter(workdir, is_chief=is_chief)
+  t_start = time.time()
+  try:
+    state = _loop(
+      config, state, rng, train_step, next_batch, validate, schedule, ckpt, meta, writer, start
+    )
+  finally:
+    ckpt.close()
+    writer.close()
+  result = {
+    "params": n_params,
+    "step": config.steps,
+    "best_psnr": meta["best_psnr"],
+    "best_step": meta["best_step"],
+    "val": meta.get("val", {}),
+    "wall_s": time.time() - t_start,
+  }
+  if is_chief:
+    writers.write_json(workdir / "train_result.json", result)
+  return result
+
+
+def _loop(
+  config, state, rng, train_step, next_batch, validate, schedule, ckpt, meta, writer, start
+):
+  """Run steps start..config.steps with logging, validation and checkpoints; return the state."""
+  progress = writers.Progress(config.steps, start_step=start)
+  pending, pending_from = [], start
+  last_saved = start if ckpt.latest_step() is not None else None
+  for step in range(start, config.steps):
+    state, metrics = train_step(state, next_batch(step), rng)
+    pending.append(metrics["loss"])
+    done = step + 1
+    if step == start:
+      progress.reset_clock(done)  # exclude compilation from steps/s
+    is_last = done == config.steps
+    if done % config.log_every == 0 or is_last:
+      loss = train_lib.check_finite(pending, pending_from, last_saved)
+      pending, pending_from = [], done
+      scalars = {
+        "loss": loss,
+        "lr": float(schedule(done - 1)),
+        "steps_per_sec": progress.steps_per_sec(done),
+      }
+      writer.write_scalars(done, scalars)
+      progress.update(done, {"loss": loss}, force=True)
+    if done % config.eval_every == 0 or is_last:
+      val = validate(state.params)
+      if val["psnr"] > meta["best_psnr"]:
+        meta["best_psnr"], meta["best_step"] = val["psnr"], done
+      meta["val"] = val
+      writer.write_scalars(done, {"val_psnr": val["psnr"], "val_ssim": val["ssim"]})
+    if done % config.checkpoint_every == 0 or is_last:
+      train_lib.check_finite(pending, pending_from, last_saved)
+      if not bool(train_lib.all_finite(state.params)):
+        raise DivergedError(
+          f"parameters became non-finite by step {done}; the last good "
+          f"checkpoint (step {last_saved}) is kept."
+        )
+      ckpt.save(done, {"train": state, "rng": rng}, meta)
+      last_saved = done
+  return state
+
+
+def load_trained(workdir: str | os.PathLike):
+  """Return (network, params, config) of the latest checkpoint of a `train` workdir."""
+  workdir = Path(workdir)
+  cfg_file = workdir / "config.json"
+  if not cfg_file.is_file():
+    raise ConfigError(f"{workdir} is not a training workdir: {cfg_file.name} is missing")
+  config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
+  scale = check_scale(config.scale, "config.scale")
+  network = build_network(config, scale)
+  params = init_params(network, config.data.patch_size, config.seed)
+  tx, _ = make_tx(config, config.steps)
+  state = train_lib.create_train_state(params, tx)
+  ckpt = Checkpointer(workdir, async_save=False)
+  if ckpt.latest_step() is None:
+    raise ConfigError(f"no checkpoint in {workdir}/checkpoints")
+  restored, _ = ckpt.restore({"train": state, "rng": jax.random.PRNGKey(0)})
+  ckpt.close()
+  return network, restored["train"].params, config

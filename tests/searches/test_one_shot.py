@@ -1,0 +1,146 @@
+"""The one-shot loop runs any registered strategy on any supernet space; its reward terms are exact."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from nasr import spaces, strategies
+from nasr.estimation import cost
+from nasr.experiment import load_config
+from nasr.searches import one_shot
+from nasr.searches.reward import Reward
+from nasr.spaces.base import SupernetSpace
+from tests.launch_utils import REPO
+
+# Tiny settings per space (a new supernet space adds a line here; the test below fails until it
+# does, so no space escapes the engine test).
+TINY_SPACES = {
+  "deconas": {"blocks": 2, "nodes": 2, "channels": 4},
+  "drn": {
+    "features": (4, 8),
+    "blocks": (1, 2),
+    "stages": (1, 2),
+    "rcan_groups": (1, 2),
+    "rcan_blocks": (1, 2),
+    "reduction": 4,
+  },
+}
+TINY_SUPERNET = {"deconas": {"skip_inactive": True, "shifted": True}}
+TINY_STRATEGIES = {
+  "reinforce": {"hidden": 8, "layers": 1},
+  "random": {},
+  "gp": {"capacity": 16, "fit_steps": 5, "fit_restarts": 1},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compilation_cache(tmp_path_factory):
+  """Share compiled steps between the strategies of one space (the supernet step is the same)."""
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  before = [getattr(jax.config, n) for n in names]
+  jax.config.update(names[0], str(tmp_path_factory.mktemp("one_shot_xla_cache")))
+  jax.config.update(names[1], 0.0)
+  yield
+  for n, v in zip(names, before, strict=True):
+    jax.config.update(n, v)
+
+
+def _supernet_spaces() -> list[str]:
+  out = []
+  for name in spaces.SPACES.names():
+    if name not in TINY_SPACES:
+      continue
+    if isinstance(spaces.get(name, **TINY_SPACES[name]), SupernetSpace):
+      out.append(name)
+  return out
+
+
+def test_every_supernet_space_and_strategy_has_tiny_settings():
+  for name in spaces.SPACES.names():
+    kwargs = TINY_SPACES.get(name)
+    if kwargs is None:
+      space = spaces.get(name)
+      assert not isinstance(space, SupernetSpace), f"add tiny settings for the space {name!r}"
+  assert set(strategies.STRATEGIES.names()) <= set(TINY_STRATEGIES)
+  assert {"deconas", "drn"} <= set(_supernet_spaces())
+
+
+def _config(space: str, strategy: str, terms: dict | None = None) -> ml_collections.ConfigDict:
+  c = load_config(REPO / "configs" / "deconas.py", "tiny", lock=False)
+  c.setting = ""  # plain terms: the DeCoNAS switch is tested with the launcher
+  c.space = ml_collections.ConfigDict({"name": space, **TINY_SPACES[space]})
+  c.supernet = ml_collections.ConfigDict(TINY_SUPERNET.get(space, {}))
+  c.strategy = ml_collections.ConfigDict({"name": strategy, **TINY_STRATEGIES[strategy]})
+  c.reward.terms = terms or {"psnr": 1.0, "params": -1.0}
+  c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 2, 2, 1
+  c.controller_batch, c.derive.candidates = 2, 3
+  c.data.patch_size, c.data.batch_size, c.val_patch = 8, 2, 8
+  return c
+
+
+@pytest.mark.parametrize("strategy", sorted(TINY_STRATEGIES))
+@pytest.mark.parametrize("space", _supernet_spaces())
+def test_every_strategy_runs_two_epochs_on_every_supernet_space(space, strategy, tmp_path):
+  result = one_shot.run(_config(space, strategy), tmp_path)
+  rows = json.loads((tmp_path / "candidates.json").read_text())
+  assert [r["reward"] for r in rows] == sorted((r["reward"] for r in rows), reverse=True)
+  assert all(np.isfinite(r["psnr"]) and r["params"] > 0 for r in rows)
+  loaded_space, arch = spaces.load_arch(tmp_path / "best.json")
+  assert loaded_space.count_params(arch, 2) == rows[0]["params"] == result["best_params"]
+  history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [h["step"] for h in history] == [1, 2]
+  assert all(np.isfinite(h["reward"]) for h in history)
+
+
+def _macs_directly(space, arch, scale: int, side: int = 32) -> float:
+  child = space.build(arch, scale)
+  x = jnp.zeros((1, side, side, 3))
+  params = child.init(jax.random.PRNGKey(1), x)  # real arrays: an independent route to the count
+  return cost.count_macs(child, params, x.shape) / (side * side)
+
+
+@pytest.mark.parametrize("space_name", ["deconas", "drn"])
+def test_macs_term_is_the_childs_exact_multiply_adds(space_name):
+  space = spaces.get(space_name, **TINY_SPACES[space_name])
+  reward = Reward({"psnr": 0.6, "macs": -0.4}, space, scale=2)
+  max_macs = _macs_directly(space, space.max_arch(), 2)
+  assert reward.max_cost["macs"] == pytest.approx(max_macs, rel=1e-12)
+  rng = np.random.default_rng(0)
+  spec = space.token_spec()
+  for tokens in spec.sample(rng, 2):
+    arch = space.decode(tokens)
+    want = _macs_directly(space, arch, 2)
+    costs = reward.costs(tokens)
+    assert costs["macs"] == pytest.approx(want, rel=1e-12)
+    assert costs["macs_ratio"] == pytest.approx(want / max_macs, rel=1e-12)
+    value = reward(30.0, {"macs": costs["macs_ratio"]})
+    assert value == pytest.approx(0.6 * 30.0 - 0.4 * want / max_macs, rel=1e-12)
+  assert max(reward.costs(t)["macs_ratio"] for t in spec.sample(rng, 16)) <= 1.0 + 1e-12
+
+
+def test_reward_terms_are_checked_and_the_deconas_setting_drops_cost_terms():
+  space = spaces.get("deconas", **TINY_SPACES["deconas"])
+  with pytest.raises(ValueError, match="unknown term"):
+    Reward({"psnr": 1.0, "latency": -1.0}, space, 2)
+  c = _config("deconas", "random", {"psnr": 1.0, "params": -2.0})
+  c.setting = "CB0_FF1"
+  assert one_shot.reward_terms(c) == {"psnr": 1.0}
+  assert one_shot.space_kwargs(c)["fusion_search"] is True
+  c.setting = "CB1_FF0"
+  assert one_shot.reward_terms(c) == {"psnr": 1.0, "params": -2.0}
+  c.setting = "CB2"
+  with pytest.raises(ValueError, match="config.setting"):
+    one_shot.reward_terms(c)
+
+
+def test_entropy_bonus_adds_the_policys_entropy():
+  space = spaces.get("deconas", **TINY_SPACES["deconas"])
+  reward = Reward({"psnr": 1.0, "entropy": 0.5}, space, 2)
+  psnr, entropy = np.array([20.0, 21.0]), np.array([3.0, 1.0])
+  np.testing.assert_allclose(reward(psnr, {}, entropy), psnr + 0.5 * entropy)
+  with pytest.raises(ValueError, match="entropy"):
+    reward(psnr, {})

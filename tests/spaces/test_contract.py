@@ -1,0 +1,152 @@
+"""Every registered search space keeps the written contract of nasr/spaces/base.py.
+
+One parametrised test per promise, over `SPACES.names()` at x2, x3 and x4, with tiny settings: a
+space registered without an entry in TINY fails here until it gets one.
+"""
+
+import json
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasr import spaces
+from nasr.core.errors import TokenError
+from nasr.spaces.base import DifferentiableSpace, SearchSpace, SupernetSpace
+from nasr.spaces.registry import SPACES
+
+# Test-only tiny settings: seconds to compile on a 2-core CPU.
+TINY = {
+  "deconas": {"blocks": 2, "nodes": 2, "channels": 4, "fusion_search": True},
+  "darts_sr": {"cells": 1, "channels": 4, "nodes": 2},
+  "drn": {
+    "features": (4, 8),
+    "blocks": (1, 3),
+    "stages": (1, 2, 3),
+    "rcan_groups": (1, 2),
+    "rcan_blocks": (1, 2, 3),
+    "reduction": 2,
+  },
+}
+NAMES = SPACES.names()
+SCALES = (2, 3, 4)
+LR = (2, 5, 6)  # batch, height, width of the test input
+
+
+def _space(name):
+  if name not in TINY:
+    pytest.fail(f"space {name!r} is registered but has no tiny settings in TINY")
+  return spaces.get(name, **TINY[name])
+
+
+def _lr(seed=0):
+  return jnp.asarray(np.random.default_rng(seed).uniform(size=(*LR, 3)), jnp.float32)
+
+
+def _random_params(model, *args, seed=0, std=0.1):
+  """Return random variables of `model` (no initialiser is compiled; biases are non-zero too)."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), *args)
+  return jax.tree.map(lambda s: jnp.asarray(std * rng.standard_normal(s.shape), s.dtype), shapes)
+
+
+def _sample(space, rng, num):
+  """Return `num` distinct token arrays that decode (some spaces reject some in-range tokens)."""
+  out, seen = [], set()
+  for tokens in space.token_spec().sample(rng, 50 * num):
+    if tuple(tokens) in seen:
+      continue
+    try:
+      space.decode(tokens)
+    except TokenError:
+      continue
+    seen.add(tuple(tokens))
+    out.append(tokens)
+    if len(out) == num:
+      return out
+  raise AssertionError(f"could not sample {num} valid architectures")
+
+
+def _shapes(tree):
+  return jax.tree.map(lambda a: a.shape, tree)
+
+
+def test_every_registered_space_has_tiny_settings():
+  assert set(NAMES) <= set(TINY), sorted(set(NAMES) - set(TINY))
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", NAMES)
+def test_space_keeps_the_contract(name, scale):
+  space = _space(name)
+  assert isinstance(space, SearchSpace)
+  assert all(0 <= h for h in space.op_heads())
+  rng = np.random.default_rng(scale)
+  arch = space.decode(_sample(space, rng, 1)[0])
+  # decode may accept several spellings of one architecture (DARTS: a node's two edges in either
+  # order); encode writes the canonical one, which decodes back to it.
+  tokens = space.encode(arch)
+  assert tokens.dtype == np.int32 and space.decode(tokens) == arch
+  np.testing.assert_array_equal(space.encode(space.decode(tokens)), tokens)
+  # The JSON round trip writes and reads search results (best.json, genotype.json).
+  stored = json.loads(json.dumps(arch.to_dict()))
+  assert space.arch_from_dict(stored) == arch
+  assert type(arch).from_json(arch.to_json()) == arch
+  assert isinstance(arch.describe(), str) and isinstance(arch.group(), str)
+  for shifted in (False, True):  # spaces without depthwise convs accept and ignore `shifted`
+    model = space.build(arch, scale, dtype=jnp.float32, shifted=shifted)
+    x = _lr()
+    params = _random_params(model, x)
+    y = model.apply(params, x)
+    assert y.shape == (LR[0], LR[1] * scale, LR[2] * scale, 3) and y.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(y)))
+    n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(params))
+    assert space.count_params(arch, scale) == n
+  if name == "darts_sr":
+    assert isinstance(space, DifferentiableSpace)
+
+
+SUPERNET_NAMES = [n for n in NAMES if n in TINY and isinstance(_space(n), SupernetSpace)]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name", SUPERNET_NAMES)
+def test_supernet_compiles_once_and_equals_every_child(name, scale):
+  space = _space(name)
+  model = space.supernet(scale)
+  x = _lr(1)
+  y = jnp.asarray(
+    np.random.default_rng(2).uniform(size=(LR[0], LR[1] * scale, LR[2] * scale, 3)), jnp.float32
+  )
+  max_tokens = space.encode(space.max_arch())
+  variables = _random_params(model, x, max_tokens, seed=scale)
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def forward(variables, x, tokens):
+    return model.apply(variables, x, tokens)
+
+  @jax.jit
+  @jax.value_and_grad
+  @chex.assert_max_traces(n=1)
+  def loss(variables, x, y, tokens):
+    return jnp.mean(jnp.abs(model.apply(variables, x, tokens) - y))
+
+  samples = [max_tokens, *_sample(space, np.random.default_rng(scale), 10)]
+  assert len({tuple(t) for t in samples}) >= 10
+  most = space.count_params(space.max_arch(), scale)
+  for tokens in samples:
+    arch = space.decode(tokens)
+    assert space.count_params(arch, scale) <= most
+    child = space.build(arch, scale)
+    params = space.child_params(variables, arch)
+    assert _shapes(params) == _shapes(jax.eval_shape(child.init, jax.random.PRNGKey(0), x))
+    want = child.apply(params, x)
+    got = forward(variables, x, jnp.asarray(tokens, jnp.int32))
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+    value, grads = loss(variables, x, y, jnp.asarray(tokens, jnp.int32))
+    assert np.isfinite(float(value))
+    assert _shapes(grads) == _shapes(variables)
+  chex.clear_trace_counter()
