@@ -34,18 +34,21 @@ class TokenSpec:
       per position.
     heads: the output head of each position; positions on one head must have the same number of
       choices; default: one head per position.
+    groups: which policy emits each position, for hierarchical controllers (HNAS: normal cell,
+      upsampling cell, network level); default: one group (0) for every position.
   """
 
   choices: tuple[int, ...]
   names: tuple[str, ...] = ()
   steps: tuple[int, ...] = ()
   heads: tuple[int, ...] = ()
+  groups: tuple[int, ...] = ()
 
   def __post_init__(self):
     n = len(self.choices)
     if n == 0 or any(int(c) < 1 for c in self.choices):
       raise ValueError(f"a TokenSpec needs positions with at least one choice, got {self.choices}")
-    for field in ("names", "steps", "heads"):
+    for field in ("names", "steps", "heads", "groups"):
       value = getattr(self, field)
       if value and len(value) != n:
         raise ValueError(f"TokenSpec.{field} must have one entry per position ({n})")
@@ -54,6 +57,9 @@ class TokenSpec:
       object.__setattr__(self, "steps", tuple(range(n)))
     if not self.heads:
       object.__setattr__(self, "heads", tuple(range(n)))
+    object.__setattr__(self, "groups", tuple(int(g) for g in self.groups) or (0,) * n)
+    if min(self.groups) < 0:
+      raise ValueError("TokenSpec.groups must be non-negative")
     if any(b < a for a, b in zip(self.steps, self.steps[1:], strict=False)) or self.steps[0] != 0:
       raise ValueError("TokenSpec.steps must start at 0 and never decrease")
     per_head: dict[int, int] = {}
@@ -73,6 +79,11 @@ class TokenSpec:
   def num_heads(self) -> int:
     """Return the number of distinct output heads."""
     return max(self.heads) + 1
+
+  @property
+  def num_groups(self) -> int:
+    """Return the number of policy groups."""
+    return max(self.groups) + 1
 
   @property
   def size(self) -> int:
