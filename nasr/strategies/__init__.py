@@ -7,6 +7,7 @@ Each strategy is a `Strategy(init, propose, update)` of pure functions over expl
 from nasr.strategies.base import STRATEGIES, State, Strategy, get
 from nasr.strategies.controller import Controller
 from nasr.strategies.gp import GPState, make_gp
+from nasr.strategies.hierarchical import HierarchicalController, make_hierarchical
 from nasr.strategies.random_search import RandomState, make_random
 from nasr.strategies.reinforce import ReinforceState, make_reinforce
 
@@ -14,12 +15,14 @@ __all__ = [
   "STRATEGIES",
   "Controller",
   "GPState",
+  "HierarchicalController",
   "RandomState",
   "ReinforceState",
   "State",
   "Strategy",
   "get",
   "make_gp",
+  "make_hierarchical",
   "make_random",
   "make_reinforce",
 ]

@@ -22,6 +22,9 @@ import numpy as np
 
 from nasr.core import ConfigError, TokenSpec
 
+# Per LSTM layer, its (c, h) pair of float32 [hidden] (flax's OptimizedLSTMCell carry).
+LSTMState = tuple[tuple[jax.Array, jax.Array], ...]
+
 # Masked logits: finite, so p * log p is 0 * (finite) = 0 instead of NaN.
 _MASKED = -1e9
 
@@ -130,6 +133,9 @@ class Controller(nn.Module):
     params = model.init(jax.random.key(0), jax.random.key(1))
     tokens, log_prob, entropy = model.apply(params, jax.random.key(2))
     same_log_prob = model.apply(params, None, forced_tokens=tokens)[1]
+
+  `run` does the same from a given LSTM state and also returns the last one, so controllers can be
+  chained (the hierarchical controller starts its network-level LSTM from the cell-level ones).
   """
 
   spec: TokenSpec  # the decisions; hashable, so fine as a static field
@@ -151,7 +157,6 @@ class Controller(nn.Module):
       )
     return tuple(float(self.tanh_constant) / float(r) for r in reduce)
 
-  @nn.compact
   def __call__(
     self, rng: jax.Array | None, forced_tokens: jax.Array | None = None
   ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -164,6 +169,23 @@ class Controller(nn.Module):
     Returns:
       The tokens, the sum of their log-probabilities, and the summed entropy of the per-position
       distributions along that path.
+    """
+    return self.run(rng, forced_tokens)[:3]
+
+  @nn.compact
+  def run(
+    self,
+    rng: jax.Array | None,
+    forced_tokens: jax.Array | None = None,
+    initial_state: LSTMState | None = None,
+  ) -> tuple[jax.Array, jax.Array, jax.Array, LSTMState]:
+    """Return `__call__`'s (tokens, log_prob, entropy) and the LSTM state after the last step.
+
+    Args:
+      rng: as in `__call__`.
+      forced_tokens: as in `__call__`.
+      initial_state: one (c, h) pair of float32 [hidden] per layer to start from (a hierarchical
+        controller passes another controller's final state); None: zeros.
     """
     spec, lay = self.spec, _layout(self.spec)
     num_steps = spec.num_steps
@@ -178,8 +200,15 @@ class Controller(nn.Module):
       keys = jax.random.split(rng, num_steps)
 
     start = self.param("start", _uniform(self.init_range), (self.hidden,))
-    zeros = jnp.zeros((self.hidden,), jnp.float32)
-    lstm_state = tuple((zeros, zeros) for _ in range(self.layers))
+    if initial_state is None:
+      zeros = jnp.zeros((self.hidden,), jnp.float32)
+      initial_state = tuple((zeros, zeros) for _ in range(self.layers))
+    elif len(initial_state) != self.layers:
+      raise ValueError(f"initial_state has {len(initial_state)} layers, expected {self.layers}")
+    # The scan's carry must keep one pytree structure: tuples of float32 pairs, as the cells return.
+    initial_state = tuple(
+      (jnp.asarray(c, jnp.float32), jnp.asarray(h, jnp.float32)) for c, h in initial_state
+    )
 
     scan = nn.scan(
       _Step,
@@ -201,6 +230,6 @@ class Controller(nn.Module):
       name="step",
     )
     xs: Any = (keys, jnp.asarray(lay.head), jnp.asarray(lay.choices), jnp.asarray(lay.valid))
-    _, (tokens, log_prob, entropy) = step((lstm_state, start), (*xs, slot_forced))
+    (final_state, _), (tokens, log_prob, entropy) = step((initial_state, start), (*xs, slot_forced))
     tokens = tokens.reshape(-1)[lay.flat]
-    return tokens, jnp.sum(log_prob), jnp.sum(entropy)
+    return tokens, jnp.sum(log_prob), jnp.sum(entropy), final_state

@@ -15,6 +15,7 @@ parameters, so `update` needs nothing from `propose` and a run can be rebuilt fr
 
 from typing import NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -80,6 +81,22 @@ def make_reinforce(
   model._head_scale()  # Raises ConfigError now, not at the first jit, for a bad head_tanh_reduce.
   clip = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
   tx = optax.chain(*clip, optax.adam(learning_rate))
+  return policy_gradient(model, tx, baseline_decay, entropy_weight)
+
+
+def policy_gradient(
+  model: nn.Module, tx: optax.GradientTransformation, baseline_decay: float, entropy_weight: float
+) -> Strategy:
+  """Return a REINFORCE strategy over a policy `model`'s parameters, trained with `tx`.
+
+  Args:
+    model: a policy applied as `model.apply(params, rng)` (sample) or `model.apply(params, None,
+      forced_tokens=tokens)` (score), returning (tokens int32 [L], log_prob, entropy), as
+      `Controller` does; its parameters are initialised by `model.init(rng, rng)`.
+    tx: the optimizer (with any schedule and clipping).
+    baseline_decay: moving-average decay of the reward baseline.
+    entropy_weight: weight of the entropy bonus.
+  """
 
   def init(rng: jax.Array) -> ReinforceState:
     """Return fresh controller parameters, optimizer state and an unset baseline."""

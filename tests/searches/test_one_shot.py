@@ -34,6 +34,7 @@ TINY_STRATEGIES = {
   "reinforce": {"hidden": 8, "layers": 1},
   "random": {},
   "gp": {"capacity": 16, "fit_steps": 5, "fit_restarts": 1},
+  "hierarchical": {"hidden": 8},
 }
 
 
