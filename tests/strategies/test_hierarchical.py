@@ -36,6 +36,8 @@ def small():
   """Return a small hierarchical strategy's initial state and its propose / update, jitted once."""
   # No tanh squashing: it would cap the 12-way position's probability at 0.45.
   strategy = make_hierarchical(SPEC, hidden=8, learning_rate=1e-2, tanh_constant=None)
+  # Chex counts traces by function; reinforce and hierarchical share policy_gradient's.
+  chex.clear_trace_counter()
   propose = jax.jit(chex.assert_max_traces(strategy.propose, n=1), static_argnums=2)
   update = jax.jit(chex.assert_max_traces(strategy.update, n=1))
   return jax.jit(strategy.init)(jax.random.key(0)), propose, update

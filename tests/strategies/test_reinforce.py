@@ -45,6 +45,8 @@ def small():
   """Return a small REINFORCE strategy's initial state and its propose / update, jitted once."""
   spec = TokenSpec(choices=(2, 3, 2, 4), steps=(0, 0, 1, 2), heads=(0, 1, 0, 2))
   strategy = make_reinforce(spec, hidden=8, layers=1, grad_clip=1.0, baseline_decay=0.9)
+  # Chex counts traces by function; reinforce and hierarchical share policy_gradient's.
+  chex.clear_trace_counter()
   propose = jax.jit(chex.assert_max_traces(strategy.propose, n=1), static_argnums=2)
   update = jax.jit(chex.assert_max_traces(strategy.update, n=1))
   return jax.jit(strategy.init)(jax.random.key(0)), propose, update
