@@ -21,9 +21,13 @@ def data_config(preset: str) -> ml_collections.ConfigDict:
   # "embedded" (photos shipped with scikit-image), a folder of HR images, a folder with HR/ and LR/
   # sub-folders, or "tfds:<builder>/<config>" (e.g. tfds:nasr_div2k/bicubic_x2 with manual_dir).
   d.train = "embedded"
-  # Validation images: "embedded", a folder, or "" to carve `num_val` images out of the training set.
+  # Validation images: "embedded", a folder, or "" to carve `num_val` images (or `val_fraction`)
+  # out of the training set.
   d.val = "embedded"
   d.num_val = 2
+  # In (0, 1): carve this fraction of the training images instead (rounded; at least 1 for each
+  # side; HNAS: 0.6 for the controller, 0.4 for the shared weights); 0 = use num_val.
+  d.val_fraction = 0.0
   d.max_val_images = 0  # 0 = all; limits per-evaluation time on large validation folders
   d.patch_size = 48  # LR patch side
   d.batch_size = 16  # global batch, split over all devices
@@ -53,6 +57,7 @@ def optim_config(preset: str) -> ml_collections.ConfigDict:
   o.decay_every = 0  # 0 = no decay
   o.decay_factor = 0.5
   o.warmup_steps = 0
+  o.lr_end = 0.0  # where "cosine" ends (HNAS: 1e-5); the other schedules ignore it
   o.b1 = 0.9
   o.b2 = 0.999
   o.weight_decay = 0.0

@@ -26,6 +26,7 @@ from nasr.core.checks import check_scale
 from nasr.core.errors import ConfigError, DataError
 from nasr.estimation import cost
 from nasr.estimation import evaluate as scoring
+from nasr.searches import sweep
 
 # Entry points and helpers that Colab users reach through `nasr.experiment`.
 train = training.train
@@ -81,29 +82,32 @@ def make_upscaler(config: ml_collections.ConfigDict) -> tuple[Callable, int, dic
     if ckpts:
       raise ConfigError("set either config.model=bicubic or config.checkpoint, not both")
     scale = check_scale(config.scale, "config.scale")
-    return bicubic_upscaler(scale), scale, {"params": 0, "macs_per_lr_pixel": 0.0}
+    return bicubic_upscaler(scale), scale, {"params": 0, "macs_per_lr_pixel": 0.0, "gmacs_480": 0.0}
   if not ckpts:
     raise ConfigError(
       "nothing to run: set config.checkpoint=<train workdir> "
       "(comma-separated for a model ensemble) or config.model=bicubic"
     )
-  fns, scales, n_params, macs = [], set(), 0, 0.0
+  fns, scales, n_params, macs, gmacs = [], set(), 0, 0.0, 0.0
   for ck in ckpts:
     network, params, tcfg = load_trained(ck)
     scales.add(int(tcfg.scale))
     fns.append(network_upscaler(network, params, tile=tile, stride=stride, self_ensemble=ensemble))
     n_params += cost.count_params(params)
     macs += cost.macs_per_pixel(network, params, (1, 32, 32, 3))
+    # Counted at 480x480, not scaled from the probe: a global pooling (channel attention) costs
+    # the same at any size, so multiply-adds are not always proportional to the pixels.
+    gmacs += cost.count_macs(network, params, sweep.INPUT_480) / 1e9
   if len(scales) != 1:
     raise ConfigError(f"checkpoints {ckpts} were trained for different scales {sorted(scales)}")
   scale = scales.pop()
   if config.get("scale") and config.scale != scale:
     raise ConfigError(f"config.scale={config.scale} but the checkpoint was trained for x{scale}")
   if ensemble:
-    macs *= 8
+    macs, gmacs = macs * 8, gmacs * 8
   # Model ensemble: the networks may be of any families; their SR outputs are averaged.
   upscale = fns[0] if len(fns) == 1 else inference.model_ensemble(fns)
-  return upscale, scale, {"params": n_params, "macs_per_lr_pixel": macs}
+  return upscale, scale, {"params": n_params, "macs_per_lr_pixel": macs, "gmacs_480": gmacs}
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -135,6 +139,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   out = {
     "params": int(model_cost["params"]),
     "macs_per_lr_pixel": float(model_cost["macs_per_lr_pixel"]),
+    # The HNAS paper's convention: one forward pass on a 480x480 LR image, in G.
+    "gmacs_480": float(model_cost["gmacs_480"]),
     "scale": scale,
     "results": results,
   }
@@ -150,10 +156,13 @@ def format_table(eval_result: dict) -> str:
       f"{name:<16}{'x' + str(eval_result['scale']):>6}{r['psnr']:>10.4f}"
       f"{r['ssim']:>9.4f}{r['images']:>8d}"
     )
-  lines.append(
+  line = (
     f"params {eval_result['params']:,}  multiply-adds per LR pixel "
     f"{eval_result['macs_per_lr_pixel']:,.0f}"
   )
+  if "gmacs_480" in eval_result:  # absent from eval.json files written before it was reported
+    line += f"  per 480x480 LR image {eval_result['gmacs_480']:,.3f} G"
+  lines.append(line)
   return "\n".join(lines)
 
 
@@ -188,11 +197,14 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
 # Search.
 # ---------------------------------------------------------------------------------------------------
 def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-  """Run the search method named by `config.method`; return its results."""
+  """Run the search `config.method` (once per lambda of config.lambdas); return its results."""
   method = config.get("method") if config is not None else None
   if not method:
     raise ConfigError(
       f"config.method is not set; available search methods: "
       f"{', '.join(SEARCH_METHODS.names()) or '(none yet)'}"
     )
-  return SEARCH_METHODS.get(method)(config, writers.prepare_workdir(workdir))
+  run = SEARCH_METHODS.get(method)
+  if config.get("lambdas"):  # a trade-off sweep: one search of `method` per lambda
+    return sweep.run_sweep(config, workdir, run)
+  return run(config, writers.prepare_workdir(workdir))

@@ -87,3 +87,43 @@ def plot_gp(observed: list[dict], path: Path, title: str = "") -> None:
   ax.set_xlabel("measured validation PSNR (dB)")
   ax.set_ylabel("predicted PSNR (dB)")
   _save(fig, ax, path, title or "GP-NAS")
+
+
+def plot_pareto(pareto: dict, path: Path, title: str = "") -> None:
+  """Draw PSNR against GMACs at 480x480 of every candidate, each lambda's best and the front (HNAS)."""
+  drawn = _figure(path, (6, 4))
+  if drawn is None:
+    return
+  fig, ax = drawn
+  cands = pareto["candidates"]
+  if cands:
+    gm = np.array([c["gmacs_480"] for c in cands])
+    ps = np.array([c["psnr"] for c in cands])
+    ax.scatter(gm, ps, s=10, alpha=0.3, color="gray", label="candidates")
+    front = sorted(pareto["front"], key=lambda i: gm[i])
+    if front:
+      # Post steps: at a given cost the best reachable PSNR is that of the dearest front point below.
+      ax.step(gm[front], ps[front], where="post", color="tab:green", lw=1.2, label="front")
+  stacked: dict[tuple, int] = {}
+  for p in pareto["points"]:
+    xy = (p["gmacs_480"], p["psnr"])
+    ax.scatter([xy[0]], [xy[1]], s=60, marker="*", color="crimson", zorder=3)
+    value = f"lambda={p['lambda']:g}"
+    # Several lambdas may pick the same network: stack their labels instead of overprinting.
+    k = stacked[xy] = stacked.get(xy, -1) + 1
+    ax.annotate(
+      p["label"] if p["label"] == value else f"{p['label']} ({value})",
+      xy,
+      textcoords="offset points",
+      xytext=(5, 5 + 10 * k),
+      fontsize=8,
+    )
+  if pareto["points"]:
+    ax.scatter([], [], s=60, marker="*", color="crimson", label="best per lambda")
+  ax.margins(x=0.15, y=0.1)  # room for the labels of the extreme points
+  shape = pareto.get("input", [1, 480, 480, 3])
+  ax.set_xlabel(f"multiply-adds per {shape[1]}x{shape[2]} LR image (G)")
+  ax.set_ylabel("validation PSNR of the search (dB)")
+  if cands or pareto["points"]:
+    ax.legend(loc="lower right", fontsize=8)
+  _save(fig, ax, path, title or "lambda sweep")

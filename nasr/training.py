@@ -65,7 +65,13 @@ def make_tx(config: ml_collections.ConfigDict, total_steps: int):
   """Return (Adam transformation, learning-rate schedule) of `config.optim`."""
   o = config.optim
   schedule = train_lib.make_schedule(
-    o.lr, o.schedule, total_steps, o.decay_every, o.decay_factor, o.warmup_steps
+    o.lr,
+    o.schedule,
+    total_steps,
+    o.decay_every,
+    o.decay_factor,
+    o.warmup_steps,
+    lr_end=o.get("lr_end", 0.0),  # configs older than lr_end: cosine to 0
   )
   return train_lib.make_adam(
     schedule, o.b1, o.b2, weight_decay=o.weight_decay, grad_clip=o.grad_clip

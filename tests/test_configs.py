@@ -43,3 +43,20 @@ def test_deconas_final_preset_retrains_the_papers_network():
   network = nasr.spaces.build_from_file(config.arch, scale=2)
   assert network.arch.compact() == [7, 6, 4, 3, 0, 2, 2, 3, 4, 1]
   assert nasr.spaces.get("deconas").count_params(network.arch, 2) == 1_698_947
+
+
+def test_hnas_reward_and_controller_decay_follow_lam_and_epochs():
+  config = nasr.load_config("configs/hnas.py", "default")
+  assert dict(config.reward.terms) == pytest.approx({"psnr": 0.6, "macs": -0.4, "entropy": 1.0})
+  config.lam, config.epochs = 0.2, 7  # as --config.lam=0.2 --config.epochs=7 set them
+  assert dict(config.reward.terms) == pytest.approx({"psnr": 0.2, "macs": -0.8, "entropy": 1.0})
+  assert config.strategy.decay_steps == 7 * config.controller_steps_per_epoch
+  assert config.data.val == "" and config.data.val_fraction == 0.6
+
+
+def test_hnas_final_preset_retrains_hnas_a():
+  config = nasr.load_config("configs/hnas.py", "final")
+  assert config.preset == "final" and config.optim.schedule == "cosine"
+  assert (config.optim.lr, config.optim.lr_end) == (1e-3, 1e-5)
+  space, arch = nasr.spaces.load_arch(config.arch)
+  assert arch.position == 10 and arch.normal[0] == (1, "identity", 1, "sep_conv_5x5")

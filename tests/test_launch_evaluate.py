@@ -98,6 +98,16 @@ def test_model_ensemble_of_two_families_is_their_average(two_families, singles):
     _ensemble(two_families, tile=16, stride=17)
 
 
+def test_multiply_adds_at_480x480_are_counted_on_the_network(two_families, singles):
+  gmacs = [nasr.count_macs(n, p, (1, 480, 480, 3)) / 1e9 for n, p in singles[1]]
+  _, _, both = _ensemble(two_families, **LEVELS)
+  assert both["gmacs_480"] == pytest.approx(8 * sum(gmacs), rel=1e-12)  # x8: self-ensemble
+  table = nasr.experiment.format_table(
+    {**both, "scale": 2, "results": {"x": {"psnr": 30.0, "ssim": 0.9, "images": 1}}}
+  )
+  assert f"480x480 LR image {both['gmacs_480']:,.3f} G" in table
+
+
 def _face():
   hr = np.ascontiguousarray(skimage.data.astronaut()[100:160, 180:236])
   return data_lib.bicubic_degrade(hr, 2), hr
@@ -120,6 +130,7 @@ def test_multi_level_ensemble_through_launch_evaluate(two_families, singles, tmp
   )
   result = json.loads((tmp_path / "eval" / "eval.json").read_text())
   assert result["params"] == sum(nasr.count_params(p) for _, p in singles[1])
+  assert result["gmacs_480"] > 0 and result["macs_per_lr_pixel"] > 0
   want = metrics.psnr(np.clip(expected, 0, 1) * 255.0, hr, crop_border=2)
   assert result["results"]["bench"]["psnr"] == pytest.approx(want, abs=1e-3)
 

@@ -6,6 +6,8 @@ The searches and the trainer read their data through these, so every method acce
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from absl import logging
 
@@ -53,19 +55,49 @@ def filter_misaligned(pairs: SRPairs, threshold: float, source: str) -> SRPairs:
   return kept
 
 
+def num_carved(num_train: int, num_val: int, val_fraction: float = 0.0) -> int:
+  """Return how many of `num_train` training images become validation images when data.val is "".
+
+  `val_fraction` in (0, 1) takes that fraction, rounded half up and kept between 1 and
+  num_train - 1 (HNAS: 0.6); 0 takes `num_val` images.
+
+  Raises:
+    ConfigError: val_fraction outside [0, 1), num_val outside [1, num_train - 1], or fewer than
+      two training images to split.
+  """
+  val_fraction = float(val_fraction)
+  if not 0.0 <= val_fraction < 1.0:
+    raise ConfigError(
+      f"data.val_fraction={val_fraction} must be in [0, 1) (0 = carve data.num_val images)"
+    )
+  if val_fraction > 0:
+    if num_train < 2:
+      raise ConfigError(
+        f"data.val_fraction={val_fraction}: the training set has {num_train} image(s); "
+        "carving a validation split needs at least 2"
+      )
+    return min(max(int(math.floor(val_fraction * num_train + 0.5)), 1), num_train - 1)
+  if num_val < 1 or num_val >= num_train:
+    raise ConfigError(
+      f"data.num_val={num_val} must be between 1 and {num_train - 1} "
+      f"(the training set has {num_train} images)"
+    )
+  return int(num_val)
+
+
 def load_train_val(data_config, scale: int, seed: int) -> tuple[SRPairs, SRPairs]:
-  """Return (train, validation) pairs; validation is carved from train when data.val is empty."""
+  """Return (train, validation) pairs; validation is carved from train when data.val is empty.
+
+  The carved split is data.num_val images, or the fraction data.val_fraction of them when it is
+  above 0 (configs older than val_fraction carve num_val).
+  """
   d = data_config
   train = load_dataset(d.train, scale, "train", d)
   if d.val:
     val = load_dataset(d.val, scale, "val", d)
   else:
-    if d.num_val < 1 or d.num_val >= len(train):
-      raise ConfigError(
-        f"data.num_val={d.num_val} must be between 1 and {len(train) - 1} "
-        f"(the training set has {len(train)} images)"
-      )
-    train, val = train.split(d.num_val, seed=seed)
+    n = num_carved(len(train), d.num_val, d.get("val_fraction", 0.0) or 0.0)
+    train, val = train.split(n, seed=seed)
   if d.max_val_images and len(val) > d.max_val_images:
     val = val.subset(range(d.max_val_images))
   return train, val

@@ -8,8 +8,10 @@
   (lhs_dilation > 1) only the multiplies that hit real (not inserted-zero) inputs count: the total
   is divided by prod(lhs_dilation), so a stride-s deconvolution costs k*k*Cin*Cout per INPUT pixel.
 - `dot_general`: prod(batch dims) x prod(lhs free dims) x prod(rhs free dims) x prod(contracting).
-- Elementwise ops, reductions, pooling and resizing count nothing (they are cheap next to the
-  contractions, and the SR literature does not count them).
+- Elementwise ops, reductions and pooling count nothing (they are cheap next to the
+  contractions, and the SR literature does not count them). Interpolation counts nothing when it
+  is written as shifted multiply-adds (`nasr.ops.interpolate`, what the networks here use);
+  `jax.image.resize` contracts with dense interpolation matrices, and those dot_generals count.
 
 Control flow: sub-jaxprs (jit/pjit, closed_call, custom_jvp_call, custom_vjp_call, remat, ...) are
 walked recursively; a `scan` body counts `length` times; a `while` loop counts its condition and
@@ -82,8 +84,8 @@ def _sub_jaxprs(value):
       yield from _sub_jaxprs(item)
 
 
-def _jaxpr_macs(jaxpr) -> int:
-  """Return the multiply-adds of a jaxpr, walking its sub-jaxprs."""
+def jaxpr_macs(jaxpr) -> int:
+  """Return the multiply-adds of a jaxpr (by the rules above), walking its sub-jaxprs."""
   total = 0
   for eqn in jaxpr.eqns:
     name = eqn.primitive.name
@@ -92,16 +94,16 @@ def _jaxpr_macs(jaxpr) -> int:
     elif name == "dot_general":
       total += _dot_macs(eqn)
     elif name == "scan":
-      total += eqn.params["length"] * _jaxpr_macs(eqn.params["jaxpr"].jaxpr)
+      total += eqn.params["length"] * jaxpr_macs(eqn.params["jaxpr"].jaxpr)
     elif name == "cond":
       # Upper bound: the most expensive branch (the taken one is not known from shapes).
-      total += max(_jaxpr_macs(b.jaxpr) for b in eqn.params["branches"])
+      total += max(jaxpr_macs(b.jaxpr) for b in eqn.params["branches"])
     else:
       # jit/pjit, closed_call, custom_jvp_call, custom_vjp_call, remat, while (body and condition
       # once: the trip count is not known from shapes), and any other primitive holding jaxprs.
       for value in eqn.params.values():
         for sub in _sub_jaxprs(value):
-          total += _jaxpr_macs(sub)
+          total += jaxpr_macs(sub)
   return total
 
 
@@ -130,7 +132,7 @@ def count_macs(module, params: Params, input_shape, **apply_kwargs) -> int:
     return module.apply(variables, x, **apply_kwargs)
 
   closed = jax.make_jaxpr(forward)(variables, jax.ShapeDtypeStruct(input_shape, jnp.float32))
-  return int(_jaxpr_macs(closed.jaxpr))
+  return int(jaxpr_macs(closed.jaxpr))
 
 
 def macs_per_pixel(module, params: Params, lr_shape, **apply_kwargs) -> float:

@@ -46,8 +46,16 @@ def make_schedule(
   decay_every: int = 0,
   decay_factor: float = 0.5,
   warmup_steps: int = 0,
+  lr_end: float = 0.0,
 ) -> optax.Schedule:
-  """Return a learning-rate schedule: 'constant', 'step' (x decay_factor every K steps) or 'cosine'."""
+  """Return a learning-rate schedule: 'constant', 'step' (x decay_factor every K steps) or 'cosine'.
+
+  'cosine' decays from `lr` to `lr_end` over `total_steps - warmup_steps` steps (HNAS: 1e-3 to
+  1e-5), then stays at `lr_end`; `lr_end` is only used by 'cosine'.
+
+  Raises:
+    ConfigError: an unknown schedule, or a cosine `lr_end` outside [0, lr].
+  """
   if schedule == "constant":
     sched = optax.constant_schedule(lr)
   elif schedule == "step":
@@ -56,7 +64,11 @@ def make_schedule(
     else:
       sched = optax.exponential_decay(lr, decay_every, decay_factor, staircase=True)
   elif schedule == "cosine":
-    sched = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup_steps))
+    if not 0.0 <= lr_end <= lr:
+      raise ConfigError(f"optim.lr_end must be between 0 and optim.lr={lr}, got {lr_end}")
+    # alpha = 0 (lr_end = 0) is optax's default: the same schedule as before lr_end existed.
+    alpha = lr_end / lr if lr > 0 else 0.0
+    sched = optax.cosine_decay_schedule(lr, max(1, total_steps - warmup_steps), alpha=alpha)
   else:
     raise ConfigError(f"unknown optim.schedule {schedule!r}; available: constant, step, cosine")
   if warmup_steps > 0:

@@ -15,6 +15,7 @@ from nasr.ops.upsample import (
   ResizeUpsampler,
   SubPixelUpsampler,
   check_subpixel_scale,
+  interpolate,
   pixel_shuffle,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
   "SubPixelUpsampler",
   "UPSAMPLE_AT",
   "check_subpixel_scale",
+  "interpolate",
   "pixel_shuffle",
   "sr_frame",
 ]

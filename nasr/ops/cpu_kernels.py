@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nasr.ops.conv import Conv
 
@@ -224,3 +225,65 @@ class ShiftSepConv(nn.Module):
       x
     )
     return Conv(self.channels, 1, use_bias=self.use_bias, dtype=self.dtype, name="pointwise")(x)
+
+
+def _dense(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
+  return jax.lax.conv_general_dilated(
+    x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+
+
+def transposed_conv(x: jax.Array, kernel: jax.Array, stride: int, pad_lo: int) -> jax.Array:
+  """Return conv_general_dilated(x, kernel, lhs_dilation=stride) padded to stride * H x stride * W.
+
+  The padding is pad_lo before and stride + k - 2 - pad_lo after (what gives stride * H rows).
+  The same function (no kernel flip) as one stride-1
+  conv at the input's resolution with stride**2 * Cout outputs, then a pixel shuffle: XLA:CPU runs
+  input-dilated convolutions and their gradients on a slow generic path (BENCHMARKS.md).
+  """
+  k, s = kernel.shape[0], stride
+  cin, cout = kernel.shape[2], kernel.shape[3]
+  # Output row s * m + r reads input row m + (r + t - pad_lo) / s through tap t, when whole.
+  taps = [
+    [(t, (r + t - pad_lo) // s) for t in range(k) if (r + t - pad_lo) % s == 0] for r in range(s)
+  ]
+  lo = min(off for phase in taps for _, off in phase)
+  hi = max(off for phase in taps for _, off in phase)
+  size = hi - lo + 1
+  index = np.full((size, s), k, np.int32)  # k = a zero tap
+  for r, phase in enumerate(taps):
+    for t, off in phase:
+      index[off - lo, r] = t
+  padded = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
+  # [size_h, s_h, size_w, s_w, cin, cout] -> [size_h, size_w, cin, cout, s_h, s_w]
+  w = padded[index[:, :, None, None], index[None, None, :, :]]
+  w = w.transpose(0, 2, 4, 5, 1, 3).reshape(size, size, cin, cout * s * s)
+  y = _dense(x, w, ((-lo, hi), (-lo, hi)))
+  n, h, wd, _ = y.shape
+  y = y.reshape(n, h, wd, cout, s, s).transpose(0, 1, 4, 2, 5, 3)
+  return y.reshape(n, h * s, wd * s, cout)
+
+
+def strided_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+  """Return the stride-`stride` conv of x with `pad` zeros on each side, as a stride-1 conv.
+
+  The input is rearranged space-to-depth (stride**2 * Cin channels) and convolved with the
+  kernel rearranged to match: the same function, on XLA:CPU's fast stride-1 path.
+  """
+  k, s = kernel.shape[0], stride
+  cin, cout = kernel.shape[2], kernel.shape[3]
+  n, h, w, _ = x.shape
+  out_h, out_w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
+  a = -(-k // s)  # taps per phase
+  need_h, need_w = s * (out_h + a - 1), s * (out_w + a - 1)
+  xp = jnp.pad(
+    x, ((0, 0), (pad, max(0, need_h - h - pad)), (pad, max(0, need_w - w - pad)), (0, 0))
+  )
+  xp = xp[:, :need_h, :need_w]
+  xs = xp.reshape(n, need_h // s, s, need_w // s, s, cin).transpose(0, 1, 3, 2, 4, 5)
+  xs = xs.reshape(n, need_h // s, need_w // s, s * s * cin)
+  kp = jnp.pad(kernel, ((0, a * s - k), (0, a * s - k), (0, 0), (0, 0)))
+  kp = (
+    kp.reshape(a, s, a, s, cin, cout).transpose(0, 2, 1, 3, 4, 5).reshape(a, a, s * s * cin, cout)
+  )
+  return _dense(xs, kp, "VALID")

@@ -6,6 +6,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nasr.core.errors import ConfigError
 from nasr.ops.conv import Conv
@@ -39,6 +40,67 @@ def check_subpixel_scale(scale: int) -> int:
   if not isinstance(scale, numbers.Integral) or scale not in SUBPIXEL_SCALES:
     raise ConfigError(f"scale must be one of {SUBPIXEL_SCALES}, got {scale!r}")
   return scale
+
+
+def _linear(t: float) -> float:
+  return max(0.0, 1.0 - abs(t))
+
+
+def _keys_cubic(t: float, a: float = -0.5) -> float:
+  t = abs(t)
+  if t <= 1:
+    return ((a + 2) * t - (a + 3)) * t * t + 1
+  if t < 2:
+    return ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+  return 0.0
+
+
+_KERNELS = {"bilinear": (_linear, 1), "bicubic": (_keys_cubic, 2)}
+
+
+def _interpolate_axis(x: jax.Array, factor: int, axis: int, method: str) -> jax.Array:
+  kernel, radius = _KERNELS[method]
+  n = x.shape[axis]
+  pad = [(radius, radius) if a == axis else (0, 0) for a in range(x.ndim)]
+  xp = jnp.pad(x, pad)
+  index = np.arange(n)
+  bshape = [n if a == axis else 1 for a in range(x.ndim)]
+  phases = []
+  for r in range(factor):
+    # Output pixel i * factor + r samples the input at i + d (half-pixel centres).
+    d = (2 * r + 1 - factor) / (2 * factor)
+    taps = range(int(np.floor(d)) - radius + 1, int(np.floor(d)) + radius + 1)
+    weights = np.array([kernel(k - d) for k in taps])
+    valid = np.stack([(index + k >= 0) & (index + k < n) for k in taps])
+    # Taps outside the image are dropped and the rest renormalised, as jax.image.resize does.
+    coef = weights[:, None] * valid / np.sum(weights[:, None] * valid, axis=0)
+    out = 0.0
+    for c, k in zip(coef, taps, strict=True):
+      if np.any(c):
+        window = jax.lax.slice_in_dim(xp, radius + k, radius + k + n, axis=axis)
+        out = out + jnp.asarray(c.reshape(bshape), x.dtype) * window
+    phases.append(out)
+  y = jnp.stack(phases, axis=axis + 1)
+  return y.reshape(*x.shape[:axis], n * factor, *x.shape[axis + 1 :])
+
+
+def interpolate(x: jax.Array, factor: int, method: str = "bilinear") -> jax.Array:
+  """Return NHWC `x` upscaled by the integer `factor` (nearest, bilinear or bicubic).
+
+  Equals `jax.image.resize` (half-pixel centres, Keys cubic a=-0.5, edge taps renormalised) but
+  is written as shifted multiply-adds: `jax.image.resize` contracts with dense interpolation
+  matrices, which cost O(H) per pixel and would count as multiply-adds of the network
+  (nasr.estimation.cost counts contractions).
+  """
+  if method not in RESIZE_METHODS:
+    raise ConfigError(f"resize method must be one of {RESIZE_METHODS}, got {method!r}")
+  if not isinstance(factor, int) or factor < 1:
+    raise ConfigError(f"interpolate needs a positive integer factor, got {factor!r}")
+  if factor == 1:
+    return x
+  if method == "nearest":
+    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+  return _interpolate_axis(_interpolate_axis(x, factor, 1, method), factor, 2, method)
 
 
 class SubPixelUpsampler(nn.Module):

@@ -124,9 +124,11 @@ def _prepare(config: ml_collections.ConfigDict) -> _Parts:
   supernet = space.supernet(scale, **dict(config.supernet))
   o = config.optim
   total_w_steps = config.epochs * config.train_steps_per_epoch
-  schedule = train_lib.make_schedule(o.lr, o.schedule, total_w_steps, o.decay_every, o.decay_factor)
+  schedule = train_lib.make_schedule(
+    o.lr, o.schedule, total_w_steps, o.decay_every, o.decay_factor, lr_end=o.get("lr_end", 0.0)
+  )
   tx = train_lib.make_adam(schedule, o.b1, o.b2, grad_clip=o.grad_clip)
-  reward = Reward(reward_terms(config), space, scale)
+  reward = Reward(reward_terms(config), space, scale, config.reward.get("norm", "max"))
   return _Parts(
     config, scale, space, strategy, mesh, sampler, val, supernet, tx, reward, loss_fn, local_batch
   )

@@ -9,7 +9,9 @@ Terms:
   entropy  the policy's entropy of the sampled tokens (an exploration bonus, as HNAS)
 
 Cost terms are exact (`space.count_params`, `estimation.cost.count_macs` of the built child) and
-computed once per architecture. DeCoNAS CB1 is {"psnr": 1, "params": -alpha}; HNAS is
+computed once per architecture. `norm` says how a cost term enters the sum: "max" (default)
+divides it by the most complex child's, so it lies in [0, 1]; "paper" uses HNAS's units, the
+multiply-adds of one forward pass on a 3 x 480 x 480 LR image in G (and parameters in M). DeCoNAS CB1 is {"psnr": 1, "params": -alpha}; HNAS is
 {"psnr": 0.6, "macs": -0.4} plus an entropy weight.
 """
 
@@ -26,19 +28,35 @@ COST_TERMS = ("params", "macs")
 TERMS = ("psnr", *COST_TERMS, "entropy")
 # LR probe for multiply-adds: a count per pixel does not depend on the probe size.
 _PROBE = (1, 32, 32, 3)
+PAPER_INPUT = (1, 480, 480, 3)  # HNAS Table II: FLOPs of a 3 x 480 x 480 LR input
+NORMS = ("max", "paper")
+
+
+def child_cost(space, arch, scale: int) -> tuple[int, float]:
+  """Return (parameters, multiply-adds per LR pixel) of build(arch, scale), from one trace.
+
+  Flax's init runs the forward pass, so the jaxpr of `init_with_output` holds both the parameter
+  shapes and every contraction (initialisers contract nothing); tracing it once costs a third of
+  `count_params` plus `count_macs`, which matters when every controller sample is a new child.
+  """
+  child = space.build(arch, scale)
+  x = jax.ShapeDtypeStruct(_PROBE, jnp.float32)
+  closed, (_, variables) = jax.make_jaxpr(
+    lambda v: child.init_with_output(jax.random.PRNGKey(0), v), return_shape=True
+  )(x)
+  params = int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(variables)))
+  return params, cost.jaxpr_macs(closed.jaxpr) / (_PROBE[1] * _PROBE[2])
 
 
 def child_macs_per_pixel(space, arch, scale: int) -> float:
   """Return the multiply-adds per LR pixel of build(arch, scale) (shapes only, nothing computed)."""
-  child = space.build(arch, scale)
-  shapes = jax.eval_shape(child.init, jax.random.PRNGKey(0), jnp.zeros(_PROBE))
-  return cost.count_macs(child, shapes, _PROBE) / (_PROBE[1] * _PROBE[2])
+  return child_cost(space, arch, scale)[1]
 
 
 class Reward:
   """reward(psnr, tokens, entropy) from weighted terms; cost terms normalised and cached."""
 
-  def __init__(self, terms: Mapping[str, float], space, scale: int):
+  def __init__(self, terms: Mapping[str, float], space, scale: int, norm: str = "max"):
     unknown = sorted(set(terms) - set(TERMS))
     if unknown:
       raise ConfigError(
@@ -46,6 +64,9 @@ class Reward:
       )
     if not terms:
       raise ConfigError("config.reward.terms is empty: give at least one, e.g. {'psnr': 1.0}")
+    if norm not in NORMS:
+      raise ConfigError(f"config.reward.norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    self.norm = norm
     # psnr first, then the others in TERMS order: the sum's order is fixed whatever the config's.
     self.weights = {k: float(terms[k]) for k in TERMS if k in terms}
     self._space, self._scale = space, scale
@@ -53,17 +74,30 @@ class Reward:
     self.max_cost = self._raw(space.max_arch())
 
   def _raw(self, arch) -> dict[str, float]:
-    out = {"params": self._space.count_params(arch, self._scale)}
+    params, macs = child_cost(self._space, arch, self._scale)
+    out = {"params": params}
     if "macs" in self.weights:
-      out["macs"] = child_macs_per_pixel(self._space, arch, self._scale)
+      out["macs"] = macs
+      if self.norm == "paper":
+        child = self._space.build(arch, self._scale)
+        shapes = jax.eval_shape(child.init, jax.random.PRNGKey(0), jnp.zeros(_PROBE))
+        out["gmacs_480"] = cost.count_macs(child, shapes, PAPER_INPUT) / 1e9
     return out
 
+  def _ratio(self, raw: dict, k: str) -> float:
+    if self.norm == "paper":
+      return raw["gmacs_480"] if k == "macs" else raw[k] / 1e6
+    return raw[k] / self.max_cost[k]
+
   def costs(self, tokens) -> dict[str, float]:
-    """Return the child's raw cost and its normalised cost terms ("params", "params_ratio", ...)."""
+    """Return the child's raw cost and its normalised cost terms ("params", "params_ratio", ...).
+
+    The "_ratio" values are what the reward sums: cost / max cost, or the paper's units.
+    """
     key = np.asarray(tokens, np.int32).tobytes()
     if key not in self._cache:
       raw = self._raw(self._space.decode(tokens))
-      ratios = {f"{k}_ratio": v / self.max_cost[k] for k, v in raw.items()}
+      ratios = {f"{k}_ratio": self._ratio(raw, k) for k in ("params", *self._extra())}
       self._cache[key] = {**raw, **ratios}
     return self._cache[key]
 

@@ -1,11 +1,12 @@
 """Search spaces and baseline networks: every network maps NHWC [0, 1] RGB to `scale` times it."""
 
-from nasr.spaces import base, baselines, darts_sr, deconas, drn, registry
+from nasr.spaces import base, baselines, darts_sr, deconas, drn, hnas, registry
 from nasr.spaces.base import ArchJSON, DifferentiableSpace, SearchSpace, SupernetSpace
 from nasr.spaces.baselines import EDSR, MODELS, Bicubic, build_model, model_fields
 from nasr.spaces.darts_sr import DartsGenotype, DartsSR, DartsSRNet, DartsSRSupernet
 from nasr.spaces.deconas import DeCoNAS, DeCoNASArch, DeCoNASNet, DeCoNASSupernet
 from nasr.spaces.drn import DRN, DRNArch, DRNNet, DRNSupernet, RCANNet
+from nasr.spaces.hnas import HNAS, HNASArch, HNASNet, HNASSupernet
 from nasr.spaces.registry import SPACES, get, load_arch, register, save_arch, space_fields
 
 
@@ -29,6 +30,10 @@ __all__ = [
   "DRNNet",
   "DRNSupernet",
   "EDSR",
+  "HNAS",
+  "HNASArch",
+  "HNASNet",
+  "HNASSupernet",
   "MODELS",
   "RCANNet",
   "SPACES",
@@ -53,6 +58,7 @@ __all__ = [
   "deconas",
   "drn",
   "get",
+  "hnas",
   "load_arch",
   "model_fields",
   "register",

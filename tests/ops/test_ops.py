@@ -170,3 +170,34 @@ def test_conv_tap_grad_matches_autodiff_in_and_out_of_a_scan(kernel, dilation):
   np.testing.assert_allclose(tap(x, ks[0]), plain(x, ks[0]), rtol=1e-5, atol=1e-5)
   for g, w in zip(got, want, strict=True):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic"])
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_interpolate_equals_jax_image_resize_without_counted_multiply_adds(method, factor):
+  from nasr.estimation import cost
+  from nasr.ops import interpolate
+
+  x = jnp.asarray(np.random.default_rng(factor).uniform(size=(2, 5, 7, 3)), jnp.float32)
+  want = jax.image.resize(x, (2, 5 * factor, 7 * factor, 3), method)
+  np.testing.assert_allclose(interpolate(x, factor, method), want, atol=1e-6)
+  jaxpr = jax.make_jaxpr(lambda v: interpolate(v, factor, method))(x).jaxpr
+  assert cost.jaxpr_macs(jaxpr) == 0
+
+
+@pytest.mark.parametrize("stride,kernel,pad", [(2, 6, 2), (3, 7, 2), (4, 8, 2), (2, 4, 1)])
+def test_cpu_forms_of_strided_and_transposed_convs_are_the_same_functions(stride, kernel, pad):
+  from nasr.ops.cpu_kernels import strided_conv, transposed_conv
+
+  rng = np.random.default_rng(stride)
+  dn = ("NHWC", "HWIO", "NHWC")
+  x = jnp.asarray(rng.standard_normal((2, 5, 7, 3)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((kernel, kernel, 3, 4)), jnp.float32)
+  q = kernel - 1 - pad
+  want = jax.lax.conv_general_dilated(x, w, (1, 1), ((q, q), (q, q)), (stride, stride), None, dn)
+  np.testing.assert_allclose(transposed_conv(x, w, stride, q), want, atol=1e-4)
+  hr = jnp.asarray(rng.standard_normal((2, 5 * stride, 7 * stride, 4)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((kernel, kernel, 4, 3)), jnp.float32)
+  pads = ((pad, pad), (pad, pad))
+  want = jax.lax.conv_general_dilated(hr, w, (stride, stride), pads, None, None, dn)
+  np.testing.assert_allclose(strided_conv(hr, w, stride, pad), want, atol=1e-4)

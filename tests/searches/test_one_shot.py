@@ -20,6 +20,7 @@ from tests.launch_utils import REPO
 # does, so no space escapes the engine test).
 TINY_SPACES = {
   "deconas": {"blocks": 2, "nodes": 2, "channels": 4},
+  "hnas": {"layers": 2, "nodes": 1, "channels": 4},
   "drn": {
     "features": (4, 8),
     "blocks": (1, 2),
@@ -29,7 +30,7 @@ TINY_SPACES = {
     "reduction": 4,
   },
 }
-TINY_SUPERNET = {"deconas": {"skip_inactive": True, "shifted": True}}
+TINY_SUPERNET = {"deconas": {"skip_inactive": True, "shifted": True}, "hnas": {"shifted": True}}
 TINY_STRATEGIES = {
   "reinforce": {"hidden": 8, "layers": 1},
   "random": {},
@@ -67,7 +68,7 @@ def test_every_supernet_space_and_strategy_has_tiny_settings():
       space = spaces.get(name)
       assert not isinstance(space, SupernetSpace), f"add tiny settings for the space {name!r}"
   assert set(strategies.STRATEGIES.names()) <= set(TINY_STRATEGIES)
-  assert {"deconas", "drn"} <= set(_supernet_spaces())
+  assert {"deconas", "drn", "hnas"} <= set(_supernet_spaces())
 
 
 def _config(space: str, strategy: str, terms: dict | None = None) -> ml_collections.ConfigDict:
@@ -83,8 +84,20 @@ def _config(space: str, strategy: str, terms: dict | None = None) -> ml_collecti
   return c
 
 
-@pytest.mark.parametrize("strategy", sorted(TINY_STRATEGIES))
-@pytest.mark.parametrize("space", _supernet_spaces())
+# HNAS compiles seven op branches per edge: in the default suite it runs its own strategy only,
+# the other strategies on it with the slow checks.
+SLOW_PAIRS = {("hnas", s) for s in TINY_STRATEGIES if s != "hierarchical"}
+
+
+def _pairs():
+  return [
+    pytest.param(space, s, marks=pytest.mark.slow) if (space, s) in SLOW_PAIRS else (space, s)
+    for space in _supernet_spaces()
+    for s in sorted(TINY_STRATEGIES)
+  ]
+
+
+@pytest.mark.parametrize("space,strategy", _pairs())
 def test_every_strategy_runs_two_epochs_on_every_supernet_space(space, strategy, tmp_path):
   result = one_shot.run(_config(space, strategy), tmp_path)
   rows = json.loads((tmp_path / "candidates.json").read_text())
@@ -104,7 +117,7 @@ def _macs_directly(space, arch, scale: int, side: int = 32) -> float:
   return cost.count_macs(child, params, x.shape) / (side * side)
 
 
-@pytest.mark.parametrize("space_name", ["deconas", "drn"])
+@pytest.mark.parametrize("space_name", ["deconas", "drn", "hnas"])
 def test_macs_term_is_the_childs_exact_multiply_adds(space_name):
   space = spaces.get(space_name, **TINY_SPACES[space_name])
   reward = Reward({"psnr": 0.6, "macs": -0.4}, space, scale=2)

@@ -1,0 +1,235 @@
+r"""HNAS step times next to the authors' PyTorch code: supernet, controller, HNAS-A retrain.
+
+  python -m benchmarks.hnas_speed                          # the reference's sizes (below)
+  python -m benchmarks.hnas_speed --parts=supernet,controller --repeats=10
+  python -m benchmarks.hnas_speed --quick                  # tiny sizes: a smoke run, no comparison
+
+Prints one JSON line per part with the median wall time of a step (each step synchronised; the
+compiling call and `--warmup` more calls are not timed), the compile time, and the reference's
+time of the same step on this kind of device with the ratio ours / reference (below 1: faster):
+
+  supernet    the supernet train step at the search size of HNAS (Supplementary B): L=12 layers,
+              4 nodes, C=8, x2, batch 16 of 48x48 LR patches, Adam, L1; a freshly sampled
+              architecture every step (one compile serves them all), compiled as the one-shot
+              search compiles it (nasr.training.compile_train_step(..., supernet=True))
+  controller  the hierarchical strategy's step: propose `--controller_batch` children, then the
+              REINFORCE update on (random) rewards, both jitted as the search jits them; the
+              children are not scored here
+  retrain     the HNAS-A train step (configs/archs/hnas_a.json built at C=64), batch 16 of 48x48
+              LR patches, Adam, L1
+
+Reference (the authors' code, guoyongcs/HNAS-SR): on the 2-core CPU with PyTorch 2.13 and 2
+threads, supernet 2.24 s, controller 0.82 s, HNAS-A retrain 23.7 s; on one H200 with torch 2.11
+(eager), supernet 134 ms, controller 210 ms.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from nasr import parallel, spaces, strategies, training
+from nasr.estimation import losses
+from nasr.estimation import train as train_lib
+
+PARTS = ("supernet", "controller", "retrain")
+HNAS_A = Path(__file__).resolve().parents[1] / "configs" / "archs" / "hnas_a.json"
+# Seconds per step of the authors' code, by JAX backend (None: not measured).
+REFERENCE = {
+  "cpu": {"supernet": 2.24, "controller": 0.82, "retrain": 23.7},
+  "gpu": {"supernet": 0.134, "controller": 0.210, "retrain": None},
+}
+REFERENCE_SETUP = {
+  "cpu": "authors' PyTorch code, PyTorch 2.13, 2 threads, the 2-core CPU",
+  "gpu": "authors' PyTorch code, torch 2.11 eager, one H200",
+}
+# --quick: every part at toy sizes, so a smoke run compiles in seconds.
+QUICK = {"layers": 3, "nodes": 2, "channels": 4, "batch": 2, "patch": 12, "retrain_channels": 8}
+
+_PARTS = flags.DEFINE_list(
+  "parts", list(PARTS), "Which steps to time: supernet, controller, retrain."
+)
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per part (the median is reported).")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after the compiling one.")
+_QUICK = flags.DEFINE_bool("quick", False, "Tiny sizes (no comparison with the reference).")
+_LAYERS = flags.DEFINE_integer("layers", 12, "Layers L of the searched network.")
+_NODES = flags.DEFINE_integer("nodes", 4, "Intermediate nodes per cell.")
+_CHANNELS = flags.DEFINE_integer("channels", 8, "Width C of the supernet.")
+_RETRAIN_CHANNELS = flags.DEFINE_integer("retrain_channels", 64, "Width C of the HNAS-A retrain.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Batch size (supernet and retrain).")
+_PATCH = flags.DEFINE_integer("patch", 48, "LR patch side.")
+_SCALE = flags.DEFINE_integer("scale", 2, "Upscaling factor.")
+_CONTROLLER_BATCH = flags.DEFINE_integer("controller_batch", 1, "Children per controller step.")
+_REMAT = flags.DEFINE_bool("remat", False, "Supernet: recompute each cell in the backward pass.")
+_SHIFTED = flags.DEFINE_bool("shifted", False, "Depthwise convs as shifted multiply-adds.")
+_UNROLL = flags.DEFINE_integer("unroll", 0, "Supernet layers per scan iteration (0: unrolled).")
+
+
+def _sizes() -> dict:
+  """Return the sizes of this run: the flags, or QUICK's with --quick."""
+  sizes = {
+    "layers": _LAYERS.value,
+    "nodes": _NODES.value,
+    "channels": _CHANNELS.value,
+    "batch": _BATCH.value,
+    "patch": _PATCH.value,
+    "retrain_channels": _RETRAIN_CHANNELS.value,
+  }
+  return {**sizes, **QUICK} if _QUICK.value else sizes
+
+
+def _median_time(fn, repeats: int, warmup: int) -> tuple[float, float, list[float]]:
+  """Return (first call's seconds, median seconds, timed seconds) of fn(i) -> array to sync on."""
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn(0))
+  first = time.perf_counter() - t0
+  for i in range(warmup):
+    jax.block_until_ready(fn(1 + i))
+  times = []
+  for i in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(1 + warmup + i))
+    times.append(time.perf_counter() - t0)
+  return first, float(np.median(times)), times
+
+
+def _batches(n: int, batch: int, patch: int, scale: int, rng) -> list[dict]:
+  return [
+    {
+      "lr": rng.integers(0, 256, (batch, patch, patch, 3), np.uint8),
+      "hr": rng.integers(0, 256, (batch, patch * scale, patch * scale, 3), np.uint8),
+    }
+    for _ in range(n)
+  ]
+
+
+def _train_timer(network, params, sizes: dict, supernet: bool, spec=None):
+  """Return fn(i) running train step i (tokens sampled per step when `supernet`)."""
+  mesh = parallel.make_mesh()
+  tx = train_lib.make_adam(train_lib.make_schedule(1e-3, "constant"))
+  step = training.compile_train_step(network, tx, losses.l1, mesh, supernet=supernet)
+  state = jax.device_put(train_lib.create_train_state(params, tx), parallel.replicated(mesh))
+  n = 1 + _WARMUP.value + _REPEATS.value
+  rng = np.random.default_rng(0)
+  batches = [
+    parallel.shard_batch(b, mesh)
+    for b in _batches(n, sizes["batch"], sizes["patch"], _SCALE.value, rng)
+  ]
+  tokens = [jnp.asarray(spec.sample(rng)) for _ in range(n)] if supernet else [None] * n
+  key = jax.random.PRNGKey(0)
+  box = {"state": state}
+
+  def run(i):
+    args = (box["state"], batches[i], key) + ((tokens[i],) if supernet else ())
+    box["state"], m = step(*args)
+    return m["loss"]
+
+  return run
+
+
+def _supernet_part(sizes: dict):
+  space = spaces.get(
+    "hnas", layers=sizes["layers"], nodes=sizes["nodes"], channels=sizes["channels"]
+  )
+  net = space.supernet(
+    _SCALE.value, remat=_REMAT.value, shifted=_SHIFTED.value, unroll=_UNROLL.value
+  )
+  x0 = jnp.zeros((1, sizes["patch"], sizes["patch"], 3), jnp.float32)
+  max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
+  params = jax.jit(net.init)(train_lib.init_key(0), x0, max_tokens)["params"]
+  setup = {k: sizes[k] for k in ("layers", "nodes", "channels", "batch", "patch")}
+  setup.update(remat=_REMAT.value, shifted=_SHIFTED.value, unroll=_UNROLL.value)
+  return _train_timer(net, params, sizes, True, space.token_spec()), setup
+
+
+def _controller_part(sizes: dict):
+  space = spaces.get(
+    "hnas", layers=sizes["layers"], nodes=sizes["nodes"], channels=sizes["channels"]
+  )
+  spec = space.token_spec()
+  # configs/hnas.py's strategy section.
+  strategy = strategies.get(
+    "hierarchical",
+    spec,
+    hidden=100,
+    layers=1,
+    tanh_constant=1.1,
+    learning_rate=3e-4,
+    lr_end=1.5e-4,
+    decay_steps=40_000,
+    baseline_decay=0.99,
+    entropy_weight=0.0,
+  )
+  propose = jax.jit(strategy.propose, static_argnums=2)
+  update = jax.jit(strategy.update)
+  num = _CONTROLLER_BATCH.value
+  rewards = np.random.default_rng(0).normal(30.0, 1.0, (64, num)).astype(np.float32)
+  box = {"state": strategy.init(train_lib.init_key(1))}
+
+  def run(i):
+    tokens, _ = propose(box["state"], jax.random.PRNGKey(i), num)
+    box["state"], m = update(box["state"], tokens, jnp.asarray(rewards[i % len(rewards)]))
+    return m
+
+  setup = {"layers": sizes["layers"], "nodes": sizes["nodes"], "children": num, "hidden": 100}
+  return run, setup
+
+
+def _retrain_part(sizes: dict):
+  if _QUICK.value:
+    space = spaces.get(
+      "hnas", layers=sizes["layers"], nodes=sizes["nodes"], channels=sizes["retrain_channels"]
+    )
+    arch, name = space.max_arch(), "max_arch (quick)"
+  else:
+    space, arch = spaces.load_arch(HNAS_A, channels=sizes["retrain_channels"])
+    name = "HNAS-A"
+  net = space.build(arch, _SCALE.value, shifted=_SHIFTED.value)
+  params = training.init_params(net, sizes["patch"], 0)
+  setup = {
+    "arch": name,
+    "channels": sizes["retrain_channels"],
+    "batch": sizes["batch"],
+    "patch": sizes["patch"],
+    "params": space.count_params(arch, _SCALE.value),
+  }
+  return _train_timer(net, params, sizes, False), setup
+
+
+def main(argv):
+  del argv
+  unknown = sorted(set(_PARTS.value) - set(PARTS))
+  if unknown:
+    raise app.UsageError(f"--parts: unknown part(s) {unknown}; the parts are {', '.join(PARTS)}")
+  sizes = _sizes()
+  backend = jax.default_backend()
+  device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({backend})"
+  makers = {"supernet": _supernet_part, "controller": _controller_part, "retrain": _retrain_part}
+  for part in PARTS:
+    if part not in _PARTS.value:
+      continue
+    run, setup = makers[part](sizes)
+    first, median, times = _median_time(run, _REPEATS.value, _WARMUP.value)
+    ref = None if _QUICK.value else REFERENCE.get(backend, {}).get(part)
+    row = {
+      "part": part,
+      "median_s": round(median, 5),
+      "times_s": [round(t, 5) for t in times],
+      "first_call_s": round(first, 2),  # compile + one step
+      "reference_s": ref,
+      "ours_over_reference": round(median / ref, 3) if ref else None,
+      "reference": REFERENCE_SETUP.get(backend) if ref else None,
+      "device": device,
+      "scale": _SCALE.value,
+      "quick": _QUICK.value,
+      **setup,
+    }
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,132 @@
+r"""HNAS: hierarchical LSTM controllers pick two cells and the upsampling position; REINFORCE.
+
+python -m launch.search --config=configs/hnas.py:tiny --workdir=/tmp/nasr/hnas_tiny
+python -m launch.search --config=configs/hnas.py --config.lam=0.2 --workdir=W
+python -m launch.search --config=configs/hnas.py --config.lambdas=0.2,0.6,0.9 --workdir=W  # sweep
+python -m launch.train --config=configs/train.py --config.arch=W/best.json --workdir=W/retrain
+python -m launch.train --config=configs/hnas.py:final --workdir=W/hnas_a   # the paper's HNAS-A
+
+Guo et al., "Hierarchical Neural Architecture Search for Single Image Super-Resolution" (HNAS):
+a normal and an upsampling cell (each node takes two earlier nodes through an operation) and the
+layer of the upsampling cell, sampled by two cell-level LSTMs and a network-level LSTM started from
+their final states (the `hierarchical` strategy), trained by REINFORCE on the joint reward
+
+  R = lam * PSNR - (1 - lam) * Cost,   Cost = MACs / MACs of the most complex child, in [0, 1]
+
+plus the sample entropy weighted by 1 (Supplementary B). HNAS-A/B/C are lam = 0.2 / 0.6 / 0.9;
+`lam` sets the reward terms (--config.lam=0.2 works), `lambdas` runs one search per lambda and
+draws the Pareto front (nasr.searches.sweep). The search uses 40% of the training images for the
+shared weights and 60% for the controller's reward and the derivation (data.val_fraction = 0.6).
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from configs import common
+from configs import train as train_config
+
+PRESETS = (*common.PRESETS, "final")
+ARCHS = Path(__file__).resolve().parent / "archs"
+HNAS_A = str(ARCHS / "hnas_a.json")
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  """Return the HNAS search config for `preset` (tiny, default, paper) or the `final` retrain."""
+  preset = common.check_preset(preset, PRESETS)
+  if preset == "final":
+    return _final()
+  c = ml_collections.ConfigDict()
+  c.method = "one_shot"
+  c.preset = preset
+  c.seed = 0
+  c.scale = 2
+  # The accuracy/cost trade-off of the reward (HNAS-A/B/C: 0.2 / 0.6 / 0.9); the reward's terms
+  # follow it. `lambdas`: a comma list ("0.2,0.6,0.9") runs a sweep, one search per lambda.
+  c.lam = 0.6
+  c.lambdas = ""
+  lam = c.get_ref("lam")
+  # R = lam * PSNR - (1 - lam) * MACs/MACs_max + 1 * entropy (nasr.searches.reward lists the terms).
+  c.reward = ml_collections.ConfigDict({"terms": {"psnr": lam, "macs": lam - 1.0, "entropy": 1.0}})
+  c.space = ml_collections.ConfigDict({"name": "hnas", "layers": 12, "nodes": 4, "channels": 8})
+  c.epochs = 400
+  c.train_steps_per_epoch = 1000
+  c.controller_steps_per_epoch = 100
+  c.controller_batch = 1  # children per controller step
+  c.strategy = ml_collections.ConfigDict(
+    {
+      "name": "hierarchical",
+      "hidden": 100,  # one-layer LSTMs of 100 units (Supplementary B)
+      "layers": 1,
+      "tanh_constant": 1.1,  # not stated by HNAS; ENAS's cell controller's
+      "temperature": 0.0,  # 0 = no temperature
+      "learning_rate": 3e-4,  # cosine from 3e-4 to 1.5e-4 over the search (Supplementary B)
+      "lr_end": 1.5e-4,
+      # Every controller update of the search; follows --config.epochs and the steps per epoch.
+      "decay_steps": c.get_ref("epochs") * c.get_ref("controller_steps_per_epoch"),
+      "baseline_decay": 0.99,
+      "entropy_weight": 0.0,  # the entropy is a reward term above, as HNAS adds it
+      "grad_clip": 0.0,
+    }
+  )
+  c.loss = "l1"  # l1 | charbonnier | ms_ssim | ms_ssim_l1
+  c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
+  c.data = common.data_config(preset)
+  c.data.val = ""  # the reward's validation split is carved from the training images:
+  c.data.val_fraction = 0.6  # 60% for the controller, 40% for the shared weights
+  c.val_patch = 48  # LR side of the centre crops that score children
+  c.optim = common.optim_config(preset)
+  c.optim.lr = 1e-3  # shared weights: Adam, cosine from 1e-3 to 1e-5 (Supplementary B)
+  c.optim.schedule = "cosine"
+  c.optim.lr_end = 1e-5
+  c.optim.decay_every = 0
+  # Options of space.supernet(scale, **c.supernet): `remat` recomputes each cell in the backward
+  # pass (less memory, more compute); `shifted` computes depthwise convs as shifted multiply-adds
+  # (the same function; XLA:CPU's depthwise convs are slow); `unroll` is the layers per scan
+  # iteration (0 = unrolled: slower to compile, faster steps on the CPU).
+  c.supernet = ml_collections.ConfigDict({"remat": False, "shifted": True, "unroll": 0})
+  c.keep_checkpoints = 2
+  c.derive = ml_collections.ConfigDict({"candidates": 100})
+  c.data.patch_size = 24
+  c.data.batch_size = 8
+  if preset == "tiny":
+    c.space = ml_collections.ConfigDict({"name": "hnas", "layers": 3, "nodes": 2, "channels": 4})
+    c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16
+    c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 3, 3, 2
+    c.controller_batch = 2
+    c.derive.candidates = 6
+    c.supernet.unroll = 1  # a rolled scan compiles faster
+  elif preset == "default":  # sized for the 2-core CPU: a search of about 6-7 minutes
+    c.space = ml_collections.ConfigDict({"name": "hnas", "layers": 6, "nodes": 4, "channels": 8})
+    c.data.patch_size, c.val_patch = 16, 32
+    c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 14, 20, 10
+    c.derive.candidates = 20
+    c.supernet.unroll = 1  # compiles in a third of the time; steps as fast on the CPU
+  elif preset == "paper":
+    # DIV2K's 800 training images, 40% / 60% (the tfds validation split is not used).
+    c.data.train = "tfds:nasr_div2k/bicubic_x{scale}"
+    c.data.patch_size, c.data.batch_size = 48, 16  # LR 48x48, batch 16
+    # An epoch: 1,000 mini-batches (the EDSR code HNAS builds on); controller steps: ours (HNAS
+    # gives none).
+    c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 400, 1000, 100
+  return c
+
+
+def _final() -> ml_collections.ConfigDict:
+  """Return the retrain config of the paper's HNAS-A (configs/archs/hnas_a.json).
+
+  Supplementary B: the search's settings (Adam, cosine 1e-3 -> 1e-5, batch 16, L1) with 64
+  channels per operation. The step count is ours: 400 epochs of 1,000 mini-batches.
+  """
+  c = train_config.get_config("paper")
+  c.preset = "final"
+  c.arch = HNAS_A
+  c.data.patch_size = 48
+  c.data.batch_size = 16
+  c.steps = 400_000
+  c.optim.lr = 1e-3
+  c.optim.schedule = "cosine"
+  c.optim.lr_end = 1e-5
+  c.optim.decay_every = 0
+  c.eval_every = 10_000
+  return c

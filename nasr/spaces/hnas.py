@@ -1,0 +1,841 @@
+"""The HNAS search space (Guo et al., "Hierarchical Neural Architecture Search for Single Image
+Super-Resolution", IEEE SPL 2020): a normal cell, an upsampling cell and where the latter goes.
+
+Network (NHWC RGB in [0, 1]; the DIV2K mean is subtracted at the input and added back at the
+output, like the other spaces):
+
+  s_-2 = s_-1 = stem conv3x3(x)                                    C channels, LR
+  layer i = 1..L: the upsampling cell if i == position, else the normal cell
+    s_i = cell_i(s_i-2, s_i-1)
+    after the upsampling cell, s_i-1 (still LR) is resized to HR before the next cell reads it
+    as its "two back" input (bilinear): the skip crosses the resolution change
+  y = conv3x3(s_L) to 3 channels + bicubic(x)                      `skip="image"` (default)
+
+Every position 1..L gives an HR output: L is the last layer, 1 upsamples the stem output.
+
+A cell has two inputs (node 0 = the cell two back, node 1 = the previous cell) and `nodes`
+intermediate nodes; intermediate node j (0-based, node 2 + j) sums two edges, each an op applied
+to a node chosen among 0..j+1 (both edges may read the same node); the cell output is a 1x1 conv
+of the concatenated intermediate nodes back to C channels (C=8: 32 channels after the concat).
+
+Normal-cell ops (Table I), all C -> C at the input's resolution:
+  identity
+  dil_conv_3x3 / dil_conv_5x5   ReLU, depthwise k x k with dilation 2, pointwise 1x1 (as the
+                                 authors' code; "dilated convolution" in the paper)
+  sep_conv_3x3 / sep_conv_5x5   (ReLU, depthwise k x k, pointwise 1x1) twice
+  udpb                           DBPN's up-projection then down-projection unit (Haris et al.,
+                                 CVPR 2018): up: h0 = deconv(x), l0 = conv(h0), h1 = deconv(l0 - x),
+                                 out h1 + h0; down: l0 = conv(x), h0 = deconv(l0), l1 = conv(h0 -
+                                 x), out l1 + l0; stride = the network's scale, kernel 6 / 7 / 8
+                                 for x2 / x3 / x4 with padding 2 (DBPN), PReLU after every conv.
+                                 The authors' released code dropped it; we keep it.
+  rcab                           RCAN's residual channel-attention block (reduction `reduction`)
+Upsampling-cell ops, on the edges that read the cell inputs (LR -> HR, x scale):
+  area, bilinear, nearest        interpolation; for an integer factor area equals nearest
+                                 (every output pixel lies inside one input pixel), as in PyTorch
+  sub_pixel                      conv3x3 to s*s*C then pixel shuffle (x4: two x2 stages)
+  deconvolution                  one stride-s transposed conv, kernel 2s ('SAME')
+and on the edges between intermediate nodes (already HR) their stride-1 forms, as the authors'
+code runs them: the interpolations and sub_pixel are the identity, deconvolution a stride-1 3x3
+transposed conv.
+
+Tokens, per cell and intermediate node j: (input a, op a, input b, op b), inputs in 0..j+1; the
+normal cell's 4 * nodes tokens (group 0), the upsampling cell's (group 1), then the position
+(group 2, token p - 1). The hierarchical strategy gives each group its own LSTM.
+
+Supernet: every layer owns a normal cell and an upsampling cell (weights stacked over layers);
+all ops of every edge exist. The sampled tokens are data: ops and inputs by `lax.switch`, and the
+layers as two scans (LR, then HR) whose layers before / after the position run by `lax.cond`,
+so one compile serves every (normal, upsampling, position) triple and a step costs only the
+child's work. `child_params` selects the child's weights; supernet(a) == build(a) with them.
+
+Example:
+  space = nasr.spaces.get("hnas", layers=12, nodes=4, channels=8)
+  arch = space.decode(space.token_spec().sample(np.random.default_rng(0)))
+  model = space.build(arch, scale=2)
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasr.core.errors import ConfigError, TokenError
+from nasr.core.types import TokenSpec
+from nasr.ops.cpu_kernels import (
+  conv_tap_grad,
+  stacked_depthwise_conv,
+  strided_conv,
+  transposed_conv,
+)
+from nasr.ops.frame import SKIPS, SRFrame, sr_frame
+from nasr.ops.params import ConvParams
+from nasr.ops.upsample import check_subpixel_scale, interpolate, pixel_shuffle
+from nasr.spaces.base import ArchJSON, count_module_params
+from nasr.spaces.registry import register
+
+Dtype = Any
+
+NORMAL_OPS = (
+  "identity",
+  "dil_conv_3x3",
+  "dil_conv_5x5",
+  "sep_conv_3x3",
+  "sep_conv_5x5",
+  "udpb",
+  "rcab",
+)
+UP_OPS = ("area", "bilinear", "nearest", "sub_pixel", "deconvolution")
+SLOTS = ("a", "b")  # the two edges of an intermediate node
+# DBPN's projection (kernel, padding) per scale: a stride-s conv keeps H -> H / s exactly.
+_PROJECTION = {2: (6, 2), 3: (7, 2), 4: (8, 2)}
+_INNER_DECONV = "deconvolution_inner"  # the stride-1 form of deconvolution between HR nodes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ctx:
+  """What every op function needs besides its parameters and input."""
+
+  channels: int
+  scale: int
+  reduction: int
+  dtype: Dtype
+  shifted: bool
+  # Dense-conv gradients as tap matmuls: the supernet's edges run in a rolled loop, where XLA:CPU
+  # computes conv kernel gradients ~37x slower (BENCHMARKS.md); the same function.
+  tap_grad: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# Operations as functions of (params, x): the child and the supernet run the same ones.
+
+
+def _conv(x, p, ctx: _Ctx, stride=1, dilation=1, groups=1, padding="SAME", lhs_dilation=None):
+  k = p["kernel"]
+  plain = stride == 1 and groups == 1 and padding == "SAME" and lhs_dilation is None
+  if ctx.tap_grad and plain and k.shape[0] % 2:
+    y = conv_tap_grad(x.astype(ctx.dtype), k.astype(ctx.dtype), dilation)
+    return y + p["bias"].astype(ctx.dtype)
+  y = jax.lax.conv_general_dilated(
+    x.astype(ctx.dtype),
+    p["kernel"].astype(ctx.dtype),
+    window_strides=(stride, stride),
+    padding=padding,
+    lhs_dilation=lhs_dilation,
+    rhs_dilation=(dilation, dilation),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=groups,
+  )
+  return y + p["bias"].astype(ctx.dtype)
+
+
+def _depthwise(x, p, ctx: _Ctx, dilation: int):
+  if ctx.shifted:
+    # Shifted multiply-adds (nasr.ops.cpu_kernels): XLA:CPU's depthwise-conv gradient is far
+    # slower per multiply-add than a dense conv's; the same function and parameters.
+    k = p["kernel"].astype(ctx.dtype)[None, :, :, 0]
+    return stacked_depthwise_conv(x.astype(ctx.dtype)[None], k, dilation)[0] + p["bias"].astype(
+      ctx.dtype
+    )
+  return _conv(x, p, ctx, dilation=dilation, groups=x.shape[-1])
+
+
+def _dil_conv(p, x, ctx):
+  return _conv(_depthwise(nn.relu(x), p["dw"], ctx, 2), p["pw"], ctx)
+
+
+def _sep_conv(p, x, ctx):
+  h = _conv(_depthwise(nn.relu(x), p["dw1"], ctx, 1), p["pw1"], ctx)
+  return _conv(_depthwise(nn.relu(h), p["dw2"], ctx, 1), p["pw2"], ctx)
+
+
+def _prelu(x, a):
+  return jnp.where(x >= 0, x, a.astype(x.dtype) * x)
+
+
+def _transposed(x, p, ctx: _Ctx, stride: int, pad_lo: int, pad_hi: int):
+  """Return the stride-`stride` transposed conv (no kernel flip) of x, output stride * H."""
+  if ctx.shifted:  # the same function on XLA:CPU's fast path (nasr.ops.cpu_kernels)
+    y = transposed_conv(x.astype(ctx.dtype), p["kernel"].astype(ctx.dtype), stride, pad_lo)
+    return y + p["bias"].astype(ctx.dtype)
+  pads = ((pad_lo, pad_hi), (pad_lo, pad_hi))
+  return _conv(x, p, ctx, padding=pads, lhs_dilation=(stride, stride))
+
+
+def _project(x, p, ctx, name, a, up: bool):
+  """Return PReLU(stride-s transposed conv (up) or stride-s conv (down)) of x."""
+  k, pad = _PROJECTION[ctx.scale]
+  s = ctx.scale
+  if up:
+    q = k - 1 - pad  # (H - 1) s + k - 2 pad = s H output rows
+    y = _transposed(x, p[name], ctx, s, q, q)
+  elif ctx.shifted:
+    y = strided_conv(x.astype(ctx.dtype), p[name]["kernel"].astype(ctx.dtype), s, pad)
+    y = y + p[name]["bias"].astype(ctx.dtype)
+  else:
+    y = _conv(x, p[name], ctx, stride=s, padding=((pad, pad), (pad, pad)))
+  return _prelu(y, a)
+
+
+def _udpb(p, x, ctx):
+  a = p["prelu"]
+  x = x.astype(ctx.dtype)
+  h0 = _project(x, p, ctx, "up1", a[0], True)
+  l0 = _project(h0, p, ctx, "up2", a[1], False)
+  h = _project(l0 - x, p, ctx, "up3", a[2], True) + h0
+  l0 = _project(h, p, ctx, "down1", a[3], False)
+  h0 = _project(l0, p, ctx, "down2", a[4], True)
+  return _project(h0 - h, p, ctx, "down3", a[5], False) + l0
+
+
+def _rcab(p, x, ctx):
+  y = _conv(nn.relu(_conv(x, p["conv1"], ctx)), p["conv2"], ctx)
+  s = jnp.mean(y, axis=(1, 2), keepdims=True)
+  s = nn.sigmoid(_conv(nn.relu(_conv(s, p["squeeze"], ctx)), p["excite"], ctx))
+  return x.astype(ctx.dtype) + y * s
+
+
+def _repeat(p, x, ctx):
+  return interpolate(x.astype(ctx.dtype), ctx.scale, "nearest")
+
+
+def _bilinear(p, x, ctx):
+  return interpolate(x.astype(ctx.dtype), ctx.scale, "bilinear")
+
+
+def _sub_pixel(p, x, ctx):
+  for i, r in enumerate((2, 2) if ctx.scale == 4 else (ctx.scale,)):
+    x = pixel_shuffle(_conv(x, p[f"conv{i}"], ctx), r)
+  return x
+
+
+def _deconv(p, x, ctx):
+  s = ctx.scale
+  # 'SAME' for kernel 2s, stride s (as jax.lax.conv_transpose pads it): output s * H.
+  lo = -(-(3 * s - 2) // 2)
+  return _transposed(x, p["deconv"], ctx, s, lo, 3 * s - 2 - lo)
+
+
+def _inner_deconv(p, x, ctx):
+  # A stride-1 3x3 transposed conv with padding 1 is a 3x3 conv with a flipped kernel: we keep
+  # the conv form (same function class, parameters read as the conv's).
+  return _conv(x, p["conv"], ctx)
+
+
+def _identity(p, x, ctx):
+  return x.astype(ctx.dtype)
+
+
+NORMAL_FNS: dict[str, Callable] = {
+  "identity": _identity,
+  "dil_conv_3x3": _dil_conv,
+  "dil_conv_5x5": _dil_conv,
+  "sep_conv_3x3": _sep_conv,
+  "sep_conv_5x5": _sep_conv,
+  "udpb": _udpb,
+  "rcab": _rcab,
+}
+UP_FNS: dict[str, Callable] = {
+  "area": _repeat,
+  "bilinear": _bilinear,
+  "nearest": _repeat,
+  "sub_pixel": _sub_pixel,
+  "deconvolution": _deconv,
+}
+# Between HR nodes of the upsampling cell: the ops' stride-1 forms.
+INNER_FNS: dict[str, Callable] = {
+  "area": _identity,
+  "bilinear": _identity,
+  "nearest": _identity,
+  "sub_pixel": _identity,
+  "deconvolution": _inner_deconv,
+}
+
+
+def _op_spec(op: str, c: int, scale: int, reduction: int) -> tuple:
+  """Return ((param name, shape), ...) of op `op` (names starting "prelu": PReLU slopes)."""
+  if op in ("identity", "area", "bilinear", "nearest"):
+    return ()
+  if op.startswith("dil_conv"):
+    k = int(op[-1])
+    return (("dw", (k, k, 1, c)), ("pw", (1, 1, c, c)))
+  if op.startswith("sep_conv"):
+    k = int(op[-1])
+    return tuple(
+      (f"{n}{i}", shape)
+      for i in (1, 2)
+      for n, shape in (("dw", (k, k, 1, c)), ("pw", (1, 1, c, c)))
+    )
+  if op == "udpb":
+    k = _PROJECTION[scale][0]
+    convs = tuple((f"{d}{i}", (k, k, c, c)) for d in ("up", "down") for i in (1, 2, 3))
+    return (*convs, ("prelu", (6,)))
+  if op == "rcab":
+    r = max(1, c // reduction)
+    return (
+      ("conv1", (3, 3, c, c)),
+      ("conv2", (3, 3, c, c)),
+      ("squeeze", (1, 1, c, r)),
+      ("excite", (1, 1, r, c)),
+    )
+  if op == "sub_pixel":
+    stages = (2, 2) if scale == 4 else (scale,)
+    return tuple((f"conv{i}", (3, 3, c, r * r * c)) for i, r in enumerate(stages))
+  if op == "deconvolution":
+    return (("deconv", (2 * scale, 2 * scale, c, c)),)
+  if op == _INNER_DECONV:
+    return (("conv", (3, 3, c, c)),)
+  raise ValueError(f"unknown op {op!r}")
+
+
+class _OpParams(nn.Module):
+  """Create one op's parameters (convs as `ConvParams`, PReLU slopes at 0.25)."""
+
+  spec: tuple  # ((name, shape), ...) from _op_spec
+  stack: tuple[int, ...] = ()  # leading axes: the supernet's layers
+
+  @nn.compact
+  def __call__(self) -> dict:
+    """Return {name: {"kernel", "bias"} or slopes}."""
+    out = {}
+    for name, shape in self.spec:
+      if name.startswith("prelu"):
+        init = nn.initializers.constant(0.25)
+        out[name] = self.param(name, init, (*self.stack, *shape), jnp.float32)
+      else:
+        kernel, bias = ConvParams(shape, self.stack, name=name)()
+        out[name] = {"kernel": kernel, "bias": bias}
+    return out
+
+
+class _CellParams(nn.Module):
+  """Create a cell's parameters: {edge: {op: params}} for the given ops per edge, and "out"."""
+
+  edges: tuple  # ((edge name, ((op, spec), ...)), ...)
+  out_shape: tuple[int, ...]  # the output 1x1 conv's kernel shape
+  stack: tuple[int, ...] = ()
+
+  @nn.compact
+  def __call__(self) -> dict:
+    """Return the parameter tree, created on first use."""
+    out = {}
+    for edge, ops in self.edges:
+      out[edge] = _EdgeParams(ops, self.stack, name=edge)()
+    kernel, bias = ConvParams(self.out_shape, self.stack, name="out")()
+    out["out"] = {"kernel": kernel, "bias": bias}
+    return out
+
+
+class _EdgeParams(nn.Module):
+  """Create an edge's parameters for each of its candidate ops."""
+
+  ops: tuple  # ((op, spec), ...)
+  stack: tuple[int, ...] = ()
+
+  @nn.compact
+  def __call__(self) -> dict:
+    """Return {op: params} (ops without parameters give {})."""
+    return {op: _OpParams(spec, self.stack, name=op)() if spec else {} for op, spec in self.ops}
+
+
+def _cell_out(nodes: list, p: dict, ctx: _Ctx):
+  return _conv(jnp.concatenate(nodes, axis=-1), p["out"], ctx)
+
+
+def _edge_name(j: int, slot: int) -> str:
+  return f"node{j}_{SLOTS[slot]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Architecture.
+
+
+def _check_cell(cell, nodes: int, ops: tuple[str, ...], kind: str) -> tuple:
+  try:
+    cell = tuple(tuple(node) for node in cell)
+  except TypeError:
+    raise TokenError(f"HNASArch.{kind} needs one (input, op, input, op) per node") from None
+  if len(cell) != nodes:
+    raise TokenError(f"HNASArch.{kind} needs {nodes} nodes, got {len(cell)}")
+  out = []
+  for j, node in enumerate(cell):
+    if len(node) != 4:
+      raise TokenError(f"HNASArch.{kind} node {j}: needs (input, op, input, op), got {node}")
+    fixed = []
+    for slot in range(2):
+      inp, op = node[2 * slot], node[2 * slot + 1]
+      if isinstance(inp, bool) or not isinstance(inp, int | np.integer) or not 0 <= inp < j + 2:
+        raise TokenError(f"HNASArch.{kind} node {j}: input {inp!r} is not in 0..{j + 1}")
+      if op not in ops:
+        raise TokenError(f"HNASArch.{kind} node {j}: unknown op {op!r}; ops: {', '.join(ops)}")
+      fixed += [int(inp), str(op)]
+    out.append(tuple(fixed))
+  return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class HNASArch(ArchJSON):
+  """An HNAS architecture: the two cells and the upsampling cell's layer.
+
+  Attributes:
+    layers: number of cells L.
+    nodes: intermediate nodes per cell.
+    normal: per intermediate node j, (input a, op a, input b, op b); inputs 0 (two cells back),
+      1 (previous cell) or 2 + m (intermediate node m < j); ops from NORMAL_OPS.
+    upsampling: the same for the upsampling cell, ops from UP_OPS.
+    position: the layer (1..L) that is the upsampling cell.
+  """
+
+  layers: int
+  nodes: int
+  normal: tuple
+  upsampling: tuple
+  position: int
+
+  def __post_init__(self):
+    for key in ("layers", "nodes"):
+      value = getattr(self, key)
+      if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise TokenError(f"HNASArch.{key} must be a positive integer, got {value!r}")
+    object.__setattr__(self, "normal", _check_cell(self.normal, self.nodes, NORMAL_OPS, "normal"))
+    object.__setattr__(
+      self, "upsampling", _check_cell(self.upsampling, self.nodes, UP_OPS, "upsampling")
+    )
+    p = self.position
+    if isinstance(p, bool) or not isinstance(p, int | np.integer) or not 1 <= p <= self.layers:
+      raise TokenError(f"HNASArch.position must be in 1..{self.layers}, got {p!r}")
+    object.__setattr__(self, "position", int(p))
+
+  def describe(self) -> str:
+    """Return e.g. 'normal [1:identity 1:sep_conv_5x5 | ...] up [...] at 10/12'."""
+
+    def cell(c):
+      return " | ".join(f"{a}:{oa} {b}:{ob}" for a, oa, b, ob in c)
+
+    return (
+      f"normal [{cell(self.normal)}] up [{cell(self.upsampling)}] at {self.position}/{self.layers}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Stand-alone child network (architecture static).
+
+
+def _child_cell_params(cell: tuple, kind: str, c: int, scale: int, reduction: int, name: str):
+  edges = []
+  for j, node in enumerate(cell):
+    for slot in range(2):
+      inp, op = node[2 * slot], node[2 * slot + 1]
+      if kind == "up" and inp >= 2:
+        op = _INNER_DECONV if op == "deconvolution" else None
+      spec = _op_spec(op, c, scale, reduction) if op else ()
+      edges.append((_edge_name(j, slot), ((op, spec),) if spec else ()))
+  return _CellParams(tuple(edges), (1, 1, len(cell) * c, c), name=name)
+
+
+def _run_child_cell(cell: tuple, kind: str, p: dict, s0, s1, ctx: _Ctx):
+  states = [s0.astype(ctx.dtype), s1.astype(ctx.dtype)]
+  for j, node in enumerate(cell):
+    total = None
+    for slot in range(2):
+      inp, op = node[2 * slot], node[2 * slot + 1]
+      ep = p[_edge_name(j, slot)]
+      if kind == "normal":
+        y = NORMAL_FNS[op](ep.get(op, {}), states[inp], ctx)
+      elif inp < 2:
+        y = UP_FNS[op](ep.get(op, {}), states[inp], ctx)
+      else:
+        y = INNER_FNS[op](ep.get(_INNER_DECONV, {}), states[inp], ctx)
+      total = y if total is None else total + y
+    states.append(total)
+  return _cell_out(states[2:], p, ctx)
+
+
+def _resize_like(x, like, dtype):
+  return interpolate(x, like.shape[1] // x.shape[1], "bilinear").astype(dtype)
+
+
+class HNASNet(SRFrame, nn.Module):
+  """An HNAS network of a fixed architecture: NHWC [0, 1] RGB to `scale` times it (float32)."""
+
+  arch: HNASArch  # the architecture (static, hashable)
+  channels: int = 8  # width C of every op (the cell concat has nodes * C)
+  scale: int = 2  # 2, 3 or 4
+  reduction: int = 4  # RCAB channel-attention reduction
+  skip: str = "image"  # the global residual: "image" (bicubic input), "head" or "none"
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the super-resolved NHWC batch."""
+    a, c = self.arch, self.channels
+    ctx = _Ctx(c, self.scale, self.reduction, self.dtype, self.shifted)
+
+    def body(h0):
+      s0 = s1 = h0
+      for i in range(a.layers):
+        up = i + 1 == a.position
+        cell, kind = (a.upsampling, "up") if up else (a.normal, "normal")
+        cp = _child_cell_params(cell, kind, c, self.scale, self.reduction, f"cell{i}")
+        out = _run_child_cell(cell, kind, cp(), s0, s1, ctx)
+        s0, s1 = (_resize_like(s1, out, self.dtype) if up else s1), out
+      return s1
+
+    return sr_frame(
+      x,
+      body,
+      c,
+      self.scale,
+      self.dtype,
+      head="stem",
+      body_conv=None,
+      upsample_at="body",
+      skip=self.skip,
+      skip_method="bicubic",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Weight-sharing supernet (architecture as an array argument: compiled once).
+
+
+def _pick(buffer: jax.Array, idx: jax.Array) -> jax.Array:
+  """Return buffer[idx] for a traced idx (clamped into range)."""
+  return jax.lax.dynamic_index_in_dim(buffer, idx, 0, keepdims=False)
+
+
+def _super_edge(kind: str, ep: dict, x_lr: jax.Array, x_hr: jax.Array, inp, op, ctx: _Ctx):
+  """Return the edge's op (traced `op`) applied to its input.
+
+  `x_lr` is the input when it is a cell input (or any node of a normal cell), `x_hr` when it is
+  an intermediate node of the upsampling cell (`inp` >= 2 there picks the stride-1 form).
+  """
+  if kind == "normal":
+    return jax.lax.switch(
+      op, [lambda o=o: NORMAL_FNS[o](ep.get(o, {}), x_lr, ctx) for o in NORMAL_OPS]
+    )
+  branches = [lambda o=o: UP_FNS[o](ep.get(o, {}), x_lr, ctx) for o in UP_OPS]
+  branches += [lambda o=o: INNER_FNS[o](ep.get(_INNER_DECONV, {}), x_hr, ctx) for o in UP_OPS]
+  return jax.lax.switch(jnp.where(inp < 2, op, len(UP_OPS) + op), branches)
+
+
+# Differentiated, a switch keeps the residuals of every branch (zeros for those not taken): with
+# UDPBs at HR that is gigabytes per cell. Recomputing the taken op in the backward pass instead
+# keeps only the edge's input.
+_remat_edge = jax.checkpoint(_super_edge, static_argnums=(0, 6))
+
+
+def _super_cell(kind: str, p: dict, s0, s1, tokens: jax.Array, ctx: _Ctx) -> jax.Array:
+  """Return the cell output for per-edge tokens [2 * nodes, 2] (input, op), node-major.
+
+  The edges run as one scan over a buffer of the cell's nodes (the nodes are alike but for how
+  many inputs they may read), so the ops are traced once per cell, not once per edge: compile
+  time does not grow with the number of nodes.
+  """
+  n = tokens.shape[0] // 2
+  inputs = jnp.stack([s0.astype(ctx.dtype), s1.astype(ctx.dtype)])
+  if kind == "normal":
+    lr = jnp.concatenate([inputs, jnp.zeros((n, *inputs.shape[1:]), ctx.dtype)])
+    hr = lr[:0]
+  else:
+    lr = inputs
+    s = ctx.scale
+    b, h, w, c = s0.shape
+    hr = jnp.zeros((n, b, h * s, w * s, c), ctx.dtype)
+
+  def edge(carry, xs):
+    lr, hr = carry
+    e, ep, (inp, op) = xs
+    if kind == "normal":
+      y = _remat_edge(kind, ep, _pick(lr, inp), hr, inp, op, ctx)
+    else:
+      y = _remat_edge(kind, ep, _pick(lr, inp), _pick(hr, inp - 2), inp, op, ctx)
+    if kind == "normal":
+      return (
+        jax.lax.dynamic_update_index_in_dim(lr, _pick(lr, 2 + e // 2) + y, 2 + e // 2, 0),
+        hr,
+      ), None
+    return (lr, jax.lax.dynamic_update_index_in_dim(hr, _pick(hr, e // 2) + y, e // 2, 0)), None
+
+  xs = (jnp.arange(2 * n), p["edges"], (tokens[:, 0], tokens[:, 1]))
+  (lr, hr), _ = jax.lax.scan(edge, (lr, hr), xs)
+  nodes = lr[2:] if kind == "normal" else hr
+  return _cell_out(list(nodes), p, ctx)
+
+
+def _supernet_cell_params(
+  kind: str, layers: int, nodes: int, c: int, scale: int, reduction: int, name: str
+):
+  ops = NORMAL_OPS if kind == "normal" else (*UP_OPS, _INNER_DECONV)
+  specs = tuple((o, _op_spec(o, c, scale, reduction)) for o in ops)
+  return _BankParams(specs, (1, 1, nodes * c, c), layers, 2 * nodes, name=name)
+
+
+class _BankParams(nn.Module):
+  """Create a supernet cell bank: every op of every edge [L, edges, ...] and "out" [L, ...]."""
+
+  ops: tuple  # ((op, spec), ...)
+  out_shape: tuple[int, ...]
+  layers: int
+  edges: int
+
+  @nn.compact
+  def __call__(self) -> dict:
+    """Return {"edges": {op: params}, "out": {"kernel", "bias"}}."""
+    edges = _EdgeParams(self.ops, (self.layers, self.edges), name="edges")()
+    kernel, bias = ConvParams(self.out_shape, (self.layers,), name="out")()
+    return {"edges": edges, "out": {"kernel": kernel, "bias": bias}}
+
+
+class HNASSupernet(SRFrame, nn.Module):
+  """The HNAS weight-sharing supernet: __call__(x, tokens) with int32 tokens [8 * nodes + 1].
+
+  Parameters: "stem" and "tail" (the frame), "normal" and "upsampling" (every edge's every op and
+  the output conv, stacked over the L layers). The layers run as an LR scan then an HR scan;
+  `lax.cond` runs a layer's normal cell only on its side of the position, so a step costs the
+  child's work whatever the position.
+  """
+
+  layers: int = 12  # L
+  nodes: int = 4  # intermediate nodes per cell
+  channels: int = 8  # width C
+  scale: int = 2  # 2, 3 or 4
+  reduction: int = 4  # RCAB channel-attention reduction
+  skip: str = "image"  # the global residual (see HNASNet)
+  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  remat: bool = False  # recompute each cell in the backward pass instead of storing it
+  shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
+  # Layers per scan iteration: 0 unrolls both scans (XLA:CPU computes conv kernel gradients much
+  # slower inside a rolled loop), 1 keeps them rolled (faster compile, less memory).
+  unroll: int = 0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Return the super-resolved NHWC batch of the architecture `tokens` (no Python branching)."""
+    n, c, big_l, dt = self.nodes, self.channels, self.layers, self.dtype
+    tokens = jnp.asarray(tokens, jnp.int32)
+    if tokens.shape != (8 * n + 1,):  # a static shape: no branching on sampled values
+      raise TokenError(f"the hnas supernet expects {8 * n + 1} tokens, got shape {tokens.shape}")
+    normal_t, up_t = tokens[: 4 * n].reshape(n, 4), tokens[4 * n : 8 * n].reshape(n, 4)
+    pos = tokens[8 * n]  # 0-based layer of the upsampling cell
+    ctx = _Ctx(c, self.scale, self.reduction, dt, self.shifted, tap_grad=self.shifted)
+
+    def cell_tokens(t):  # [nodes, 4] -> per edge (input, op) [2 * nodes, 2]
+      return t.reshape(2 * n, 2)
+
+    def normal(p, s0, s1):
+      return _super_cell("normal", p, s0, s1, cell_tokens(normal_t), ctx)
+
+    def up(p, s0, s1):
+      return _super_cell("up", p, s0, s1, cell_tokens(up_t), ctx)
+
+    if self.remat:
+      normal, up = jax.checkpoint(normal), jax.checkpoint(up)
+
+    def phase(before: bool):
+      def step(carry, xs):
+        i, p = xs
+        s0, s1 = carry
+        run = i < pos if before else i > pos
+        return jax.lax.cond(run, lambda: (s1, normal(p, s0, s1)), lambda: (s0, s1)), None
+
+      return step
+
+    def body(h0):
+      args = (big_l, n, c, self.scale, self.reduction)
+      normal_p = _supernet_cell_params("normal", *args, name="normal")()
+      up_p = _supernet_cell_params("up", *args, name="upsampling")()
+      layers = (jnp.arange(big_l), normal_p)
+      unroll = self.unroll or big_l
+      h0 = h0.astype(dt)
+      (s0, s1), _ = jax.lax.scan(phase(True), (h0, h0), layers, unroll=unroll)
+      p_up = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, pos, 0, False), up_p)
+      out = up(p_up, s0, s1)
+      carry = (_resize_like(s1, out, dt), out)
+      (_, s1), _ = jax.lax.scan(phase(False), carry, layers, unroll=unroll)
+      return s1
+
+    return sr_frame(
+      x,
+      body,
+      c,
+      self.scale,
+      dt,
+      head="stem",
+      body_conv=None,
+      upsample_at="body",
+      skip=self.skip,
+      skip_method="bicubic",
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The space.
+
+
+@register("hnas")
+@dataclasses.dataclass(frozen=True)
+class HNAS:
+  """The HNAS search space: normal and upsampling cells of `nodes` nodes, L layers, a position.
+
+  Attributes:
+    layers: number of cells L (paper: 12).
+    nodes: intermediate nodes per cell (paper: 4, "B - 2").
+    channels: width C of every op (paper: 8 to search, 64 to retrain).
+    reduction: RCAB channel-attention reduction.
+    skip: the global residual: "image" (bicubic-upscaled input), "head" (stem features), "none".
+  """
+
+  layers: int = 12
+  nodes: int = 4
+  channels: int = 8
+  reduction: int = 4
+  skip: str = "image"
+
+  def __post_init__(self):
+    for key in ("layers", "nodes", "channels", "reduction"):
+      value = getattr(self, key)
+      if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"hnas: {key} must be a positive integer, got {value!r}")
+    if self.skip not in SKIPS:
+      raise ConfigError(f"hnas: skip must be one of {SKIPS}, got {self.skip!r}")
+
+  def token_spec(self) -> TokenSpec:
+    """Return the spec: normal-cell tokens (group 0), upsampling-cell (1), position (2)."""
+    n = self.nodes
+    choices, names, heads, groups = [], [], [], []
+    for g, (kind, ops) in enumerate((("normal", NORMAL_OPS), ("upsampling", UP_OPS))):
+      base = g * (n + 1)  # heads: one per node's inputs, one shared by the cell's ops
+      for j in range(n):
+        for t in range(2):
+          choices += [j + 2, len(ops)]
+          names += [f"{kind} node{j} input {SLOTS[t]}", f"{kind} node{j} op {SLOTS[t]}"]
+          heads += [base + j, base + n]
+          groups += [g, g]
+    choices.append(self.layers)
+    names.append("upsampling position")
+    heads.append(2 * (n + 1))
+    groups.append(2)
+    return TokenSpec(tuple(choices), tuple(names), heads=tuple(heads), groups=tuple(groups))
+
+  def op_heads(self) -> tuple[int, ...]:
+    """Return the heads that choose operations (one per cell)."""
+    return (self.nodes, 2 * self.nodes + 1)
+
+  def decode(self, tokens: Sequence[int] | np.ndarray) -> HNASArch:
+    """Return the architecture of `tokens`, or raise TokenError naming the bad position."""
+    arr = self.token_spec().validate(tokens)
+    n = self.nodes
+
+    def cell(t, ops):
+      return tuple(
+        (int(t[4 * j]), ops[t[4 * j + 1]], int(t[4 * j + 2]), ops[t[4 * j + 3]]) for j in range(n)
+      )
+
+    normal, up = cell(arr[: 4 * n], NORMAL_OPS), cell(arr[4 * n : 8 * n], UP_OPS)
+    return HNASArch(self.layers, n, normal, up, int(arr[8 * n]) + 1)
+
+  def _check(self, arch: HNASArch) -> HNASArch:
+    if not isinstance(arch, HNASArch):
+      raise TokenError(f"expected an HNASArch, got {type(arch).__name__}")
+    if (arch.layers, arch.nodes) != (self.layers, self.nodes):
+      raise TokenError(
+        f"architecture has layers={arch.layers}, nodes={arch.nodes}; this space has "
+        f"layers={self.layers}, nodes={self.nodes}"
+      )
+    return arch
+
+  def arch_from_dict(self, d: dict) -> HNASArch:
+    """Return the architecture stored by `HNASArch.to_dict`, checked against this space."""
+    return self._check(HNASArch.from_dict(d))
+
+  def encode(self, arch: HNASArch) -> np.ndarray:
+    """Return the tokens of `arch` (int32, shape [8 * nodes + 1])."""
+    self._check(arch)
+    out = []
+    for cell, ops in ((arch.normal, NORMAL_OPS), (arch.upsampling, UP_OPS)):
+      for a, oa, b, ob in cell:
+        out += [a, ops.index(oa), b, ops.index(ob)]
+    return np.asarray([*out, arch.position - 1], np.int32)
+
+  def max_arch(self) -> HNASArch:
+    """Return the most complex child: every normal edge a UDPB, every upsampling edge a
+    sub-pixel conv on a cell input, the upsampling cell first (every normal cell at HR)."""
+    n = self.nodes
+    return HNASArch(
+      self.layers, n, ((0, "udpb", 1, "udpb"),) * n, ((0, "sub_pixel", 1, "sub_pixel"),) * n, 1
+    )
+
+  def build(
+    self, arch: HNASArch, scale: int, dtype: Dtype = jnp.float32, shifted: bool = False
+  ) -> HNASNet:
+    """Return the stand-alone network of `arch` at `scale` (shifted: CPU depthwise form)."""
+    return HNASNet(
+      self._check(arch), self.channels, scale, self.reduction, self.skip, dtype, shifted
+    )
+
+  def supernet(
+    self,
+    scale: int,
+    dtype: Dtype = jnp.float32,
+    remat: bool = False,
+    shifted: bool = False,
+    unroll: int = 0,
+  ) -> HNASSupernet:
+    """Return the weight-sharing supernet; call it as model.apply(params, x, tokens).
+
+    Args:
+      scale: the upscaling factor.
+      dtype: compute dtype (parameters stay float32).
+      remat: recompute each cell in the backward pass (less memory, more compute).
+      shifted: depthwise convs as shifted multiply-adds (the same function; fast on XLA:CPU).
+      unroll: layers per scan iteration; 0 unrolls the layers (see HNASSupernet).
+    """
+    return HNASSupernet(
+      self.layers,
+      self.nodes,
+      self.channels,
+      check_subpixel_scale(scale),
+      self.reduction,
+      self.skip,
+      dtype,
+      remat,
+      shifted,
+      unroll,
+    )
+
+  def count_params(self, arch: HNASArch, scale: int) -> int:
+    """Return the exact parameter count of build(arch, scale) (shapes only, no compute)."""
+    return count_module_params(self.build(arch, check_subpixel_scale(scale)))
+
+  def child_params(self, supernet_params: dict, arch: HNASArch) -> dict:
+    """Return the parameters of build(arch) taken from the supernet's shared weights.
+
+    Accepts the supernet's params tree or its variables ({"params": ...}) and returns the same
+    form.
+    """
+    self._check(arch)
+    if "params" in supernet_params:
+      return {"params": self.child_params(supernet_params["params"], arch)}
+    p = supernet_params
+    out = {k: v for k, v in p.items() if k not in ("normal", "upsampling")}
+    for i in range(arch.layers):
+      up = i + 1 == arch.position
+      bank = p["upsampling" if up else "normal"]
+      cell_p = {"out": jax.tree.map(lambda a, i=i: a[i], bank["out"])}
+      for j, node in enumerate(arch.upsampling if up else arch.normal):
+        for t in range(2):
+          inp, op = node[2 * t], node[2 * t + 1]
+          if up and inp >= 2:
+            op = _INNER_DECONV if op == "deconvolution" else None
+          if op and bank["edges"].get(op):
+            e = 2 * j + t
+            sliced = jax.tree.map(lambda a, i=i, e=e: a[i, e], bank["edges"][op])
+            cell_p[_edge_name(j, t)] = {op: sliced}
+      out[f"cell{i}"] = cell_p
+    return out

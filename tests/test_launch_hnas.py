@@ -1,0 +1,84 @@
+"""HNAS end to end through the launchers: search -> derive -> retrain -> evaluate; SIGKILL resume.
+
+One reference search (the tiny preset, a few more epochs so a run can be killed in the middle)
+serves both tests: the end-to-end test retrains and evaluates its best.json, the resume test
+compares it with a search that was SIGKILLed and resumed.
+"""
+
+import json
+
+import chex
+import numpy as np
+import pytest
+
+from nasr import spaces
+from nasr.checkpoint import Checkpointer
+from tests.launch_utils import check_ok, kill_after_checkpoint, run_launcher
+
+EPOCHS = 6
+ARGS = [
+  "--config=configs/hnas.py:tiny",
+  f"--config.epochs={EPOCHS}",
+  "--config.derive.candidates=4",
+]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+  """Return the workdir of the uninterrupted tiny search."""
+  w = tmp_path_factory.mktemp("hnas") / "search"
+  check_ok(run_launcher("search", *ARGS, f"--workdir={w}"))
+  return w
+
+
+def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
+  w = searched
+  rows = json.loads((w / "candidates.json").read_text())
+  rewards = [r["reward"] for r in rows]
+  assert rewards == sorted(rewards, reverse=True) and len(rows) >= 1
+  assert {"tokens", "psnr", "params", "macs_per_lr_pixel", "macs_ratio", "reward"} <= set(rows[0])
+  assert all(0.0 < r["macs_ratio"] <= 1.0 for r in rows)  # Cost = MACs / MACs of the max child
+  best = json.loads((w / "best.json").read_text())
+  assert best["space"] == "hnas" and best["tokens"] == rows[0]["tokens"]
+  assert best["space_kwargs"] == {"layers": 3, "nodes": 2, "channels": 4}
+  space, arch = spaces.load_arch(w / "best.json")
+  assert 1 <= arch.position <= 3 and len(arch.normal) == len(arch.upsampling) == 2
+  assert (w / "candidates.png").stat().st_size > 1000
+  history = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
+  assert [h["step"] for h in history] == list(range(1, EPOCHS + 1))
+
+  r = tmp_path / "retrain"
+  check_ok(
+    run_launcher(
+      "train",
+      "--config=configs/train.py:tiny",
+      f"--config.arch={w / 'best.json'}",
+      f"--workdir={r}",
+    )
+  )
+  check_ok(
+    run_launcher(
+      "evaluate",
+      "--config=configs/evaluate.py:tiny",
+      f"--config.checkpoint={r}",
+      f"--workdir={r / 'eval'}",
+    )
+  )
+  result = json.loads((r / "eval" / "eval.json").read_text())
+  assert result["params"] == rows[0]["params"] == space.count_params(arch, 2)
+
+
+def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
+  killed = tmp_path / "killed"
+  kill_after_checkpoint("search", ARGS, killed, min_step=2)
+  assert Checkpointer(killed).latest_step() < EPOCHS
+  check_ok(run_launcher("search", *ARGS, f"--workdir={killed}"))
+  ref = Checkpointer(searched).restore_arrays(EPOCHS)
+  res = Checkpointer(killed).restore_arrays(EPOCHS)
+  chex.assert_trees_all_close(ref["strategy"], res["strategy"], atol=0, rtol=0)
+  chex.assert_trees_all_close(ref["w"], res["w"], atol=0, rtol=0)
+  assert (
+    json.loads((searched / "best.json").read_text())["tokens"]
+    == json.loads((killed / "best.json").read_text())["tokens"]
+  )
+  assert np.isfinite(json.loads((killed / "search_result.json").read_text())["best_psnr"])
