@@ -12,11 +12,19 @@ time of the same step on this kind of device with the ratio ours / reference (be
               4 nodes, C=8, x2, batch 16 of 48x48 LR patches, Adam, L1; a freshly sampled
               architecture every step (one compile serves them all), compiled as the one-shot
               search compiles it (nasr.training.compile_train_step(..., supernet=True))
-  controller  the hierarchical strategy's step: propose `--controller_batch` children, then the
-              REINFORCE update on (random) rewards, both jitted as the search jits them; the
-              children are not scored here
+  controller  one controller step as the reference's controller_trainer.py takes it: propose
+              `--controller_batch` children, score them with the supernet's shared weights on a
+              batch of `--batch` LR patches (Y-PSNR), cost them (the reward's exact multiply-adds,
+              a new child each step, so not cached), then the REINFORCE update; jitted as the
+              search jits them (supernet weights as initialised: the time does not depend on them)
+  policy      the controller step without the children: propose, then the update on random
+              rewards (what the LSTMs cost alone)
   retrain     the HNAS-A train step (configs/archs/hnas_a.json built at C=64), batch 16 of 48x48
               LR patches, Adam, L1
+
+`--normal_ops=reference` samples the normal cells from the released code's six ops (its
+COMPACT_PRIMITIVES: the UDPB commented out) instead of all seven of Table I, the fair comparison
+with the reference's step; UDPB edges are the most expensive op by far.
 
 Reference (the authors' code, guoyongcs/HNAS-SR): on the 2-core CPU with PyTorch 2.13 and 2
 threads, supernet 2.24 s, controller 0.82 s, HNAS-A retrain 23.7 s; on one H200 with torch 2.11
@@ -35,8 +43,13 @@ from absl import app, flags
 from nasr import parallel, spaces, strategies, training
 from nasr.estimation import losses
 from nasr.estimation import train as train_lib
+from nasr.searches import one_shot
+from nasr.searches.reward import Reward
+from nasr.spaces import hnas
 
-PARTS = ("supernet", "controller", "retrain")
+PARTS = ("supernet", "controller", "policy", "retrain")
+# The released code's normal ops (model/genotypes.py COMPACT_PRIMITIVES): Table I less the UDPB.
+REFERENCE_OPS = tuple(o for o in hnas.NORMAL_OPS if o != "udpb")
 HNAS_A = Path(__file__).resolve().parents[1] / "configs" / "archs" / "hnas_a.json"
 # Seconds per step of the authors' code, by JAX backend (None: not measured).
 REFERENCE = {
@@ -51,7 +64,10 @@ REFERENCE_SETUP = {
 QUICK = {"layers": 3, "nodes": 2, "channels": 4, "batch": 2, "patch": 12, "retrain_channels": 8}
 
 _PARTS = flags.DEFINE_list(
-  "parts", list(PARTS), "Which steps to time: supernet, controller, retrain."
+  "parts", list(PARTS), "Which steps to time: supernet, controller, policy, retrain."
+)
+_NORMAL_OPS = flags.DEFINE_enum(
+  "normal_ops", "all", ["all", "reference"], "Normal ops sampled: Table I's 7 or the code's 6."
 )
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per part (the median is reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after the compiling one.")
@@ -97,6 +113,21 @@ def _median_time(fn, repeats: int, warmup: int) -> tuple[float, float, list[floa
   return first, float(np.median(times)), times
 
 
+def _sample(space, rng) -> np.ndarray:
+  """Return one uniformly sampled token row, normal ops from --normal_ops's set."""
+  tokens = np.array(space.token_spec().sample(rng))
+  if _NORMAL_OPS.value == "reference":
+    allowed = [hnas.NORMAL_OPS.index(o) for o in REFERENCE_OPS]
+    cols = _normal_op_columns(space)
+    tokens[cols] = rng.choice(allowed, len(cols))
+  return tokens
+
+
+def _normal_op_columns(space) -> list[int]:
+  """Return the token positions of the normal cell's ops (per node: input, op, input, op)."""
+  return [4 * j + k for j in range(space.nodes) for k in (1, 3)]
+
+
 def _batches(n: int, batch: int, patch: int, scale: int, rng) -> list[dict]:
   return [
     {
@@ -107,7 +138,7 @@ def _batches(n: int, batch: int, patch: int, scale: int, rng) -> list[dict]:
   ]
 
 
-def _train_timer(network, params, sizes: dict, supernet: bool, spec=None):
+def _train_timer(network, params, sizes: dict, supernet: bool, space=None):
   """Return fn(i) running train step i (tokens sampled per step when `supernet`)."""
   mesh = parallel.make_mesh()
   tx = train_lib.make_adam(train_lib.make_schedule(1e-3, "constant"))
@@ -119,7 +150,7 @@ def _train_timer(network, params, sizes: dict, supernet: bool, spec=None):
     parallel.shard_batch(b, mesh)
     for b in _batches(n, sizes["batch"], sizes["patch"], _SCALE.value, rng)
   ]
-  tokens = [jnp.asarray(spec.sample(rng)) for _ in range(n)] if supernet else [None] * n
+  tokens = [jnp.asarray(_sample(space, rng)) for _ in range(n)] if supernet else [None] * n
   key = jax.random.PRNGKey(0)
   box = {"state": state}
 
@@ -143,18 +174,15 @@ def _supernet_part(sizes: dict):
   params = jax.jit(net.init)(train_lib.init_key(0), x0, max_tokens)["params"]
   setup = {k: sizes[k] for k in ("layers", "nodes", "channels", "batch", "patch")}
   setup.update(remat=_REMAT.value, shifted=_SHIFTED.value, unroll=_UNROLL.value)
-  return _train_timer(net, params, sizes, True, space.token_spec()), setup
+  setup["normal_ops"] = _NORMAL_OPS.value
+  return _train_timer(net, params, sizes, True, space), setup
 
 
-def _controller_part(sizes: dict):
-  space = spaces.get(
-    "hnas", layers=sizes["layers"], nodes=sizes["nodes"], channels=sizes["channels"]
-  )
-  spec = space.token_spec()
-  # configs/hnas.py's strategy section.
-  strategy = strategies.get(
+def _strategy(space):
+  """Return configs/hnas.py's strategy for `space`."""
+  return strategies.get(
     "hierarchical",
-    spec,
+    space.token_spec(),
     hidden=100,
     layers=1,
     tanh_constant=1.1,
@@ -164,6 +192,62 @@ def _controller_part(sizes: dict):
     baseline_decay=0.99,
     entropy_weight=0.0,
   )
+
+
+def _controller_part(sizes: dict):
+  space = spaces.get(
+    "hnas", layers=sizes["layers"], nodes=sizes["nodes"], channels=sizes["channels"]
+  )
+  net = space.supernet(
+    _SCALE.value, remat=_REMAT.value, shifted=_SHIFTED.value, unroll=_UNROLL.value
+  )
+  x0 = jnp.zeros((1, sizes["patch"], sizes["patch"], 3), jnp.float32)
+  max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
+  params = jax.jit(net.init)(train_lib.init_key(0), x0, max_tokens)["params"]
+  psnr = jax.jit(one_shot.make_psnr_fn(net, _SCALE.value))
+  # configs/hnas.py's reward (lam = 0.6, the released code's units).
+  reward = Reward({"psnr": 0.6, "macs": -0.4}, space, _SCALE.value, norm="reference")
+  batch = _batches(1, sizes["batch"], sizes["patch"], _SCALE.value, np.random.default_rng(1))[0]
+  lr, hr = jnp.asarray(batch["lr"]), jnp.asarray(batch["hr"])
+  strategy = _strategy(space)
+  propose = jax.jit(strategy.propose, static_argnums=2)
+  update = jax.jit(strategy.update)
+  num = _CONTROLLER_BATCH.value
+  box = {"state": strategy.init(train_lib.init_key(1))}
+
+  def run(i):
+    tokens, _ = propose(box["state"], jax.random.PRNGKey(i), num)
+    if _NORMAL_OPS.value == "reference":  # the reference's children: no UDPB edges
+      udpb, rcab = hnas.NORMAL_OPS.index("udpb"), hnas.NORMAL_OPS.index("rcab")
+      tokens = np.asarray(tokens).copy()
+      cols = _normal_op_columns(space)
+      ops = tokens[:, cols]
+      tokens[:, cols] = np.where(ops == udpb, rcab, ops)
+    tokens = np.asarray(tokens)
+    ps = np.asarray(psnr(params, lr, hr, jnp.asarray(tokens)))
+    costs = reward.batch_costs(tokens)
+    r = reward(ps, costs).astype(np.float32)
+    box["state"], m = update(box["state"], jnp.asarray(tokens), jnp.asarray(r))
+    return m
+
+  setup = {
+    "layers": sizes["layers"],
+    "nodes": sizes["nodes"],
+    "channels": sizes["channels"],
+    "batch": sizes["batch"],
+    "patch": sizes["patch"],
+    "children": _CONTROLLER_BATCH.value,
+    "hidden": 100,
+    "normal_ops": _NORMAL_OPS.value,
+  }
+  return run, setup
+
+
+def _policy_part(sizes: dict):
+  space = spaces.get(
+    "hnas", layers=sizes["layers"], nodes=sizes["nodes"], channels=sizes["channels"]
+  )
+  strategy = _strategy(space)
   propose = jax.jit(strategy.propose, static_argnums=2)
   update = jax.jit(strategy.update)
   num = _CONTROLLER_BATCH.value
@@ -208,7 +292,12 @@ def main(argv):
   sizes = _sizes()
   backend = jax.default_backend()
   device = f"{jax.devices()[0].device_kind} x{jax.device_count()} ({backend})"
-  makers = {"supernet": _supernet_part, "controller": _controller_part, "retrain": _retrain_part}
+  makers = {
+    "supernet": _supernet_part,
+    "controller": _controller_part,
+    "policy": _policy_part,
+    "retrain": _retrain_part,
+  }
   for part in PARTS:
     if part not in _PARTS.value:
       continue

@@ -95,9 +95,7 @@ def make_upscaler(config: ml_collections.ConfigDict) -> tuple[Callable, int, dic
     fns.append(network_upscaler(network, params, tile=tile, stride=stride, self_ensemble=ensemble))
     n_params += cost.count_params(params)
     macs += cost.macs_per_pixel(network, params, (1, 32, 32, 3))
-    # Counted at 480x480, not scaled from the probe: a global pooling (channel attention) costs
-    # the same at any size, so multiply-adds are not always proportional to the pixels.
-    gmacs += cost.count_macs(network, params, sweep.INPUT_480) / 1e9
+    gmacs += cost.gmacs_480(network, params)
   if len(scales) != 1:
     raise ConfigError(f"checkpoints {ckpts} were trained for different scales {sorted(scales)}")
   scale = scales.pop()

@@ -104,23 +104,25 @@ def plot_pareto(pareto: dict, path: Path, title: str = "") -> None:
     if front:
       # Post steps: at a given cost the best reachable PSNR is that of the dearest front point below.
       ax.step(gm[front], ps[front], where="post", color="tab:green", lw=1.2, label="front")
-  stacked: dict[tuple, int] = {}
-  for p in pareto["points"]:
+  # Neighbouring lambdas often pick networks a few G apart (or the same one): each label gets its
+  # own height, joined to its star by a line, instead of overprinting the others.
+  for i, p in enumerate(sorted(pareto["points"], key=lambda p: p["lambda"])):
     xy = (p["gmacs_480"], p["psnr"])
     ax.scatter([xy[0]], [xy[1]], s=60, marker="*", color="crimson", zorder=3)
     value = f"lambda={p['lambda']:g}"
-    # Several lambdas may pick the same network: stack their labels instead of overprinting.
-    k = stacked[xy] = stacked.get(xy, -1) + 1
     ax.annotate(
       p["label"] if p["label"] == value else f"{p['label']} ({value})",
       xy,
       textcoords="offset points",
-      xytext=(5, 5 + 10 * k),
+      xytext=(12, -18 - 13 * i),
       fontsize=8,
+      arrowprops={"arrowstyle": "-", "color": "crimson", "lw": 0.6},
     )
   if pareto["points"]:
     ax.scatter([], [], s=60, marker="*", color="crimson", label="best per lambda")
   ax.margins(x=0.15, y=0.1)  # room for the labels of the extreme points
+  if cands and np.all(gm > 0) and gm.max() > 10 * gm.min():
+    ax.set_xscale("log")  # children's costs span orders of magnitude
   shape = pareto.get("input", [1, 480, 480, 3])
   ax.set_xlabel(f"multiply-adds per {shape[1]}x{shape[2]} LR image (G)")
   ax.set_ylabel("validation PSNR of the search (dB)")

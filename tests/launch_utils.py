@@ -1,17 +1,37 @@
 """Run a launcher in a subprocess the way a user would."""
 
+import atexit
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+_CACHE: list[str] = []
+
+
+def _xla_cache() -> str:
+  """Return this test process's persistent XLA cache folder (made once, removed at exit)."""
+  if not _CACHE:
+    _CACHE.append(tempfile.mkdtemp(prefix="nasr-test-xla-"))
+    atexit.register(shutil.rmtree, _CACHE[0], ignore_errors=True)
+  return _CACHE[0]
 
 
 def launch_env() -> dict:
-  """Return the environment for launcher subprocesses (2 CPU devices, quiet TF/JAX logs)."""
+  """Return the environment for launcher subprocesses (2 CPU devices, a shared XLA cache).
+
+  The launchers of one test process share a persistent compilation cache: a resumed search, the
+  search it is compared with and the retrain of the same tiny config compile their steps once,
+  not once per process (the same executables, so the same numbers). A pytest-xdist worker is one
+  process, so workers never write one cache at the same time.
+  """
   env = dict(os.environ)
   env.setdefault("JAX_NUM_CPU_DEVICES", "2")
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", _xla_cache())
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return env
@@ -38,6 +58,24 @@ def check_ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess
   """Return `result` after asserting the launcher exited 0 (showing its stderr otherwise)."""
   assert result.returncode == 0, result.stderr[-3000:]
   return result
+
+
+def retrain_and_evaluate(arch: Path, workdir: Path) -> dict:
+  """Retrain `arch` (an arch JSON) with train.py:tiny in workdir, evaluate it; return eval.json."""
+  check_ok(
+    run_launcher(
+      "train", "--config=configs/train.py:tiny", f"--config.arch={arch}", f"--workdir={workdir}"
+    )
+  )
+  check_ok(
+    run_launcher(
+      "evaluate",
+      "--config=configs/evaluate.py:tiny",
+      f"--config.checkpoint={workdir}",
+      f"--workdir={workdir / 'eval'}",
+    )
+  )
+  return json.loads((workdir / "eval" / "eval.json").read_text())
 
 
 def kill_after_checkpoint(

@@ -1,7 +1,8 @@
 """DARTS-SR end to end through the launchers: search -> derive -> retrain -> evaluate; SIGKILL resume.
 
-The searches share a persistent XLA compilation cache (a temporary folder), so the second-order
-step compiles once for the whole module rather than once per launcher process.
+One tiny search serves both the end-to-end test and the resume test (which compares it with a
+search SIGKILLed after its second epoch and resumed). The launchers share a persistent XLA
+compilation cache (tests.launch_utils), so the second-order step compiles once for the module.
 """
 
 import json
@@ -13,20 +14,22 @@ import pytest
 from nasr import spaces
 from nasr.checkpoint import Checkpointer
 from tests import pins
-from tests.launch_utils import check_ok, kill_after_checkpoint, run_launcher
+from tests.launch_utils import check_ok, kill_after_checkpoint, retrain_and_evaluate, run_launcher
 
 TINY = "--config=configs/darts_sr.py:tiny"
+EPOCHS = 3  # the tiny preset's
 
 
-@pytest.fixture(autouse=True)
-def _compilation_cache(tmp_path_factory, monkeypatch):
-  cache = tmp_path_factory.getbasetemp() / "darts_xla_cache"
-  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
-
-
-def test_search_derive_retrain_evaluate_tiny(tmp_path):
-  w = tmp_path / "search"
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+  """Return the workdir of the uninterrupted tiny search."""
+  w = tmp_path_factory.mktemp("darts") / "search"
   check_ok(run_launcher("search", TINY, f"--workdir={w}"))
+  return w
+
+
+def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
+  w = searched
   record = json.loads((w / "genotype.json").read_text())
   assert record["space"] == "darts_sr" and record["alpha_mode"] == "exact"
   assert record["space_kwargs"] == {
@@ -52,44 +55,25 @@ def test_search_derive_retrain_evaluate_tiny(tmp_path):
   summary = json.loads((w / "search_result.json").read_text())
   assert summary["step_compiles"] == 1  # the exact second-order step, over every step of the run
 
-  r = tmp_path / "retrain"
-  check_ok(
-    run_launcher(
-      "train",
-      "--config=configs/train.py:tiny",
-      f"--config.arch={w / 'genotype.json'}",
-      f"--workdir={r}",
-    )
-  )
-  check_ok(
-    run_launcher(
-      "evaluate",
-      "--config=configs/evaluate.py:tiny",
-      f"--config.checkpoint={r}",
-      f"--workdir={r / 'eval'}",
-    )
-  )
-  result = json.loads((r / "eval" / "eval.json").read_text())
+  result = retrain_and_evaluate(w / "genotype.json", tmp_path / "retrain")
   assert result["params"] == summary["retrain_params"]  # the retrained network is the genotype's
   assert result["macs_per_lr_pixel"] > 0
 
 
-def test_search_sigkill_resume_matches_uninterrupted(tmp_path):
-  args = [TINY, "--config.epochs=8"]
-  check_ok(run_launcher("search", *args, f"--workdir={tmp_path / 'ref'}"))
+def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
   killed = tmp_path / "killed"
-  kill_after_checkpoint("search", args, killed, min_step=2)
-  assert Checkpointer(killed).latest_step() < 8
-  check_ok(run_launcher("search", *args, f"--workdir={killed}"))
-  ref = Checkpointer(tmp_path / "ref").restore_arrays(8)
-  res = Checkpointer(killed).restore_arrays(8)
+  kill_after_checkpoint("search", [TINY], killed, min_step=2)
+  assert Checkpointer(killed).latest_step() < EPOCHS
+  check_ok(run_launcher("search", TINY, f"--workdir={killed}"))
+  ref = Checkpointer(searched).restore_arrays(EPOCHS)
+  res = Checkpointer(killed).restore_arrays(EPOCHS)
   np.testing.assert_array_equal(ref["search"]["alpha"], res["search"]["alpha"])
   chex.assert_trees_all_close(ref, res, atol=0, rtol=0)  # w, both optimizers, RNG, step
-  ref_genotype = json.loads((tmp_path / "ref" / "genotype.json").read_text())["tokens"]
+  ref_genotype = json.loads((searched / "genotype.json").read_text())["tokens"]
   assert ref_genotype == json.loads((killed / "genotype.json").read_text())["tokens"]
   steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
-  assert steps == list(range(1, 9))  # the resumed run logs no epoch twice
-  assert len(Checkpointer(killed).restore_meta()["history"]) == 8
+  assert steps == list(range(1, EPOCHS + 1))  # the resumed run logs no epoch twice
+  assert len(Checkpointer(killed).restore_meta()["history"]) == EPOCHS
 
 
 @pytest.mark.parametrize(

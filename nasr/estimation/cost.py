@@ -31,6 +31,9 @@ from nasr.core.errors import ConfigError
 
 Params = Any
 
+# HNAS's convention (Guo et al., Table II): one forward pass on a 3 x 480 x 480 LR image.
+PAPER_INPUT = (1, 480, 480, 3)
+
 
 def _trainable(params: Params) -> Params:
   """Return the "params" collection of a Flax variables dict, or `params` itself."""
@@ -133,6 +136,18 @@ def count_macs(module, params: Params, input_shape, **apply_kwargs) -> int:
 
   closed = jax.make_jaxpr(forward)(variables, jax.ShapeDtypeStruct(input_shape, jnp.float32))
   return int(jaxpr_macs(closed.jaxpr))
+
+
+def gmacs_480(module, params: Params | None = None, **apply_kwargs) -> float:
+  """Return the G multiply-adds of one forward pass on a 480x480 LR image (HNAS's convention).
+
+  Counted at that size, not scaled from a smaller probe: a global pooling (channel attention) costs
+  the same at any size, so multiply-adds are not always proportional to the pixels. Without
+  `params`, their shapes come from `module.init` on a 16x16 probe (nothing is computed).
+  """
+  if params is None:
+    params = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+  return count_macs(module, params, PAPER_INPUT, **apply_kwargs) / 1e9
 
 
 def macs_per_pixel(module, params: Params, lr_shape, **apply_kwargs) -> float:

@@ -9,10 +9,17 @@ Terms:
   entropy  the policy's entropy of the sampled tokens (an exploration bonus, as HNAS)
 
 Cost terms are exact (`space.count_params`, `estimation.cost.count_macs` of the built child) and
-computed once per architecture. `norm` says how a cost term enters the sum: "max" (default)
-divides it by the most complex child's, so it lies in [0, 1]; "paper" uses HNAS's units, the
-multiply-adds of one forward pass on a 3 x 480 x 480 LR image in G (and parameters in M). DeCoNAS CB1 is {"psnr": 1, "params": -alpha}; HNAS is
-{"psnr": 0.6, "macs": -0.4} plus an entropy weight.
+computed once per architecture. `norm` says how a cost term enters the sum:
+
+  max        (default) divided by the most complex child's (space.max_arch()): in [0, 1]
+  paper      HNAS's stated units: multiply-adds of one forward pass on a 3 x 480 x 480 LR image
+             in G (Eq. 1 and Table II); parameters in M
+  reference  the units of HNAS's released code (controller_trainer.py): multiply-adds of one
+             forward pass on a 3 x 48 x 48 LR image times 0.5e-8, about 1/20 of "paper";
+             parameters in M
+
+DeCoNAS CB1 is {"psnr": 1, "params": -alpha}; HNAS is {"psnr": lam, "macs": lam - 1} plus an
+entropy weight.
 """
 
 from collections.abc import Mapping
@@ -26,26 +33,29 @@ from nasr.estimation import cost
 
 COST_TERMS = ("params", "macs")
 TERMS = ("psnr", *COST_TERMS, "entropy")
-# LR probe for multiply-adds: a count per pixel does not depend on the probe size.
-_PROBE = (1, 32, 32, 3)
-PAPER_INPUT = (1, 480, 480, 3)  # HNAS Table II: FLOPs of a 3 x 480 x 480 LR input
-NORMS = ("max", "paper")
+# LR probe side for multiply-adds: a count per pixel depends on it only through global pooling.
+_PROBE_SIDE = 32
+NORMS = ("max", "paper", "reference")
+# HNAS's released code: used_flops = MACs(1 x 3 x 48 x 48) * 1e-8 * 0.5.
+_REFERENCE_SIDE, _REFERENCE_UNIT = 48, 0.5e-8
 
 
-def child_cost(space, arch, scale: int) -> tuple[int, float]:
+def child_cost(space, arch, scale: int, side: int = _PROBE_SIDE) -> tuple[int, float]:
   """Return (parameters, multiply-adds per LR pixel) of build(arch, scale), from one trace.
+
+  The multiply-adds are those of a side x side LR input, per pixel.
 
   Flax's init runs the forward pass, so the jaxpr of `init_with_output` holds both the parameter
   shapes and every contraction (initialisers contract nothing); tracing it once costs a third of
   `count_params` plus `count_macs`, which matters when every controller sample is a new child.
   """
   child = space.build(arch, scale)
-  x = jax.ShapeDtypeStruct(_PROBE, jnp.float32)
+  x = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
   closed, (_, variables) = jax.make_jaxpr(
     lambda v: child.init_with_output(jax.random.PRNGKey(0), v), return_shape=True
   )(x)
   params = int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(variables)))
-  return params, cost.jaxpr_macs(closed.jaxpr) / (_PROBE[1] * _PROBE[2])
+  return params, cost.jaxpr_macs(closed.jaxpr) / (side * side)
 
 
 def child_macs_per_pixel(space, arch, scale: int) -> float:
@@ -74,25 +84,29 @@ class Reward:
     self.max_cost = self._raw(space.max_arch())
 
   def _raw(self, arch) -> dict[str, float]:
-    params, macs = child_cost(self._space, arch, self._scale)
+    # The reference units count a 48 x 48 input: probing at that size makes it the same trace.
+    side = _REFERENCE_SIDE if self.norm == "reference" else _PROBE_SIDE
+    params, macs = child_cost(self._space, arch, self._scale, side)
     out = {"params": params}
     if "macs" in self.weights:
       out["macs"] = macs
       if self.norm == "paper":
-        child = self._space.build(arch, self._scale)
-        shapes = jax.eval_shape(child.init, jax.random.PRNGKey(0), jnp.zeros(_PROBE))
-        out["gmacs_480"] = cost.count_macs(child, shapes, PAPER_INPUT) / 1e9
+        out["gmacs_480"] = cost.gmacs_480(self._space.build(arch, self._scale))
+      elif self.norm == "reference":
+        out["macs_reference"] = macs * side * side * _REFERENCE_UNIT
     return out
 
   def _ratio(self, raw: dict, k: str) -> float:
-    if self.norm == "paper":
-      return raw["gmacs_480"] if k == "macs" else raw[k] / 1e6
-    return raw[k] / self.max_cost[k]
+    if self.norm == "max":
+      return raw[k] / self.max_cost[k]
+    if k == "params":
+      return raw[k] / 1e6
+    return raw["gmacs_480"] if self.norm == "paper" else raw["macs_reference"]
 
   def costs(self, tokens) -> dict[str, float]:
     """Return the child's raw cost and its normalised cost terms ("params", "params_ratio", ...).
 
-    The "_ratio" values are what the reward sums: cost / max cost, or the paper's units.
+    The "_ratio" values are what the reward sums: cost / max cost, or the units of `norm`.
     """
     key = np.asarray(tokens, np.int32).tobytes()
     if key not in self._cache:

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -33,10 +32,6 @@ from nasr.searches.reward import COST_TERMS
 
 # The paper's three settings; any other lambda is labelled by its value.
 PAPER_LABELS = {0.2: "HNAS-A", 0.6: "HNAS-B", 0.9: "HNAS-C"}
-# One forward pass on a 480x480 LR image: the HNAS paper's multiply-add convention.
-INPUT_480 = (1, 480, 480, 3)
-# Parameter shapes do not depend on the input size: a small probe builds them.
-_PROBE = (1, 16, 16, 3)
 
 
 def parse_lambdas(value) -> list[float]:
@@ -175,7 +170,7 @@ def collect(workdir: Path, lambdas: Sequence[float], configs: Sequence, scale: i
   front = pareto_front([c["psnr"] for c in candidates], [c["gmacs_480"] for c in candidates])
   return {
     "scale": scale,
-    "input": list(INPUT_480),
+    "input": list(cost.PAPER_INPUT),
     "points": points,
     "candidates": candidates,
     "front": front,
@@ -202,13 +197,11 @@ class Gmacs480:
     self._cache: dict[tuple, float] = {}
 
   def __call__(self, space_id: str, space, arch) -> float:
-    """Return the GMACs of build(arch, scale) on INPUT_480 (shapes only, nothing computed)."""
+    """Return the GMACs of build(arch, scale) at 480x480 (shapes only, nothing computed)."""
     # Candidates of different lambdas often coincide, and tracing a network is the slow part.
     key = (space_id, tuple(int(t) for t in space.encode(arch)))
     if key not in self._cache:
-      model = space.build(arch, self.scale)
-      shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros(_PROBE))
-      self._cache[key] = cost.count_macs(model, shapes, INPUT_480) / 1e9
+      self._cache[key] = cost.gmacs_480(space.build(arch, self.scale))
     return self._cache[key]
 
 

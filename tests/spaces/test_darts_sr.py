@@ -10,6 +10,7 @@ import pytest
 
 from nasr import spaces
 from nasr.core.errors import ConfigError, TokenError
+from nasr.estimation import train as train_lib
 from nasr.ops import cpu_kernels
 from nasr.ops.conv import SepConv
 from nasr.ops.cpu_kernels import ShiftSepConv
@@ -283,7 +284,10 @@ def test_mean_nodes_keep_a_deep_residual_network_at_scale():
   for node_reduce in ("mean", "sum"):
     space = spaces.get("darts_sr", cells=8, channels=8, node_reduce=node_reduce)
     net = space.build(genotype, 2)
-    std[node_reduce] = float(jnp.std(net.apply(net.init(jax.random.PRNGKey(0), x), x)))
+    # Jitted, with the trainer's RBG init key: op by op the 8 cells take minutes, and a threefry
+    # init of their parameters compiles for 30 s.
+    variables = jax.jit(net.init)(train_lib.init_key(0), x)
+    std[node_reduce] = float(jnp.std(jax.jit(net.apply)(variables, x)))
   assert 0.05 < std["mean"] < 2.0, std
   assert std["sum"] > 50.0, std
 

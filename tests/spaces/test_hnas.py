@@ -193,6 +193,11 @@ def test_reward_cost_is_the_childs_exact_multiply_adds():
   paper = Reward({"psnr": 0.6, "macs": -0.4}, space, scale, norm="paper")
   gmacs = paper.costs(space.encode(arch))["macs_ratio"]
   assert gmacs == pytest.approx(per_lr_pixel * 480 * 480 / 1e9, rel=1e-12)
+  # The released code's units: multiply-adds of a 48 x 48 LR image times 0.5e-8.
+  ref = Reward({"psnr": 0.6, "macs": -0.4}, space, scale, norm="reference")
+  assert ref.costs(space.encode(arch))["macs_ratio"] == pytest.approx(
+    per_lr_pixel * 48 * 48 * 0.5e-8, rel=1e-12
+  )
   rng = np.random.default_rng(0)
   probe = (1, 32, 32, 3)
   for tokens in space.token_spec().sample(rng, 5):
