@@ -177,6 +177,43 @@ def test_supernet_step_compiles_once_over_twenty_triples_and_shares_weights():
   chex.clear_trace_counter()
 
 
+@pytest.mark.parametrize("shifted", [False, True])
+def test_supernet_gradients_are_the_childs(shifted):
+  # The supernet's edges have a hand-written reverse mode (hnas._run_edges): its gradient must be
+  # the stand-alone child's, on the child's weights, and zero on every weight the child lacks.
+  scale = 2
+  space = _space()
+  model = space.supernet(scale, shifted=shifted)
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.uniform(size=(2, 5, 6, 3)), jnp.float32)
+  variables = _params(model, x, space.encode(space.max_arch()), seed=2)
+
+  def loss(v, apply, *args):
+    return jnp.sum(jnp.sin(3.0 * apply(v, x, *args)))  # a non-trivial output cotangent
+
+  grad = jax.jit(jax.grad(lambda v, t: loss(v, model.apply, t)))
+  seen_ops, seen_inner = set(), False
+  archs = [space.decode(t) for t in space.token_spec().sample(rng, 5)] + [space.max_arch()]
+  # Every normal op and the inner deconvolution (an HR edge with weights) at least once.
+  cell = ((0, "sep_conv_3x3", 1, "rcab"), (2, "dil_conv_5x5", 0, "identity"))
+  up = ((0, "deconvolution", 1, "sub_pixel"), (2, "deconvolution", 1, "bilinear"))
+  archs.append(hnas.HNASArch(3, 2, cell, up, 2))
+  for arch in archs:
+    g_super = grad(variables, jnp.asarray(space.encode(arch)))
+    child = space.build(arch, scale)
+    g_child = jax.grad(lambda v, child=child: loss(v, child.apply))(
+      space.child_params(variables, arch)
+    )
+    chex.assert_trees_all_close(space.child_params(g_super, arch), g_child, atol=1e-5, rtol=1e-4)
+    # What the child does not use gets nothing: the squared gradient norms agree.
+    norm = sum(float(jnp.sum(leaf**2)) for leaf in jax.tree.leaves(g_super))
+    want = sum(float(jnp.sum(leaf**2)) for leaf in jax.tree.leaves(g_child))
+    assert norm == pytest.approx(want, rel=1e-4)
+    seen_ops |= {op for node in arch.normal for op in node[1::2]}
+    seen_inner |= any(node[0] >= 2 for node in arch.upsampling)
+  assert seen_ops == set(hnas.NORMAL_OPS) and seen_inner
+
+
 def test_reward_cost_is_the_childs_exact_multiply_adds():
   scale = 2
   space = _space(layers=4)
