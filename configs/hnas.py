@@ -3,7 +3,8 @@ r"""HNAS: hierarchical LSTM controllers pick two cells and the upsampling positi
 python -m launch.search --config=configs/hnas.py:tiny --workdir=/tmp/nasr/hnas_tiny
 python -m launch.search --config=configs/hnas.py --config.lam=0.2 --workdir=W
 python -m launch.search --config=configs/hnas.py --config.lambdas=0.2,0.6,0.9 --workdir=W  # sweep
-python -m launch.train --config=configs/train.py --config.arch=W/best.json --workdir=W/retrain
+python -m launch.train --config=configs/train.py --config.arch=W/best.json \
+    --config.arch_channels=64 --workdir=W/retrain   # the paper's retrain width
 python -m launch.train --config=configs/hnas.py:final --workdir=W/hnas_a   # the paper's HNAS-A
 
 Guo et al., "Hierarchical Neural Architecture Search for Single Image Super-Resolution" (HNAS):
@@ -133,6 +134,7 @@ def _final() -> ml_collections.ConfigDict:
   c = train_config.get_config("paper")
   c.preset = "final"
   c.arch = HNAS_A
+  c.arch_channels = 64  # searched at 8
   c.data.patch_size = 48
   c.data.batch_size = 16
   c.steps = 400_000

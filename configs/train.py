@@ -22,6 +22,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.model = "edsr"
   c.model_kwargs = ml_collections.ConfigDict({"blocks": 8, "channels": 32})
   c.arch = ""
+  # The width to train `arch` at; 0 keeps the file's (HNAS searches at 8 and retrains at 64).
+  c.arch_channels = 0
   # Depthwise convs of a searched network (DeCoNAS, DARTS): "conv" = conv_general_dilated, or
   # "shifted" multiply-adds (the same function and parameters). Which is faster depends on the
   # network and device: on the 2-core CPU a DARTS-SR child (8 cells x 32) trains 2x slower

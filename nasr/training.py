@@ -40,7 +40,13 @@ def _shifted_depthwise(config: ml_collections.ConfigDict) -> bool:
 def build_network(config: ml_collections.ConfigDict, scale: int):
   """Return the Flax module the config names: `config.arch` (a search result) or `config.model`."""
   if config.get("arch"):
-    return spaces.build_from_file(config.arch, scale=scale, shifted=_shifted_depthwise(config))
+    width = int(config.get("arch_channels", 0) or 0)
+    if width < 0:
+      raise ConfigError(f"config.arch_channels must be >= 0 (0: the file's width), got {width}")
+    overrides = {"channels": width} if width else {}
+    return spaces.build_from_file(
+      config.arch, scale=scale, shifted=_shifted_depthwise(config), **overrides
+    )
   kwargs = dict(config.get("model_kwargs", {}) or {})
   return spaces.build_model(config.model, scale=scale, **kwargs)
 

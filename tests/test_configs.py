@@ -2,9 +2,14 @@
 
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import nasr
+from nasr import training
+from nasr.core.errors import ConfigError
 
 CONFIGS = sorted(
   p
@@ -60,3 +65,13 @@ def test_hnas_final_preset_retrains_hnas_a():
   assert (config.optim.lr, config.optim.lr_end) == (1e-3, 1e-5)
   space, arch = nasr.spaces.load_arch(config.arch)
   assert arch.position == 10 and arch.normal[0] == (1, "identity", 1, "sep_conv_5x5")
+  # Searched at 8 channels, trained at 64: the network launch.train builds is the wide one.
+  assert space.channels == 8 and config.arch_channels == 64
+  network = training.build_network(config, config.scale)
+  shapes = jax.eval_shape(network.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+  n = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))
+  wide = nasr.spaces.get("hnas", layers=12, nodes=4, channels=64)
+  assert n == wide.count_params(arch, config.scale) > 20 * space.count_params(arch, config.scale)
+  config.arch_channels = -1
+  with pytest.raises(ConfigError, match="arch_channels"):
+    training.build_network(config, config.scale)
