@@ -162,7 +162,8 @@ def _train_timer(network, params, sizes: dict, supernet: bool, space=None):
   return run
 
 
-def _supernet_part(sizes: dict):
+def _supernet(sizes: dict):
+  """Return (space, supernet, its initialised params) at `sizes` with the supernet flags."""
   space = spaces.get(
     "hnas", layers=sizes["layers"], nodes=sizes["nodes"], channels=sizes["channels"]
   )
@@ -171,7 +172,11 @@ def _supernet_part(sizes: dict):
   )
   x0 = jnp.zeros((1, sizes["patch"], sizes["patch"], 3), jnp.float32)
   max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
-  params = jax.jit(net.init)(train_lib.init_key(0), x0, max_tokens)["params"]
+  return space, net, jax.jit(net.init)(train_lib.init_key(0), x0, max_tokens)["params"]
+
+
+def _supernet_part(sizes: dict):
+  space, net, params = _supernet(sizes)
   setup = {k: sizes[k] for k in ("layers", "nodes", "channels", "batch", "patch")}
   setup.update(remat=_REMAT.value, shifted=_SHIFTED.value, unroll=_UNROLL.value)
   setup["normal_ops"] = _NORMAL_OPS.value
@@ -195,15 +200,7 @@ def _strategy(space):
 
 
 def _controller_part(sizes: dict):
-  space = spaces.get(
-    "hnas", layers=sizes["layers"], nodes=sizes["nodes"], channels=sizes["channels"]
-  )
-  net = space.supernet(
-    _SCALE.value, remat=_REMAT.value, shifted=_SHIFTED.value, unroll=_UNROLL.value
-  )
-  x0 = jnp.zeros((1, sizes["patch"], sizes["patch"], 3), jnp.float32)
-  max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
-  params = jax.jit(net.init)(train_lib.init_key(0), x0, max_tokens)["params"]
+  space, net, params = _supernet(sizes)
   psnr = jax.jit(one_shot.make_psnr_fn(net, _SCALE.value))
   # configs/hnas.py's reward (lam = 0.6, the released code's units).
   reward = Reward({"psnr": 0.6, "macs": -0.4}, space, _SCALE.value, norm="reference")
