@@ -8,8 +8,9 @@ Terms:
   macs     the child's multiply-adds per LR pixel / those of the most complex child
   entropy  the policy's entropy of the sampled tokens (an exploration bonus, as HNAS)
 
-Cost terms are exact (`space.count_params`, `estimation.cost.count_macs` of the built child) and
-computed once per architecture. `norm` says how a cost term enters the sum:
+Cost terms are exact (the built child's parameters and `estimation.cost` multiply-adds) and
+computed once per architecture: from one trace of the child, or, for a space with `cost_pieces`
+(HNAS), as a sum of per-op pieces each traced once per run. `norm` says how a cost term enters the sum:
 
   max        (default) divided by the most complex child's (space.max_arch()): in [0, 1]
   paper      HNAS's stated units: multiply-adds of one forward pass on a 3 x 480 x 480 LR image
@@ -40,22 +41,39 @@ NORMS = ("max", "paper", "reference")
 _REFERENCE_SIDE, _REFERENCE_UNIT = 48, 0.5e-8
 
 
-def child_cost(space, arch, scale: int, side: int = _PROBE_SIDE) -> tuple[int, float]:
-  """Return (parameters, multiply-adds per LR pixel) of build(arch, scale), from one trace.
-
-  The multiply-adds are those of a side x side LR input, per pixel.
+def _module_cost(module, input_shape) -> tuple[int, int]:
+  """Return (parameters, multiply-adds) of `module` on `input_shape`, from one trace.
 
   Flax's init runs the forward pass, so the jaxpr of `init_with_output` holds both the parameter
   shapes and every contraction (initialisers contract nothing); tracing it once costs a third of
-  `count_params` plus `count_macs`, which matters when every controller sample is a new child.
+  `count_params` plus `count_macs`.
   """
-  child = space.build(arch, scale)
-  x = jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32)
+  x = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
   closed, (_, variables) = jax.make_jaxpr(
-    lambda v: child.init_with_output(jax.random.PRNGKey(0), v), return_shape=True
+    lambda v: module.init_with_output(jax.random.PRNGKey(0), v), return_shape=True
   )(x)
   params = int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(variables)))
-  return params, cost.jaxpr_macs(closed.jaxpr) / (side * side)
+  return params, int(cost.jaxpr_macs(closed.jaxpr))
+
+
+def child_cost(space, arch, scale: int, side: int = _PROBE_SIDE, cache=None) -> tuple[int, float]:
+  """Return (parameters, multiply-adds per LR pixel) of build(arch, scale) on a side x side image.
+
+  A space with `cost_pieces` (HNAS) gives additive pieces: each distinct piece is traced once
+  and kept in `cache` (a dict), so a new child costs lookups, not a trace of the whole network
+  (about 1.2 s for HNAS at L=12). Other spaces trace the child once.
+  """
+  if not hasattr(space, "cost_pieces"):
+    params, macs = _module_cost(space.build(arch, scale), (1, side, side, 3))
+    return params, macs / (side * side)
+  cache = {} if cache is None else cache
+  params = macs = 0
+  for key, module, shape in space.cost_pieces(arch, scale, side):
+    key = (side, scale, *key)
+    if key not in cache:
+      cache[key] = _module_cost(module, shape)
+    params, macs = params + cache[key][0], macs + cache[key][1]
+  return params, macs / (side * side)
 
 
 def child_macs_per_pixel(space, arch, scale: int) -> float:
@@ -81,17 +99,20 @@ class Reward:
     self.weights = {k: float(terms[k]) for k in TERMS if k in terms}
     self._space, self._scale = space, scale
     self._cache: dict[bytes, dict[str, float]] = {}
+    self._pieces: dict[tuple, tuple[int, int]] = {}
     self.max_cost = self._raw(space.max_arch())
 
   def _raw(self, arch) -> dict[str, float]:
     # The reference units count a 48 x 48 input: probing at that size makes it the same trace.
     side = _REFERENCE_SIDE if self.norm == "reference" else _PROBE_SIDE
-    params, macs = child_cost(self._space, arch, self._scale, side)
+    params, macs = child_cost(self._space, arch, self._scale, side, self._pieces)
     out = {"params": params}
     if "macs" in self.weights:
       out["macs"] = macs
       if self.norm == "paper":
-        out["gmacs_480"] = cost.gmacs_480(self._space.build(arch, self._scale))
+        side = cost.PAPER_INPUT[1]
+        per_pixel = child_cost(self._space, arch, self._scale, side, self._pieces)[1]
+        out["gmacs_480"] = per_pixel * side * side / 1e9
       elif self.norm == "reference":
         out["macs_reference"] = macs * side * side * _REFERENCE_UNIT
     return out

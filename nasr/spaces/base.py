@@ -141,6 +141,10 @@ class SupernetSpace(SearchSpace, Protocol):
   def max_arch(self) -> Arch:
     """Return the most complex child (most parameters and multiply-adds): the cost normaliser."""
 
+  # Optional: cost_pieces(arch, scale, side) -> [(key, module, input shape)], additive pieces of
+  # the child's cost on a side x side LR image, equal keys equal pieces (searches.reward caches
+  # them: a new child then costs lookups instead of a trace). HNAS has it.
+
 
 @runtime_checkable
 class DifferentiableSpace(SearchSpace, Protocol):

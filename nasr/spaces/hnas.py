@@ -504,6 +504,52 @@ class HNASNet(SRFrame, nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
+# Cost pieces: a child's cost is the frame's plus its cells' op by op (searches cache them).
+
+
+class _Piece(nn.Module):
+  """One additive piece of a child: an edge op, a cell's output conv, the skip resize, the frame."""
+
+  form: str  # "normal" | "up" | "inner" (an upsampling cell's HR edge) | "out" | "resize" | "frame"
+  op: str  # the edge's op ("" for the others)
+  ctx: _Ctx
+  skip: str = "image"
+
+  @nn.compact
+  def __call__(self, x):
+    """Return the piece's output (its cost is what matters)."""
+    ctx = self.ctx
+    if self.form == "frame":
+      # The body's work is in the other pieces; nearest upsampling contracts nothing.
+      body = functools.partial(interpolate, factor=ctx.scale, method="nearest")
+      return sr_frame(
+        x,
+        body,
+        ctx.channels,
+        ctx.scale,
+        ctx.dtype,
+        head="stem",
+        body_conv=None,
+        upsample_at="body",
+        skip=self.skip,
+        skip_method="bicubic",
+      )
+    if self.form == "resize":
+      return interpolate(x, ctx.scale, "bilinear").astype(ctx.dtype)  # as _resize_like
+    if self.form == "out":
+      p = _OpParams((("out", (1, 1, x.shape[-1], ctx.channels)),), name="out")()
+      return _conv(x, p["out"], ctx)
+    fns = {"normal": NORMAL_FNS, "up": UP_FNS, "inner": INNER_FNS}[self.form]
+    name = _INNER_DECONV if self.form == "inner" else self.op
+    spec = (
+      ()
+      if self.form == "inner" and self.op != "deconvolution"
+      else _op_spec(name, ctx.channels, ctx.scale, ctx.reduction)
+    )
+    return fns[self.op](_OpParams(spec, name=name)() if spec else {}, x, ctx)
+
+
+# ----------------------------------------------------------------------------------------------
 # Weight-sharing supernet (architecture as an array argument: compiled once).
 
 
@@ -876,6 +922,35 @@ class HNAS:
       shifted,
       unroll,
     )
+
+  def cost_pieces(self, arch: HNASArch, scale: int, side: int) -> list[tuple]:
+    """Return [(key, module, input shape)]: pieces whose costs add up to build(arch)'s.
+
+    On a 1 x side x side LR image, the child's parameters and multiply-adds are the sums over
+    these pieces' (a piece counted as often as it occurs); equal keys are equal pieces, so a
+    caller that caches by key traces each distinct op once instead of every new child whole.
+    """
+    self._check(arch)
+    scale = check_subpixel_scale(scale)
+    c, n = self.channels, self.nodes
+    ctx = _Ctx(c, scale, self.reduction, jnp.float32, False)
+    lr, hr = (1, side, side, c), (1, side * scale, side * scale, c)
+    pieces = [
+      (("frame",), _Piece("frame", "", ctx, self.skip), (1, side, side, 3)),
+      (("resize",), _Piece("resize", "", ctx), lr),
+    ]
+    for i in range(arch.layers):
+      at_hr = i + 1 > arch.position
+      up = i + 1 == arch.position
+      res = hr if at_hr or up else lr
+      for node in arch.upsampling if up else arch.normal:
+        for inp, op in (node[:2], node[2:]):
+          form = ("inner" if inp >= 2 else "up") if up else "normal"
+          shape = lr if form == "up" else res
+          pieces.append(((form, op, shape[1]), _Piece(form, op, ctx), shape))
+      out = (*res[:3], n * c)
+      pieces.append((("out", res[1]), _Piece("out", "", ctx), out))
+    return pieces
 
   def count_params(self, arch: HNASArch, scale: int) -> int:
     """Return the exact parameter count of build(arch, scale) (shapes only, no compute)."""

@@ -14,7 +14,7 @@ import pytest
 from nasr import spaces
 from nasr.core.errors import ConfigError, TokenError
 from nasr.estimation import cost
-from nasr.searches.reward import Reward
+from nasr.searches.reward import Reward, child_cost
 from nasr.spaces import hnas
 
 SCALES = (2, 3, 4)
@@ -244,6 +244,24 @@ def test_reward_cost_is_the_childs_exact_multiply_adds():
     got = reward.costs(tokens)
     assert got["macs"] == want
     assert 0 < got["macs_ratio"] <= 1 and 0 < got["params_ratio"] <= 1
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_cost_pieces_add_up_to_the_childs_parameters_and_multiply_adds(scale):
+  # The reward sums cached per-op pieces instead of tracing each child: the sums must be exact,
+  # at the probe side and at others (RCAB's pooled 1x1 convs do not scale with the pixels).
+  space = _space(layers=4, skip="head" if scale == 3 else "image")
+  cache = {}
+  tokens = space.token_spec().sample(np.random.default_rng(scale), 4)
+  for side, t in zip((32, 48, 17, 32), tokens, strict=True):
+    arch = space.decode(t)
+    child = space.build(arch, scale)
+    probe = (1, side, side, 3)
+    shapes = jax.eval_shape(child.init, jax.random.PRNGKey(0), jnp.zeros(probe))
+    params, per_pixel = child_cost(space, arch, scale, side, cache)
+    assert params == space.count_params(arch, scale)
+    assert per_pixel == cost.count_macs(child, shapes, probe) / (side * side)
+  assert any(key[2] == "normal" for key in cache)  # the pieces were used and cached
 
 
 def test_max_arch_is_the_most_complex_child():
