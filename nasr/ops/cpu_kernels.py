@@ -95,23 +95,43 @@ def _stacked_bwd(dilation, residuals, g):
   gh = _stacked_forward(g, kernel[:, ::-1, ::-1], dilation)
   if h.shape[0] == 1 and gh.shape[0] != 1:
     gh = jnp.sum(gh, axis=0, keepdims=True)
-  # d/dkernel[e, i, j, c] = sum over batch and pixels of tap_ij(h)[e] * g[e], one tap at a time:
-  # unrolled, XLA:CPU keeps all k*k products alive (384 MiB of temporaries for one 5x5 conv of a
-  # paper-size DARTS edge group instead of 36 MiB) and is no faster.
+  # d/dkernel[e, i, j, c] = sum over batch and pixels of tap_ij(h)[e] * g[e]: every tap re-reads
+  # h and g, so the loop runs over blocks of rows small enough to stay in cache (all k*k taps of
+  # a block unrolled), not over the taps (each a pass over memory): 2-3x faster at C=64, 48-96
+  # pixels (BENCHMARKS.md). Rows, not images: the batch axis may be split over devices, and its
+  # sum after the loop keeps an all-reduce out of every iteration.
   r = dilation * (k - 1) // 2
-  m, b, hh, ww, c = h.shape
+  n, b, hh, ww, c = g.shape
+  rows = _block_rows(hh, n * b * (ww + 2 * r) * c * g.dtype.itemsize)
   hp = jnp.pad(h, ((0, 0), (0, 0), (r, r), (r, r), (0, 0)))
 
-  def tap(_, t):
-    i, j = t // k, t % k
-    view = jax.lax.dynamic_slice(hp, (0, 0, i * dilation, j * dilation, 0), (m, b, hh, ww, c))
-    # The batch axis is summed after the loop: with the batch split over devices, a sum inside
-    # would put an all-reduce in every iteration (XLA:CPU's in-process collectives can stall).
-    return None, jnp.sum(view * g, axis=(2, 3))
+  def block(acc, start):
+    hb = jax.lax.dynamic_slice_in_dim(hp, start, rows + 2 * r, axis=2)
+    gb = jax.lax.dynamic_slice_in_dim(g, start, rows, axis=2)
+    taps = [
+      jnp.sum(
+        hb[:, :, i * dilation : i * dilation + rows, j * dilation : j * dilation + ww] * gb,
+        axis=(2, 3),
+      )
+      for i in range(k)
+      for j in range(k)
+    ]
+    return acc + jnp.stack(taps), None
 
-  _, gk = jax.lax.scan(tap, None, jnp.arange(k * k))  # [k * k, n, N, C]
+  acc = jnp.zeros((k * k, n, b, c), jnp.promote_types(h.dtype, g.dtype))
+  gk, _ = jax.lax.scan(block, acc, jnp.arange(0, hh, rows))  # [k * k, n, N, C]
   gk = gk.sum(axis=2).reshape(k, k, -1, c).transpose(2, 0, 1, 3)
   return gh, gk.astype(kernel.dtype)
+
+
+# Bytes of one row block of the depthwise kernel gradient: it and its halo stay in L2.
+_BLOCK_BYTES = 512 * 1024
+
+
+def _block_rows(height: int, row_bytes: int) -> int:
+  """Return the largest divisor of `height` whose rows take at most _BLOCK_BYTES (at least 1)."""
+  most = max(1, _BLOCK_BYTES // max(1, row_bytes))
+  return max(d for d in range(1, height + 1) if height % d == 0 and d <= most)
 
 
 stacked_depthwise_conv.defvjp(_stacked_fwd, _stacked_bwd)

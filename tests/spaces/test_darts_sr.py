@@ -372,8 +372,13 @@ def _lax_depthwise(x, kernel, dilation):
   )
 
 
+@pytest.mark.parametrize("row_blocks", [False, True])
 @pytest.mark.parametrize(("k", "dilation"), [(3, 1), (5, 2)])
-def test_shifted_depthwise_and_pooling_match_xla(k, dilation):
+def test_shifted_depthwise_and_pooling_match_xla(k, dilation, row_blocks, monkeypatch):
+  if (
+    row_blocks
+  ):  # the kernel gradient then loops over one-row blocks (7 of them, halos at both ends)
+    monkeypatch.setattr(cpu_kernels, "_BLOCK_BYTES", 1)
   rng = np.random.default_rng(k)
   x = jnp.asarray(rng.normal(size=(2, 7, 6, 3)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(k, k, 1, 3)), jnp.float32)
@@ -403,6 +408,15 @@ def test_shifted_depthwise_and_pooling_match_xla(k, dilation):
     nn.avg_pool(x, (3, 3), strides=(1, 1), padding="SAME", count_include_pad=False),
     atol=1e-6,
   )
+
+
+def test_kernel_gradient_row_blocks_fit_the_cache_budget():
+  budget = cpu_kernels._BLOCK_BYTES
+  # HNAS-A at C=64: 16 images x 52 padded columns x 64 channels x 4 bytes = 213 kB a row.
+  assert cpu_kernels._block_rows(48, 213_000) == 2
+  assert cpu_kernels._block_rows(96, 2 * budget) == 1  # a row over budget: one row at a time
+  assert cpu_kernels._block_rows(7, 1000) == 7  # small: the whole height in one block
+  assert cpu_kernels._block_rows(7, budget // 3) == 1  # 7 is prime: no 3-row block divides it
 
 
 def test_shift_sepconv_equals_sepconv():
