@@ -105,26 +105,30 @@ def _stacked_bwd(dilation, residuals, g):
   rows = _block_rows(hh, n * b * (ww + 2 * r) * c * g.dtype.itemsize)
   hp = jnp.pad(h, ((0, 0), (0, 0), (r, r), (r, r), (0, 0)))
 
-  def block(acc, start):
-    hb = jax.lax.dynamic_slice_in_dim(hp, start, rows + 2 * r, axis=2)
-    gb = jax.lax.dynamic_slice_in_dim(g, start, rows, axis=2)
-    taps = [
-      jnp.sum(
-        hb[:, :, i * dilation : i * dilation + rows, j * dilation : j * dilation + ww] * gb,
-        axis=(2, 3),
-      )
-      for i in range(k)
-      for j in range(k)
-    ]
-    return acc + jnp.stack(taps), None
+  def tap(hb, gb, t):
+    i, j = t // k, t % k
+    view = jax.lax.dynamic_slice(
+      hb, (0, 0, i * dilation, j * dilation, 0), (hb.shape[0], *gb.shape[1:])
+    )
+    return jnp.sum(view * gb, axis=(2, 3))
 
-  acc = jnp.zeros((k * k, n, b, c), jnp.promote_types(h.dtype, g.dtype))
-  gk, _ = jax.lax.scan(block, acc, jnp.arange(0, hh, rows))  # [k * k, n, N, C]
+  if rows == hh:  # one block (small tensors): a loop over the taps compiles faster
+    _, gk = jax.lax.scan(lambda _, t: (None, tap(hp, g, t)), None, jnp.arange(k * k))
+  else:
+
+    def block(acc, start):
+      hb = jax.lax.dynamic_slice_in_dim(hp, start, rows + 2 * r, axis=2)
+      gb = jax.lax.dynamic_slice_in_dim(g, start, rows, axis=2)
+      return acc + jnp.stack([tap(hb, gb, t) for t in range(k * k)]), None
+
+    acc = jnp.zeros((k * k, n, b, c), jnp.promote_types(h.dtype, g.dtype))
+    gk, _ = jax.lax.scan(block, acc, jnp.arange(0, hh, rows))  # [k * k, n, N, C]
   gk = gk.sum(axis=2).reshape(k, k, -1, c).transpose(2, 0, 1, 3)
   return gh, gk.astype(kernel.dtype)
 
 
-# Bytes of one row block of the depthwise kernel gradient: it and its halo stay in L2.
+# Bytes of one row block of the depthwise kernel gradient: it and its halo stay in L2. (Blocks
+# also pay below the L2 size: the HNAS supernet step at C=8, 1.3 MB tensors, 1.3 s -> 1.0 s.)
 _BLOCK_BYTES = 512 * 1024
 
 
@@ -137,49 +141,63 @@ def _block_rows(height: int, row_bytes: int) -> int:
 stacked_depthwise_conv.defvjp(_stacked_fwd, _stacked_bwd)
 
 
-def _dense_conv(x: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
+def _dense_conv(x: jax.Array, kernel: jax.Array, dilation: int, padding="SAME") -> jax.Array:
   return jax.lax.conv_general_dilated(
     x,
     kernel,
     window_strides=(1, 1),
-    padding="SAME",
+    padding=padding,
     rhs_dilation=(dilation, dilation),
     dimension_numbers=("NHWC", "HWIO", "NHWC"),
   )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv_tap_grad(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> jax.Array:
-  """Return the 'SAME' stride-1 conv of NHWC x with an HWIO kernel (odd sides).
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_tap_grad(x: jax.Array, kernel: jax.Array, dilation: int = 1, padding=None) -> jax.Array:
+  """Return the stride-1 conv of NHWC x with an HWIO kernel: 'SAME' (odd sides) or `padding`.
 
-  The same function as `conv_general_dilated`; its VJP computes the input gradient as a conv with
-  the flipped, transposed kernel and the kernel gradient as one matmul per tap, the forms XLA:CPU
-  runs fast inside a `lax.scan` body (the gradient of a scanned chain of 4 3x3 64->64 convs on
-  16x64x64: 15.0 s -> 0.54 s, BENCHMARKS.md).
+  `padding` is ((lo, hi), (lo, hi)) (negative crops). The same function as
+  `conv_general_dilated`; its VJP computes the input gradient as a conv with the flipped,
+  transposed kernel and the kernel gradient as one matmul per tap, the forms XLA:CPU runs fast
+  inside a `lax.scan` body (the gradient of a scanned chain of 4 3x3 64->64 convs on 16x64x64:
+  15.0 s -> 0.54 s, BENCHMARKS.md).
   """
-  return _dense_conv(x, kernel, dilation)
+  return _dense_conv(x, kernel, dilation, _explicit(kernel, dilation, padding))
 
 
-def _tap_fwd(x, kernel, dilation):
-  return _dense_conv(x, kernel, dilation), (x, kernel)
-
-
-def _tap_bwd(dilation, residuals, g):
-  x, kernel = residuals
+def _explicit(kernel, dilation: int, padding):
+  """Return `padding`, or 'SAME' as explicit ((lo, hi), (lo, hi)) for odd kernel sides."""
+  if padding is not None:
+    return tuple(tuple(int(v) for v in pair) for pair in padding)
   kh, kw = kernel.shape[:2]
   if kh % 2 == 0 or kw % 2 == 0:
-    raise ValueError(f"conv_tap_grad needs odd kernel sides, got {kernel.shape[:2]}")
-  gx = _dense_conv(g, jnp.swapaxes(kernel[::-1, ::-1], 2, 3), dilation)
-  if kh == kw == 1:
-    return gx.astype(x.dtype), jnp.einsum("bhwi,bhwo->io", x, g)[None, None].astype(kernel.dtype)
+    raise ValueError(f"conv_tap_grad needs odd kernel sides for 'SAME', got {kernel.shape[:2]}")
   rh, rw = dilation * (kh - 1) // 2, dilation * (kw - 1) // 2
-  b, h, w, cin = x.shape
-  xp = jnp.pad(x, ((0, 0), (rh, rh), (rw, rw), (0, 0)))
+  return ((rh, rh), (rw, rw))
+
+
+def _tap_fwd(x, kernel, dilation, padding):
+  return _dense_conv(x, kernel, dilation, _explicit(kernel, dilation, padding)), (x, kernel)
+
+
+def _tap_bwd(dilation, padding, residuals, g):
+  x, kernel = residuals
+  kh, kw = kernel.shape[:2]
+  (lh, hh), (lw, hw) = _explicit(kernel, dilation, padding)
+  # Output o reads padded input o + t: the input gradient is the full correlation of g with the
+  # flipped kernel, cropped to the unpadded rows.
+  eh, ew = dilation * (kh - 1), dilation * (kw - 1)
+  flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+  gx = _dense_conv(g, flipped, dilation, ((eh - lh, eh - hh), (ew - lw, ew - hw)))
+  if kh == kw == 1 and (lh, hh, lw, hw) == (0, 0, 0, 0):
+    return gx.astype(x.dtype), jnp.einsum("bhwi,bhwo->io", x, g)[None, None].astype(kernel.dtype)
+  xp = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (lh, hh, 0), (lw, hw, 0), (0, 0, 0)))
+  b, oh, ow, _ = g.shape
 
   def tap(_, t):
     # One shifted slice at a time: unrolled, XLA keeps all k*k copies of the input alive.
     i, j = t // kw, t % kw
-    view = jax.lax.dynamic_slice(xp, (0, i * dilation, j * dilation, 0), (b, h, w, cin))
+    view = jax.lax.dynamic_slice(xp, (0, i * dilation, j * dilation, 0), (b, oh, ow, x.shape[3]))
     # Per example: the batch sum after the loop keeps a data-parallel all-reduce out of it.
     return None, jnp.einsum("bhwi,bhwo->bio", view, g)
 
@@ -247,19 +265,22 @@ class ShiftSepConv(nn.Module):
     return Conv(self.channels, 1, use_bias=self.use_bias, dtype=self.dtype, name="pointwise")(x)
 
 
-def _dense(x: jax.Array, kernel: jax.Array, padding) -> jax.Array:
-  return jax.lax.conv_general_dilated(
-    x, kernel, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-  )
+def _dense(x: jax.Array, kernel: jax.Array, padding, tap_grad: bool) -> jax.Array:
+  if tap_grad:  # inside a rolled loop (a supernet's scan over edges): see conv_tap_grad
+    return conv_tap_grad(x, kernel, 1, padding)
+  return _dense_conv(x, kernel, 1, padding)
 
 
-def transposed_conv(x: jax.Array, kernel: jax.Array, stride: int, pad_lo: int) -> jax.Array:
+def transposed_conv(
+  x: jax.Array, kernel: jax.Array, stride: int, pad_lo: int, tap_grad: bool = False
+) -> jax.Array:
   """Return conv_general_dilated(x, kernel, lhs_dilation=stride) padded to stride * H x stride * W.
 
   The padding is pad_lo before and stride + k - 2 - pad_lo after (what gives stride * H rows).
   The same function (no kernel flip) as one stride-1
   conv at the input's resolution with stride**2 * Cout outputs, then a pixel shuffle: XLA:CPU runs
   input-dilated convolutions and their gradients on a slow generic path (BENCHMARKS.md).
+  `tap_grad`: that conv's gradient by `conv_tap_grad` (inside a rolled loop).
   """
   k, s = kernel.shape[0], stride
   cin, cout = kernel.shape[2], kernel.shape[3]
@@ -278,17 +299,20 @@ def transposed_conv(x: jax.Array, kernel: jax.Array, stride: int, pad_lo: int) -
   # [size_h, s_h, size_w, s_w, cin, cout] -> [size_h, size_w, cin, cout, s_h, s_w]
   w = padded[index[:, :, None, None], index[None, None, :, :]]
   w = w.transpose(0, 2, 4, 5, 1, 3).reshape(size, size, cin, cout * s * s)
-  y = _dense(x, w, ((-lo, hi), (-lo, hi)))
+  y = _dense(x, w, ((-lo, hi), (-lo, hi)), tap_grad)
   n, h, wd, _ = y.shape
   y = y.reshape(n, h, wd, cout, s, s).transpose(0, 1, 4, 2, 5, 3)
   return y.reshape(n, h * s, wd * s, cout)
 
 
-def strided_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.Array:
+def strided_conv(
+  x: jax.Array, kernel: jax.Array, stride: int, pad: int, tap_grad: bool = False
+) -> jax.Array:
   """Return the stride-`stride` conv of x with `pad` zeros on each side, as a stride-1 conv.
 
   The input is rearranged space-to-depth (stride**2 * Cin channels) and convolved with the
-  kernel rearranged to match: the same function, on XLA:CPU's fast stride-1 path.
+  kernel rearranged to match: the same function, on XLA:CPU's fast stride-1 path. `tap_grad`:
+  that conv's gradient by `conv_tap_grad` (inside a rolled loop).
   """
   k, s = kernel.shape[0], stride
   cin, cout = kernel.shape[2], kernel.shape[3]
@@ -306,4 +330,4 @@ def strided_conv(x: jax.Array, kernel: jax.Array, stride: int, pad: int) -> jax.
   kp = (
     kp.reshape(a, s, a, s, cin, cout).transpose(0, 2, 1, 3, 4, 5).reshape(a, a, s * s * cin, cout)
   )
-  return _dense(xs, kp, "VALID")
+  return _dense(xs, kp, ((0, 0), (0, 0)), tap_grad)

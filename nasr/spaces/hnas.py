@@ -169,7 +169,8 @@ def _prelu(x, a):
 def _transposed(x, p, ctx: _Ctx, stride: int, pad_lo: int, pad_hi: int):
   """Return the stride-`stride` transposed conv (no kernel flip) of x, output stride * H."""
   if ctx.shifted:  # the same function on XLA:CPU's fast path (nasr.ops.cpu_kernels)
-    y = transposed_conv(x.astype(ctx.dtype), p["kernel"].astype(ctx.dtype), stride, pad_lo)
+    k = p["kernel"].astype(ctx.dtype)
+    y = transposed_conv(x.astype(ctx.dtype), k, stride, pad_lo, ctx.tap_grad)
     return y + p["bias"].astype(ctx.dtype)
   pads = ((pad_lo, pad_hi), (pad_lo, pad_hi))
   return _conv(x, p, ctx, padding=pads, lhs_dilation=(stride, stride))
@@ -183,7 +184,8 @@ def _project(x, p, ctx, name, a, up: bool):
     q = k - 1 - pad  # (H - 1) s + k - 2 pad = s H output rows
     y = _transposed(x, p[name], ctx, s, q, q)
   elif ctx.shifted:
-    y = strided_conv(x.astype(ctx.dtype), p[name]["kernel"].astype(ctx.dtype), s, pad)
+    k = p[name]["kernel"].astype(ctx.dtype)
+    y = strided_conv(x.astype(ctx.dtype), k, s, pad, ctx.tap_grad)
     y = y + p[name]["bias"].astype(ctx.dtype)
   else:
     y = _conv(x, p[name], ctx, stride=s, padding=((pad, pad), (pad, pad)))

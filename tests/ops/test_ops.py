@@ -201,3 +201,39 @@ def test_cpu_forms_of_strided_and_transposed_convs_are_the_same_functions(stride
   pads = ((pad, pad), (pad, pad))
   want = jax.lax.conv_general_dilated(hr, w, (stride, stride), pads, None, None, dn)
   np.testing.assert_allclose(strided_conv(hr, w, stride, pad), want, atol=1e-4)
+  # Their gradients with tap_grad (the supernet's rolled loop) are the plain forms' gradients.
+  wt = jnp.asarray(rng.standard_normal((kernel, kernel, 3, 4)), jnp.float32)
+  for fn, arg, kern in ((transposed_conv, q, wt), (strided_conv, pad, w)):
+    inp = x if fn is transposed_conv else hr
+
+    def loss(v, k, tap, fn=fn, arg=arg):
+      return jnp.sum(jnp.sin(fn(v, k, stride, arg, tap)))
+
+    want = jax.grad(loss, (0, 1))(inp, kern, False)
+    got = jax.jit(jax.grad(loss, (0, 1)), static_argnums=2)(inp, kern, True)
+    for g, ref in zip(got, want, strict=True):
+      np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("padding", [((2, 1), (0, 3)), ((-1, 2), (1, -1)), ((0, 0), (0, 0))])
+def test_conv_tap_grad_with_explicit_padding_matches_autodiff(padding):
+  from nasr.ops.cpu_kernels import conv_tap_grad
+
+  rng = np.random.default_rng(len(str(padding)))
+  x = jnp.asarray(rng.normal(size=(2, 9, 8, 3)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(4, 3, 3, 5)), jnp.float32)  # an even side too
+
+  def loss(conv, x, k):
+    return jnp.sum(jnp.sin(conv(x, k)))
+
+  def plain(x, k):
+    return jax.lax.conv_general_dilated(
+      x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+  tap = lambda x, k: conv_tap_grad(x, k, 1, padding)  # noqa: E731
+  np.testing.assert_allclose(tap(x, k), plain(x, k), rtol=1e-5, atol=1e-5)
+  want = jax.grad(functools.partial(loss, plain), (0, 1))(x, k)
+  got = jax.grad(functools.partial(loss, tap), (0, 1))(x, k)
+  for g, ref in zip(got, want, strict=True):
+    np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4)

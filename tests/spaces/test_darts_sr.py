@@ -415,8 +415,8 @@ def test_kernel_gradient_row_blocks_fit_the_cache_budget():
   # HNAS-A at C=64: 16 images x 52 padded columns x 64 channels x 4 bytes = 213 kB a row.
   assert cpu_kernels._block_rows(48, 213_000) == 2
   assert cpu_kernels._block_rows(96, 2 * budget) == 1  # a row over budget: one row at a time
-  assert cpu_kernels._block_rows(7, 1000) == 7  # small: the whole height in one block
-  assert cpu_kernels._block_rows(7, budget // 3) == 1  # 7 is prime: no 3-row block divides it
+  assert cpu_kernels._block_rows(7, 10 * budget // 3) == 1  # 7 is prime: no 3-row block divides it
+  assert cpu_kernels._block_rows(7, 1000) == 7  # small in all: one block, the loop over taps
 
 
 def test_shift_sepconv_equals_sepconv():
