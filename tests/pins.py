@@ -77,9 +77,22 @@ def digest(method: str, workdir: str | Path) -> dict:
   return out
 
 
+def _cpu() -> str:
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  import platform
+
+  return platform.processor() or platform.machine()
+
+
 def environment() -> dict:
-  """Return what float reproducibility depends on: the JAX build and the device count."""
-  return {"jax": jax.__version__, "devices": jax.device_count()}
+  """Return what float reproducibility depends on: the JAX build, the device count and the CPU
+  (XLA compiles for the host's instruction set: the GP's float32 Cholesky differs between CPUs)."""
+  return {"jax": jax.__version__, "devices": jax.device_count(), "cpu": _cpu()}
 
 
 def recorded(method: str) -> dict | None:
