@@ -1,6 +1,13 @@
-"""What every launcher shares: the --config/--workdir flags and one-line errors instead of tracebacks."""
+"""What every launcher shares: the --config/--workdir flags and one-line errors instead of tracebacks.
 
+Any exception ends the run with `error: ...` on one line and exit code 2; its full traceback goes
+to `<workdir>/error.log` (and to stderr with --verbose or NASR_TRACEBACK=1).
+"""
+
+import datetime
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -8,7 +15,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from nasr import writers
-from nasr.core.errors import DivergedError, NasrError
+from nasr.core.errors import DivergedError, Interrupted, NasrError
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -17,6 +24,28 @@ _CONFIG = config_flags.DEFINE_config_file(
   lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
+_VERBOSE = flags.DEFINE_bool(
+  "verbose", False, "Show the Python traceback of an error (it also goes to <workdir>/error.log)."
+)
+ERROR_LOG = "error.log"
+
+
+def _log_traceback(workdir: str | None) -> Path | None:
+  """Append the current exception's traceback to <workdir>/error.log; return it (None: no log)."""
+  if not workdir or not Path(workdir).is_dir():
+    return None
+  path = Path(workdir) / ERROR_LOG
+  try:
+    with path.open("a") as f:
+      f.write(f"--- {datetime.datetime.now().isoformat(timespec='seconds')} {' '.join(sys.argv)}\n")
+      f.write(traceback.format_exc())
+  except OSError:
+    return None  # a full or read-only disk: the one-line error still says what went wrong
+  return path
+
+
+def _verbose() -> bool:
+  return _VERBOSE.value or os.environ.get("NASR_TRACEBACK", "") not in ("", "0")
 
 
 def _one_line(error: Exception) -> str:
@@ -69,9 +98,22 @@ def run(main: Callable[[object, str], object], needs_config: bool = True) -> Non
     writers.quiet_library_logs()
     try:
       main(config, _WORKDIR.value)
+    except Interrupted as e:
+      print(f"interrupted: {e}", file=sys.stderr)
+      sys.exit(130)  # the shell's code for a run stopped by Ctrl-C
     except (NasrError, DivergedError, FileNotFoundError) as e:
       # Bad input or divergence: the message already names the culprit, a traceback would bury it.
+      _log_traceback(_WORKDIR.value)
+      if _verbose():
+        raise
       _exit_with(e, sys.argv)
+    except Exception as e:  # noqa: BLE001 - everything else: one line, the traceback in a file
+      log = _log_traceback(_WORKDIR.value)
+      if _verbose():
+        raise
+      where = f" (traceback: {log})" if log else " (run with --verbose for the traceback)"
+      print(f"error: {type(e).__name__}: {_one_line(e)}{where}", file=sys.stderr)
+      sys.exit(2)
 
   def _parse_flags(argv):
     try:

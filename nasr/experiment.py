@@ -22,7 +22,7 @@ from absl import logging
 
 from nasr import data as data_lib
 from nasr import inference, searches, training, writers
-from nasr.core.checks import check_scale
+from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import ConfigError, DataError
 from nasr.estimation import cost
 from nasr.estimation import evaluate as scoring
@@ -203,6 +203,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
       f"{', '.join(SEARCH_METHODS.names()) or '(none yet)'}"
     )
   run = SEARCH_METHODS.get(method)
+  check_numbers(config)
   if config.get("lambdas"):  # a trade-off sweep: one search of `method` per lambda
     return sweep.run_sweep(config, workdir, run)
   return run(config, writers.prepare_workdir(workdir))

@@ -19,8 +19,8 @@ from absl import logging
 from nasr import data as data_lib
 from nasr import inference, parallel, spaces, writers
 from nasr.checkpoint import Checkpointer
-from nasr.core.checks import check_scale
-from nasr.core.errors import ConfigError, DivergedError
+from nasr.core.checks import check_numbers, check_scale
+from nasr.core.errors import CheckpointMismatchError, ConfigError, DivergedError, Interrupted
 from nasr.estimation import cost, losses
 from nasr.estimation import evaluate as scoring
 from nasr.estimation import train as train_lib
@@ -112,6 +112,7 @@ def _triples(pairs: data_lib.SRPairs):
 # ---------------------------------------------------------------------------------------------------
 def _start(config: ml_collections.ConfigDict, workdir) -> tuple[int, Path, Callable]:
   """Return (scale, workdir, loss) after checking everything a user can get wrong."""
+  check_numbers(config)
   scale = check_scale(config.scale, "config.scale")
   if config.get("model") == "bicubic" and not config.get("arch"):
     raise ConfigError("config.model=bicubic has no parameters to train; use launch.evaluate")
@@ -161,19 +162,34 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   n_params = cost.count_params(params)
   logging.info("network: %s, %d parameters", type(network).__name__, n_params)
 
-  # --- Checkpoint: resume from the latest complete one. ------------------------------------------
-  ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+  # --- Checkpoint: resume from the newest intact one. --------------------------------------------
+  is_chief = jax.process_index() == 0
+  config_dict = json.loads(config.to_json_best_effort())
+  saved_config = writers.claim_workdir(workdir, "training", config_dict) if is_chief else None
+  try:
+    ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+  except BaseException:
+    writers.release_workdir(workdir)
+    raise
   meta = {"best_psnr": -math.inf, "best_step": -1, "val": {}}
-  start = ckpt.latest_step()
-  if start is not None:
-    restored, meta = ckpt.restore({"train": state, "rng": rng}, start)
+  try:
+    found = ckpt.restore_latest({"train": state, "rng": rng})
+  except CheckpointMismatchError as e:
+    ckpt.close()
+    writers.release_workdir(workdir)
+    raise ConfigError(writers.explain_mismatch(workdir, saved_config, config_dict, e)) from None
+  except BaseException:
+    ckpt.close()
+    writers.release_workdir(workdir)
+    raise
+  start = 0
+  if found is not None:
+    start, restored, meta = found
     state, rng = restored["train"], restored["rng"]
     writers.truncate_metrics(workdir, start)
     logging.info("resumed from the checkpoint at step %d", start)
-  start = int(start or 0)
-  is_chief = jax.process_index() == 0
   if is_chief:
-    writers.write_json(workdir / "config.json", json.loads(config.to_json_best_effort()))
+    writers.write_json(workdir / "config.json", config_dict)
 
   # --- Steps: compiled once, state donated, batch split over the data axis. ------------------------
   repl = parallel.replicated(mesh)
@@ -193,12 +209,25 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   writer = writers.MetricWriter(workdir, is_chief=is_chief)
   t_start = time.time()
   try:
-    state = _loop(
-      config, state, rng, train_step, next_batch, validate, schedule, ckpt, meta, writer, start
-    )
+    with writers.Interrupts() as interrupts:
+      state = _loop(
+        config,
+        state,
+        rng,
+        train_step,
+        next_batch,
+        validate,
+        schedule,
+        ckpt,
+        meta,
+        writer,
+        start,
+        interrupts,
+      )
   finally:
     ckpt.close()
     writer.close()
+    writers.release_workdir(workdir)
   result = {
     "params": n_params,
     "step": config.steps,
@@ -213,9 +242,24 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
 
 
 def _loop(
-  config, state, rng, train_step, next_batch, validate, schedule, ckpt, meta, writer, start
+  config,
+  state,
+  rng,
+  train_step,
+  next_batch,
+  validate,
+  schedule,
+  ckpt,
+  meta,
+  writer,
+  start,
+  interrupts,
 ):
-  """Run steps start..config.steps with logging, validation and checkpoints; return the state."""
+  """Run steps start..config.steps with logging, validation and checkpoints; return the state.
+
+  On SIGINT / SIGTERM (`interrupts`) it saves a checkpoint at the current step and raises
+  Interrupted.
+  """
   progress = writers.Progress(config.steps, start_step=start)
   pending, pending_from = [], start
   last_saved = start if ckpt.latest_step() is not None else None
@@ -251,6 +295,14 @@ def _loop(
         )
       ckpt.save(done, {"train": state, "rng": rng}, meta)
       last_saved = done
+    if interrupts.requested:
+      if last_saved != done:
+        train_lib.check_finite(pending, pending_from, last_saved)
+        ckpt.save(done, {"train": state, "rng": rng}, meta, force=True)
+      raise Interrupted(
+        f"{interrupts.name()} at step {done} of {config.steps}: checkpoint saved; run the same "
+        "command to resume"
+      )
   return state
 
 
@@ -267,8 +319,16 @@ def load_trained(workdir: str | os.PathLike):
   tx, _ = make_tx(config, config.steps)
   state = train_lib.create_train_state(params, tx)
   ckpt = Checkpointer(workdir, async_save=False)
-  if ckpt.latest_step() is None:
+  try:
+    # A damaged newest checkpoint is named, not skipped: evaluating an older one unasked would
+    # report numbers of another step.
+    found = ckpt.restore_latest({"train": state, "rng": jax.random.PRNGKey(0)}, damaged_ok=False)
+  except CheckpointMismatchError as e:
+    raise ConfigError(
+      f"{workdir}: the checkpoint does not match its {cfg_file.name} ({e})"
+    ) from None
+  finally:
+    ckpt.close()
+  if found is None:
     raise ConfigError(f"no checkpoint in {workdir}/checkpoints")
-  restored, _ = ckpt.restore({"train": state, "rng": jax.random.PRNGKey(0)})
-  ckpt.close()
-  return network, restored["train"].params, config
+  return network, found[1]["train"].params, config

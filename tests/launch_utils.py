@@ -79,26 +79,37 @@ def retrain_and_evaluate(arch: Path, workdir: Path) -> dict:
 
 
 def kill_after_checkpoint(
-  tool: str, args: list[str], workdir: Path, min_step: int, timeout: float = 300
-) -> None:
-  """Start a launcher, SIGKILL it once `workdir` holds a checkpoint >= min_step, and wait."""
+  tool: str,
+  args: list[str],
+  workdir: Path,
+  min_step: int,
+  timeout: float = 300,
+  sig: int = 9,
+) -> tuple[int, str]:
+  """Start a launcher, send it `sig` (SIGKILL) once `workdir` holds a checkpoint >= min_step;
+  return its (exit code, stderr) after it ends."""
   import signal
   import time
 
-  proc = subprocess.Popen(
-    launch_cmd(tool, *args, f"--workdir={workdir}"),
-    cwd=REPO,
-    env=launch_env(),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
-  )
-  deadline = time.time() + timeout
-  ck = workdir / "checkpoints"
-  while time.time() < deadline and proc.poll() is None:
-    if ck.is_dir() and any(p.name.isdigit() and int(p.name) >= min_step for p in ck.iterdir()):
-      break
-    time.sleep(0.02)
-  finished = proc.poll() is not None
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert not finished, f"launch.{tool} finished before it could be killed; make the run longer"
+  workdir.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryFile("w+") as err:
+    proc = subprocess.Popen(
+      launch_cmd(tool, *args, f"--workdir={workdir}"),
+      cwd=REPO,
+      env=launch_env(),
+      stdout=subprocess.DEVNULL,
+      stderr=err,
+    )
+    deadline = time.time() + timeout
+    ck = workdir / "checkpoints"
+    while time.time() < deadline and proc.poll() is None:
+      if ck.is_dir() and any(p.name.isdigit() and int(p.name) >= min_step for p in ck.iterdir()):
+        break
+      time.sleep(0.02)
+    finished = proc.poll() is not None
+    proc.send_signal(signal.Signals(sig))
+    code = proc.wait(timeout=timeout)
+    err.seek(0)
+    stderr = err.read()
+  assert not finished, f"launch.{tool} finished before it could be stopped; make the run longer"
+  return code, stderr

@@ -9,6 +9,7 @@ import pytest
 
 import nasr
 from nasr import training
+from nasr.core.checks import NUMBER_RULES, check_numbers
 from nasr.core.errors import ConfigError
 
 CONFIGS = sorted(
@@ -25,6 +26,34 @@ def test_config_loads_locked(path, preset):
   assert config.preset == (preset or "default")
   with pytest.raises(AttributeError):
     config.no_such_key = 1  # locked: a typo is an error, not a new field
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("preset", ["tiny", "default", "paper", None])
+def test_every_presets_numbers_pass_and_a_bad_one_is_named(path, preset):
+  config = nasr.load_config(path, preset)
+  check_numbers(config)
+  tried = 0
+  for key, (kind, bound) in NUMBER_RULES.items():
+    parent, _, leaf = f".{key}".rpartition(".")
+    node = config
+    for part in filter(None, parent.split(".")):
+      node = node.get(part) if node is not None else None
+    if node is None or leaf not in node:
+      continue
+    bad = [-1, float("nan"), 1.5] + ([0] if bound == ">0" else [])
+    if kind == "float":
+      bad = [v for v in bad if v != 1.5] + [float("inf")]
+    original = node[leaf]
+    for value in bad:
+      with node.ignore_type():
+        node[leaf] = value
+      with pytest.raises(ConfigError, match=f"config.{key} must be"):
+        check_numbers(config)
+      tried += 1
+    with node.ignore_type():
+      node[leaf] = original
+  assert tried or path.name in ("evaluate.py", "upscale.py")  # they train nothing
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

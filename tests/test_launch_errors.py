@@ -1,6 +1,7 @@
 """Bad inputs end with a one-line error naming the culprit, a non-zero exit, no JAX traceback,
 and leave existing checkpoints untouched."""
 
+import shutil
 import zlib
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
 
   cases["unknown config key"] = (["--config.no_such_key=1"], "no_such_key")
   cases["scale not in 2, 3, 4"] = (["--config.scale=5"], "scale")
+  cases["negative steps"] = (["--config.steps=-5"], "config.steps")
+  cases["negative learning rate"] = (["--config.optim.lr=-1"], "config.optim.lr")
   return cases
 
 
@@ -103,3 +106,54 @@ def test_search_without_method_lists_what_is_available(tmp_path):
   assert r.returncode == 2
   last = r.stderr.strip().splitlines()[-1]
   assert "available search methods" in last and "Traceback" not in r.stderr
+
+
+def _no_traceback_one_line(r, *words) -> str:
+  err = r.stderr.strip()
+  assert r.returncode == 2, err[-2000:]
+  assert "Traceback" not in err, err[-2000:]
+  last = err.splitlines()[-1]
+  for word in words:
+    assert word in last, last
+  return last
+
+
+def test_damaged_checkpoints_evaluate_names_the_step_and_a_resume_falls_back(trained, tmp_path):
+  w = tmp_path / "run"
+  shutil.copytree(trained, w)
+  steps = sorted(int(p.name) for p in (w / "checkpoints").iterdir() if p.name.isdigit())
+  newest, older = steps[-1], steps[-2]
+  for p in (w / "checkpoints" / str(newest)).rglob("*"):
+    if p.is_file():
+      p.write_bytes(b"\xc0garbage" * 8)
+  (w / "checkpoints" / "99" / "junk").mkdir(parents=True)
+  r = run_launcher(
+    "evaluate",
+    "--config=configs/evaluate.py:tiny",
+    f"--config.checkpoint={w}",
+    f"--workdir={tmp_path / 'eval'}",
+  )
+  _no_traceback_one_line(r, f"step {newest}", "damaged")
+  r = run_launcher("train", TINY, f"--config.steps={newest + 2}", f"--workdir={w}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert f"checkpoints/{newest}: cannot be read" in r.stderr
+  assert f"resumed from the checkpoint at step {older}" in r.stderr
+  names = {p.name for p in (w / "checkpoints").iterdir()}
+  assert {f"{newest}.damaged", "99.not-a-checkpoint", str(newest + 2)} <= names
+
+
+def test_a_workdir_of_another_network_or_method_is_refused_by_name(trained):
+  before = _snapshot(trained)
+  r = run_launcher("train", TINY, "--config.model_kwargs.channels=16", f"--workdir={trained}")
+  _no_traceback_one_line(r, "model_kwargs.channels: 8 -> 16", "new --workdir")
+  r = run_launcher("search", "--config=configs/darts_sr.py:tiny", f"--workdir={trained}")
+  _no_traceback_one_line(r, "holds a training run")
+  assert _snapshot(trained) == before
+  assert "Traceback" in (trained / "error.log").read_text()  # the full story, for a bug report
+
+
+def test_a_search_of_zero_epochs_is_refused_by_name(tmp_path):
+  r = run_launcher(
+    "search", "--config=configs/darts_sr.py:tiny", "--config.epochs=0", f"--workdir={tmp_path}"
+  )
+  _no_traceback_one_line(r, "config.epochs must be an integer > 0")

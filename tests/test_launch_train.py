@@ -1,6 +1,7 @@
-"""End to end through the launchers: train (tiny) -> evaluate -> upscale, and SIGKILL resume."""
+"""End to end through the launchers: train (tiny) -> evaluate -> upscale, SIGKILL and SIGINT resume."""
 
 import json
+import signal
 
 import chex
 import jax
@@ -76,3 +77,15 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
   records = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
   loss_steps = [r["step"] for r in records if "loss" in r]
   assert loss_steps == list(range(10, 301, 10))  # each step logged once across the kill
+  # Ctrl-C (SIGINT) saves the step it stopped at, exits 130, and the rerun resumes exactly.
+  stopped = tmp_path / "stopped"
+  code, err = kill_after_checkpoint("train", args, stopped, min_step=20, sig=signal.SIGINT)
+  assert code == 130 and "Traceback" not in err, err[-2000:]
+  last = err.strip().splitlines()[-1]
+  saved_at = Checkpointer(stopped).latest_step()
+  assert last.startswith(f"interrupted: SIGINT at step {saved_at} of 300: checkpoint saved"), last
+  check_ok(run_launcher("train", *args, f"--workdir={stopped}"))
+  _, params_stop, _ = experiment.load_trained(stopped)
+  chex.assert_trees_all_close(
+    jax.device_get(params_ref), jax.device_get(params_stop), atol=0, rtol=0
+  )

@@ -1,6 +1,9 @@
-"""The progress line: speed in the unit it counts, never 0.00 for slow units."""
+"""Writers: the progress line (speed in the unit it counts) and strict JSON files."""
 
+import json
 from unittest import mock
+
+import numpy as np
 
 from nasr import writers
 
@@ -18,3 +21,20 @@ def test_progress_reports_fast_training_as_steps_per_second():
     progress = writers.Progress(1000)
     line = progress.update(250)
   assert line.startswith("train 250/1000 | 25.00 steps/s | ETA")
+
+
+def _strict_load(text: str):
+  def refuse(name):
+    raise ValueError(f"non-standard JSON constant {name}")
+
+  return json.loads(text, parse_constant=refuse)
+
+
+def test_json_files_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
+  writers.write_json(tmp_path / "r.json", {"best": float("-inf"), "v": [np.float32("nan"), 1.5]})
+  assert _strict_load((tmp_path / "r.json").read_text()) == {"best": None, "v": [None, 1.5]}
+  w = writers.MetricWriter(tmp_path, log=False, tensorboard=False)
+  w.write_scalars(3, {"loss": float("nan"), "psnr": 30.0})
+  w.close()
+  line = (tmp_path / "metrics.jsonl").read_text().strip()
+  assert _strict_load(line) == {"step": 3, "loss": None, "psnr": 30.0}

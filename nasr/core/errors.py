@@ -17,5 +17,21 @@ class TokenError(NasrError):
   """A token sequence or genotype does not fit its search space."""
 
 
+class CheckpointError(NasrError):
+  """A checkpoint is damaged, missing, or does not fit the network being restored."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """A checkpoint's arrays do not have the shapes of the state being restored (another run)."""
+
+
+class WorkdirError(NasrError):
+  """A workdir holds another kind of run, or a live process holds it."""
+
+
 class DivergedError(FloatingPointError):
   """Training produced NaN or Inf; the message names the step and the last good checkpoint."""
+
+
+class Interrupted(Exception):
+  """A run stopped on SIGINT / SIGTERM after saving a checkpoint; the message says where."""

@@ -102,14 +102,18 @@ class TokenSpec:
     arr = np.asarray(tokens)
     if arr.ndim != 1 or arr.shape[0] != len(self.choices):
       raise TokenError(f"expected {len(self.choices)} tokens, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
+    if arr.dtype == object:  # integers too large for int64 (a JSON file can hold them)
+      if not all(isinstance(t, int) and not isinstance(t, bool) for t in arr.tolist()):
+        raise TokenError(f"tokens must be integers, got {arr.tolist()}")
+    elif not np.issubdtype(arr.dtype, np.integer):
       if not np.issubdtype(arr.dtype, np.number) or not np.all(np.mod(arr, 1) == 0):
         raise TokenError(f"tokens must be integers, got {arr.tolist()}")
-    arr = arr.astype(np.int32)
-    for i, (t, c) in enumerate(zip(arr, self.choices, strict=True)):
+    # Range-checked as Python integers: a cast to int32 first would wrap 2**32 + t to t.
+    values = [int(t) for t in arr.tolist()]
+    for i, (t, c) in enumerate(zip(values, self.choices, strict=True)):
       if not 0 <= t < c:
-        raise TokenError(f"token {int(t)} at {self.name(i)} is outside 0..{c - 1}")
-    return arr
+        raise TokenError(f"token {t} at {self.name(i)} is outside 0..{c - 1}")
+    return np.asarray(values, np.int32)
 
   def sample(self, rng: np.random.Generator, num: int | None = None) -> np.ndarray:
     """Return uniformly random tokens, shape [len] or [num, len] (int32)."""

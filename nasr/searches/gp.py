@@ -85,7 +85,8 @@ def _train_candidate(config, cand_dir: Path, arch_file: Path) -> tuple[float, bo
     except DivergedError as e:
       logging.warning("candidate %s diverged (%s); its reward is NaN", cand_dir.name, e)
       return float("nan"), True
-  return float(result.get("val", {}).get("psnr", float("nan"))), False
+  psnr = result.get("val", {}).get("psnr")  # null in strict JSON when it was not finite
+  return (float("nan") if psnr is None else float(psnr)), False
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:

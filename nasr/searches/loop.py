@@ -14,6 +14,7 @@ The checkpoint holds the whole state pytree plus `run.meta` (the unit's count, t
 anything the method keeps there), so a run killed at any moment resumes from its last `end`.
 """
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from absl import logging
 
 from nasr import writers
 from nasr.checkpoint import Checkpointer
+from nasr.core.errors import CheckpointMismatchError, ConfigError
 from nasr.estimation import train as train_lib
 
 
@@ -43,7 +45,16 @@ class SearchRun:
     self.is_chief = jax.process_index() == 0
     self.total, self.unit = int(total), unit
     self.meta: dict[str, Any] = {unit: 0, "history": [], **(meta or {})}
-    self.ckpt = Checkpointer(self.workdir, max_to_keep=config.keep_checkpoints)
+    self._config = json.loads(config.to_json_best_effort())
+    kind = f"{config.get('method') or 'one-shot'} search"
+    self._saved_config = (
+      writers.claim_workdir(self.workdir, kind, self._config) if self.is_chief else None
+    )
+    try:
+      self.ckpt = Checkpointer(self.workdir, max_to_keep=config.keep_checkpoints)
+    except BaseException:
+      writers.release_workdir(self.workdir)
+      raise
     self.writer: writers.MetricWriter | None = None
     self.progress: writers.Progress | None = None
 
@@ -66,13 +77,25 @@ class SearchRun:
     step = self.ckpt.latest_step()
     if step is None:
       return state
-    if check_meta is not None:
-      try:
-        check_meta(self.ckpt.restore_meta(step))
-      except Exception:
-        self.ckpt.close()
-        raise
-    restored, meta = self.ckpt.restore(state, step)
+    try:
+      if check_meta is not None:
+        try:
+          saved = self.ckpt.restore_meta(step)
+        except Exception:  # noqa: BLE001 - damage: restore_latest names it and falls back
+          saved = None
+        if saved is not None:
+          check_meta(saved)
+      found = self.ckpt.restore_latest(state)
+    except CheckpointMismatchError as e:
+      self.close()
+      msg = writers.explain_mismatch(self.workdir, self._saved_config, self._config, e)
+      raise ConfigError(msg) from None
+    except BaseException:
+      self.close()
+      raise
+    if found is None:
+      return state
+    _, restored, meta = found
     self.meta.update(meta)
     writers.truncate_metrics(self.workdir, self.done)
     logging.info("resumed the search after %s %d", self.unit, self.done)
@@ -87,10 +110,13 @@ class SearchRun:
     self.close()
 
   def close(self) -> None:
-    """Finish pending checkpoint saves and close the writer."""
-    self.ckpt.close()
-    if self.writer is not None:
-      self.writer.close()
+    """Finish pending checkpoint saves, close the writer and release the workdir."""
+    try:
+      self.ckpt.close()
+      if self.writer is not None:
+        self.writer.close()
+    finally:
+      writers.release_workdir(self.workdir)
 
   def finite(self, pending: list, first_step: int) -> float:
     """Return the mean of per-step losses; raise DivergedError naming the first bad step."""

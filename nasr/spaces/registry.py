@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from nasr.core.checks import finite_json
 from nasr.core.errors import ConfigError, TokenError
 from nasr.core.registry import Registry
 
@@ -61,7 +62,7 @@ def save_arch(path: str | os.PathLike, space_name: str, space_kwargs: dict, arch
     "tokens": [int(t) for t in space.encode(arch)],
     **extra,
   }
-  Path(path).write_text(json.dumps(record, indent=2) + "\n")
+  Path(path).write_text(json.dumps(finite_json(record), indent=2, allow_nan=False) + "\n")
 
 
 def load_arch(path: str | os.PathLike, **overrides):
@@ -91,6 +92,8 @@ def load_arch(path: str | os.PathLike, **overrides):
   try:
     if "tokens" in record:
       arch = space.decode(record["tokens"])
+      if "arch" in record:  # both: they must say the same (an edited file may not)
+        _check_same(arch.to_dict(), space.arch_from_dict(record["arch"]).to_dict())
     elif "arch" in record:
       arch = space.arch_from_dict(record["arch"])
     else:
@@ -98,3 +101,21 @@ def load_arch(path: str | os.PathLike, **overrides):
   except TokenError as e:
     raise TokenError(f"{path}: {e}") from None
   return space, arch
+
+
+def _check_same(from_tokens, from_arch, where: str = "arch") -> None:
+  """Raise TokenError naming the first entry where the two architecture dicts differ."""
+  if isinstance(from_tokens, dict) and isinstance(from_arch, dict):
+    for key in sorted(set(from_tokens) | set(from_arch)):
+      _check_same(from_tokens.get(key), from_arch.get(key), f"{where}.{key}")
+    return
+  if isinstance(from_tokens, list | tuple) and isinstance(from_arch, list | tuple):
+    if len(from_tokens) == len(from_arch):
+      for i, (a, b) in enumerate(zip(from_tokens, from_arch, strict=True)):
+        _check_same(a, b, f"{where}[{i}]")
+      return
+  if from_tokens != from_arch:
+    raise TokenError(
+      f"'tokens' and 'arch' disagree at {where}: the tokens say {from_tokens!r}, the arch says "
+      f"{from_arch!r}; fix or remove one of them"
+    )

@@ -26,3 +26,8 @@ def test_validate_names_the_bad_position():
   np.testing.assert_array_equal(spec.validate([1, 2]), [1, 2])
   with pytest.raises(TokenError, match="token 3 at input is outside 0..2"):
     spec.validate([1, 3])
+  # Past int32 (a hand-edited file): never wrapped into range.
+  with pytest.raises(TokenError, match=f"token {2**32 + 1} at op is outside 0..1"):
+    spec.validate([2**32 + 1, 0])
+  with pytest.raises(TokenError, match=f"token {2**70} at input"):
+    spec.validate([1, 2**70])

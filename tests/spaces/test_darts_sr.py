@@ -133,6 +133,16 @@ def test_tokens_and_json_round_trip(tmp_path):
   assert record["tokens"] == space.encode(genotype).tolist()
   loaded_space, loaded = spaces.load_arch(path)
   assert loaded == genotype and loaded_space == space
+  # An edited file whose ops disagree with its tokens names the edge, whichever is right.
+  record["arch"]["edges"][2][0] = next(
+    op for op in space.op_names if op not in ("none", record["arch"]["edges"][2][0])
+  )
+  edited = tmp_path / "edited.json"
+  edited.write_text(json.dumps(record))
+  with pytest.raises(
+    TokenError, match=r"edited.json: 'tokens' and 'arch' disagree at arch\.edges\[2\]"
+  ):
+    spaces.load_arch(edited)
   net = spaces.build_from_file(path, scale=3, cells=5, channels=4)  # retrain at another size
   assert (net.cells, net.channels, net.scale, net.genotype) == (5, 4, 3, genotype)
   params = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))["params"]

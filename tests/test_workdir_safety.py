@@ -1,0 +1,127 @@
+"""Damaged, foreign and busy workdirs: checkpoints fall back or fail by name, nothing is lost."""
+
+import os
+import signal
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasr import writers
+from nasr.checkpoint import Checkpointer
+from nasr.core.errors import CheckpointError, CheckpointMismatchError, WorkdirError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _digest(folder: Path) -> dict:
+  return {
+    str(p.relative_to(folder)): zlib.crc32(p.read_bytes())
+    for p in sorted(folder.rglob("*"))
+    if p.is_file()
+  }
+
+
+def _damage(step_dir: Path) -> None:
+  for p in step_dir.rglob("*"):
+    if p.is_file():
+      p.write_bytes(np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes())
+
+
+def _saved(workdir: Path, steps=(1, 2, 3)) -> None:
+  ckpt = Checkpointer(workdir, max_to_keep=3, async_save=False)
+  for s in steps:
+    ckpt.save(s, {"w": jnp.full((3,), float(s))}, {"step": s})
+  ckpt.close()
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(tmp_path):
+  _saved(tmp_path)
+  _damage(tmp_path / "checkpoints" / "3")
+  ckpt = Checkpointer(tmp_path, max_to_keep=3, async_save=False)
+  # Evaluating names the damaged step and moves nothing.
+  with pytest.raises(CheckpointError, match="step 3 .* damaged"):
+    ckpt.restore_latest({"w": jnp.zeros(3)}, damaged_ok=False)
+  assert (tmp_path / "checkpoints" / "3").is_dir()
+  # Resuming moves it aside (kept for inspection) and restores step 2.
+  step, state, meta = ckpt.restore_latest({"w": jnp.zeros(3)})
+  assert step == 2 and meta == {"step": 2}
+  np.testing.assert_array_equal(state["w"], np.full(3, 2.0))
+  assert (tmp_path / "checkpoints" / "3.damaged").is_dir()
+  # The run goes on: step 3 can be saved again.
+  ckpt.save(3, {"w": jnp.full((3,), 30.0)}, {"step": 3})
+  ckpt.wait()
+  assert ckpt.restore_latest({"w": jnp.zeros(3)})[0] == 3
+  ckpt.close()
+
+
+def test_every_checkpoint_damaged_is_an_error_naming_them(tmp_path):
+  _saved(tmp_path, (1, 2))
+  for s in (1, 2):
+    _damage(tmp_path / "checkpoints" / str(s))
+  ckpt = Checkpointer(tmp_path, async_save=False)
+  with pytest.raises(CheckpointError, match=r"every checkpoint .* damaged \(steps \[2, 1\]\)"):
+    ckpt.restore_latest({"w": jnp.zeros(3)})
+  ckpt.close()
+
+
+def test_a_junk_step_folder_is_ignored_with_a_warning(tmp_path, caplog):
+  _saved(tmp_path, (1, 2))
+  junk = tmp_path / "checkpoints" / "9"
+  (junk / "stuff").mkdir(parents=True)
+  (junk / "notes.txt").write_text("mine")
+  ckpt = Checkpointer(tmp_path, async_save=False)
+  assert ckpt.latest_step() == 2
+  assert (tmp_path / "checkpoints" / "9.not-a-checkpoint" / "notes.txt").read_text() == "mine"
+  assert "checkpoints/9" in caplog.text
+  ckpt.close()
+
+
+def test_another_networks_checkpoint_is_a_mismatch_and_nothing_moves(tmp_path):
+  _saved(tmp_path, (1, 2))
+  before = _digest(tmp_path / "checkpoints")
+  ckpt = Checkpointer(tmp_path, async_save=False)
+  with pytest.raises(CheckpointMismatchError, match=r"float32\[3\].*float32\[4\]"):
+    ckpt.restore_latest({"w": jnp.zeros(4)})
+  ckpt.close()
+  assert _digest(tmp_path / "checkpoints") == before
+
+
+def test_a_workdir_holds_one_kind_of_run_and_the_diff_names_the_keys(tmp_path):
+  assert writers.claim_workdir(tmp_path, "training", {"scale": 2, "m": {"c": 8}}) is None
+  writers.release_workdir(tmp_path)
+  with pytest.raises(WorkdirError, match="holds a training run, not a darts_sr search"):
+    writers.claim_workdir(tmp_path, "darts_sr search", {})
+  before = writers.claim_workdir(tmp_path, "training", {"scale": 2, "m": {"c": 16}})
+  writers.release_workdir(tmp_path)
+  assert writers.config_diff(before, {"scale": 2, "m": {"c": 16}}) == ["m.c: 8 -> 16"]
+
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from nasr import writers
+writers.claim_workdir(Path(sys.argv[1]), "training", {})
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_live_run_holds_the_workdir_and_a_killed_one_leaves_no_stale_lock(tmp_path):
+  env = {**os.environ, "PYTHONPATH": str(REPO)}
+  holder = subprocess.Popen(
+    [sys.executable, "-c", _HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env
+  )
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(WorkdirError, match=f"in use by a running process \\(pid {holder.pid}\\)"):
+      writers.claim_workdir(tmp_path, "training", {})
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+  writers.claim_workdir(tmp_path, "training", {})  # the kernel released the killed run's lock
+  writers.release_workdir(tmp_path)
