@@ -178,6 +178,7 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
   images = [(f, data_lib.read_image(f)) for f in files]  # read all first: fail before any work
   workdir = writers.prepare_workdir(workdir)
   out_dir = Path(config.output) if config.get("output") else workdir / "sr"
+  out_dir = writers.prepare_workdir(out_dir, "config.output")  # before any work, not after it
   upscale_fn, scale, _ = make_upscaler(config)
   written = []
   for f, img in images:

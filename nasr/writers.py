@@ -187,18 +187,23 @@ def quiet_library_logs() -> None:
   std_logging.getLogger("absl").addFilter(_DropChattyInfo())
 
 
-def prepare_workdir(workdir: str | os.PathLike) -> Path:
-  """Return `workdir` as an absolute Path after creating it and checking it is writable."""
+def prepare_workdir(workdir: str | os.PathLike, what: str = "workdir") -> Path:
+  """Return `workdir` as an absolute Path after creating it and checking it is writable.
+
+  `what` names it in errors ("workdir", "config.output").
+  """
   if not workdir:
-    raise ConfigError("--workdir is required")
+    raise ConfigError(f"--{what} is required" if what == "workdir" else f"{what} is empty")
   path = Path(workdir).expanduser().absolute()
+  if path.exists() and not path.is_dir():
+    raise ConfigError(f"{what} {workdir} is a file, not a folder")
   try:
     path.mkdir(parents=True, exist_ok=True)
     probe = path / ".nasr_write_probe"
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:
-    raise ConfigError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
+    raise ConfigError(f"{what} {workdir} is not writable: {e.strerror or e}") from None
   return path
 
 

@@ -157,3 +157,18 @@ def test_a_search_of_zero_epochs_is_refused_by_name(tmp_path):
     "search", "--config=configs/darts_sr.py:tiny", "--config.epochs=0", f"--workdir={tmp_path}"
   )
   _no_traceback_one_line(r, "config.epochs must be an integer > 0")
+
+
+def test_an_upscale_output_that_is_a_file_is_refused_before_any_work(trained, tmp_path):
+  photo = _images(tmp_path / "in", 1, 16) / "img0.png"
+  (tmp_path / "out").write_text("a file")
+  r = run_launcher(
+    "upscale",
+    "--config=configs/upscale.py",
+    f"--config.checkpoint={trained}",
+    f"--config.input={photo}",
+    f"--config.output={tmp_path / 'out'}",
+    f"--workdir={tmp_path / 'w'}",
+  )
+  _no_traceback_one_line(r, "config.output", "is a file, not a folder")
+  assert "wrote" not in r.stderr

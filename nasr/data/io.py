@@ -33,6 +33,9 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return np.repeat(arr8[..., None], 3, axis=2)
   if mode == "F":
     arr = np.asarray(img, dtype=np.float64)
+    bad = int(np.sum(~np.isfinite(arr)))
+    if bad:  # np.round/astype would make them 0 or 255 without a word
+      raise ValueError(f"{bad} of its {arr.size} pixels are NaN or infinite")
     arr8 = np.clip(np.round(arr), 0, 255).astype(np.uint8)
     return np.repeat(arr8[..., None], 3, axis=2)
   if mode in ("1", "L", "LA"):

@@ -113,3 +113,15 @@ def test_list_images_errors_name_folder(tmp_path):
   (tmp_path / "notes.txt").write_text("x")
   with pytest.raises(DataError, match=f"no images in folder {tmp_path}"):
     list_images(tmp_path)
+
+
+def test_float_tiff_with_nan_or_inf_names_the_file(tmp_path):
+  arr = np.full((6, 5), 100.0, np.float32)
+  Image.fromarray(arr, mode="F").save(tmp_path / "ok.tif")
+  assert read_image(tmp_path / "ok.tif")[0, 0].tolist() == [100, 100, 100]
+  for name, value in (("nan.tif", np.nan), ("inf.tif", np.inf)):
+    bad = arr.copy()
+    bad[2, 3] = value
+    Image.fromarray(bad, mode="F").save(tmp_path / name)
+    with pytest.raises(DataError, match=f"{name}: 1 of its 30 pixels are NaN or infinite"):
+      read_image(tmp_path / name)
