@@ -497,18 +497,23 @@ class HNASNet(SRFrame, nn.Module):
         s0, s1 = (_resize_like(s1, out, self.dtype) if up else s1), out
       return s1
 
-    return sr_frame(
-      x,
-      body,
-      c,
-      self.scale,
-      self.dtype,
-      head="stem",
-      body_conv=None,
-      upsample_at="body",
-      skip=self.skip,
-      skip_method="bicubic",
-    )
+    return _frame(x, body, c, self.scale, self.dtype, self.skip)
+
+
+def _frame(x, body, channels: int, scale: int, dtype, skip: str):
+  """Return HNAS's frame around `body` (stem conv, body at LR -> HR, tail, global skip)."""
+  return sr_frame(
+    x,
+    body,
+    channels,
+    scale,
+    dtype,
+    head="stem",
+    body_conv=None,
+    upsample_at="body",
+    skip=skip,
+    skip_method="bicubic",
+  )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -530,18 +535,7 @@ class _Piece(nn.Module):
     if self.form == "frame":
       # The body's work is in the other pieces; nearest upsampling contracts nothing.
       body = functools.partial(interpolate, factor=ctx.scale, method="nearest")
-      return sr_frame(
-        x,
-        body,
-        ctx.channels,
-        ctx.scale,
-        ctx.dtype,
-        head="stem",
-        body_conv=None,
-        upsample_at="body",
-        skip=self.skip,
-        skip_method="bicubic",
-      )
+      return _frame(x, body, ctx.channels, ctx.scale, ctx.dtype, self.skip)
     if self.form == "resize":
       return interpolate(x, ctx.scale, "bilinear").astype(ctx.dtype)  # as _resize_like
     if self.form == "out":
@@ -782,18 +776,7 @@ class HNASSupernet(SRFrame, nn.Module):
       (_, s1), _ = jax.lax.scan(phase(False), carry, layers, unroll=unroll)
       return s1
 
-    return sr_frame(
-      x,
-      body,
-      c,
-      self.scale,
-      dt,
-      head="stem",
-      body_conv=None,
-      upsample_at="body",
-      skip=self.skip,
-      skip_method="bicubic",
-    )
+    return _frame(x, body, c, self.scale, dt, self.skip)
 
 
 # ----------------------------------------------------------------------------------------------
