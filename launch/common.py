@@ -112,8 +112,12 @@ def run(main: Callable[[object, str], object], needs_config: bool = True) -> Non
       if _verbose():
         raise
       where = f" (traceback: {log})" if log else " (run with --verbose for the traceback)"
-      print(f"error: {type(e).__name__}: {_one_line(e)}{where}", file=sys.stderr)
-      sys.exit(2)
+      print(f"error: {type(e).__name__}: {_one_line(e)}{where}", file=sys.stderr, flush=True)
+      # Checkpoint saves have finished or failed by now (the runs close their managers on the
+      # way out); an interpreter teardown would let failed background writers (a full disk)
+      # print tracebacks after this line.
+      logging.flush()
+      os._exit(2)
 
   def _parse_flags(argv):
     try:

@@ -165,16 +165,20 @@ def _duration(seconds: float) -> str:
 
 
 class _DropChattyInfo:
-  """A logging filter that keeps warnings and errors from libraries that log every save at INFO."""
+  """A logging filter that keeps warnings and errors from libraries that log every save at INFO,
+  without the tracebacks they attach (three per failed Orbax save)."""
 
   PATHS = ("/orbax/", "/tensorflow_datasets/", "/etils/")
 
   def filter(self, record) -> bool:
     import logging as std_logging
 
+    library = any(p in record.pathname for p in self.PATHS)
     if record.levelno >= std_logging.WARNING:
+      if library:  # one line: a failed save's traceback reaches the launcher's error line anyway
+        record.exc_info, record.exc_text = None, None
       return True
-    return not any(p in record.pathname for p in self.PATHS)
+    return not library
 
 
 def quiet_library_logs() -> None:

@@ -1,6 +1,7 @@
 """Bad inputs end with a one-line error naming the culprit, a non-zero exit, no JAX traceback,
 and leave existing checkpoints untouched."""
 
+import json
 import shutil
 import zlib
 from pathlib import Path
@@ -172,3 +173,18 @@ def test_an_upscale_output_that_is_a_file_is_refused_before_any_work(trained, tm
   )
   _no_traceback_one_line(r, "config.output", "is a file, not a folder")
   assert "wrote" not in r.stderr
+
+
+def test_evaluating_weights_that_do_not_fit_their_config_names_the_mismatch(trained, tmp_path):
+  w = tmp_path / "run"
+  shutil.copytree(trained, w)
+  cfg = json.loads((w / "config.json").read_text())
+  cfg["model_kwargs"]["channels"] = 16  # edited by hand after training
+  (w / "config.json").write_text(json.dumps(cfg))
+  r = run_launcher(
+    "evaluate",
+    "--config=configs/evaluate.py:tiny",
+    f"--config.checkpoint={w}",
+    f"--workdir={tmp_path / 'eval'}",
+  )
+  _no_traceback_one_line(r, "does not match its config.json", "other shapes")
