@@ -101,6 +101,15 @@ def run(main: Callable[[object, str], object], needs_config: bool = True) -> Non
     except Interrupted as e:
       print(f"interrupted: {e}", file=sys.stderr)
       sys.exit(130)  # the shell's code for a run stopped by Ctrl-C
+    except KeyboardInterrupt:
+      # A search stops at once (its checkpoints are per epoch): the last one is what resumes.
+      print(
+        "interrupted: stopped; the last checkpoint is kept: run the same command to resume",
+        file=sys.stderr,
+        flush=True,
+      )
+      logging.flush()
+      os._exit(130)
     except (NasrError, DivergedError, FileNotFoundError) as e:
       # Bad input or divergence: the message already names the culprit, a traceback would bury it.
       _log_traceback(_WORKDIR.value)

@@ -1,10 +1,11 @@
-"""DeCoNAS end to end through the launchers: search -> derive -> retrain -> evaluate; SIGKILL resume.
+"""DeCoNAS end to end through the launchers: search -> derive -> retrain -> evaluate; Ctrl-C resume.
 
 One tiny search serves both tests: the end-to-end test checks and retrains its best.json, the
-resume test compares it with a search that was SIGKILLed after its second epoch and resumed.
+resume test compares it with a search stopped by SIGINT after its second epoch and resumed.
 """
 
 import json
+import signal
 
 import chex
 import numpy as np
@@ -43,9 +44,12 @@ def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
   assert result["params"] == rows[0]["params"]  # the retrained network is the chosen child
 
 
-def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
+def test_search_ctrl_c_resume_matches_uninterrupted(searched, tmp_path):
+  # (The DARTS, HNAS and GP-NAS launcher tests SIGKILL theirs.)
   killed = tmp_path / "killed"
-  kill_after_checkpoint("search", [TINY], killed, min_step=2)
+  code, err = kill_after_checkpoint("search", [TINY], killed, min_step=2, sig=signal.SIGINT)
+  assert code == 130 and "Traceback" not in err, err[-2000:]
+  assert err.strip().splitlines()[-1].startswith("interrupted: ")
   assert Checkpointer(killed).latest_step() < EPOCHS
   check_ok(run_launcher("search", TINY, f"--workdir={killed}"))
   ref = Checkpointer(searched).restore_arrays(EPOCHS)
