@@ -77,8 +77,6 @@ NUMBER_RULES = {
   "w_optim.momentum": ("float", ">=0"),
   "w_optim.weight_decay": ("float", ">=0"),
   "w_optim.grad_clip": ("float", ">=0"),
-  "retrain.cells": ("int", ">0"),
-  "retrain.channels": ("int", ">0"),
   # One-shot strategies (DeCoNAS, HNAS) and GP-NAS
   "lam": ("float", ">=0"),
   "strategy.learning_rate": ("float", ">0"),
