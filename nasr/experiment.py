@@ -75,6 +75,7 @@ def make_upscaler(config: ml_collections.ConfigDict) -> tuple[Callable, int, dic
   `config.stride` run each network in overlapping tiles blended by distance-to-centre weights
   (patch ensemble); `config.self_ensemble` averages each tile over its 8 flips/transposes.
   """
+  check_numbers(config)
   ckpts = _checkpoints(config)
   tile, stride = inference.check_tiling(config.get("tile", 0), config.get("stride", 0))
   ensemble = config.get("self_ensemble", False)

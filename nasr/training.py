@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -146,6 +147,57 @@ def _input(config: ml_collections.ConfigDict, scale: int, mesh):
   return sampler, val_pairs
 
 
+class RunWorkdir:
+  """A workdir this process holds for one run: claimed (its kind checked, locked) with its
+  checkpoints. Training and every search open theirs through it."""
+
+  def __init__(self, workdir: Path, kind: str, config: dict, keep: int):
+    self.workdir, self.config = Path(workdir), config
+    is_chief = jax.process_index() == 0
+    self.saved_config = writers.claim_workdir(self.workdir, kind, config) if is_chief else None
+    try:
+      self.ckpt = Checkpointer(self.workdir, max_to_keep=keep)
+    except BaseException:
+      writers.release_workdir(self.workdir)
+      raise
+
+  def restore_latest(
+    self, target: Any, check_meta: Callable[[dict], None] | None = None
+  ) -> tuple[int, Any, dict] | None:
+    """Return (step, state, meta) of the newest intact checkpoint restored into `target`'s
+    structure, or None when there is none.
+
+    `check_meta(meta)` runs on the saved metadata before the arrays are read, so a workdir that
+    holds an incompatible run fails with the caller's own message rather than a shape error. A
+    checkpoint that does not fit `target` raises ConfigError naming the config keys that differ.
+    On any error the workdir is released.
+    """
+    try:
+      step = self.ckpt.latest_step()
+      if step is not None and check_meta is not None:
+        try:
+          saved = self.ckpt.restore_meta(step)
+        except Exception:  # noqa: BLE001 - damage: restore_latest names it and falls back
+          saved = None
+        if saved is not None:
+          check_meta(saved)
+      return self.ckpt.restore_latest(target)
+    except CheckpointMismatchError as e:
+      self.close()
+      msg = writers.explain_mismatch(self.workdir, self.saved_config, self.config, e)
+      raise ConfigError(msg) from None
+    except BaseException:
+      self.close()
+      raise
+
+  def close(self) -> None:
+    """Finish pending checkpoint saves and release the workdir."""
+    try:
+      self.ckpt.close()
+    finally:
+      writers.release_workdir(self.workdir)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Train the configured network, resuming from `<workdir>/checkpoints`; return final metrics."""
   scale, workdir, loss_fn = _start(config, workdir)
@@ -165,23 +217,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   # --- Checkpoint: resume from the newest intact one. --------------------------------------------
   is_chief = jax.process_index() == 0
   config_dict = json.loads(config.to_json_best_effort())
-  saved_config = writers.claim_workdir(workdir, "training", config_dict) if is_chief else None
-  try:
-    ckpt = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-  except BaseException:
-    writers.release_workdir(workdir)
-    raise
+  run_dir = RunWorkdir(workdir, "training", config_dict, config.keep_checkpoints)
+  ckpt = run_dir.ckpt
   meta = {"best_psnr": -math.inf, "best_step": -1, "val": {}}
-  try:
-    found = ckpt.restore_latest({"train": state, "rng": rng})
-  except CheckpointMismatchError as e:
-    ckpt.close()
-    writers.release_workdir(workdir)
-    raise ConfigError(writers.explain_mismatch(workdir, saved_config, config_dict, e)) from None
-  except BaseException:
-    ckpt.close()
-    writers.release_workdir(workdir)
-    raise
+  found = run_dir.restore_latest({"train": state, "rng": rng})
   start = 0
   if found is not None:
     start, restored, meta = found
@@ -225,9 +264,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
         interrupts,
       )
   finally:
-    ckpt.close()
     writer.close()
-    writers.release_workdir(workdir)
+    run_dir.close()
   result = {
     "params": n_params,
     "step": config.steps,

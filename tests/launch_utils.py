@@ -1,6 +1,7 @@
 """Run a launcher in a subprocess the way a user would."""
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -113,3 +114,36 @@ def kill_after_checkpoint(
     stderr = err.read()
   assert not finished, f"launch.{tool} finished before it could be stopped; make the run longer"
   return code, stderr
+
+
+@contextlib.contextmanager
+def signal_at_batch(step: int, sig: int):
+  """Within the block, send this process `sig` when a search first asks for training batch `step`.
+
+  A deterministic Ctrl-C (or SIGTERM) inside an epoch: the search notices it before its next step.
+  The persistent XLA cache of the launchers is used, so the in-process run compiles the same
+  executables as the launcher run it is compared with.
+  """
+  import jax
+
+  from nasr.data import patches
+
+  original, sent = patches.PatchSampler.batch, []
+
+  def batch(self, at: int):
+    if at == step and not sent:
+      sent.append(at)
+      os.kill(os.getpid(), sig)
+    return original(self, at)
+
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  before = [getattr(jax.config, n) for n in names]
+  jax.config.update(names[0], _xla_cache())
+  jax.config.update(names[1], 0.0)
+  patches.PatchSampler.batch = batch
+  try:
+    yield sent
+  finally:
+    patches.PatchSampler.batch = original
+    for n, v in zip(names, before, strict=True):
+      jax.config.update(n, v)

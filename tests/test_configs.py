@@ -1,5 +1,6 @@
 """Every config file loads with every preset, locked, in Python exactly as the launchers load it."""
 
+import re
 from pathlib import Path
 
 import jax
@@ -9,7 +10,7 @@ import pytest
 
 import nasr
 from nasr import training
-from nasr.core.checks import NUMBER_RULES, check_numbers
+from nasr.core.checks import NUMBER_RULES, OWNER_CHECKED, check_numbers
 from nasr.core.errors import ConfigError
 
 CONFIGS = sorted(
@@ -28,32 +29,74 @@ def test_config_loads_locked(path, preset):
     config.no_such_key = 1  # locked: a typo is an error, not a new field
 
 
+# Values each bound refuses (an int key also refuses 1.5).
+_BAD = {
+  ">0": [-1, 0, float("nan"), float("inf")],
+  ">=0": [-1, float("nan"), float("inf")],
+  "[0,1)": [-0.5, 1.0, float("nan")],
+  "[-1,1]": [-2, 1.5, float("nan")],
+  "any": [float("nan"), float("inf"), float("-inf")],
+}
+
+
+def _numeric_leaves(node, prefix=""):
+  for k, v in node.items():
+    if hasattr(v, "items"):
+      yield from _numeric_leaves(v, f"{prefix}{k}.")
+    elif isinstance(v, int | float) and not isinstance(v, bool):
+      yield f"{prefix}{k}", node, k
+
+
+def _same(a, b) -> bool:
+  return a == b or (a != a and b != b)  # NaN equals NaN here
+
+
+def _ruled(key: str, rules) -> bool:
+  return any(key == r or (r.endswith(".*") and key.startswith(r[:-1])) for r in rules)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-@pytest.mark.parametrize("preset", ["tiny", "default", "paper", None])
-def test_every_presets_numbers_pass_and_a_bad_one_is_named(path, preset):
-  config = nasr.load_config(path, preset)
+@pytest.mark.parametrize("preset", ["tiny", "default", "paper", "final", None])
+def test_every_presets_numbers_pass_and_every_bad_one_is_named(path, preset):
+  try:
+    config = nasr.load_config(path, preset)
+  except nasr.ConfigError:
+    pytest.skip(f"{path.name} has no {preset} preset")
   check_numbers(config)
   tried = 0
-  for key, (kind, bound) in NUMBER_RULES.items():
-    parent, _, leaf = f".{key}".rpartition(".")
-    node = config
-    for part in filter(None, parent.split(".")):
-      node = node.get(part) if node is not None else None
-    if node is None or leaf not in node:
+  for key, node, leaf in list(_numeric_leaves(config)):
+    plain = key.removeprefix("train.") if key.startswith("train.") and "train" in config else key
+    rule = next((r for r in NUMBER_RULES if _ruled(plain, [r])), None)
+    if rule is None:
+      # Every number is ruled here or checked by its owner (a fuzz of every key of every preset).
+      assert _ruled(plain, OWNER_CHECKED), f"config.{key} of {path.name} is checked nowhere"
       continue
-    bad = [-1, float("nan"), 1.5] + ([0] if bound == ">0" else [])
-    if kind == "float":
-      bad = [v for v in bad if v != 1.5] + [float("inf")]
+    kind, bound = NUMBER_RULES[rule]
+    bad = _BAD[bound] + ([1.5] if kind == "int" else [])
     original = node[leaf]
+    before = {k: n[lf] for k, n, lf in _numeric_leaves(config)}
     for value in bad:
       with node.ignore_type():
         node[leaf] = value
-      with pytest.raises(ConfigError, match=f"config.{key} must be"):
+      # The message names this key, or a key it is linked to (hnas: reward.terms follow lam).
+      moved = {k for k, n, lf in _numeric_leaves(config) if not _same(n[lf], before[k])}
+      names = "|".join(re.escape(k) for k in sorted(moved | {key}))
+      with pytest.raises(ConfigError, match=rf"config\.({names}) must be .*got"):
         check_numbers(config)
       tried += 1
     with node.ignore_type():
       node[leaf] = original
   assert tried or path.name in ("evaluate.py", "upscale.py")  # they train nothing
+
+
+@pytest.mark.parametrize(
+  ("space", "key"),
+  [("deconas", "blocks"), ("deconas", "channels"), ("hnas", "layers"), ("darts_sr", "nodes")],
+)
+@pytest.mark.parametrize("value", [-1, 0, 1.5])
+def test_owner_checked_sizes_are_named_by_their_owner(space, key, value):
+  with pytest.raises(ConfigError, match=key):
+    nasr.spaces.get(space, **{key: value})
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

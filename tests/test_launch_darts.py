@@ -6,6 +6,7 @@ compilation cache (tests.launch_utils), so the second-order step compiles once f
 """
 
 import json
+import signal
 
 import chex
 import numpy as np
@@ -13,11 +14,21 @@ import pytest
 
 from nasr import spaces
 from nasr.checkpoint import Checkpointer
+from nasr.core.errors import Interrupted
+from nasr.experiment import load_config, run_search
 from tests import pins
-from tests.launch_utils import check_ok, kill_after_checkpoint, retrain_and_evaluate, run_launcher
+from tests.launch_utils import (
+  REPO,
+  check_ok,
+  kill_after_checkpoint,
+  retrain_and_evaluate,
+  run_launcher,
+  signal_at_batch,
+)
 
 TINY = "--config=configs/darts_sr.py:tiny"
 EPOCHS = 3  # the tiny preset's
+STEPS = load_config(REPO / "configs" / "darts_sr.py", "tiny").steps_per_epoch  # ids per epoch
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +73,11 @@ def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
 
 def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
   killed = tmp_path / "killed"
-  kill_after_checkpoint("search", [TINY], killed, min_step=2)
-  assert Checkpointer(killed).latest_step() < EPOCHS
+  kill_after_checkpoint("search", [TINY], killed, min_step=STEPS)
+  assert Checkpointer(killed).restore_meta()["epoch"] < EPOCHS
   check_ok(run_launcher("search", TINY, f"--workdir={killed}"))
-  ref = Checkpointer(searched).restore_arrays(EPOCHS)
-  res = Checkpointer(killed).restore_arrays(EPOCHS)
+  ref = Checkpointer(searched).restore_arrays(EPOCHS * STEPS)
+  res = Checkpointer(killed).restore_arrays(EPOCHS * STEPS)
   np.testing.assert_array_equal(ref["search"]["alpha"], res["search"]["alpha"])
   chex.assert_trees_all_close(ref, res, atol=0, rtol=0)  # w, both optimizers, RNG, step
   ref_genotype = json.loads((searched / "genotype.json").read_text())["tokens"]
@@ -74,6 +85,35 @@ def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
   steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
   assert steps == list(range(1, EPOCHS + 1))  # the resumed run logs no epoch twice
   assert len(Checkpointer(killed).restore_meta()["history"]) == EPOCHS
+
+
+def test_sigterm_inside_an_epoch_saves_that_step_and_resumes_bit_identically(searched, tmp_path):
+  config = load_config(REPO / "configs" / "darts_sr.py", "tiny")
+  stopped = tmp_path / "stopped"
+  # SIGTERM while the first step of epoch 2 runs: the search saves before the second one.
+  with signal_at_batch(STEPS, signal.SIGTERM) as sent:
+    with pytest.raises(
+      Interrupted, match=f"SIGTERM in epoch 2 of 3, step 1 of {STEPS}: checkpoint"
+    ):
+      run_search(config, stopped)
+  assert sent == [STEPS]
+  ckpt = Checkpointer(stopped)
+  meta = ckpt.restore_meta()
+  assert ckpt.latest_step() == STEPS + 1 and meta["epoch"] == 1 and meta["partial"]["at"] == 1
+  assert len(meta["partial"]["carry"]["train_loss"]) == 1
+  run_search(config, stopped)
+  ref, res = Checkpointer(searched).restore_arrays(), Checkpointer(stopped).restore_arrays()
+  chex.assert_trees_all_close(ref, res, atol=0, rtol=0)
+  timing = {"steps_per_sec"}
+  ref_h, res_h = (
+    [
+      {k: v for k, v in h.items() if k not in timing}
+      for h in Checkpointer(w).restore_meta()["history"]
+    ]
+    for w in (searched, stopped)
+  )
+  assert ref_h == res_h  # the stopped epoch's losses and alphas, as if it had not stopped
+  assert "partial" not in Checkpointer(stopped).restore_meta()
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,18 @@ import pytest
 
 from nasr import spaces
 from nasr.checkpoint import Checkpointer
-from tests.launch_utils import check_ok, kill_after_checkpoint, retrain_and_evaluate, run_launcher
+from nasr.experiment import load_config
+from tests.launch_utils import (
+  REPO,
+  check_ok,
+  kill_after_checkpoint,
+  retrain_and_evaluate,
+  run_launcher,
+)
 
 EPOCHS = 6
+_TINY = load_config(REPO / "configs" / "hnas.py", "tiny")
+STEPS = _TINY.train_steps_per_epoch + _TINY.controller_steps_per_epoch  # checkpoint ids per epoch
 ARGS = [
   "--config=configs/hnas.py:tiny",
   f"--config.epochs={EPOCHS}",
@@ -54,11 +63,11 @@ def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
 
 def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
   killed = tmp_path / "killed"
-  kill_after_checkpoint("search", ARGS, killed, min_step=2)
-  assert Checkpointer(killed).latest_step() < EPOCHS
+  kill_after_checkpoint("search", ARGS, killed, min_step=2 * STEPS)
+  assert Checkpointer(killed).restore_meta()["epoch"] < EPOCHS
   check_ok(run_launcher("search", *ARGS, f"--workdir={killed}"))
-  ref = Checkpointer(searched).restore_arrays(EPOCHS)
-  res = Checkpointer(killed).restore_arrays(EPOCHS)
+  ref = Checkpointer(searched).restore_arrays(EPOCHS * STEPS)
+  res = Checkpointer(killed).restore_arrays(EPOCHS * STEPS)
   chex.assert_trees_all_close(ref["strategy"], res["strategy"], atol=0, rtol=0)
   chex.assert_trees_all_close(ref["w"], res["w"], atol=0, rtol=0)
   assert (

@@ -12,11 +12,23 @@ import numpy as np
 import pytest
 
 from nasr.checkpoint import Checkpointer
+from nasr.core.errors import Interrupted
+from nasr.experiment import load_config, run_search
 from tests import pins
-from tests.launch_utils import check_ok, kill_after_checkpoint, retrain_and_evaluate, run_launcher
+from tests.launch_utils import (
+  REPO,
+  check_ok,
+  kill_after_checkpoint,
+  retrain_and_evaluate,
+  run_launcher,
+  signal_at_batch,
+)
 
 TINY = "--config=configs/deconas.py:tiny"
 EPOCHS = 3  # the tiny preset's
+_CONFIG = load_config(REPO / "configs" / "deconas.py", "tiny")
+W_STEPS = _CONFIG.train_steps_per_epoch  # shared-weight steps per epoch
+STEPS = W_STEPS + _CONFIG.controller_steps_per_epoch  # checkpoint ids per epoch
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +59,49 @@ def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
 def test_search_ctrl_c_resume_matches_uninterrupted(searched, tmp_path):
   # (The DARTS, HNAS and GP-NAS launcher tests SIGKILL theirs.)
   killed = tmp_path / "killed"
-  code, err = kill_after_checkpoint("search", [TINY], killed, min_step=2, sig=signal.SIGINT)
+  code, err = kill_after_checkpoint("search", [TINY], killed, min_step=STEPS, sig=signal.SIGINT)
   assert code == 130 and "Traceback" not in err, err[-2000:]
-  assert err.strip().splitlines()[-1].startswith("interrupted: ")
-  assert Checkpointer(killed).latest_step() < EPOCHS
+  assert err.strip().splitlines()[-1].startswith("interrupted: SIGINT ")
+  assert Checkpointer(killed).restore_meta()["epoch"] < EPOCHS
   check_ok(run_launcher("search", TINY, f"--workdir={killed}"))
-  ref = Checkpointer(searched).restore_arrays(EPOCHS)
-  res = Checkpointer(killed).restore_arrays(EPOCHS)
+  ref = Checkpointer(searched).restore_arrays(EPOCHS * STEPS)
+  res = Checkpointer(killed).restore_arrays(EPOCHS * STEPS)
   chex.assert_trees_all_close(ref["strategy"], res["strategy"], atol=0, rtol=0)
   chex.assert_trees_all_close(ref["w"], res["w"], atol=0, rtol=0)
   ref_best = json.loads((searched / "best.json").read_text())["tokens"]
   assert ref_best == json.loads((killed / "best.json").read_text())["tokens"]
   assert np.isfinite(json.loads((killed / "search_result.json").read_text())["best_psnr"])
+
+
+def _history(workdir) -> list[dict]:
+  timing = {"supernet_steps_per_sec", "controller_steps_per_sec"}
+  meta = Checkpointer(workdir).restore_meta()
+  return [{k: v for k, v in h.items() if k not in timing} for h in meta["history"]]
+
+
+def test_stops_in_either_phase_of_an_epoch_save_that_step_and_resume_bit_identically(
+  searched, tmp_path
+):
+  config = load_config(REPO / "configs" / "deconas.py", "tiny")
+  stopped = tmp_path / "stopped"
+  # Ctrl-C during shared-weight step 1 of epoch 2: saved before step 2.
+  with signal_at_batch(W_STEPS + 1, signal.SIGINT):
+    with pytest.raises(Interrupted, match=f"SIGINT in epoch 2 of 3, step 2 of {STEPS}: checkpoint"):
+      run_search(config, stopped)
+  meta = Checkpointer(stopped).restore_meta()
+  assert meta["epoch"] == 1 and meta["partial"]["at"] == 2
+  assert len(meta["partial"]["carry"]["w_losses"]) == 2
+  # SIGTERM during the last shared-weight step of epoch 3: saved before its controller steps.
+  with signal_at_batch(3 * W_STEPS - 1, signal.SIGTERM):
+    with pytest.raises(Interrupted, match=f"SIGTERM in epoch 3 of 3, step {W_STEPS} of {STEPS}"):
+      run_search(config, stopped)
+  meta = Checkpointer(stopped).restore_meta()
+  assert Checkpointer(stopped).latest_step() == 2 * STEPS + W_STEPS
+  assert meta["epoch"] == 2 and "supernet_loss" in meta["partial"]["carry"]
+  run_search(config, stopped)
+  ref = Checkpointer(searched).restore_arrays()
+  res = Checkpointer(stopped).restore_arrays()
+  chex.assert_trees_all_close(ref, res, atol=0, rtol=0)
+  assert _history(stopped) == _history(searched)  # losses, rewards: as if it had not stopped
+  ref_best = json.loads((searched / "best.json").read_text())
+  assert ref_best == json.loads((stopped / "best.json").read_text())

@@ -38,7 +38,11 @@ def finite_json(obj):
 
 
 # Numeric config keys every launcher checks where a config has them: (kind, bound) with kind
-# "int" or "float"; bound ">0" or ">=0". A float is also never NaN or infinite.
+# "int" or "float"; bound ">0", ">=0", "[0,1)", "[-1,1]" or "any". A float is also never NaN or
+# infinite. A key ending in ".*" rules every number under it. The keys a config's owner checks
+# instead (the scale, a space's or model's sizes) are OWNER_CHECKED; a test keeps both lists
+# covering every numeric key of every preset. GP-NAS's candidate training config (`train`) is
+# checked with the same rules.
 NUMBER_RULES = {
   "steps": ("int", ">0"),
   "epochs": ("int", ">0"),
@@ -56,7 +60,16 @@ NUMBER_RULES = {
   "data.batch_size": ("int", ">0"),
   "data.num_val": ("int", ">=0"),
   "data.max_val_images": ("int", ">=0"),
-  "data.val_fraction": ("float", ">=0"),
+  "data.val_fraction": ("float", "[0,1)"),
+  "data.ncc_threshold": ("float", "[-1,1]"),
+  "eval_tile": ("int", ">=0"),
+  "arch_channels": ("int", ">=0"),
+  "tile": ("int", ">=0"),
+  "stride": ("int", ">=0"),
+  "distributed.num_processes": ("int", ">=0"),
+  "distributed.process_id": ("int", ">=0"),
+  "optim.b1": ("float", "[0,1)"),
+  "optim.b2": ("float", "[0,1)"),
   "optim.lr": ("float", ">0"),
   "optim.lr_end": ("float", ">=0"),
   "optim.decay_every": ("int", ">=0"),
@@ -70,15 +83,20 @@ NUMBER_RULES = {
   "steps_per_epoch": ("int", ">0"),
   "alpha_init_std": ("float", ">=0"),
   "fd_scale": ("float", ">0"),
+  "xi": ("float", "any"),  # < 0: the weights' learning rate
   "alpha_optim.lr": ("float", ">0"),
+  "alpha_optim.b1": ("float", "[0,1)"),
+  "alpha_optim.b2": ("float", "[0,1)"),
   "alpha_optim.weight_decay": ("float", ">=0"),
   "w_optim.lr": ("float", ">0"),
   "w_optim.lr_min": ("float", ">=0"),
-  "w_optim.momentum": ("float", ">=0"),
+  "w_optim.momentum": ("float", "[0,1)"),
   "w_optim.weight_decay": ("float", ">=0"),
   "w_optim.grad_clip": ("float", ">=0"),
   # One-shot strategies (DeCoNAS, HNAS) and GP-NAS
   "lam": ("float", ">=0"),
+  "reward.terms.*": ("float", "any"),
+  "strategy.op_tanh_reduce": ("float", ">=0"),
   "strategy.learning_rate": ("float", ">0"),
   "strategy.lr_end": ("float", ">=0"),
   "strategy.decay_steps": ("int", ">=0"),
@@ -102,31 +120,61 @@ NUMBER_RULES = {
 }
 
 
-def check_numbers(config, rules: dict | None = None) -> None:
+# Numeric keys checked where they are used, with messages that name them: config.scale by
+# check_scale, a space's sizes by the space, a model's by the model, DARTS' retrain size by the
+# DARTS search.
+OWNER_CHECKED = ("scale", "space.*", "model_kwargs.*", "retrain.*")
+
+_BOUNDS = {
+  ">0": (lambda v: v > 0, "> 0"),
+  ">=0": (lambda v: v >= 0, ">= 0"),
+  "[0,1)": (lambda v: 0 <= v < 1, "in [0, 1)"),
+  "[-1,1]": (lambda v: -1 <= v <= 1, "in [-1, 1]"),
+  "any": (lambda v: True, ""),
+}
+
+
+def _leaves(config, key: str):
+  """Yield (full key, value) of `key` in config ("a.*": every leaf under a)."""
+  node = config
+  parts = key.split(".")
+  for part in parts[:-1]:
+    try:
+      node = node[part]
+    except (KeyError, TypeError, AttributeError):
+      return
+  if parts[-1] == "*":
+    if hasattr(node, "items"):
+      prefix = key[:-1]
+      for k, v in node.items():
+        yield prefix + k, v
+    return
+  try:
+    yield key, node[parts[-1]]
+  except (KeyError, TypeError, AttributeError):
+    return
+
+
+def check_numbers(config, rules: dict | None = None, prefix: str = "") -> None:
   """Raise ConfigError naming the first key of `rules` (NUMBER_RULES) whose value breaks it.
 
   Keys the config does not have are skipped, so one table serves every method's config.
   """
-  for key, (kind, bound) in (rules or NUMBER_RULES).items():
-    node, found = config, True
-    for part in key.split("."):
-      try:
-        node = node[part]
-      except (KeyError, TypeError, AttributeError):
-        found = False
-        break
-    if not found:
-      continue
-    value = node
-    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if kind == "int":
-      ok = real and float(value).is_integer()
-    else:
-      ok = real and math.isfinite(float(value))
-    if ok:
-      ok = float(value) > 0 if bound == ">0" else float(value) >= 0
-    if not ok:
-      what = "an integer" if kind == "int" else "a finite number"
-      raise ConfigError(
-        f"config.{key} must be {what} {'> 0' if bound == '>0' else '>= 0'}, got {value!r}"
-      )
+  for rule, (kind, bound) in (rules or NUMBER_RULES).items():
+    for key, value in _leaves(config, rule):
+      real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+      if kind == "int":
+        ok = real and float(value).is_integer()
+      else:
+        ok = real and math.isfinite(float(value))
+      test, words = _BOUNDS[bound]
+      if ok:
+        ok = test(float(value))
+      if not ok:
+        what = "an integer" if kind == "int" else "a finite number"
+        raise ConfigError(
+          f"config.{prefix}{key} must be {what}{' ' + words if words else ''}, got {value!r}"
+        )
+  train = config.get("train") if hasattr(config, "get") else None
+  if hasattr(train, "items") and not prefix:  # GP-NAS: the candidates' training config
+    check_numbers(train, rules, prefix="train.")

@@ -142,19 +142,21 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def check_finite(losses_pending: list, first_step: int, last_good: int | None) -> float:
+def check_finite(losses_pending: list, first_step: int, last_good: int | str | None) -> float:
   """Return the mean of the pending losses; raise DivergedError at the first non-finite one.
 
   Args:
     losses_pending: per-step losses (device scalars), fetched together so the host syncs once.
     first_step: the step of losses_pending[0] minus one (the step count before it).
-    last_good: the step of the newest checkpoint, named in the error (None: none yet).
+    last_good: the step of the newest checkpoint (or its description, "after epoch 3"), named in
+      the error (None: none yet).
   """
   values = np.asarray(jax.device_get(losses_pending), np.float64)
   bad = np.flatnonzero(~np.isfinite(values))
   if bad.size:
     step = first_step + int(bad[0]) + 1
-    where = f"step {last_good}" if last_good is not None else "none yet"
+    where = "none yet" if last_good is None else last_good
+    where = f"step {where}" if isinstance(where, int) else where
     raise DivergedError(
       f"loss became {values[bad[0]]} at step {step}; training stopped. "
       f"The last good checkpoint ({where}) is kept."

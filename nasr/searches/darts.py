@@ -176,7 +176,9 @@ def _init(config: ml_collections.ConfigDict, parts: dict) -> tuple[Any, dict, An
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Search, derive and write genotype.json; return a summary (genotype, PSNR, skips, wall time)."""
   parts = _prepare(config)
-  search = loop.SearchRun(config, workdir, total=config.epochs)
+  search = loop.SearchRun(
+    config, workdir, total=config.epochs, steps_per_unit=config.steps_per_epoch
+  )
   supernet, state, step_fn = _init(config, parts)
   state = search.resume(state)
   mesh, space, scale = parts["mesh"], parts["space"], parts["scale"]
@@ -211,13 +213,24 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
 
 
 def _epoch(config, parts, bilevel_step, state, epoch: int, start_epoch: int, search):
-  """Return (state, record) after one epoch of bilevel steps (alpha, then w, per step)."""
+  """Return (state, record) after one epoch of bilevel steps (alpha, then w, per step).
+
+  A run stopped inside this epoch saved its position and losses; the epoch goes on from there. A
+  stop request checkpoints before the next step (`search.pause`).
+  """
   mesh, lo, n = parts["mesh"], jax.process_index() * parts["local_batch"], parts["local_batch"]
-  t_epoch, timed = time.time(), config.steps_per_epoch
-  pending: dict[str, list] = {"train_loss": [], "val_loss": []}
+  at, carry = search.resumed_at()
+  t_epoch, timed = time.time(), config.steps_per_epoch - at
+  pending = {k: list(carry.get(k, [])) for k in ("train_loss", "val_loss")}
+  xi = carry.get("xi")
   first = epoch * config.steps_per_epoch
   search_state, rng = state["search"], state["rng"]
-  for i in range(config.steps_per_epoch):
+  for i in range(at, config.steps_per_epoch):
+    if search.stop_requested:
+      saved = {k: loop.floats(v) for k, v in pending.items()}
+      search.pause(
+        i, {"search": search_state, "rng": rng}, {**saved, "xi": None if xi is None else float(xi)}
+      )
     step = first + i
     tb = {k: v[lo : lo + n] for k, v in parts["w_sampler"].batch(step).items()}
     vb = {k: v[lo : lo + n] for k, v in parts["a_sampler"].batch(step).items()}
@@ -226,9 +239,10 @@ def _epoch(config, parts, bilevel_step, state, epoch: int, start_epoch: int, sea
     )
     pending["train_loss"].append(m["train_loss"])
     pending["val_loss"].append(m["val_loss"])
-    if i == 0 and epoch == start_epoch and config.steps_per_epoch > 1:
+    xi = m["xi"]
+    if i == at and epoch == start_epoch and config.steps_per_epoch - at > 1:
       jax.block_until_ready(m)  # steps/s leaves the compilation out
-      t_epoch, timed = time.time(), config.steps_per_epoch - 1
+      t_epoch, timed = time.time(), config.steps_per_epoch - at - 1
   record = {
     "epoch": epoch + 1,
     "train_loss": search.finite(pending["train_loss"], first),
@@ -236,7 +250,7 @@ def _epoch(config, parts, bilevel_step, state, epoch: int, start_epoch: int, sea
   }
   jax.block_until_ready(search_state.alpha)
   record["steps_per_sec"] = timed / max(time.time() - t_epoch, 1e-9)
-  record["xi"] = float(m["xi"])
+  record["xi"] = float(xi)
   return {"search": search_state, "rng": rng}, record
 
 

@@ -158,6 +158,8 @@ def _measure(config, space, skw, search, rnd: int, tokens: np.ndarray, aux):
   for j, t in enumerate(tokens):
     index = rnd * config.batch + j
     arch = space.decode(t)
+    if search.stop_requested:  # between candidates; each one's training stops and saves itself
+      search.pause(0, None)
     cand_dir = search.workdir / "candidates" / f"{index:03d}"
     cand_dir.mkdir(parents=True, exist_ok=True)
     arch_file = cand_dir / "arch.json"

@@ -2,31 +2,38 @@
 
 A search method builds its state, then
 
-  run = SearchRun(config, workdir, total=config.epochs, unit="epoch")
+  run = SearchRun(config, workdir, total=config.epochs, unit="epoch", steps_per_unit=n)
   state = run.resume(state)                  # the latest checkpoint's state, or `state` as given
-  with run:                                  # opens the writer and the progress line
+  with run:                                  # writer, progress line, SIGINT/SIGTERM caught
     for epoch in range(run.done, config.epochs):
-      ...
+      at, carry = run.resumed_at()           # steps of this epoch a stopped run had done
+      for i in range(at, n):
+        if run.stop_requested:
+          run.pause(i, state, carry)         # checkpoint at this step, then raise Interrupted
+        ...
       loss = run.finite(pending_losses, first_step)       # DivergedError names the step
       run.end(epoch + 1, state, record, shown={"psnr": p})  # history, metrics, progress, checkpoint
 
 The checkpoint holds the whole state pytree plus `run.meta` (the unit's count, the history and
-anything the method keeps there), so a run killed at any moment resumes from its last `end`.
+anything the method keeps there), so a run killed at any moment resumes from its last `end`, and a
+run stopped by Ctrl-C or SIGTERM resumes from the step it stopped at. Checkpoints are numbered by
+steps, `units * steps_per_unit + steps into the unit`, so the one a stop saves sorts between the
+unit ends around it.
 """
 
 import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
-from nasr import writers
-from nasr.checkpoint import Checkpointer
-from nasr.core.errors import CheckpointMismatchError, ConfigError
+from nasr import training, writers
+from nasr.core.errors import Interrupted
 from nasr.estimation import train as train_lib
 
 
@@ -40,23 +47,20 @@ class SearchRun:
     total: int,
     unit: str = "epoch",
     meta: dict | None = None,
+    steps_per_unit: int = 1,
   ):
     self.workdir: Path = writers.prepare_workdir(workdir)
     self.is_chief = jax.process_index() == 0
     self.total, self.unit = int(total), unit
+    self.steps_per_unit = max(int(steps_per_unit), 1)
     self.meta: dict[str, Any] = {unit: 0, "history": [], **(meta or {})}
-    self._config = json.loads(config.to_json_best_effort())
     kind = f"{config.get('method') or 'one-shot'} search"
-    self._saved_config = (
-      writers.claim_workdir(self.workdir, kind, self._config) if self.is_chief else None
-    )
-    try:
-      self.ckpt = Checkpointer(self.workdir, max_to_keep=config.keep_checkpoints)
-    except BaseException:
-      writers.release_workdir(self.workdir)
-      raise
+    config_dict = json.loads(config.to_json_best_effort())
+    self._run_dir = training.RunWorkdir(self.workdir, kind, config_dict, config.keep_checkpoints)
+    self.ckpt = self._run_dir.ckpt
     self.writer: writers.MetricWriter | None = None
     self.progress: writers.Progress | None = None
+    self.interrupts = writers.Interrupts()
 
   @property
   def done(self) -> int:
@@ -74,53 +78,79 @@ class SearchRun:
     `check_meta(meta)` runs on the saved metadata before the arrays are read, so a workdir that
     holds an incompatible run fails with the method's own message rather than a shape error.
     """
-    step = self.ckpt.latest_step()
-    if step is None:
-      return state
-    try:
-      if check_meta is not None:
-        try:
-          saved = self.ckpt.restore_meta(step)
-        except Exception:  # noqa: BLE001 - damage: restore_latest names it and falls back
-          saved = None
-        if saved is not None:
-          check_meta(saved)
-      found = self.ckpt.restore_latest(state)
-    except CheckpointMismatchError as e:
-      self.close()
-      msg = writers.explain_mismatch(self.workdir, self._saved_config, self._config, e)
-      raise ConfigError(msg) from None
-    except BaseException:
-      self.close()
-      raise
+    found = self._run_dir.restore_latest(state, check_meta)
     if found is None:
       return state
     _, restored, meta = found
     self.meta.update(meta)
     writers.truncate_metrics(self.workdir, self.done)
-    logging.info("resumed the search after %s %d", self.unit, self.done)
+    at, _ = self.resumed_at()
+    within = f" and {at} steps of the next" if at else ""
+    logging.info("resumed the search after %s %d%s", self.unit, self.done, within)
     return restored
 
   def __enter__(self) -> "SearchRun":
     self.writer = writers.MetricWriter(self.workdir, is_chief=self.is_chief)
     self.progress = writers.Progress(self.total, start_step=self.done, every_s=0, name=self.unit)
+    self.interrupts.__enter__()
     return self
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, exc_type, *exc) -> None:
+    self.interrupts.__exit__()
     self.close()
+    if exc_type is None and self.stop_requested:
+      # The signal came after the last step: every unit is saved; what follows (deriving,
+      # reports) is quick to redo, and a run that was asked to stop should not go on.
+      raise Interrupted(
+        f"{self.interrupts.name()} after {self.unit} {self.done} of {self.total}: checkpoint "
+        "saved; run the same command to finish"
+      )
+
+  @property
+  def stop_requested(self) -> bool:
+    """Return whether SIGINT or SIGTERM asked the run to stop (checked between steps)."""
+    return self.interrupts.requested
+
+  def resumed_at(self) -> tuple[int, dict]:
+    """Return (steps done, carry) of the current unit that a stopped run saved; (0, {}) if none."""
+    partial = self.meta.get("partial")
+    if not partial:
+      return 0, {}
+    return int(partial["at"]), dict(partial.get("carry", {}))
+
+  def pause(self, at: int, state: Any, carry: Mapping[str, Any] | None = None) -> NoReturn:
+    """Checkpoint `state` `at` steps into the current unit (with `carry`), raise Interrupted.
+
+    `carry` holds what the unit has accumulated so far (JSON: per-step losses as floats), so the
+    resumed unit ends with the record an unstopped one would have.
+    """
+    where = f"{self.unit} {self.done + 1} of {self.total}"
+    if self.steps_per_unit > 1:
+      where += f", step {at} of {self.steps_per_unit}"
+    step = self.done * self.steps_per_unit + at
+    if at > 0 and step != self.ckpt.latest_step():
+      self.meta["partial"] = {"at": int(at), "carry": dict(carry or {})}
+      self.ckpt.save(step, state, self.meta, force=True)
+      self.ckpt.wait()
+      saved = "checkpoint saved"
+    else:  # nothing done since the last checkpoint (a method's sub-runs keep their own)
+      saved = "the last checkpoint holds it"
+    raise Interrupted(
+      f"{self.interrupts.name()} in {where}: {saved}; run the same command to resume"
+    )
 
   def close(self) -> None:
     """Finish pending checkpoint saves, close the writer and release the workdir."""
     try:
-      self.ckpt.close()
       if self.writer is not None:
         self.writer.close()
     finally:
-      writers.release_workdir(self.workdir)
+      self._run_dir.close()
 
   def finite(self, pending: list, first_step: int) -> float:
     """Return the mean of per-step losses; raise DivergedError naming the first bad step."""
-    return train_lib.check_finite(pending, first_step, self.ckpt.latest_step())
+    last = f"after {self.unit} {self.done}" if self.ckpt.latest_step() is not None else None
+    return train_lib.check_finite(pending, first_step, last)
 
   def end(
     self,
@@ -141,11 +171,12 @@ class SearchRun:
     """
     self.meta["history"].append(record)
     self.meta[self.unit] = step
+    self.meta.pop("partial", None)
     if scalars is None:
       scalars = {k: v for k, v in record.items() if k != self.unit}
     self.writer.write_scalars(step, scalars)
     self.progress.update(step, shown, True)
-    self.ckpt.save(step, state, self.meta)
+    self.ckpt.save(step * self.steps_per_unit, state, self.meta)
 
   def write_json(self, name: str, obj: Any) -> Path:
     """Write `obj` to `<workdir>/name` (on the chief process only); return the path."""
@@ -153,6 +184,11 @@ class SearchRun:
     if self.is_chief:
       writers.write_json(path, obj)
     return path
+
+
+def floats(values: list) -> list[float]:
+  """Return device scalars as Python floats (exact: float32 -> float64), fetched together."""
+  return [float(v) for v in np.asarray(jax.device_get(values), np.float64)]
 
 
 def space_kwargs(config: ml_collections.ConfigDict) -> dict:

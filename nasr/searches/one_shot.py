@@ -154,7 +154,8 @@ def _init_state(p: _Parts) -> dict:
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Search, then derive; return a summary (best tokens, PSNR, params, wall time)."""
   p = _prepare(config)
-  search = loop.SearchRun(config, workdir, total=config.epochs)
+  n_w, n_c = config.train_steps_per_epoch, config.controller_steps_per_epoch
+  search = loop.SearchRun(config, workdir, total=config.epochs, steps_per_unit=n_w + n_c)
   state = search.resume(_init_state(p))
   # Everything the steps touch lives on the same devices (restored arrays come back committed).
   state = jax.device_put(state, parallel.replicated(p.mesh))
@@ -168,18 +169,28 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   t0 = time.time()
   with search:
     for epoch in range(search.done, config.epochs):
+      at, carry = search.resumed_at()  # a run stopped inside this epoch saved its position
       t_epoch = time.time()
-      state, w_loss = _train_shared(p, steps, state, epoch, w_rng, search)
-      t_w = time.time() - t_epoch
+      state, w_loss = _train_shared(p, steps, state, epoch, w_rng, search, at, carry)
+      t_w = carry.get("t_w", time.time() - t_epoch)
       t_c0 = time.time()
-      state, record = _train_strategy(p, steps, state, epoch, c_rng)
+      state, record = _train_strategy(
+        p,
+        steps,
+        state,
+        epoch,
+        c_rng,
+        search,
+        max(at - n_w, 0),
+        {**carry, "t_w": t_w, "supernet_loss": w_loss},
+      )
       t_c = time.time() - t_c0
       record = {
         "epoch": epoch + 1,
         "supernet_loss": w_loss,
         **record,
-        "supernet_steps_per_sec": config.train_steps_per_epoch / max(t_w, 1e-9),
-        "controller_steps_per_sec": config.controller_steps_per_epoch / max(t_c, 1e-9),
+        "supernet_steps_per_sec": n_w / max(t_w, 1e-9),
+        "controller_steps_per_sec": n_c / max(t_c, 1e-9),
       }
       shown = {"reward": record["reward"], "psnr": record["val_psnr"]}
       search.end(epoch + 1, state, record, shown)
@@ -195,13 +206,24 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   return summary
 
 
-def _train_shared(p: _Parts, steps, state, epoch: int, w_rng, search) -> tuple[dict, float]:
-  """Return (state, mean loss) after one epoch of shared-weight steps, one child per batch."""
+def _train_shared(
+  p: _Parts, steps, state, epoch: int, w_rng, search, at: int = 0, carry: dict | None = None
+) -> tuple[dict, float]:
+  """Return (state, mean loss) after one epoch of shared-weight steps, one child per batch.
+
+  A run stopped inside this phase saved `at` steps and their losses (`carry`); it goes on from
+  there. A stop request checkpoints before the next step (`search.pause`).
+  """
   n = p.config.train_steps_per_epoch
   local_batch = p.local_batch
   lo = jax.process_index() * local_batch
-  w_state, losses = state["w"], []
-  for i in range(n):
+  carry = carry or {}
+  if "supernet_loss" in carry:  # the phase was over when the run stopped: its loss was saved
+    return state, float(carry["supernet_loss"])
+  w_state, losses = state["w"], list(carry.get("w_losses", []))
+  for i in range(at, n):
+    if search.stop_requested:
+      search.pause(i, {**state, "w": w_state}, {"w_losses": loop.floats(losses)})
     step = epoch * n + i
     tokens, _ = steps["propose"](state["strategy"], jax.random.fold_in(w_rng, step), 1)
     batch = {k: v[lo : lo + local_batch] for k, v in p.sampler.batch(step).items()}
@@ -211,12 +233,29 @@ def _train_shared(p: _Parts, steps, state, epoch: int, w_rng, search) -> tuple[d
   return {**state, "w": w_state}, loss
 
 
-def _train_strategy(p: _Parts, steps, state, epoch: int, c_rng) -> tuple[dict, dict]:
-  """Return (state, epoch record) after the strategy's steps on the children's rewards."""
-  c = p.config
-  s_state, seen = state["strategy"], {"reward": [], "val_psnr": [], "complexity": []}
-  c_metrics = {}
-  for j in range(c.controller_steps_per_epoch):
+def _train_strategy(
+  p: _Parts, steps, state, epoch: int, c_rng, search, at: int = 0, carry: dict | None = None
+) -> tuple[dict, dict]:
+  """Return (state, epoch record) after the strategy's steps on the children's rewards.
+
+  `at` controller steps of this epoch were done before a stop; `carry` holds what they saw.
+  """
+  c, carry = p.config, carry or {}
+  seen = {"reward": [], "val_psnr": [], "complexity": []}
+  seen.update({k: list(v) for k, v in carry.get("seen", {}).items()})
+  s_state, c_metrics = state["strategy"], dict(carry.get("c_metrics", {}))
+  for j in range(at, c.controller_steps_per_epoch):
+    if search.stop_requested:
+      search.pause(
+        c.train_steps_per_epoch + j,
+        {**state, "strategy": s_state},
+        {
+          "supernet_loss": carry["supernet_loss"],
+          "t_w": carry["t_w"],
+          "seen": seen,
+          "c_metrics": {k: float(v) for k, v in c_metrics.items()},
+        },
+      )
     cstep = epoch * c.controller_steps_per_epoch + j
     tokens, aux = steps["propose"](s_state, jax.random.fold_in(c_rng, cstep), c.controller_batch)
     psnr = np.asarray(steps["psnr"](state["w"].params, p.val["lr"], p.val["hr"], tokens))
@@ -224,9 +263,10 @@ def _train_strategy(p: _Parts, steps, state, epoch: int, c_rng) -> tuple[dict, d
     entropy = np.asarray(aux["entropy"], np.float64) if "entropy" in aux else None
     reward = p.reward(np.asarray(psnr, np.float64), costs, entropy)
     s_state, c_metrics = steps["update"](s_state, tokens, jnp.asarray(reward, jnp.float32))
-    seen["reward"].append(reward.mean())
-    seen["val_psnr"].append(psnr.mean())
-    seen["complexity"].append(costs["params"].mean())
+    # Python floats, as a resumed epoch restores them: its means come out the same.
+    seen["reward"].append(float(reward.mean()))
+    seen["val_psnr"].append(float(psnr.mean()))
+    seen["complexity"].append(float(costs["params"].mean()))
   record = {k: float(np.mean(v)) if v else float("nan") for k, v in seen.items()}
   record.update({f"controller_{k}": float(v) for k, v in c_metrics.items()})
   return {**state, "strategy": s_state}, record
