@@ -10,8 +10,9 @@ import pytest
 
 import nasr
 from nasr import training
-from nasr.core.checks import NUMBER_RULES, OWNER_CHECKED, check_numbers
+from nasr.core.checks import NUMBER_RULES, OWNER_CHECKED, check_numbers, check_scale
 from nasr.core.errors import ConfigError
+from nasr.searches import darts, loop
 
 CONFIGS = sorted(
   p
@@ -89,14 +90,40 @@ def test_every_presets_numbers_pass_and_every_bad_one_is_named(path, preset):
   assert tried or path.name in ("evaluate.py", "upscale.py")  # they train nothing
 
 
-@pytest.mark.parametrize(
-  ("space", "key"),
-  [("deconas", "blocks"), ("deconas", "channels"), ("hnas", "layers"), ("darts_sr", "nodes")],
-)
-@pytest.mark.parametrize("value", [-1, 0, 1.5])
-def test_owner_checked_sizes_are_named_by_their_owner(space, key, value):
-  with pytest.raises(ConfigError, match=key):
-    nasr.spaces.get(space, **{key: value})
+def _owner_checks(config) -> None:
+  """Run the checks that own the keys of OWNER_CHECKED, as the launchers run them."""
+  check_scale(config.scale, "config.scale")
+  if config.get("space"):
+    nasr.spaces.get(config.space.name, **loop.space_kwargs(config))
+  if config.get("retrain"):
+    nasr.spaces.get(darts.SPACE, **darts.retrain_kwargs(config))
+  if config.get("model") and not config.get("arch"):
+    network = training.build_network(config, config.scale)
+    jax.eval_shape(network.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("preset", ["tiny", "default", "paper", "final"])
+def test_owner_checked_numbers_work_or_are_named_by_their_owner(path, preset):
+  try:
+    config = nasr.load_config(path, preset)
+  except nasr.ConfigError:
+    pytest.skip(f"{path.name} has no {preset} preset")
+  tried = 0
+  for key, _, leaf in list(_numeric_leaves(config)):
+    if not _ruled(key, OWNER_CHECKED):
+      continue
+    for value in (-1, 0, float("nan")):
+      fresh = nasr.load_config(path, preset)  # (a value set with ignore_type changes the type)
+      node = next(n for k, n, _ in _numeric_leaves(fresh) if k == key)
+      with node.ignore_type():
+        node[leaf] = value
+      try:
+        _owner_checks(fresh)  # e.g. EDSR with 0 residual blocks is a network
+      except ConfigError as e:
+        assert leaf in str(e), f"config.{key}={value}: {e}"
+      tried += 1
+  assert tried
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -17,6 +17,7 @@ paper's Fig. 2 and Fig. 4). At the end it writes:
   search_result.json, alpha.png, metrics.jsonl
 """
 
+import numbers
 import os
 import time
 from typing import Any
@@ -53,6 +54,8 @@ def retrain_kwargs(config: ml_collections.ConfigDict) -> dict:
   kwargs = space_kwargs(config)
   for key in ("cells", "channels"):
     value = config.retrain.get(key, 0)
+    if not (isinstance(value, numbers.Real) and float(value).is_integer()):
+      raise ConfigError(f"config.retrain.{key} must be an integer (0: the search's), got {value!r}")
     if value:
       kwargs[key] = int(value)
   return kwargs

@@ -40,7 +40,11 @@ class EDSR(SRFrame, nn.Module):
 
   def __post_init__(self):
     # Fail at construction, before any tracing or data loading (SRFrame checks the scale).
-    if self.blocks < 0 or self.channels < 1:
+    whole = all(
+      isinstance(v, numbers.Real) and not isinstance(v, bool) and float(v).is_integer()
+      for v in (self.blocks, self.channels)
+    )
+    if not whole or self.blocks < 0 or self.channels < 1:
       raise ConfigError(
         f"EDSR needs blocks >= 0 and channels >= 1, got blocks={self.blocks}, "
         f"channels={self.channels}"
