@@ -141,6 +141,15 @@ _PATCH = flags.DEFINE_integer("patch", 0, "LR patch side of every section (0: ea
 _JOBS = flags.DEFINE_integer(
   "jobs", 1, "Sections run at the same time; more than 1 only with --tiny (a faster smoke run)."
 )
+_KERNELS = flags.DEFINE_enum(
+  "kernels", "auto", ["auto", "cpu", "accelerator"], "config.kernels of every section."
+)
+_COMPUTE = flags.DEFINE_enum(
+  "compute_dtype",
+  "float32",
+  ["float32", "bfloat16"],
+  "config.compute_dtype of every section but EDSR's (which times both).",
+)
 _RUN_SECTION = flags.DEFINE_string(
   "run_section", "", "Internal: run this section's variants in this process (the suite's child)."
 )
@@ -227,40 +236,55 @@ def _train_case(network, params, config, sizes, n, setup, tokens=None) -> Case:
   return Case(step, state, args, setup)
 
 
+def _compute(config):
+  """Return `config` with the suite's --kernels and --compute_dtype."""
+  config.kernels, config.compute_dtype = _KERNELS.value, _COMPUTE.value
+  return config
+
+
+def _setup(config, setup: dict) -> dict:
+  """Return a row's setup with the kernel forms and compute dtype it ran with (JSON values)."""
+  out = {k: (jnp.dtype(v).name if k == "dtype" else v) for k, v in setup.items()}
+  out.update(kernels=training.kernels(config), compute_dtype=config.compute_dtype)
+  return out
+
+
 def _edsr(key: str, n: int) -> Case:
   """Return the EDSR train step, f32 or bf16 compute."""
   s = _sizes("edsr")
-  config = train_config.get_config("paper")
+  config = _compute(train_config.get_config("paper"))
   dtype = "bfloat16" if key == "bf16" else "float32"
-  config.model_kwargs = {"blocks": s["blocks"], "channels": s["channels"], "dtype": dtype}
+  config.model_kwargs = {"blocks": s["blocks"], "channels": s["channels"]}
+  config.compute_dtype = dtype
   network = training.build_network(config, SCALE)
   params = training.init_params(network, s["patch"], 0)
-  setup = {"blocks": s["blocks"], "channels": s["channels"], "dtype": dtype}
-  return _train_case(network, params, config, s, n, setup)
+  setup = {"blocks": s["blocks"], "channels": s["channels"]}
+  return _train_case(network, params, config, s, n, _setup(config, setup))
 
 
 def _deconas(key: str, n: int) -> Case:
   """Return a DeCoNAS supernet step (a new architecture per call) or a stand-alone child's."""
   s = _sizes("deconas")
-  config = deconas_config.get_config("tiny" if _TINY.value else "paper")
+  config = _compute(deconas_config.get_config("tiny" if _TINY.value else "paper"))
   rng = np.random.default_rng(0)
   blocks, nodes, channels = s["small" if key == "child" else key]
   space = spaces.get("deconas", blocks=blocks, nodes=nodes, channels=channels)
   if key == "child":
     tokens = space.token_spec().sample(rng)
-    network = space.build(space.decode(tokens), SCALE)
+    dtype = training.compute_dtype(config)
+    network = space.build(space.decode(tokens), SCALE, dtype=dtype)
     params = training.init_params(network, s["patch"], 0)
     setup = {"blocks": blocks, "nodes": nodes, "channels": channels, "tokens": tokens.tolist()}
     setup["depthwise"] = "conv"  # DeCoNASNet's default, as configs/train.py retrains it
-    return _train_case(network, params, config, s, n, setup)
-  options = dict(config.supernet)
+    return _train_case(network, params, config, s, n, _setup(config, setup))
+  options = training.supernet_options(config, space)
   network = space.supernet(SCALE, **options)
   x0 = jnp.zeros((1, s["patch"], s["patch"], 3), jnp.float32)
   max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
   params = jax.jit(network.init)(train_lib.init_key(0), x0, max_tokens)["params"]
   tokens = space.token_spec().sample(rng, n)
   setup = {"blocks": blocks, "nodes": nodes, "channels": channels, **options}
-  return _train_case(network, params, config, s, n, setup, tokens=tokens)
+  return _train_case(network, params, config, s, n, _setup(config, setup), tokens=tokens)
 
 
 def _darts(key: str, n: int) -> Case:
@@ -276,7 +300,7 @@ def _darts(key: str, n: int) -> Case:
     nodes=s["nodes"],
     node_reduce=config.space.node_reduce,
   )
-  options = dict(config.supernet)
+  options = training.supernet_options(_compute(config), space)
   if "shifted" in s:
     options["shifted"] = s["shifted"]
   network = space.supernet(SCALE, **options)
@@ -323,7 +347,7 @@ def _darts(key: str, n: int) -> Case:
   }
   args = [(t, v, key_) for t, v in zip(train, val, strict=True)]
   step = darts_search.compile_bilevel_step(step_fn, mesh)
-  return Case(step, state, args, setup)
+  return Case(step, state, args, _setup(config, setup))
 
 
 def _gpnas_net(section: str, n: int) -> Case:
@@ -353,9 +377,9 @@ def _gpnas_net(section: str, n: int) -> Case:
       reduction=s["reduction"],
     )
   arch = space.decode([0, 0, 0, 0])
-  network = space.build(arch, SCALE)
+  network = space.build(arch, SCALE, dtype=training.compute_dtype(_compute(config)))
   params = training.init_params(network, s["patch"], 0)
-  return _train_case(network, params, config, s, n, {"arch": arch.to_dict()})
+  return _train_case(network, params, config, s, n, _setup(config, {"arch": arch.to_dict()}))
 
 
 def _drn(key: str, n: int) -> Case:
@@ -376,14 +400,14 @@ def _hnas(key: str, n: int) -> Case:
   s = _sizes("hnas")
   config = hnas_config.get_config("tiny" if _TINY.value else "paper")
   space = spaces.get("hnas", layers=s["layers"], nodes=s["nodes"], channels=s["channels"])
-  options = dict(config.supernet)
+  options = training.supernet_options(_compute(config), space)
   network = space.supernet(SCALE, **options)
   x0 = jnp.zeros((1, s["patch"], s["patch"], 3), jnp.float32)
   max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
   params = jax.jit(network.init)(train_lib.init_key(0), x0, max_tokens)["params"]
   tokens = space.token_spec().sample(np.random.default_rng(0), n)
   setup = {"layers": s["layers"], "nodes": s["nodes"], "channels": s["channels"], **options}
-  return _train_case(network, params, config, s, n, setup, tokens=tokens)
+  return _train_case(network, params, config, s, n, _setup(config, setup), tokens=tokens)
 
 
 BUILDERS = {
@@ -570,6 +594,7 @@ def _child_cmd(section: str, variants: list[str], steps: int) -> list[str]:
   cmd += [f"--run_variants={','.join(variants)}", f"--steps={steps}"]
   cmd += ["--tiny" if _TINY.value else "--notiny"]
   cmd += [f"--batch={_BATCH.value}", f"--patch={_PATCH.value}"]
+  cmd += [f"--kernels={_KERNELS.value}", f"--compute_dtype={_COMPUTE.value}"]
   return cmd
 
 

@@ -74,3 +74,14 @@ def distributed_config() -> ml_collections.ConfigDict:
   d.num_processes = 0
   d.process_id = 0
   return d
+
+
+def compute_config(c: ml_collections.ConfigDict) -> None:
+  """Add the compute keys every config that builds networks has: dtype and kernel forms."""
+  # float32 | bfloat16: what networks, supernets and searches compute in. Parameters, optimiser
+  # state, losses and metrics stay float32.
+  c.compute_dtype = "float32"
+  # auto | cpu | accelerator: "cpu" uses the forms this config tunes for XLA:CPU (`depthwise`,
+  # `supernet.shifted`: shifted depthwise convs, tap-matmul kernel gradients); "accelerator" uses
+  # XLA's own convolutions; "auto" picks by the JAX backend. The choice is logged.
+  c.kernels = "auto"

@@ -49,6 +49,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   )
   c.loss = "l1"  # l1 | charbonnier | ms_ssim | ms_ssim_l1
   c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
+  common.compute_config(c)
   c.data = common.data_config(preset)
   c.data.val = ""  # the reward's validation split is carved from the training images
   c.data.num_val = 2

@@ -206,6 +206,8 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
     )
   run = SEARCH_METHODS.get(method)
   check_numbers(config)
+  if config.get("kernels") is not None:
+    training.log_compute(config)
   if config.get("lambdas"):  # a trade-off sweep: one search of `method` per lambda
     return sweep.run_sweep(config, workdir, run)
   return run(config, writers.prepare_workdir(workdir))

@@ -4,6 +4,7 @@
 `train(config, workdir)`; the one-shot search compiles its supernet step with `compile_train_step`.
 """
 
+import inspect
 import json
 import math
 import os
@@ -38,17 +39,88 @@ def _shifted_depthwise(config: ml_collections.ConfigDict) -> bool:
   return mode == "shifted"
 
 
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+KERNELS = ("auto", "cpu", "accelerator")
+
+
+def compute_dtype(config: ml_collections.ConfigDict):
+  """Return the dtype networks compute in: config.compute_dtype (parameters stay float32)."""
+  name = config.get("compute_dtype", "float32") or "float32"
+  if name not in COMPUTE_DTYPES:
+    raise ConfigError(
+      f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}"
+    )
+  return COMPUTE_DTYPES[name]
+
+
+def kernels(config: ml_collections.ConfigDict, backend: str | None = None) -> str:
+  """Return "cpu" or "accelerator": config.kernels, where "auto" follows the JAX backend.
+
+  The CPU forms are what each config tunes for XLA:CPU (shifted depthwise convs, tap-matmul kernel
+  gradients in rolled loops: `depthwise`, `supernet.shifted`); the accelerator forms are XLA's own
+  convolutions (`feature_group_count` depthwise convs, no tap loops).
+  """
+  mode = config.get("kernels", "auto") or "auto"
+  if mode not in KERNELS:
+    raise ConfigError(f"config.kernels must be one of {', '.join(KERNELS)}, got {mode!r}")
+  if mode == "auto":
+    return "cpu" if (backend or jax.default_backend()) == "cpu" else "accelerator"
+  return mode
+
+
+def log_compute(config: ml_collections.ConfigDict) -> None:
+  """Log the compute dtype and the kernel forms this run uses (and why)."""
+  mode = config.get("kernels", "auto") or "auto"
+  chosen = kernels(config)
+  why = f"auto on the {jax.default_backend()} backend" if mode == "auto" else "config.kernels"
+  forms = (
+    "the config's CPU forms"
+    if chosen == "cpu"
+    else "XLA's own convolutions (grouped depthwise convs, no tap loops)"
+  )
+  logging.info(
+    "compute: %s, parameters float32; kernels: %s (%s): %s",
+    jnp.dtype(compute_dtype(config)).name,
+    chosen,
+    why,
+    forms,
+  )
+
+
+def supernet_options(config: ml_collections.ConfigDict, space) -> dict:
+  """Return the keyword arguments of `space.supernet`: config.supernet, the compute dtype, and
+  the accelerator forms when `kernels` resolves to "accelerator" (options the space lacks are
+  left out)."""
+  options = dict(config.get("supernet", {}) or {})
+  accepted = inspect.signature(space.supernet).parameters
+  if "dtype" in accepted:
+    options["dtype"] = compute_dtype(config)
+  if kernels(config) == "accelerator":
+    for key, value in _ACCELERATOR_FORMS.items():
+      if key in accepted:
+        options[key] = value
+  return options
+
+
+# What "accelerator" sets in a supernet's options: no CPU-only forms.
+_ACCELERATOR_FORMS = {"shifted": False}
+
+
 def build_network(config: ml_collections.ConfigDict, scale: int):
   """Return the Flax module the config names: `config.arch` (a search result) or `config.model`."""
+  dtype = compute_dtype(config)
+  shifted = _shifted_depthwise(config) and kernels(config) == "cpu"
   if config.get("arch"):
     width = int(config.get("arch_channels", 0) or 0)
     if width < 0:
       raise ConfigError(f"config.arch_channels must be >= 0 (0: the file's width), got {width}")
     overrides = {"channels": width} if width else {}
     return spaces.build_from_file(
-      config.arch, scale=scale, shifted=_shifted_depthwise(config), **overrides
+      config.arch, scale=scale, shifted=shifted, dtype=dtype, **overrides
     )
   kwargs = dict(config.get("model_kwargs", {}) or {})
+  if "dtype" in spaces.model_fields(config.model):
+    kwargs.setdefault("dtype", dtype)  # model_kwargs.dtype, if given, wins
   return spaces.build_model(config.model, scale=scale, **kwargs)
 
 
@@ -207,6 +279,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
 
   # --- Model and optimizer. ----------------------------------------------------------------------
   network = build_network(config, scale)
+  log_compute(config)
   params = init_params(network, config.data.patch_size, config.seed)
   tx, schedule = make_tx(config, config.steps)
   state = train_lib.create_train_state(params, tx)

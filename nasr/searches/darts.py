@@ -142,7 +142,7 @@ def _prepare(config: ml_collections.ConfigDict) -> dict:
 def _init(config: ml_collections.ConfigDict, parts: dict) -> tuple[Any, dict, Any]:
   """Return (supernet, {"search": state, "rng": rng}, bilevel step function)."""
   space, p = parts["space"], config.data.patch_size
-  supernet = space.supernet(parts["scale"], **dict(config.supernet))
+  supernet = space.supernet(parts["scale"], **training.supernet_options(config, space))
   rng = jax.random.PRNGKey(config.seed)
   alpha = space.init_alpha(jax.random.fold_in(rng, 1), config.alpha_init_std)
   x0 = jnp.zeros((1, p, p, 3), jnp.float32)

@@ -121,7 +121,7 @@ def _prepare(config: ml_collections.ConfigDict) -> _Parts:
     len(train_pairs),
     len(val_pairs),
   )
-  supernet = space.supernet(scale, **dict(config.supernet))
+  supernet = space.supernet(scale, **training.supernet_options(config, space))
   o = config.optim
   total_w_steps = config.epochs * config.train_steps_per_epoch
   schedule = train_lib.make_schedule(

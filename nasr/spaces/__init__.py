@@ -1,5 +1,7 @@
 """Search spaces and baseline networks: every network maps NHWC [0, 1] RGB to `scale` times it."""
 
+import jax.numpy as jnp
+
 from nasr.spaces import base, baselines, darts_sr, deconas, drn, hnas, registry
 from nasr.spaces.base import ArchJSON, DifferentiableSpace, SearchSpace, SupernetSpace
 from nasr.spaces.baselines import EDSR, MODELS, Bicubic, build_model, model_fields
@@ -10,7 +12,7 @@ from nasr.spaces.hnas import HNAS, HNASArch, HNASNet, HNASSupernet
 from nasr.spaces.registry import SPACES, get, load_arch, register, save_arch, space_fields
 
 
-def build_from_file(path, scale: int, shifted: bool = False, **overrides):
+def build_from_file(path, scale: int, shifted: bool = False, dtype=None, **overrides):
   """Return the network of a search-result file written by `save_arch`, at `scale`.
 
   Args:
@@ -18,10 +20,11 @@ def build_from_file(path, scale: int, shifted: bool = False, **overrides):
     scale: the upscaling factor.
     shifted: depthwise convs as shifted multiply-adds where the space's networks have them (the
       same function and parameters, faster on XLA:CPU); spaces without depthwise convs ignore it.
+    dtype: the compute dtype (None: float32); parameters stay float32.
     **overrides: space settings that replace the stored ones (e.g. channels=96 to retrain wider).
   """
   space, arch = load_arch(path, **overrides)
-  return space.build(arch, scale, shifted=shifted)
+  return space.build(arch, scale, dtype=jnp.float32 if dtype is None else dtype, shifted=shifted)
 
 
 __all__ = [

@@ -4,6 +4,7 @@ One parametrised test per promise, over `SPACES.names()` at x2, x3 and x4, with 
 space registered without an entry in TINY fails here until it gets one.
 """
 
+import inspect
 import json
 
 import chex
@@ -159,3 +160,55 @@ def test_supernet_compiles_once_and_equals_every_child(name, scale):
     assert np.isfinite(float(value))
     assert _shapes(grads) == _shapes(variables)
   chex.clear_trace_counter()
+
+
+# bfloat16 keeps 8 significant bits: a network of a few layers computed in it (parameters float32)
+# stays within this of its float32 output, relative to the output's magnitude (measured: 0.2-0.9%).
+BF16_TOL = 0.02
+
+
+def _compare_forms(apply32, apply_cpu, apply16):
+  y32 = np.asarray(apply32())
+  np.testing.assert_allclose(np.asarray(apply_cpu()), y32, atol=1e-5, rtol=1e-5)  # CPU forms
+  y16 = apply16()
+  assert y16.dtype == jnp.float32  # the output (and so the loss and metrics) stays float32
+  err = float(np.abs(np.asarray(y16) - y32).max())
+  assert err <= BF16_TOL * max(1.0, float(np.abs(y32).max())), err
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_networks_cpu_forms_equal_the_accelerator_forms_and_bfloat16_is_close(name):
+  # config.kernels picks the form (shifted depthwise convs on CPU), config.compute_dtype the dtype.
+  space = _space(name)
+  if isinstance(space, SupernetSpace):
+    arch = space.max_arch()  # every op of the space
+  else:
+    arch = space.decode(_sample(space, np.random.default_rng(7), 1)[0])
+  x = _lr()
+  params = _random_params(space.build(arch, 2), x)
+
+  def run(dtype=jnp.float32, shifted=False):
+    return lambda: space.build(arch, 2, dtype=dtype, shifted=shifted).apply(params, x)
+
+  _compare_forms(run(), run(shifted=True), run(jnp.bfloat16))
+
+
+SUPERNET_FORM_CASES = [
+  pytest.param(n, marks=pytest.mark.slow) if n == "hnas" else n for n in SUPERNET_NAMES
+]
+
+
+@pytest.mark.parametrize("name", SUPERNET_FORM_CASES)  # HNAS: tests/spaces/test_hnas.py (x2)
+def test_supernets_cpu_forms_equal_the_accelerator_forms_and_bfloat16_is_close(name):
+  space = _space(name)
+  x = _lr(3)
+  tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
+  accepted = inspect.signature(space.supernet).parameters
+  cpu = {"shifted": True} if "shifted" in accepted else {}
+  variables = _random_params(space.supernet(2), x, tokens, seed=4)
+
+  def run(dtype=jnp.float32, **options):
+    model = space.supernet(2, dtype=dtype, **options)
+    return lambda: jax.jit(model.apply)(variables, x, tokens)
+
+  _compare_forms(run(), run(**cpu), run(jnp.bfloat16))
