@@ -176,6 +176,25 @@ def compile_train_step(network, tx, loss_fn, mesh, supernet: bool = False) -> Ca
   )
 
 
+def compile_sampled_step(network, tx, loss_fn, propose: Callable, mesh) -> Callable:
+  """Return the jitted step(state, policy, batch, rng, key) of a supernet that samples its own
+  architecture: tokens = propose(policy, key, 1)[0] inside the step, so a search's shared-weight
+  steps need no host round trip (params and policy replicated, batch split, state donated)."""
+  train = train_lib.make_train_step(_apply_fn(network), tx, loss_fn)
+
+  def step(state, policy, batch, rng, key):
+    tokens, _ = propose(policy, key, 1)
+    return train(state, batch, rng, tokens[0])
+
+  repl, split = parallel.replicated(mesh), parallel.data_sharded(mesh)
+  return jax.jit(
+    step,
+    in_shardings=(repl, repl, split, repl, repl),
+    out_shardings=(repl, repl),
+    donate_argnums=(0,),
+  )
+
+
 def _triples(pairs: data_lib.SRPairs):
   return zip(pairs.names, pairs.lr, pairs.hr, strict=True)
 
@@ -321,13 +340,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   writer = writers.MetricWriter(workdir, is_chief=is_chief)
   t_start = time.time()
   try:
-    with writers.Interrupts() as interrupts:
+    with (
+      writers.Interrupts() as interrupts,
+      parallel.Prefetch(next_batch, start, config.steps) as batches,
+    ):
       state = _loop(
         config,
         state,
         rng,
         train_step,
-        next_batch,
+        batches.get,
         validate,
         schedule,
         ckpt,

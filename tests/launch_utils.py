@@ -118,19 +118,20 @@ def kill_after_checkpoint(
 
 @contextlib.contextmanager
 def signal_at_batch(step: int, sig: int):
-  """Within the block, send this process `sig` when a search first asks for training batch `step`.
+  """Within the block, send this process `sig` when a search's loop takes training batch `step`.
 
   A deterministic Ctrl-C (or SIGTERM) inside an epoch: the search notices it before its next step.
-  The persistent XLA cache of the launchers is used, so the in-process run compiles the same
+  (Batches are made ahead by a thread; the signal goes when the loop asks for `step`.) The
+  persistent XLA cache of the launchers is used, so the in-process run compiles the same
   executables as the launcher run it is compared with.
   """
   import jax
 
-  from nasr.data import patches
+  from nasr import parallel
 
-  original, sent = patches.PatchSampler.batch, []
+  original, sent = parallel.Prefetch.get, []
 
-  def batch(self, at: int):
+  def get(self, at: int):
     if at == step and not sent:
       sent.append(at)
       os.kill(os.getpid(), sig)
@@ -140,10 +141,10 @@ def signal_at_batch(step: int, sig: int):
   before = [getattr(jax.config, n) for n in names]
   jax.config.update(names[0], _xla_cache())
   jax.config.update(names[1], 0.0)
-  patches.PatchSampler.batch = batch
+  parallel.Prefetch.get = get
   try:
     yield sent
   finally:
-    patches.PatchSampler.batch = original
+    parallel.Prefetch.get = original
     for n, v in zip(names, before, strict=True):
       jax.config.update(n, v)

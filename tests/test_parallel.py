@@ -46,3 +46,25 @@ def test_batch_must_split_evenly():
     pytest.skip("needs 2 devices")
   with pytest.raises(ValueError, match="not divisible by the 2 devices"):
     parallel.check_batch_size(3, mesh)
+
+
+def test_prefetch_hands_out_the_batches_in_order_and_the_errors_at_their_step():
+  made = []
+
+  def make(step):
+    made.append(step)
+    if step == 5:
+      raise OSError("image 5 is unreadable")
+    return {"x": np.full((2,), step)}
+
+  with parallel.Prefetch(make, 2, 8, ahead=2) as batches:
+    for step in (2, 3, 4):
+      np.testing.assert_array_equal(batches.get(step)["x"], [step, step])
+    with pytest.raises(OSError, match="image 5"):
+      batches.get(5)
+  assert made == [2, 3, 4, 5]  # nothing is made after a failure
+  with parallel.Prefetch(make, 0, 100, ahead=2) as batches:
+    batches.get(0)
+    with pytest.raises(ValueError, match="asked for step 3, the next one is 1"):
+      batches.get(3)
+  # Closing stops the thread although 98 batches were never asked for.

@@ -228,24 +228,27 @@ def _epoch(config, parts, bilevel_step, state, epoch: int, start_epoch: int, sea
   xi = carry.get("xi")
   first = epoch * config.steps_per_epoch
   search_state, rng = state["search"], state["rng"]
-  for i in range(at, config.steps_per_epoch):
-    if search.stop_requested:
-      saved = {k: loop.floats(v) for k, v in pending.items()}
-      search.pause(
-        i, {"search": search_state, "rng": rng}, {**saved, "xi": None if xi is None else float(xi)}
-      )
-    step = first + i
+
+  def batches(step: int):
     tb = {k: v[lo : lo + n] for k, v in parts["w_sampler"].batch(step).items()}
     vb = {k: v[lo : lo + n] for k, v in parts["a_sampler"].batch(step).items()}
-    search_state, m = bilevel_step(
-      search_state, parallel.shard_batch(tb, mesh), parallel.shard_batch(vb, mesh), rng
-    )
-    pending["train_loss"].append(m["train_loss"])
-    pending["val_loss"].append(m["val_loss"])
-    xi = m["xi"]
-    if i == at and epoch == start_epoch and config.steps_per_epoch - at > 1:
-      jax.block_until_ready(m)  # steps/s leaves the compilation out
-      t_epoch, timed = time.time(), config.steps_per_epoch - at - 1
+    return parallel.shard_batch(tb, mesh), parallel.shard_batch(vb, mesh)
+
+  prefetch = parallel.Prefetch(batches, first + at, first + config.steps_per_epoch)
+  with prefetch:  # the next two batches are on the devices before they are asked for
+    for i in range(at, config.steps_per_epoch):
+      if search.stop_requested:
+        saved = {k: loop.floats(v) for k, v in pending.items()}
+        xi_saved = None if xi is None else float(xi)
+        search.pause(i, {"search": search_state, "rng": rng}, {**saved, "xi": xi_saved})
+      tb, vb = prefetch.get(first + i)
+      search_state, m = bilevel_step(search_state, tb, vb, rng)
+      pending["train_loss"].append(m["train_loss"])
+      pending["val_loss"].append(m["val_loss"])
+      xi = m["xi"]
+      if i == at and epoch == start_epoch and config.steps_per_epoch - at > 1:
+        jax.block_until_ready(m)  # steps/s leaves the compilation out
+        t_epoch, timed = time.time(), config.steps_per_epoch - at - 1
   record = {
     "epoch": epoch + 1,
     "train_loss": search.finite(pending["train_loss"], first),

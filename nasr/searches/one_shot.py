@@ -160,7 +160,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   # Everything the steps touch lives on the same devices (restored arrays come back committed).
   state = jax.device_put(state, parallel.replicated(p.mesh))
   steps = {
-    "train": training.compile_train_step(p.supernet, p.tx, p.loss_fn, p.mesh, supernet=True),
+    "train": training.compile_sampled_step(p.supernet, p.tx, p.loss_fn, p.strategy.propose, p.mesh),
     "propose": jax.jit(p.strategy.propose, static_argnums=2),
     "update": jax.jit(p.strategy.update),
     "psnr": jax.jit(make_psnr_fn(p.supernet, p.scale)),
@@ -221,14 +221,21 @@ def _train_shared(
   if "supernet_loss" in carry:  # the phase was over when the run stopped: its loss was saved
     return state, float(carry["supernet_loss"])
   w_state, losses = state["w"], list(carry.get("w_losses", []))
-  for i in range(at, n):
-    if search.stop_requested:
-      search.pause(i, {**state, "w": w_state}, {"w_losses": loop.floats(losses)})
-    step = epoch * n + i
-    tokens, _ = steps["propose"](state["strategy"], jax.random.fold_in(w_rng, step), 1)
-    batch = {k: v[lo : lo + local_batch] for k, v in p.sampler.batch(step).items()}
-    w_state, m = steps["train"](w_state, parallel.shard_batch(batch, p.mesh), w_rng, tokens[0])
-    losses.append(m["loss"])
+
+  def batch(step: int):
+    local = {k: v[lo : lo + local_batch] for k, v in p.sampler.batch(step).items()}
+    return parallel.shard_batch(local, p.mesh)
+
+  # The child is sampled inside the step and the next batch is on the devices before it is asked
+  # for: nothing waits for the host within the phase (the losses are read at its end).
+  with parallel.Prefetch(batch, epoch * n + at, epoch * n + n) as batches:
+    for i in range(at, n):
+      if search.stop_requested:
+        search.pause(i, {**state, "w": w_state}, {"w_losses": loop.floats(losses)})
+      step = epoch * n + i
+      key = jax.random.fold_in(w_rng, step)
+      w_state, m = steps["train"](w_state, state["strategy"], batches.get(step), w_rng, key)
+      losses.append(m["loss"])
   loss = search.finite(losses, epoch * n) if n else float("nan")
   return {**state, "w": w_state}, loss
 
