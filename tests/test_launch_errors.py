@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from nasr import data as data_lib
+from nasr import spaces
 from tests.launch_utils import run_launcher
 
 TINY = "--config=configs/train.py:tiny"
@@ -67,6 +69,28 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
   _images(pairs / "LR", 2, 32)
   data_lib.write_png(pairs / "LR" / "img1.png", np.zeros((30, 32, 3), np.uint8))
   cases["mismatched LR/HR pair"] = ([f"--config.data.train={pairs}"], "img1.png")
+
+  nan_tiff = _images(tmp / "nan_tiff", 3, 64)
+  pixels = np.full((64, 64), 100.0, np.float32)
+  pixels[5, 7] = np.nan
+  Image.fromarray(pixels, mode="F").save(nan_tiff / "float.tif")
+  cases["NaN in a float TIFF"] = ([f"--config.data.train={nan_tiff}"], "float.tif")
+
+  space_kwargs = {"cells": 1, "channels": 4, "nodes": 2}
+  space = spaces.get("darts_sr", **space_kwargs)
+  genotype = space.derive(np.random.default_rng(0).normal(size=space.alpha_shape))
+  spaces.save_arch(tmp / "genotype.json", "darts_sr", space_kwargs, genotype)
+  record = json.loads((tmp / "genotype.json").read_text())
+  wrapped = dict(record, tokens=[2**32 + t for t in record["tokens"]])  # wraps in int32
+  (tmp / "wrapped.json").write_text(json.dumps(wrapped))
+  cases["token of 2^32 + t"] = ([f"--config.arch={tmp / 'wrapped.json'}"], "token 429496729")
+  edges = record["arch"]["edges"]
+  edges[1][0] = next(op for op in space.op_names if op not in ("none", edges[1][0]))
+  (tmp / "edited.json").write_text(json.dumps(record))
+  cases["genotype ops disagree with tokens"] = (
+    [f"--config.arch={tmp / 'edited.json'}"],
+    "disagree at arch.edges[1]",
+  )
 
   cases["unknown config key"] = (["--config.no_such_key=1"], "no_such_key")
   cases["scale not in 2, 3, 4"] = (["--config.scale=5"], "scale")
