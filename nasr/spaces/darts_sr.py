@@ -317,6 +317,151 @@ def _batched_op(op: str, x: jax.Array, params: list, shifted: bool, dt: Dtype) -
   return h + x if residual else h
 
 
+# The fused form of the mixed ops that read one node (`fused=True`). The n edges leaving a node
+# each hold K conv ops; the unfused form computes them op by op, each a chain of
+# [n, N, H, W, C] tensors that are weighted, added and transposed separately. Here every conv op of
+# every edge runs at once, in NHWC tensors of M = n * K channel blocks (edge-major, then op):
+#   - the ops are grouped by (ReLU first, SepConvs, dilation), the group's depthwise kernels
+#     zero-padded to its largest: 3x3 and 5x5 share a 5x5 conv, dilated or not (a common 9x9
+#     footprint, dil_conv_5x5's, would quadruple the depthwise multiply-adds). Shifted depthwise
+#     convs cost per tap: with `shifted` the kernel size splits the groups too (one op each);
+#   - each depthwise conv of a group is one conv over its M * C channels, each inner pointwise conv
+#     one grouped 1x1 conv (M groups) with the depthwise bias folded into its bias;
+#   - the last pointwise conv contracts each edge's K ops at once (n groups of K * C channels)
+#     with the softmax weights folded into its kernel, sum_k w_k (h_k P_k + b_k) =
+#     concat_k(h_k) stack_k(w_k P_k) + sum_k w_k b_k, so it writes [N, H, W, n, C] once;
+#   - identity shortcuts and skip-connects add (the sum of their weights) * x, pools w * pool(x)
+#     (one pool for all edges), and the zero op nothing.
+# The parameters are the unfused form's (the derived network's layout); only their use differs.
+
+
+def _fused_groups(
+  ops: tuple[str, ...], by_kernel: bool
+) -> list[tuple[bool, int, int, int, list[int]]]:
+  """Return the conv-op groups: (ReLU first, SepConvs, kernel, dilation, op columns) each."""
+  groups: dict[tuple, list[int]] = {}
+  for k, op in enumerate(ops):
+    plan = _conv_plan(op)
+    if plan is not None:
+      pre_relu, convs, _ = plan
+      (size, dil), n_convs = convs[0], len(convs)
+      key = (pre_relu, n_convs, dil, size) if by_kernel else (pre_relu, n_convs, dil)
+      groups.setdefault(key, []).append(k)
+  return [
+    (key[0], key[1], max(_conv_plan(ops[k])[1][0][0] for k in cols), key[2], cols)
+    for key, cols in groups.items()
+  ]
+
+
+def _pad_kernel(kernel: jax.Array, size: int) -> jax.Array:
+  """Return kernel [k, k, C] zero-padded to [size, size, C], centred (the same conv)."""
+  r = (size - kernel.shape[0]) // 2
+  return jnp.pad(kernel, ((r, r), (r, r), (0, 0))) if r else kernel
+
+
+def _grouped_conv(h: jax.Array, kernel: jax.Array, groups: int, dilation: int = 1) -> jax.Array:
+  """Return the 'SAME' stride-1 NHWC conv of h with an HWIO kernel in `groups` feature groups."""
+  return jax.lax.conv_general_dilated(
+    h,
+    kernel,
+    window_strides=(1, 1),
+    padding="SAME",
+    rhs_dilation=(dilation, dilation),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    feature_group_count=groups,
+  )
+
+
+def _fused_group(
+  x: jax.Array,
+  ops: list[str],
+  params: dict,
+  w: jax.Array,
+  size: int,
+  dilation: int,
+  shifted: bool,
+  dt: Dtype,
+) -> tuple[jax.Array, jax.Array]:
+  """Return the weighted sum of a group's ops without their last bias and shortcut, and that bias.
+
+  x [N, H, W, C] (after the ops' leading ReLU); params {op: [per-edge SepConv parameters]};
+  w [n, K] the ops' weights per edge. Returns ([N, H, W, n, C], bias [n, C]).
+  """
+  n, nk = w.shape
+  b, hh, ww, c = x.shape
+  m = n * nk
+  n_convs = len(_conv_plan(ops[0])[1])
+
+  def stack(s: int, a: int, i: int, f=lambda v: v) -> jax.Array:
+    # [n, K, ...]: one SepConv's parameter of every op and edge, edge-major like the blocks.
+    return jnp.stack([jnp.stack([f(params[op][e][s][a][i]) for op in ops]) for e in range(n)])
+
+  if shifted:  # blocks lead: [1 or M, N, H, W, C], as the unfused shifted form runs them
+    h = x[None]
+  else:
+    h = jnp.broadcast_to(x[..., None, :], (b, hh, ww, m, c)).reshape(b, hh, ww, m * c)
+  for s in range(n_convs):
+    dwk = stack(s, 0, 0, lambda k: _pad_kernel(k[:, :, 0], size)).astype(dt)  # [n, K, k, k, C]
+    pw = stack(s, 1, 0)[:, :, 0, 0]  # [n, K, C, C]
+    # (h + b) P + b' = h P + (b P + b'): the depthwise bias joins the pointwise one.
+    bias = stack(s, 1, 1) + jnp.einsum("ekc,ekcd->ekd", stack(s, 0, 1), pw)
+    pw, bias = pw.astype(dt), bias.astype(dt)
+    if shifted:  # op-major blocks: the last pointwise conv then reads each op's edges in one piece
+      h = stacked_depthwise_conv(h, dwk.swapaxes(0, 1).reshape(m, size, size, c), dilation)
+    else:
+      dwk = dwk.transpose(2, 3, 0, 1, 4).reshape(size, size, 1, m * c)
+      h = _grouped_conv(h, dwk, m * c, dilation)
+    if s < n_convs - 1:
+      if shifted:
+        h = jnp.einsum("mbhwc,mcd->mbhwd", h, pw.swapaxes(0, 1).reshape(m, c, c))
+        h = nn.relu(h + bias.swapaxes(0, 1).reshape(m, 1, 1, 1, c))
+      else:
+        h = _grouped_conv(h, pw.transpose(2, 0, 1, 3).reshape(1, 1, c, m * c), m)
+        h = nn.relu(h + bias.reshape(m * c))
+      continue
+    pw = pw * w[:, :, None, None]
+    bias = jnp.einsum("ek,ekd->ed", w, bias)
+    if shifted:
+      h = h.reshape(nk, n, b, hh, ww, c)
+      y = sum(jnp.einsum("ebhwc,ecd->ebhwd", h[k], pw[:, k]) for k in range(nk))
+      y = y.transpose(1, 2, 3, 0, 4)
+    else:
+      kernel = pw.reshape(n, nk * c, c).transpose(1, 0, 2).reshape(1, 1, nk * c, n * c)
+      y = _grouped_conv(h, kernel, n).reshape(b, hh, ww, n, c)
+  return y, bias
+
+
+def _fused_source(
+  ops: tuple[str, ...], x: jax.Array, params: dict, w: jax.Array, shifted: bool, dt: Dtype
+) -> jax.Array:
+  """Return every mixed op of the n edges reading x [N, H, W, C]: [N, H, W, n, C].
+
+  params {op: [per-edge SepConv parameters]}; w [n, ops] the edges' softmax weights.
+  """
+  x = x.astype(dt)
+  terms = []
+  x_weight = None  # skip-connects and identity shortcuts
+  for k, op in enumerate(ops):
+    kind, size = _op_kind(op)
+    plan = _conv_plan(op)
+    if kind == SKIP or (plan is not None and plan[2]):
+      x_weight = w[:, k] if x_weight is None else x_weight + w[:, k]
+    elif kind == "max_pool":
+      terms.append(w[:, k, None] * max_pool(x, size)[..., None, :])
+    elif kind == "avg_pool":
+      terms.append(w[:, k, None] * avg_pool(x, size)[..., None, :])
+  if x_weight is not None:
+    terms.append(x_weight[:, None] * x[..., None, :])
+  for pre_relu, _, size, dilation, cols in _fused_groups(ops, by_kernel=shifted):
+    group = [ops[k] for k in cols]
+    h = nn.relu(x) if pre_relu else x
+    y, bias = _fused_group(h, group, params, w[:, np.array(cols)], size, dilation, shifted, dt)
+    terms.append(y + bias)
+  if not terms:  # the zero op alone
+    return jnp.zeros((*x.shape[:3], w.shape[0], x.shape[-1]), dt)
+  return sum(terms[1:], terms[0])
+
+
 NODE_REDUCE = ("mean", "sum")
 
 
@@ -347,7 +492,11 @@ class DartsSuperCell(nn.Module):
 
   The edges leaving one node (or input) share its value; they are computed together, op by op,
   with the edges' kernels side by side: 5 batched computations instead of 14 per op at 4 nodes,
-  which compiles and runs several times faster than one computation per edge.
+  which compiles and runs several times faster than one computation per edge. `fused` computes
+  all ops of those edges at once instead (`_fused_source`): the same function and parameters in
+  fewer, wider tensors, for accelerators (XLA's bytes accessed per paper-size first-order step,
+  `benchmarks/darts_speed.py --cost_only`: 667 GiB, against 939 op by op with conv depthwise convs
+  and 3524 with shifted ones; on CPU its grouped convs run far slower than the shifted form).
   """
 
   ops: tuple[str, ...]
@@ -357,17 +506,19 @@ class DartsSuperCell(nn.Module):
   dtype: Dtype = jnp.float32
   node_reduce: str = "mean"  # how a node combines its edges: "mean" or "sum" (see DartsSR)
   remat_ops: bool = False  # recompute each batched op's insides in the backward pass
+  fused: bool = False  # all ops of the edges reading a node at once (_fused_source)
 
   @nn.compact
   def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array) -> jax.Array:
     """Return the mean of the intermediate nodes (each also sown as intermediates/node{i})."""
     c, dt = self.channels, self.dtype
-    batched_op = _batched_op
+    batched_op, fused_source = _batched_op, _fused_source
     if self.remat_ops:
       # Only each op's output is kept for the backward pass (it is what d loss / d alpha needs);
       # its ReLUs and convs are recomputed. (At paper size XLA's estimate moved little, 33.90 ->
       # 33.81 GiB, BENCHMARKS.md; kept because it bounds what one cell's backward holds.)
       batched_op = jax.checkpoint(_batched_op, static_argnums=(0, 3, 4))
+      fused_source = jax.checkpoint(_fused_source, static_argnums=(0, 4, 5))
     conv_ops = [op for op in self.ops if _conv_plan(op) is not None]
     params = {
       (i, j): _EdgeParams(tuple(conv_ops), c, name=_edge_name(i, j))()
@@ -385,6 +536,12 @@ class DartsSuperCell(nn.Module):
         states.append(acc[j - 2])
       readers = list(range(max(0, j - 1), self.nodes))  # node i reads j when j < 2 + i
       w = weights[np.array([edge_index(i, j) for i in readers])].astype(dt)  # [n, ops]
+      if self.fused:
+        edge_params = {op: [params[(i, j)][op] for i in readers] for op in conv_ops}
+        out = fused_source(self.ops, states[j], edge_params, w, self.shifted, dt)
+        for r, i in enumerate(readers):
+          acc[i] = out[..., r, :] if acc[i] is None else acc[i] + out[..., r, :]
+        continue
       x = states[j][None]  # [1, N, H, W, C]
       out = None
       for k, op in enumerate(self.ops):
@@ -442,6 +599,7 @@ class _SuperCellStep(nn.Module):
   dtype: Dtype
   node_reduce: str
   remat_ops: bool
+  fused: bool
 
   @nn.compact
   def __call__(self, carry, weights):
@@ -454,6 +612,7 @@ class _SuperCellStep(nn.Module):
       self.dtype,
       self.node_reduce,
       self.remat_ops,
+      self.fused,
       name="cell",
     )
     out = cell(s0, s1, weights)
@@ -494,6 +653,7 @@ class DartsSRSupernet(SRFrame, nn.Module):
   shifted: bool = True  # depthwise convs as shifted multiply-adds (fast on CPU, same function)
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   node_reduce: str = "mean"  # how a node combines its edges (DartsSR.node_reduce)
+  fused: bool = False  # each node's mixed ops in a few wide convs (DartsSuperCell.fused)
 
   def __post_init__(self):
     _check_node_reduce(self.node_reduce)
@@ -518,7 +678,15 @@ class DartsSRSupernet(SRFrame, nn.Module):
         length=self.cells,
       )
       step = stack(
-        self.ops, self.nodes, c, self.shifted, dt, self.node_reduce, self.remat, name="cells"
+        self.ops,
+        self.nodes,
+        c,
+        self.shifted,
+        dt,
+        self.node_reduce,
+        self.remat,
+        self.fused,
+        name="cells",
       )
       (_, s1), _ = step((f0, f0), weights)
       return s1
@@ -702,13 +870,20 @@ class DartsSR:
     return DartsGenotype(tuple(edges))
 
   def supernet(
-    self, scale: int, remat: bool = False, shifted: bool = True, dtype: Dtype = jnp.float32
+    self,
+    scale: int,
+    remat: bool = False,
+    shifted: bool = True,
+    dtype: Dtype = jnp.float32,
+    fused: bool = False,
   ) -> DartsSRSupernet:
     """Return the search network; call it as model.apply(variables, x, alpha).
 
     `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.cpu_kernels): the same
     function and parameters, several times faster on CPU; the derived network of `build` keeps
-    `conv_general_dilated`, so its multiply-adds are counted.
+    `conv_general_dilated`, so its multiply-adds are counted. `fused` computes the mixed ops of
+    all edges that read one node together (`_fused_source`): the same function and parameters,
+    fewer and wider tensors (the accelerator form).
     """
     return DartsSRSupernet(
       self.op_names,
@@ -720,6 +895,7 @@ class DartsSR:
       shifted,
       dtype,
       self.node_reduce,
+      fused,
     )
 
   def build(

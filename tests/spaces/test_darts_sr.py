@@ -366,6 +366,68 @@ def test_remat_supernet_matches():
   )
 
 
+# The fused mixed ops (fused=True): the same function and parameters as the op-by-op form. The
+# fused form adds in another order (the softmax weights and the depthwise biases folded into the
+# pointwise kernels and biases, the ops of an edge summed inside one contraction), so float32
+# results agree to rounding: outputs within rtol = atol = 1e-5, gradients within rtol 1e-4 and
+# atol 1e-5 (their values are of order 1e-3..1).
+_MIXED_OPS = "none,skip_connect,max_pool_3x3,avg_pool_3x3,res_sep_conv_3x3,res_dil_conv_5x5"
+_MIXED_OPS += ",sep_conv_5x5,dil_conv_3x3"  # every kind of group: ReLU first or not, 1 or 2 convs
+
+
+@pytest.mark.parametrize(
+  ("ops", "shifted", "node_reduce", "remat_ops"),
+  [
+    ("improved", False, "mean", False),
+    ("improved", True, "mean", False),
+    ("original", False, "sum", True),
+    (_MIXED_OPS, True, "mean", False),  # the original set's kinds of op, shifted
+  ],
+)
+def test_fused_cell_equals_unfused(ops, shifted, node_reduce, remat_ops):
+  # One cell of 2 nodes: 3 sources read by 2, 2 and 1 edges. (Two compiles each, and the shifted
+  # gradients compile slowly: the sizes are the smallest that take every path.)
+  space = spaces.get("darts_sr", ops=ops, channels=3, nodes=2, node_reduce=node_reduce)
+  rng = np.random.default_rng(0)
+  s0, s1 = (jnp.asarray(rng.uniform(size=(2, 5, 5, 3)), jnp.float32) for _ in range(2))
+  alpha = jnp.asarray(rng.normal(size=space.alpha_shape), jnp.float32)
+
+  def cell(fused):
+    return darts_sr.DartsSuperCell(
+      space.op_names, 2, 3, shifted, node_reduce=node_reduce, remat_ops=remat_ops, fused=fused
+    )
+
+  params = _random_params(cell(False), s0, s1, alpha)
+  shapes = lambda t: jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), t)  # noqa: E731
+  assert shapes(jax.eval_shape(cell(True).init, jax.random.PRNGKey(0), s0, s1, alpha)) == shapes(
+    params
+  )
+
+  def run(model):
+    f = lambda p, a: model.apply(p, s0, s1, jax.nn.softmax(a, axis=-1))  # noqa: E731
+    loss = lambda p, a: jnp.mean(f(p, a) ** 2)  # noqa: E731
+    return jax.jit(lambda p, a: (f(p, a), jax.grad(loss, (0, 1))(p, a)))(params, alpha)
+
+  (y0, (gw0, ga0)), (y1, (gw1, ga1)) = run(cell(False)), run(cell(True))
+  np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(ga1, ga0, rtol=1e-4, atol=1e-5)
+  assert float(jnp.max(jnp.abs(ga0))) > 1e-3  # alpha's gradient is not trivially zero
+  for a, b in zip(jax.tree_util.tree_leaves(gw1), jax.tree_util.tree_leaves(gw0), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_supernet_keeps_the_parameters():
+  # space.supernet passes `fused` down to every cell; the checkpoints of both forms are the same.
+  space = spaces.get("darts_sr", ops="original", cells=2, channels=4, nodes=3)
+  x, alpha = _lr(1, 8), jnp.zeros(space.alpha_shape)
+  fused = space.supernet(2, shifted=False, fused=True)
+  assert fused.fused and not space.supernet(2).fused
+  shapes = lambda net: jax.tree_util.tree_map(  # noqa: E731
+    lambda a: (a.shape, a.dtype), jax.eval_shape(net.init, jax.random.PRNGKey(0), x, alpha)
+  )
+  assert shapes(fused) == shapes(space.supernet(2))
+
+
 # ---------------------------------------------------------------------------------------------
 # The shifted leaf ops the supernet runs on (nasr.ops.cpu_kernels).
 
