@@ -56,15 +56,45 @@ def _one_line(error: Exception) -> str:
   return f"{lines[0].rstrip(':')}: {lines[-1]}"
 
 
-def _exit_with(error: Exception, argv: list[str]) -> None:
+def _last_word(line: str, code: int, workdir: str | None = None) -> None:
+  """Print `line` as stderr's last line and exit with `code` at once (never returns).
+
+  Background writers that failed (a checkpoint save on a full disk) may still print from their
+  threads, and an interpreter teardown makes them print more; so stderr is pointed at
+  <workdir>/error.log (or /dev/null) first and the line goes to the saved terminal descriptor.
+  """
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  logging.flush()
+  terminal = os.dup(2)
+  log = Path(workdir) / ERROR_LOG if workdir and Path(workdir).is_dir() else None
+  try:
+    sink = os.open(log if log else os.devnull, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  except OSError:
+    sink = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(sink, 2)
+  try:
+    os.write(terminal, (line + "\n").encode(errors="replace"))
+  except OSError:
+    pass
+  os._exit(code)
+
+
+def _exit_with(error: Exception, argv: list[str], workdir: str | None = None) -> None:
   """Print one line naming the culprit and exit with status 2."""
   if isinstance(error, (AttributeError, KeyError)):  # ml_collections: no such config key
     key = str(error).strip("'\"")
     arg = next((a for a in argv if a.startswith("--config.") and key in a), "")
-    print(f"error: unknown config key {key!r}" + (f" in {arg}" if arg else ""), file=sys.stderr)
+    line = f"error: unknown config key {key!r}" + (f" in {arg}" if arg else "")
   else:
-    print(f"error: {_one_line(error)}", file=sys.stderr)
-  sys.exit(2)
+    line = f"error: {_one_line(error)}"
+  if workdir is None:  # flag parsing: nothing runs in the background yet
+    print(line, file=sys.stderr)
+    sys.exit(2)
+  _last_word(line, 2, workdir)
 
 
 # What bad flags raise while parsing: flags.Error, or the config file's own errors (ml_collections
@@ -103,30 +133,25 @@ def run(main: Callable[[object, str], object], needs_config: bool = True) -> Non
       sys.exit(130)  # the shell's code for a run stopped by Ctrl-C
     except KeyboardInterrupt:
       # A search stops at once (its checkpoints are per epoch): the last one is what resumes.
-      print(
+      _last_word(
         "interrupted: stopped; the last checkpoint is kept: run the same command to resume",
-        file=sys.stderr,
-        flush=True,
+        130,
+        _WORKDIR.value,
       )
-      logging.flush()
-      os._exit(130)
     except (NasrError, DivergedError, FileNotFoundError) as e:
       # Bad input or divergence: the message already names the culprit, a traceback would bury it.
       _log_traceback(_WORKDIR.value)
       if _verbose():
         raise
-      _exit_with(e, sys.argv)
+      _exit_with(e, sys.argv, _WORKDIR.value)
     except Exception as e:  # noqa: BLE001 - everything else: one line, the traceback in a file
       log = _log_traceback(_WORKDIR.value)
       if _verbose():
         raise
       where = f" (traceback: {log})" if log else " (run with --verbose for the traceback)"
-      print(f"error: {type(e).__name__}: {_one_line(e)}{where}", file=sys.stderr, flush=True)
       # Checkpoint saves have finished or failed by now (the runs close their managers on the
-      # way out); an interpreter teardown would let failed background writers (a full disk)
-      # print tracebacks after this line.
-      logging.flush()
-      os._exit(2)
+      # way out); nothing a failed background writer prints may follow this line.
+      _last_word(f"error: {type(e).__name__}: {_one_line(e)}{where}", 2, _WORKDIR.value)
 
   def _parse_flags(argv):
     try:

@@ -3,6 +3,8 @@ and leave existing checkpoints untouched."""
 
 import json
 import shutil
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -12,7 +14,7 @@ from PIL import Image
 
 from nasr import data as data_lib
 from nasr import spaces
-from tests.launch_utils import run_launcher
+from tests.launch_utils import REPO, launch_env, run_launcher
 
 TINY = "--config=configs/train.py:tiny"
 
@@ -212,3 +214,37 @@ def test_evaluating_weights_that_do_not_fit_their_config_names_the_mismatch(trai
     f"--workdir={tmp_path / 'eval'}",
   )
   _no_traceback_one_line(r, "does not match its config.json", "other shapes")
+
+
+_NOISY = """
+import atexit, sys, threading
+from launch import common
+from nasr.core.errors import NasrError
+
+def main(config, workdir):
+  # Failed background writers print from their threads, and again at interpreter teardown.
+  def chatter():
+    while True:
+      sys.stderr.write("background writer noise\\n")
+  threading.Thread(target=chatter, daemon=True).start()
+  atexit.register(lambda: sys.stderr.write("teardown noise\\n"))
+  raise {error}("the save failed")
+
+common.run(main, needs_config=False)
+"""
+
+
+@pytest.mark.parametrize("error", ["NasrError", "RuntimeError"])
+def test_the_error_is_the_last_line_though_background_threads_still_print(error, tmp_path):
+  r = subprocess.run(
+    [sys.executable, "-c", _NOISY.replace("{error}", error), f"--workdir={tmp_path}"],
+    cwd=REPO,
+    env=launch_env(),
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert r.returncode == 2, r.stderr[-2000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "the save failed" in last, last
+  assert "teardown noise" not in r.stderr
