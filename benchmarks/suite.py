@@ -63,11 +63,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from configs import darts_sr as darts_config
-from configs import deconas as deconas_config
-from configs import hnas as hnas_config
-from configs import train as train_config
 from nasr import parallel, spaces, training
+from nasr.configs import darts_sr as darts_config
+from nasr.configs import deconas as deconas_config
+from nasr.configs import hnas as hnas_config
+from nasr.configs import train as train_config
 from nasr.estimation import darts, losses
 from nasr.estimation import train as train_lib
 from nasr.searches import darts as darts_search

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import ml_collections
 
-from configs import common
-from configs import train as train_config
+from nasr.configs import common
+from nasr.configs import train as train_config
 
 PRESETS = (*common.PRESETS, "final")
 DECONASNET = str(Path(__file__).resolve().parent / "archs" / "deconasnet.json")

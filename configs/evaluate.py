@@ -7,7 +7,7 @@ r"""Evaluate a trained checkpoint (or bicubic) on benchmark folders.
 
 import ml_collections
 
-from configs import common
+from nasr.configs import common
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:

@@ -12,8 +12,8 @@ W/gp.json, W/topk.json (+ W/topk/<rank>.json architecture files), W/gp.png.
 
 import ml_collections
 
-from configs import common
-from configs import train as train_config
+from nasr.configs import common
+from nasr.configs import train as train_config
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import ml_collections
 
-from configs import common
-from configs import train as train_config
+from nasr.configs import common
+from nasr.configs import train as train_config
 
 PRESETS = (*common.PRESETS, "final")
 ARCHS = Path(__file__).resolve().parent / "archs"

@@ -7,12 +7,15 @@ python -m launch.train --config=configs/train.py --config.arch=W/best.json --wor
 
 import ml_collections
 
-from configs import common
+from nasr.configs import common
+
+# quick: the README's first command, a few minutes on 2 CPU cores; default: the longer recipe.
+PRESETS = ("tiny", "quick", "default", "paper")
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
-  """Return the training config for `preset` (tiny, default or paper)."""
-  preset = common.check_preset(preset)
+  """Return the training config for `preset` (tiny, quick, default or paper)."""
+  preset = common.check_preset(preset, PRESETS)
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.seed = 0
@@ -53,6 +56,14 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.log_every = 2
     c.eval_every = 3
     c.checkpoint_every = 2
+  elif preset == "quick":  # 2 quiet CPU cores: ~1.5 min, about +1 dB over bicubic (README)
+    c.model_kwargs = ml_collections.ConfigDict({"blocks": 4, "channels": 32})
+    c.data.patch_size = 24
+    c.steps = 1500
+    c.optim.lr = 1e-3
+    c.optim.decay_every = 1000
+    c.eval_every = 500
+    c.checkpoint_every = 500
   elif preset == "paper":  # EDSR-baseline (Lim et al. 2017): 16 blocks, 64 channels, 300k steps.
     c.model_kwargs = ml_collections.ConfigDict({"blocks": 16, "channels": 64})
     c.steps = 300_000

@@ -6,7 +6,7 @@ r"""Upscale images with a trained checkpoint (or bicubic).
 
 import ml_collections
 
-from configs import common
+from nasr.configs import common
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:

@@ -6,6 +6,7 @@ to `<workdir>/error.log` (and to stderr with --verbose or NASR_TRACEBACK=1).
 
 import datetime
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from nasr import writers
+from nasr import experiment, writers
 from nasr.core.errors import DivergedError, Interrupted, NasrError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -83,12 +84,27 @@ def _last_word(line: str, code: int, workdir: str | None = None) -> None:
   os._exit(code)
 
 
+def _unknown_key(error: Exception, argv: list[str]) -> str:
+  """Return 'unknown config key ...' for ml_collections' error, with its suggestion if it has one."""
+  while error.args and isinstance(error.args[0], Exception):  # AttributeError(KeyError(...))
+    error = error.args[0]
+  raw = str(error.args[0]) if error.args else str(error)
+  lines = raw.splitlines() or [""]
+  key = lines[0].strip().strip("'\"")
+  hint = re.search(r'Did you mean "([^"]+)"', raw)
+  arg = next((a for a in argv if a.startswith("--config.") and key in a), "")
+  path = arg.removeprefix("--config.").split("=", 1)[0] if arg else key
+  parent = path.rpartition(".")[0] if path.endswith(key) else ""
+  line = f"unknown config key {path!r}"
+  if hint:
+    line += f" (did you mean {'.'.join(filter(None, (parent, hint.group(1))))!r}?)"
+  return line
+
+
 def _exit_with(error: Exception, argv: list[str], workdir: str | None = None) -> None:
   """Print one line naming the culprit and exit with status 2."""
   if isinstance(error, (AttributeError, KeyError)):  # ml_collections: no such config key
-    key = str(error).strip("'\"")
-    arg = next((a for a in argv if a.startswith("--config.") and key in a), "")
-    line = f"error: unknown config key {key!r}" + (f" in {arg}" if arg else "")
+    line = f"error: {_unknown_key(error, argv)}"
   else:
     line = f"error: {_one_line(error)}"
   if workdir is None:  # flag parsing: nothing runs in the background yet
@@ -102,8 +118,26 @@ def _exit_with(error: Exception, argv: list[str], workdir: str | None = None) ->
 _FLAG_ERRORS = (flags.Error, NasrError, OSError, AttributeError, KeyError, TypeError, ValueError)
 
 
-def run(main: Callable[[object, str], object], needs_config: bool = True) -> None:
-  """Run `main(config, workdir)` as an absl app; user errors end with one line and exit code 2."""
+def _named_configs(argv: list[str]) -> list[str]:
+  """Return argv with a shipped config name (`--config=deconas:tiny`) replaced by its file."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith("--config="):
+      out[i] = "--config=" + experiment.config_path(arg.removeprefix("--config="))
+    elif arg == "--config" and i + 1 < len(out):
+      out[i + 1] = experiment.config_path(out[i + 1])
+  return out
+
+
+def run(
+  main: Callable[[object, str], object],
+  needs_config: bool = True,
+  without_config: Callable[[], str] | None = None,
+) -> None:
+  """Run `main(config, workdir)` as an absl app; user errors end with one line and exit code 2.
+
+  `without_config` returns what to show when --config is missing (e.g. the search methods).
+  """
 
   def _main(argv):
     if len(argv) > 1:
@@ -121,7 +155,9 @@ def run(main: Callable[[object, str], object], needs_config: bool = True) -> Non
     except _FLAG_ERRORS as e:
       _exit_with(e, sys.argv)
     if needs_config and config is None:
-      raise app.UsageError("--config is required, e.g. --config=configs/train.py:tiny")
+      if without_config is not None:
+        print(without_config(), file=sys.stderr)
+      raise app.UsageError("--config is required, e.g. --config=configs/train.py:tiny", exitcode=2)
     if not _WORKDIR.value:
       raise app.UsageError("--workdir is required")
     logging.set_verbosity(logging.INFO)
@@ -155,7 +191,7 @@ def run(main: Callable[[object, str], object], needs_config: bool = True) -> Non
 
   def _parse_flags(argv):
     try:
-      return flags.FLAGS(argv)
+      return flags.FLAGS(_named_configs(argv))
     except _FLAG_ERRORS as e:
       _exit_with(e, argv)
 

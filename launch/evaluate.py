@@ -4,14 +4,21 @@
       --config.benchmarks=../shared/data/benchmarks/Set5 --workdir=W
 """
 
-from launch import common
 from nasr import experiment
+
+from . import common
 
 
 def main(config, workdir):
-  """Evaluate and print the results table."""
+  """Evaluate; print the results table (with the bicubic PSNR and gain per row); return None."""
+  # The table is the last thing on stdout, so scripts and readers find it at the end.
   print(experiment.format_table(experiment.evaluate(config, workdir)))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """Run the launcher on sys.argv (python -m launch.evaluate, or `nasr evaluate`)."""
   common.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -1,7 +1,8 @@
 """Run an architecture search: python -m launch.search --config=configs/<method>.py:<preset> --workdir=W."""
 
-from launch import common
 from nasr import experiment
+
+from . import common
 
 
 def main(config, workdir):
@@ -11,5 +12,25 @@ def main(config, workdir):
     print(f"{key}: {value}")
 
 
+def methods() -> str:
+  """Return the registered search methods and the shipped configs that use each."""
+  configs = experiment.describe_configs()
+  lines = ["search methods (config.method) and the configs that use them:"]
+  for method in experiment.SEARCH_METHODS.names():
+    users = [
+      f"{name} (presets {', '.join(d['presets'])})"
+      for name, d in configs.items()
+      if d["method"] == method
+    ]
+    lines.append(f"  {method:<10}{'; '.join(users) or '-'}")
+  lines.append("e.g. nasr search --config=deconas:tiny --workdir=W (or python -m launch.search)")
+  return "\n".join(lines)
+
+
+def cli() -> None:
+  """Run the launcher on sys.argv (python -m launch.search, or `nasr search`)."""
+  common.run(main, without_config=methods)
+
+
 if __name__ == "__main__":
-  common.run(main)
+  cli()

@@ -4,8 +4,9 @@
       --config.input=photo.png --workdir=OUT
 """
 
-from launch import common
 from nasr import experiment
+
+from . import common
 
 
 def main(config, workdir):
@@ -14,5 +15,10 @@ def main(config, workdir):
     print(path)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """Run the launcher on sys.argv (python -m launch.upscale, or `nasr upscale`)."""
   common.run(main)
+
+
+if __name__ == "__main__":
+  cli()

@@ -4,7 +4,7 @@ The public API re-exports the functions the launchers call, so Colab and the com
 one code path:
 
   import nasr
-  config = nasr.load_config("configs/train.py", "tiny")
+  config = nasr.load_config("train", "tiny")
   nasr.train(config, "/tmp/nasr/tiny")
 """
 

@@ -39,19 +39,64 @@ SEARCH_METHODS = searches.SEARCH_METHODS
 # ---------------------------------------------------------------------------------------------------
 # Configs.
 # ---------------------------------------------------------------------------------------------------
+# The config files ship inside the package (nasr/configs is the repository's configs/), so a
+# name such as "deconas" works from any folder after `pip install`.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def config_names() -> list[str]:
+  """Return the names of the config files that ship with nasr ("train", "deconas", ...)."""
+  return sorted(p.stem for p in CONFIG_DIR.glob("*.py") if p.stem not in ("__init__", "common"))
+
+
+def config_path(spec: str | os.PathLike) -> str:
+  """Return "path[:preset]" for a config given as a file path or a shipped name ("deconas:tiny")."""
+  spec = str(spec)
+  path, _, preset = spec.rpartition(":") if ":" in Path(spec).name else (spec, "", "")
+  if Path(path).is_file() or "/" in path or os.sep in path or path.endswith(".py"):
+    return spec
+  if path not in config_names():
+    raise ConfigError(
+      f"no config file or config named {path!r}; the configs are: {', '.join(config_names())}"
+      " (or give a path to a .py file)"
+    )
+  return str(CONFIG_DIR / f"{path}.py") + (f":{preset}" if preset else "")
+
+
+def describe_configs() -> dict[str, dict]:
+  """Return {name: {"presets", "doc", "method"}} for every shipped config (method: searches only)."""
+  out = {}
+  for name in config_names():
+    module = _config_module(CONFIG_DIR / f"{name}.py")
+    doc = (module.__doc__ or "").strip().split("\n\n")[0]  # the first paragraph
+    method = module.get_config().get("method", "")
+    out[name] = {
+      "presets": list(getattr(module, "PRESETS", ("tiny", "default", "paper"))),
+      "doc": " ".join(doc.split()),
+      "method": method,
+    }
+  return out
+
+
+def _config_module(file: Path):
+  """Return the executed module of a config file."""
+  spec = importlib.util.spec_from_file_location(f"nasr_config_{file.stem}", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def load_config(
   path: str | os.PathLike, preset: str | None = None, lock: bool = True
 ) -> ml_collections.ConfigDict:
-  """Return `get_config(preset)` of the config file at `path` ("file.py:preset" also works)."""
-  path = str(path)
+  """Return `get_config(preset)` of a config file or shipped name ("deconas", "file.py:preset")."""
+  path = config_path(path)
   if preset is None and ":" in Path(path).name:
     path, preset = path.rsplit(":", 1)
   file = Path(path)
   if not file.is_file():
     raise ConfigError(f"config file {path} does not exist")
-  spec = importlib.util.spec_from_file_location(f"nasr_config_{file.stem}", file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = _config_module(file)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"config file {path} has no get_config(preset) function")
   config = module.get_config(preset) if preset is not None else module.get_config()
@@ -109,9 +154,19 @@ def make_upscaler(config: ml_collections.ConfigDict) -> tuple[Callable, int, dic
   return upscale, scale, {"params": n_params, "macs_per_lr_pixel": macs, "gmacs_480": gmacs}
 
 
+def _score_pairs(upscale_fn: Callable, pairs, scale: int) -> dict:
+  """Return score_images' mean PSNR/SSIM/images of `upscale_fn` over one benchmark's pairs."""
+  return scoring.score_images(upscale_fn, zip(pairs.names, pairs.lr, pairs.hr, strict=True), scale)
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-  """Score a checkpoint (or bicubic) on each benchmark; write `<workdir>/eval.json` and return it."""
-  if config.get("model") == "bicubic":
+  """Score a checkpoint (or bicubic) on each benchmark; write `<workdir>/eval.json` and return it.
+
+  Each benchmark's result also holds the MATLAB-bicubic baseline on the same pairs
+  (`bicubic: {psnr, ssim}`) and `gain_db`, the PSNR over that baseline.
+  """
+  is_bicubic = config.get("model") == "bicubic"
+  if is_bicubic:
     check_scale(config.scale, "config.scale")
   benchmarks = [b.strip() for b in str(config.benchmarks).split(",") if b.strip()]
   if not benchmarks:
@@ -122,18 +177,24 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   for spec in benchmarks:  # load (and so validate) every benchmark before scoring any
     name = "embedded_val" if spec == "embedded" else Path(spec).name
     datasets[name] = data_lib.load_dataset(spec, scale, "val")
+  baseline = bicubic_upscaler(scale)
   results = {}
   for name, pairs in datasets.items():
-    results[name] = scoring.score_images(
-      upscale, zip(pairs.names, pairs.lr, pairs.hr, strict=True), scale
-    )
+    r = _score_pairs(upscale, pairs, scale)
+    # The evaluated model is the baseline itself: its gain is 0 by definition, not a second run.
+    base = r if is_bicubic else _score_pairs(baseline, pairs, scale)
+    r["bicubic"] = {"psnr": base["psnr"], "ssim": base["ssim"]}
+    r["gain_db"] = r["psnr"] - base["psnr"]
+    results[name] = r
     logging.info(
-      "%s x%d: PSNR %.4f dB, SSIM %.4f over %d images",
+      "%s x%d: PSNR %.4f dB (bicubic %.4f, gain %+.4f), SSIM %.4f over %d images",
       name,
       scale,
-      results[name]["psnr"],
-      results[name]["ssim"],
-      results[name]["images"],
+      r["psnr"],
+      base["psnr"],
+      r["gain_db"],
+      r["ssim"],
+      r["images"],
     )
   out = {
     "params": int(model_cost["params"]),
@@ -148,12 +209,20 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
 
 
 def format_table(eval_result: dict) -> str:
-  """Return the eval results as a fixed-width text table."""
-  lines = [f"{'dataset':<16}{'scale':>6}{'PSNR':>10}{'SSIM':>9}{'images':>8}"]
+  """Return the eval results as a fixed-width text table, with the bicubic PSNR and the gain."""
+  lines = [
+    f"{'dataset':<16}{'scale':>6}{'PSNR':>10}{'SSIM':>9}{'images':>8}{'bicubic':>10}{'gain':>8}"
+  ]
   for name, r in eval_result["results"].items():
+    # eval.json files written before the baseline was reported have no bicubic key: show "-".
+    if "bicubic" in r:
+      gain = r.get("gain_db", r["psnr"] - r["bicubic"]["psnr"])
+      base = f"{r['bicubic']['psnr']:>10.4f}{gain:>+8.2f}"
+    else:
+      base = f"{'-':>10}{'-':>8}"
     lines.append(
       f"{name:<16}{'x' + str(eval_result['scale']):>6}{r['psnr']:>10.4f}"
-      f"{r['ssim']:>9.4f}{r['images']:>8d}"
+      f"{r['ssim']:>9.4f}{r['images']:>8d}{base}"
     )
   line = (
     f"params {eval_result['params']:,}  multiply-adds per LR pixel "

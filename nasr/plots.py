@@ -1,12 +1,25 @@
-"""Plots of search results, drawn where people would rather look than read (PNG, no display)."""
+"""Plots of search results, drawn where people would rather look than read (PNG, no display).
 
+Every function writes its PNG and returns the matplotlib Figure (closed, but still inspectable:
+axes, labels, legends), or None when matplotlib is not installed.
+"""
+
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from absl import logging
 
+# x axis of `plot_candidates` per cost key of a candidate row: (label, divisor).
+COST_AXES = {
+  "params": ("parameters (K)", 1e3),
+  "macs_per_lr_pixel": ("multiply-adds per LR pixel (K)", 1e3),
+}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
 
-def _figure(path: Path, size: tuple[float, float]):
+
+def _figure(path: Path, size: tuple[float, float], nrows: int = 1, ncols: int = 1):
   """Return (figure, axes) on the file-only Agg backend, or None when matplotlib is missing."""
   try:
     import matplotlib
@@ -16,85 +29,272 @@ def _figure(path: Path, size: tuple[float, float]):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  return plt.subplots(figsize=size, dpi=120)
+  # Constrained layout leaves room for colour bars and rotated tick labels, as tight_layout does not.
+  return plt.subplots(nrows, ncols, figsize=size, dpi=120, layout="constrained", squeeze=False)
 
 
-def _save(fig, ax, path: Path, title: str) -> None:
+def _save(fig, path: Path, title: str, ax=None) -> None:
+  """Title the panel `ax` (or the figure when it has several), save it and close it."""
   import matplotlib.pyplot as plt
 
-  ax.set_title(title)
-  ax.grid(alpha=0.3)
-  fig.tight_layout()
+  if ax is not None:
+    ax.set_title(title)
+  else:
+    fig.suptitle(title)
   fig.savefig(path)
-  plt.close(fig)
+  plt.close(fig)  # the returned figure stays readable; pyplot just forgets it
 
 
-def plot_candidates(rows: list[dict], path: Path, title: str = "") -> None:
-  """Draw validation PSNR against parameters for every candidate (DeCoNAS's Fig. 4)."""
-  drawn = _figure(path, (6, 4))
+def pareto_front(cost: Sequence[float], psnr: Sequence[float]) -> list[int]:
+  """Return the indices of the non-dominated points (lower cost, higher PSNR), by rising cost."""
+  order = sorted(
+    (i for i in range(len(cost)) if math.isfinite(cost[i]) and math.isfinite(psnr[i])),
+    key=lambda i: (cost[i], -psnr[i]),
+  )
+  front, best = [], -math.inf
+  for i in order:
+    if psnr[i] > best:
+      front.append(i)
+      best = psnr[i]
+  return front
+
+
+def plot_candidates(
+  rows: list[dict],
+  path: Path,
+  title: str = "",
+  *,
+  cost: str = "params",
+  bicubic_psnr: float | None = None,
+  history: list[dict] | None = None,
+):
+  """Draw PSNR against cost with the Pareto front (DeCoNAS Fig. 4) and the controller's epochs.
+
+  Returns the Figure (None without matplotlib). `rows` are sorted by reward, best first; `cost` is
+  the row key on the x axis; `history` (the search's per-epoch records) adds a second panel.
+  """
+  panels = 1 if history is None else 2
+  drawn = _figure(path, (5.5 * panels, 4.2), 1, panels)
   if drawn is None:
-    return
-  fig, ax = drawn
-  params = np.array([r["params"] for r in rows]) / 1e3
-  psnr = np.array([r["psnr"] for r in rows])
-  ax.scatter(params, psnr, s=14, alpha=0.7, label="candidates")
-  ax.scatter(params[:1], psnr[:1], s=60, marker="*", color="crimson", label="best reward")
-  ax.set_xlabel("parameters (K)")
+    return None
+  fig, axes = drawn
+  ax = axes[0, 0]
+  label, unit = COST_AXES.get(cost, (cost, 1.0))
+  x = np.array([r[cost] for r in rows], np.float64) / unit
+  psnr = np.array([r["psnr"] for r in rows], np.float64)
+  ax.scatter(x, psnr, s=14, alpha=0.5, color="tab:blue", label="candidates")
+  front = pareto_front(x.tolist(), psnr.tolist())
+  if front:
+    # Post steps: at a given cost the best reachable PSNR is that of the dearest front point below.
+    ax.plot(
+      x[front],
+      psnr[front],
+      drawstyle="steps-post",
+      marker="o",
+      ms=6,
+      mfc="none",
+      color="tab:green",
+      lw=1.2,
+      label="Pareto front",
+    )
+  if rows:
+    ax.scatter(x[:1], psnr[:1], s=80, marker="*", color="crimson", zorder=3, label="best reward")
+  if bicubic_psnr is not None and math.isfinite(bicubic_psnr):
+    ax.axhline(bicubic_psnr, ls="--", lw=1, color="gray", label=f"bicubic ({bicubic_psnr:.2f} dB)")
+  ax.set_xlabel(label)
   ax.set_ylabel("validation PSNR with shared weights (dB)")
-  ax.legend(loc="lower right")
-  _save(fig, ax, path, title or "candidates")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right", fontsize=8)
+  if history is not None:
+    ax.set_title("candidates")
+    _controller_panel(axes[0, 1], history)
+  _save(fig, path, title or "candidates", ax if history is None else None)
+  return fig
 
 
-def plot_history(history: list[dict], path: Path, title: str = "") -> None:
-  """Draw skip-connects in the derived cell and validation PSNR per epoch (DARTS Fig. 2 / 4)."""
-  drawn = _figure(path, (6, 4))
-  if drawn is None:
+def _controller_panel(ax, history: list[dict]) -> None:
+  """Draw the controller's mean reward and baseline per epoch, and its entropy on a second axis."""
+  epochs = [h["epoch"] for h in history]
+  ax.set_title("controller")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("reward")
+  ax.grid(alpha=0.3)
+  if not history:
+    ax.text(0.5, 0.5, "no epochs recorded", ha="center", va="center", transform=ax.transAxes)
     return
   from matplotlib.ticker import MaxNLocator
 
-  fig, ax = drawn
-  epochs = [h["epoch"] for h in history]
-  ax.plot(epochs, [h["num_skip"] for h in history], "o-", color="tab:red", label="skip-connects")
-  ax.set_xlabel("epoch")
-  ax.set_ylabel("skip-connects in the derived cell", color="tab:red")
-  ax.set_ylim(0, max(len(h["genotype"]) for h in history) + 0.5)  # up to every kept edge
-  ax.yaxis.set_major_locator(MaxNLocator(integer=True))
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-  ax2 = ax.twinx()
-  ax2.plot(epochs, [h["val_psnr"] for h in history], "s-", color="tab:blue", label="val PSNR")
-  ax2.set_ylabel("validation PSNR of the supernet (dB)", color="tab:blue")
-  _save(fig, ax, path, title or "darts_sr search")
+  top = ax  # the legend goes on the axes drawn last, or the twin's line crosses over it
+  handles = ax.plot(epochs, _column(history, "reward"), "o-", color="tab:blue", label="reward")
+  if any("controller_baseline" in h for h in history):  # REINFORCE keeps one; random search not
+    handles += ax.plot(
+      epochs, _column(history, "controller_baseline"), "--", color="tab:gray", label="baseline"
+    )
+  if any("controller_entropy_mean" in h for h in history):
+    ax2 = top = ax.twinx()  # entropy is in nats, not on the reward's scale
+    handles += ax2.plot(
+      epochs, _column(history, "controller_entropy_mean"), "s-", color="tab:orange", label="entropy"
+    )
+    ax2.set_ylabel("policy entropy (nats)", color="tab:orange")
+    # A converged policy's entropy moves in the 4th decimal: plain ticks, not "+2.25e1" offsets.
+    ax2.ticklabel_format(axis="y", useOffset=False)
+  ax.ticklabel_format(axis="y", useOffset=False)
+  # Below the panel: reward and entropy cross anywhere, and "best" sees only one axes' lines.
+  top.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8)
 
 
-def plot_gp(observed: list[dict], path: Path, title: str = "") -> None:
-  """Draw leave-one-out predicted against measured PSNR of every observed candidate (GP-NAS)."""
-  drawn = _figure(path, (5, 5))
+def _column(history: list[dict], key: str) -> list[float]:
+  """Return history[i][key] for every epoch, NaN where missing or null (gaps in the line)."""
+  return [float("nan") if h.get(key) is None else float(h[key]) for h in history]
+
+
+def plot_history(
+  history: list[dict],
+  path: Path,
+  title: str = "",
+  *,
+  ops: Sequence[str] | None = None,
+  edges: Sequence[str] | None = None,
+):
+  """Draw softmax(alpha) over epochs and at the end, skip-connects and PSNR (DARTS Fig. 2 / 4).
+
+  Returns the Figure (None without matplotlib). Rows carry "alpha_softmax" [edges][ops]; `ops` and
+  `edges` name its columns and rows (numbered when not given).
+  """
+  drawn = _figure(path, (12, 8), 2, 2)
   if drawn is None:
-    return
-  fig, ax = drawn
-  rows = [o for o in observed if o["psnr"] is not None and o["loo_mean"] is not None]
-  if rows:
-    y = np.array([o["psnr"] for o in rows])
-    loo = np.array([o["loo_mean"] for o in rows])
-    err = np.array([o["loo_std"] or 0.0 for o in rows])
-    post = np.array([o["pred_mean"] for o in rows])
-    ax.errorbar(y, loo, yerr=err, fmt="o", ms=4, alpha=0.8, label="leave-one-out prediction")
-    ax.scatter(y, post, s=10, marker="x", color="gray", alpha=0.7, label="posterior mean")
+    return None
+  from matplotlib.ticker import MaxNLocator
+
+  fig, axes = drawn
+  epochs = [h["epoch"] for h in history]
+  with_alpha = [h for h in history if h.get("alpha_softmax")]
+  ax = axes[0, 0]
+  if with_alpha:
+    probs = np.array([h["alpha_softmax"] for h in with_alpha], np.float64)  # [epochs, edges, ops]
+    ops = list(ops) if ops is not None else [f"op {k}" for k in range(probs.shape[2])]
+    edges = list(edges) if edges is not None else [f"edge {e}" for e in range(probs.shape[1])]
+    mean = probs.mean(axis=1)
+    x = [h["epoch"] for h in with_alpha]
+    for k, op in enumerate(ops):
+      ax.plot(x, mean[:, k], marker=_MARKERS[k % len(_MARKERS)], ms=4, label=op)
+    ax.legend(loc="best", fontsize=7, ncol=2)
+    _alpha_heatmap(fig, axes[0, 1], probs[-1], ops, edges, x[-1])
+  else:
+    axes[0, 1].set_axis_off()
+  ax.set_title("softmax(alpha) per op, mean over edges")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("mean softmax(alpha)")
+  ax.set_ylim(0, 1)
+  ax.grid(alpha=0.3)
+
+  ax = axes[1, 0]
+  ax.plot(epochs, [h["num_skip"] for h in history], "o-", color="tab:red", label="skip-connects")
+  ax.set_title("skip-connects in the derived cell")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("skip-connects")
+  kept = max((len(h["genotype"]) for h in history), default=1)
+  ax.set_ylim(0, kept + 0.5)  # up to every kept edge
+  ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.grid(alpha=0.3)
+
+  ax = axes[1, 1]
+  ax.plot(epochs, [h["val_psnr"] for h in history], "s-", color="tab:blue", label="val PSNR")
+  ax.set_title("supernet on the validation crops")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("validation PSNR (dB)")
+  ax.grid(alpha=0.3)
+  for ax in (axes[0, 0], axes[1, 0], axes[1, 1]):
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  _save(fig, path, title or "darts_sr search")
+  return fig
+
+
+def _alpha_heatmap(fig, ax, probs: np.ndarray, ops, edges, epoch: int) -> None:
+  """Draw softmax(alpha) [edges, ops] of one epoch as a heatmap, values written in small grids."""
+  image = ax.imshow(probs, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+  fig.colorbar(image, ax=ax, label="softmax(alpha)")
+  ax.set_xticks(range(len(ops)), ops, rotation=35, ha="right", fontsize=7)
+  ax.set_yticks(range(len(edges)), edges, fontsize=7)
+  ax.set_xlabel("op")
+  ax.set_ylabel("edge")
+  ax.set_title(f"softmax(alpha) at epoch {epoch}")
+  if probs.size <= 120:  # beyond that the numbers are too small to read
+    for (e, k), v in np.ndenumerate(probs):
+      colour = "black" if v > 0.6 else "white"  # readable on viridis' yellow and its blue
+      ax.text(k, e, f"{v:.2f}", ha="center", va="center", fontsize=6, color=colour)
+
+
+def plot_gp(
+  observed: list[dict],
+  path: Path,
+  title: str = "",
+  *,
+  families: Sequence[str] | None = None,
+):
+  """Draw leave-one-out predicted against measured PSNR, one marker per family (GP-NAS).
+
+  Returns the Figure (None without matplotlib). `families` names each observed row's family
+  (default: its "family", or its arch's, when present).
+  """
+  drawn = _figure(path, (5.5, 5.5))
+  if drawn is None:
+    return None
+  fig, axes = drawn
+  ax = axes[0, 0]
+  if families is None:
+    families = [o.get("family") or (o.get("arch") or {}).get("family") or "" for o in observed]
+  pairs = [
+    (o, f)
+    for o, f in zip(observed, families, strict=True)
+    if o["psnr"] is not None and o["loo_mean"] is not None
+  ]
+  if pairs:
+    rows = [o for o, _ in pairs]
+    y = np.array([o["psnr"] for o in rows], np.float64)
+    loo = np.array([o["loo_mean"] for o in rows], np.float64)
+    err = np.array([o["loo_std"] or 0.0 for o in rows], np.float64)
+    post = np.array([o["pred_mean"] for o in rows], np.float64)
+    names = [f for _, f in pairs]
+    handles = []
+    for k, family in enumerate(dict.fromkeys(names)):  # first-seen order, stable across redraws
+      sel = np.array([f == family for f in names])
+      bars = ax.errorbar(
+        y[sel],
+        loo[sel],
+        yerr=err[sel],
+        fmt=_MARKERS[k % len(_MARKERS)],
+        color=f"C{k}",
+        ms=5,
+        alpha=0.8,
+        label=f"{family} (leave-one-out)" if family else "leave-one-out prediction",
+      )
+      handles.append(bars)
+    handles.append(
+      ax.scatter(y, post, s=12, marker="x", color="gray", alpha=0.7, label="posterior mean")
+    )
     lo, hi = float(min(y.min(), loo.min())), float(max(y.max(), loo.max()))
     pad = 0.05 * (hi - lo or 1.0)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=0.8)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(handles=handles, loc="upper left", fontsize=8)
   ax.set_xlabel("measured validation PSNR (dB)")
   ax.set_ylabel("predicted PSNR (dB)")
-  _save(fig, ax, path, title or "GP-NAS")
+  ax.grid(alpha=0.3)
+  _save(fig, path, title or "GP-NAS", ax)
+  return fig
 
 
-def plot_pareto(pareto: dict, path: Path, title: str = "") -> None:
-  """Draw PSNR against GMACs at 480x480 of every candidate, each lambda's best and the front (HNAS)."""
+def plot_pareto(pareto: dict, path: Path, title: str = ""):
+  """Draw PSNR against GMACs of every candidate, each lambda's best and the front (HNAS).
+
+  Returns the Figure (None without matplotlib).
+  """
   drawn = _figure(path, (6, 4))
   if drawn is None:
-    return
-  fig, ax = drawn
+    return None
+  fig, axes = drawn
+  ax = axes[0, 0]
   cands = pareto["candidates"]
   if cands:
     gm = np.array([c["gmacs_480"] for c in cands])
@@ -126,6 +326,8 @@ def plot_pareto(pareto: dict, path: Path, title: str = "") -> None:
   shape = pareto.get("input", [1, 480, 480, 3])
   ax.set_xlabel(f"multiply-adds per {shape[1]}x{shape[2]} LR image (G)")
   ax.set_ylabel("validation PSNR of the search (dB)")
+  ax.grid(alpha=0.3)
   if cands or pareto["points"]:
     ax.legend(loc="lower right", fontsize=8)
-  _save(fig, ax, path, title or "lambda sweep")
+  _save(fig, path, title or "lambda sweep", ax)
+  return fig

@@ -361,12 +361,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   finally:
     writer.close()
     run_dir.close()
+  # The line a trained network must beat, on the same validation images and metric.
+  bicubic = scoring.score_images(inference.bicubic_upscaler(scale), _triples(val_pairs), scale)
   result = {
     "params": n_params,
     "step": config.steps,
     "best_psnr": meta["best_psnr"],
     "best_step": meta["best_step"],
     "val": meta.get("val", {}),
+    "val_bicubic": {"psnr": bicubic["psnr"], "ssim": bicubic["ssim"]},
     "wall_s": time.time() - t_start,
   }
   if is_chief:

@@ -43,6 +43,18 @@ def launch_cmd(tool: str, *args: str) -> list[str]:
   return [sys.executable, "-m", f"launch.{tool}", *args]
 
 
+def run_nasr(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+  """Run the installed `nasr` command in `cwd` (outside the checkout) and return the result."""
+  command = Path(sys.executable).parent / "nasr"
+  if not command.exists():
+    raise AssertionError(f"{command} is missing: install the package first (pip install -e .)")
+  env = launch_env()
+  env["PYTHONPATH"] = env["PYTHONPATH"].replace(str(REPO) + os.pathsep, "", 1)
+  return subprocess.run(
+    [str(command), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+  )
+
+
 def run_launcher(tool: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
   """Run `python -m launch.<tool> args...` from the repository root and return the result."""
   return subprocess.run(

@@ -57,7 +57,7 @@ def _ruled(key: str, rules) -> bool:
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-@pytest.mark.parametrize("preset", ["tiny", "default", "paper", "final", None])
+@pytest.mark.parametrize("preset", ["tiny", "quick", "default", "paper", "final", None])
 def test_every_presets_numbers_pass_and_every_bad_one_is_named(path, preset):
   try:
     config = nasr.load_config(path, preset)

@@ -1,4 +1,5 @@
-"""Acceptance: `launch.evaluate` reproduces the bicubic baselines and runs the ensembles."""
+"""Acceptance: `launch.evaluate` reproduces the bicubic baselines, reports the gain over them and
+runs the ensembles."""
 
 import json
 
@@ -13,6 +14,32 @@ from tests.conftest import shared_benchmark
 from tests.launch_utils import check_ok, run_launcher
 
 PUBLISHED = {2: (33.66, 0.9299), 4: (28.42, 0.8104)}
+
+
+def _printed_table(stdout: str) -> tuple[list[str], dict[str, dict[str, str]]]:
+  """Return (header, {dataset: {column: text}}) of the table that ends a launcher's stdout."""
+  lines = stdout.rstrip("\n").splitlines()
+  assert lines[-1].startswith("params "), stdout[-2000:]  # the table's footer is printed last
+  start = max(i for i, line in enumerate(lines) if line.startswith("dataset"))
+  header = lines[start].split()
+  rows = {}
+  for line in lines[start + 1 : -1]:
+    fields = line.split()
+    rows[fields[0]] = dict(zip(header, fields, strict=True))
+  return header, rows
+
+
+def _check_gains(result: dict, stdout: str) -> None:
+  """Assert eval.json's gain_db is PSNR - bicubic PSNR and the printed table shows both."""
+  header, rows = _printed_table(stdout)
+  assert "bicubic" in header and "gain" in header
+  assert set(rows) == set(result["results"])
+  for name, r in result["results"].items():
+    assert set(r["bicubic"]) == {"psnr", "ssim"}
+    assert r["gain_db"] == pytest.approx(r["psnr"] - r["bicubic"]["psnr"], abs=1e-12)
+    assert float(rows[name]["bicubic"]) == pytest.approx(r["bicubic"]["psnr"], abs=6e-5)
+    assert rows[name]["gain"][0] in "+-"  # signed
+    assert float(rows[name]["gain"]) == pytest.approx(r["gain_db"], abs=6e-3)
 
 
 @pytest.mark.parametrize("scale", sorted(PUBLISHED))
@@ -35,6 +62,43 @@ def test_bicubic_set5_through_the_launcher(tmp_path, scale):
   assert set5_result["psnr"] == pytest.approx(psnr, abs=0.02)
   assert set5_result["ssim"] == pytest.approx(ssim, abs=0.001)
   assert "Set5" in r.stdout and "PSNR" in r.stdout  # the printed table
+  # Bicubic is its own baseline: the same numbers, no gain.
+  assert set5_result["bicubic"] == {"psnr": set5_result["psnr"], "ssim": set5_result["ssim"]}
+  assert set5_result["gain_db"] == 0.0
+  _check_gains(result, r.stdout)
+  assert _printed_table(r.stdout)[1]["Set5"]["gain"] == "+0.00"
+
+
+def test_bicubic_is_scored_once_per_benchmark(tmp_path, monkeypatch):
+  _, hr = _face()
+  data_lib.write_png(tmp_path / "bench" / "face.png", hr)
+  calls = []
+  score = nasr.experiment.scoring.score_images
+  monkeypatch.setattr(
+    nasr.experiment.scoring, "score_images", lambda *a, **k: calls.append(1) or score(*a, **k)
+  )
+  config = nasr.load_config("configs/evaluate.py", None, lock=False)
+  config.model, config.benchmarks = "bicubic", str(tmp_path / "bench")
+  result = nasr.experiment.evaluate(config, tmp_path / "eval")
+  assert len(calls) == 1
+  bench = result["results"]["bench"]
+  assert bench["gain_db"] == 0.0 and bench["bicubic"]["psnr"] == bench["psnr"]
+  assert set(bench) == {"psnr", "ssim", "images", "bicubic", "gain_db"}  # no per-image rows
+  assert json.loads((tmp_path / "eval" / "eval.json").read_text()) == result
+
+
+def test_format_table_reads_eval_json_written_before_the_bicubic_baseline():
+  old = {
+    "params": 0,
+    "macs_per_lr_pixel": 0.0,
+    "scale": 4,
+    "results": {"Set5": {"psnr": 28.42, "ssim": 0.81, "images": 5}},
+  }
+  header, row = nasr.experiment.format_table(old).splitlines()[:2]
+  assert header.split()[-2:] == ["bicubic", "gain"]
+  assert row.split() == ["Set5", "x4", "28.4200", "0.8100", "5", "-", "-"]
+  new = {**old, "results": {"Set5": {**old["results"]["Set5"], "bicubic": {"psnr": 28.5}}}}
+  assert nasr.experiment.format_table(new).splitlines()[1].split()[-2:] == ["28.5000", "-0.08"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,7 +182,7 @@ def test_multi_level_ensemble_through_launch_evaluate(two_families, singles, tmp
   lr, hr = _face()
   expected = (singles[0][0](lr) + singles[0][1](lr)) / 2
   data_lib.write_png(tmp_path / "bench" / "face.png", hr)
-  check_ok(
+  r = check_ok(
     run_launcher(
       "evaluate",
       "--config=configs/evaluate.py",
@@ -133,6 +197,11 @@ def test_multi_level_ensemble_through_launch_evaluate(two_families, singles, tmp
   assert result["gmacs_480"] > 0 and result["macs_per_lr_pixel"] > 0
   want = metrics.psnr(np.clip(expected, 0, 1) * 255.0, hr, crop_border=2)
   assert result["results"]["bench"]["psnr"] == pytest.approx(want, abs=1e-3)
+  # The baseline is MATLAB bicubic on the same pair, whatever the ensemble settings.
+  bicubic = nasr.experiment.bicubic_upscaler(2)(lr)
+  want = metrics.psnr(np.clip(bicubic, 0, 1) * 255.0, hr, crop_border=2)
+  assert result["results"]["bench"]["bicubic"]["psnr"] == pytest.approx(want, abs=1e-3)
+  _check_gains(result, r.stdout)
 
 
 @pytest.mark.slow

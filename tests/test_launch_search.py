@@ -21,6 +21,7 @@ from tests.launch_utils import (
   kill_after_checkpoint,
   retrain_and_evaluate,
   run_launcher,
+  run_nasr,
   signal_at_batch,
 )
 
@@ -33,10 +34,13 @@ STEPS = W_STEPS + _CONFIG.controller_steps_per_epoch  # checkpoint ids per epoch
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-  """Return the workdir of the uninterrupted tiny search."""
-  w = tmp_path_factory.mktemp("deconas") / "search"
-  check_ok(run_launcher("search", TINY, f"--workdir={w}"))
-  return w
+  """Return the workdir of the uninterrupted tiny search, run as a user would after pip install.
+
+  The installed `nasr` command, from a folder outside the checkout, with the config by name.
+  """
+  outside = tmp_path_factory.mktemp("deconas")
+  check_ok(run_nasr("search", "--config=deconas:tiny", "--workdir=search", cwd=outside))
+  return outside / "search"
 
 
 def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):

@@ -19,6 +19,10 @@ def test_train_evaluate_upscale_tiny(tmp_path):
   w = tmp_path / "run"
   out = check_ok(run_launcher("train", TINY, f"--workdir={w}")).stdout
   assert "validation PSNR" in out
+  trained = json.loads((w / "train_result.json").read_text())
+  gain = trained["val"]["psnr"] - trained["val_bicubic"]["psnr"]
+  assert 5 < trained["val_bicubic"]["psnr"] < 60
+  assert f"(bicubic {trained['val_bicubic']['psnr']:.4f} dB, gain {gain:+.2f} dB)" in out
   assert (w / "checkpoints").is_dir() and (w / "config.json").is_file()
   records = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
   assert records[-1]["step"] == 6 and any("val_psnr" in r for r in records)

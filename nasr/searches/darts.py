@@ -5,8 +5,9 @@ architecture alpha. Every step updates alpha (first order, DARTS' finite-differe
 or the exact second order through the virtual step) and then w; the step is compiled once per
 run. After every epoch the run records softmax(alpha) per edge, the derived genotype, its number
 of skip-connects and the supernet's validation PSNR (on centre crops of the validation images),
-checkpoints the whole state, and redraws `alpha.png` (skip-connects and PSNR over epochs: the
-paper's Fig. 2 and Fig. 4). At the end it writes:
+checkpoints the whole state, and redraws `alpha.png` (softmax(alpha) per op over epochs and per
+edge at the last one, skip-connects and PSNR over epochs: the paper's Fig. 2 and Fig. 4). At the
+end it writes:
 
   genotype.json    the derived cell, for `launch.train --config.arch=W/genotype.json`; its
                    space_kwargs carry the retraining size (config.retrain.cells / channels), the
@@ -208,7 +209,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
       )
       search.write_json("history.json", search.history)
       if search.is_chief:
-        plots.plot_history(search.history, search.workdir / "alpha.png", title=title)
+        plots.plot_history(
+          search.history,
+          search.workdir / "alpha.png",
+          title=title,
+          ops=space.op_names,
+          edges=space.edge_names(),
+        )
   summary = _finish(config, parts, search, state["search"].alpha, time.time() - t0)
   summary["step_compiles"] = _cache_size(bilevel_step)
   search.write_json("search_result.json", summary)
@@ -322,7 +329,13 @@ def _finish(config, parts, search, alpha, search_s: float) -> dict:
       },
     )
     title = f"darts_sr ({space.ops}) x{scale}"
-    plots.plot_history(search.history, search.workdir / "alpha.png", title=title)
+    plots.plot_history(
+      search.history,
+      search.workdir / "alpha.png",
+      title=title,
+      ops=space.op_names,
+      edges=space.edge_names(),
+    )
   return summary
 
 

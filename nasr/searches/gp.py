@@ -14,7 +14,7 @@ Finally the whole grid is ranked by predicted PSNR. Outputs:
   W/topk.json   the k architectures for the ensemble: the best predicted architecture of each family
                 first (heterogeneous models ensemble better), then the next best; W/topk/<r>.json
                 are their architecture files for launch.train (--config.arch=W/topk/0.json)
-  W/gp.png      leave-one-out predicted against measured PSNR
+  W/gp.png      leave-one-out predicted against measured PSNR, one marker per family
 Any space with an enumerable token grid fits (config.space.name); the strategy is space-agnostic.
 """
 
@@ -268,7 +268,14 @@ def report(space, skw, config, s_state, observations, grid, workdir: Path) -> di
   }
   writers.write_json(workdir / "gp.json", doc)
   writers.write_json(workdir / "topk.json", topk)
-  plots.plot_gp(observed, workdir / "gp.png", title=f"GP-NAS {config.space.name} x{scale}")
+  # The grid's own families name it: a "drn" space searching DRN and RCAN is a drn+rcan grid.
+  grid_name = "+".join(getattr(space, "families", ())) or config.space.name
+  plots.plot_gp(
+    observed,
+    workdir / "gp.png",
+    title=f"GP-NAS {grid_name} x{scale}",
+    families=[space.decode(np.asarray(o["tokens"])).group() for o in observed],
+  )
   best = topk[0]
   return {
     "topk": [r["name"] for r in topk],

@@ -36,6 +36,8 @@ from nasr.core.checks import check_scale
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost, metrics
 from nasr.estimation import train as train_lib
+from nasr.estimation.evaluate import score_images
+from nasr.inference import bicubic_upscaler
 from nasr.searches import loop
 from nasr.searches.reward import COST_TERMS, Reward, child_macs_per_pixel
 from nasr.spaces.base import SupernetSpace, require
@@ -194,7 +196,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
       }
       shown = {"reward": record["reward"], "psnr": record["val_psnr"]}
       search.end(epoch + 1, state, record, shown)
-  summary = derive(p, steps, state, search.workdir, d_rng)
+  summary = derive(p, steps, state, search.workdir, d_rng, search.history)
   summary.update(search_wall_s=round(time.time() - t0, 1), epochs=config.epochs)
   if search.history:
     last = search.history[-1]
@@ -294,7 +296,7 @@ def _score(p: _Parts, steps, params, tokens: np.ndarray) -> np.ndarray:
   return np.concatenate(psnr)[: len(tokens)]
 
 
-def derive(p: _Parts, steps, state, workdir: Path, rng) -> dict:
+def derive(p: _Parts, steps, state, workdir: Path, rng, history: list[dict] | None = None) -> dict:
   """Sample candidates from the trained policy, score them with the shared weights, write results."""
   c = p.config
   tokens, _ = steps["propose"](state["strategy"], rng, c.derive.candidates)
@@ -322,7 +324,7 @@ def derive(p: _Parts, steps, state, workdir: Path, rng) -> dict:
     rows.append(row)
   rows.sort(key=lambda r: -r["reward"])
   if jax.process_index() == 0:
-    _write_derived(p, rows, Path(workdir))
+    _write_derived(p, rows, Path(workdir), history)
   best = rows[0]
   return {
     "best_tokens": best["tokens"],
@@ -333,7 +335,9 @@ def derive(p: _Parts, steps, state, workdir: Path, rng) -> dict:
   }
 
 
-def _write_derived(p: _Parts, rows: list[dict], workdir: Path) -> None:
+def _write_derived(
+  p: _Parts, rows: list[dict], workdir: Path, history: list[dict] | None = None
+) -> None:
   """Write candidates.json, best.json and candidates.png."""
   writers.write_json(workdir / "candidates.json", rows)
   best = rows[0]
@@ -345,4 +349,16 @@ def _write_derived(p: _Parts, rows: list[dict], workdir: Path) -> None:
     **{k: v for k, v in best.items() if k != "tokens"},
   )
   title = f"{p.config.space.name} x{p.scale}"
-  plots.plot_candidates(rows, workdir / "candidates.png", title=title)
+  # Bicubic on the same crops and metric as the children: the line a searched network must beat.
+  crops = (
+    (str(i), lr, hr) for i, (lr, hr) in enumerate(zip(p.val["lr"], p.val["hr"], strict=True))
+  )
+  bicubic = score_images(bicubic_upscaler(p.scale), crops, p.scale)["psnr"]
+  plots.plot_candidates(
+    rows,
+    workdir / "candidates.png",
+    title=title,
+    cost="macs_per_lr_pixel" if "macs" in p.reward.weights else "params",
+    bicubic_psnr=bicubic,
+    history=history,
+  )

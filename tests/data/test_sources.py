@@ -3,8 +3,8 @@
 import ml_collections
 import pytest
 
-from configs import common
 from nasr import data
+from nasr.configs import common
 from nasr.core.errors import ConfigError
 from nasr.data.sources import num_carved
 

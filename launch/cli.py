@@ -1,0 +1,181 @@
+"""The `nasr` command: nasr train|evaluate|upscale|search|config [flags].
+
+  nasr search --config=deconas:tiny --workdir=W     # a shipped config by name[:preset]
+  nasr train --config=my_config.py:tiny --workdir=W # or any config file
+  nasr config --list                                # the shipped configs and their presets
+  nasr config deconas:tiny                          # every key of a config, with its help
+
+Each command is the launcher `python -m launch.<command>` with the same flags.
+"""
+
+import ast
+import importlib
+import io
+import sys
+import tokenize
+from pathlib import Path
+
+from nasr import experiment
+from nasr.core.errors import NasrError
+
+COMMANDS = {
+  "train": "train an SR network from scratch (or retrain a searched architecture)",
+  "evaluate": "Y-PSNR/SSIM of a checkpoint (or bicubic) on benchmark folders, with bicubic beside",
+  "upscale": "upscale an image file or folder with a checkpoint (or an ensemble)",
+  "search": "architecture search (DeCoNAS, HNAS, DARTS-SR, GP-NAS); no --config lists the methods",
+  "config": "list the shipped configs (--list) or print one with each key's help",
+}
+
+
+def _usage() -> str:
+  """Return the command's usage text."""
+  lines = ["usage: nasr <command> [--config=<name or file>[:preset]] [--workdir=W] [flags]", ""]
+  lines += [f"  {name:<10}{what}" for name, what in COMMANDS.items()]
+  lines += ["", "nasr <command> --help shows a command's flags; nasr config --list its configs."]
+  return "\n".join(lines)
+
+
+def _comments(source: str) -> tuple[dict[int, str], dict[int, str]]:
+  """Return (trailing comment by line, whole-line comment by line) of Python source."""
+  trailing, whole = {}, {}
+  code_lines = set()
+  for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+    if tok.type == tokenize.COMMENT:
+      target = trailing if tok.start[0] in code_lines else whole
+      target[tok.start[0]] = tok.string.lstrip("#").strip()
+    elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT):
+      code_lines.update(range(tok.start[0], tok.end[0] + 1))
+  return trailing, whole
+
+
+def _attribute_path(node: ast.expr) -> str | None:
+  """Return "a.b" for the target `c.a.b` (the root variable dropped); None for other targets."""
+  parts = []
+  while isinstance(node, ast.Attribute):
+    parts.append(node.attr)
+    node = node.value
+  return ".".join(reversed(parts)) if parts and isinstance(node, ast.Name) else None
+
+
+def key_help(files: list[Path]) -> dict[str, str]:
+  """Return {dotted key as assigned in the files: its comment} (trailing, or the block above)."""
+  found = {}
+  for file in files:
+    source = file.read_text()
+    trailing, whole = _comments(source)
+    for node in ast.walk(ast.parse(source, filename=str(file))):
+      if not isinstance(node, ast.Assign):
+        continue
+      text = trailing.get(node.lineno, "")
+      if not text:
+        above, line = [], node.lineno - 1
+        while line in whole:
+          above.insert(0, whole[line])
+          line -= 1
+        text = " ".join(above)
+      for target in node.targets:
+        path = _attribute_path(target)
+        if path and text and path not in found:
+          found[path] = text
+  return found
+
+
+def _with_imports(file: Path) -> list[Path]:
+  """Return `file` and the shipped config files it imports, directly or not, in that order."""
+  files, queue = [], [file]
+  while queue:
+    current = queue.pop(0)
+    if current in files or not current.is_file():
+      continue
+    files.append(current)
+    for node in ast.walk(ast.parse(current.read_text(), filename=str(current))):
+      if isinstance(node, ast.ImportFrom) and node.module == "nasr.configs":
+        queue += [experiment.CONFIG_DIR / f"{a.name}.py" for a in node.names]
+  return files
+
+
+def _help_for(key: str, helps: dict[str, str]) -> str:
+  """Return the help of `key`, matching the longest assigned suffix ("data.patch_size")."""
+  parts = key.split(".")
+  for i in range(len(parts)):
+    text = helps.get(".".join(parts[i:]))
+    if text:
+      return text
+  return ""
+
+
+def _flatten(config, prefix: str = "") -> list[tuple[str, object]]:
+  """Return [(dotted key, value)] of a ConfigDict, depth first in key order."""
+  out = []
+  for key in config.keys():
+    value = config[key]
+    if hasattr(value, "keys") and not isinstance(value, dict):
+      out += _flatten(value, f"{prefix}{key}.")
+    else:
+      out.append((f"{prefix}{key}", value))
+  return out
+
+
+def show_config(spec: str) -> str:
+  """Return every key of a config (name or file [:preset]) with its value and help."""
+  path = experiment.config_path(spec)
+  config = experiment.load_config(path)
+  file = Path(path.rsplit(":", 1)[0] if ":" in Path(path).name else path)
+  helps = key_help(_with_imports(file))
+  rows = [(k, repr(v), _help_for(k, helps)) for k, v in _flatten(config)]
+  width = max(len(k) + len(v) for k, v, _ in rows) + 3
+  lines = [f"# {spec}: override any key with --config.<key>=<value>"]
+  for key, value, text in rows:
+    line = f"{key} = {value}"
+    lines.append(f"{line:<{width}}  # {text}" if text else line)
+  return "\n".join(lines)
+
+
+def list_configs() -> str:
+  """Return the shipped configs, their presets and what each is for."""
+  lines = ["configs (use as --config=<name>[:preset], or give a path to your own .py file):"]
+  for name, d in experiment.describe_configs().items():
+    method = f" [search method {d['method']}]" if d["method"] else ""
+    lines.append(f"  {name:<10}{' | '.join(d['presets']):<32}{d['doc']}{method}")
+  return "\n".join(lines)
+
+
+def _config_command(args: list[str]) -> int:
+  """Run `nasr config ...`; return the exit code."""
+  if not args or args[0] in ("--list", "-l", "list"):
+    print(list_configs())
+    return 0
+  if args[0] in ("-h", "--help"):
+    print("usage: nasr config --list | nasr config <name or file>[:preset]")
+    return 0
+  try:
+    print(show_config(args[0]))
+  except (NasrError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Run `nasr <command> ...`; return the exit code (the launchers exit themselves)."""
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print(_usage())
+    return 0 if argv else 2
+  command, rest = argv[0], argv[1:]
+  if command == "config":
+    return _config_command(rest)
+  if command not in COMMANDS:
+    print(
+      f"error: unknown command {command!r}; the commands are: {', '.join(COMMANDS)}",
+      file=sys.stderr,
+    )
+    return 2
+  launcher = importlib.import_module(f"{__package__}.{command}")
+  sys.argv = [f"nasr {command}", *rest]
+  launcher.cli()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,88 @@
+"""The `nasr` command: config listing and help, the typo message, the search method listing."""
+
+import textwrap
+
+from launch import cli
+from nasr import experiment
+from tests.launch_utils import REPO, run_launcher, run_nasr
+
+
+def test_config_list_names_every_shipped_config_with_its_presets(tmp_path):
+  r = run_nasr("config", "--list", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
+  assert set(rows) == {"darts_sr", "deconas", "evaluate", "gpnas", "hnas", "train", "upscale"}
+  assert "tiny | default | paper | final" in rows["deconas"]
+  assert "search method darts" in rows["darts_sr"] and "search method" not in rows["train"]
+
+
+def test_config_shows_every_key_with_its_value_and_help(tmp_path):
+  r = run_nasr("config", "deconas:tiny", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  lines = {line.split(" = ")[0]: line for line in r.stdout.splitlines()[1:]}
+  config = experiment.load_config("deconas", "tiny")
+  assert set(lines) == {key for key, _ in cli._flatten(config)}
+  assert lines["data.patch_size"].startswith("data.patch_size = 12 ")  # the tiny preset's value
+  assert lines["data.patch_size"].endswith("# LR patch side")  # help from common.py
+  assert "# children per controller step" in lines["controller_batch"]
+
+
+def test_key_help_reads_trailing_comments_and_the_block_above(tmp_path):
+  f = tmp_path / "c.py"
+  f.write_text(
+    textwrap.dedent(
+      """
+      def get_config():
+        c = object()
+        c.lr = 1.0  # the step size
+        # How many steps,
+        # in all.
+        c.steps = 3
+        c.bare = 1
+
+        c.data.patch = 4  # LR side
+      """
+    )
+  )
+  helps = cli.key_help([f])
+  assert helps == {
+    "lr": "the step size",
+    "steps": "How many steps, in all.",
+    "data.patch": "LR side",
+  }
+  assert cli._help_for("x.data.patch", helps) == "LR side" and cli._help_for("bare", helps) == ""
+
+
+def test_a_mistyped_key_is_one_line_with_a_suggestion(tmp_path):
+  r = run_launcher("train", "--config=train:tiny", "--config.optim.lrr=1", f"--workdir={tmp_path}")
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines()[-1] == (
+    "error: unknown config key 'optim.lrr' (did you mean 'optim.lr'?)"
+  )
+
+
+def test_search_without_a_config_lists_the_methods_and_their_configs(tmp_path):
+  r = run_nasr("search", f"--workdir={tmp_path}", cwd=tmp_path)
+  assert r.returncode == 2
+  listing = r.stderr.split("the configs that use them:\n", 1)[1].split("\ne.g.", 1)[0]
+  methods = {line.split()[0]: line for line in listing.splitlines()}
+  assert set(methods) == {"one_shot", "darts", "gp"}
+  assert "deconas" in methods["one_shot"] and "hnas" in methods["one_shot"]
+  assert "darts_sr" in methods["darts"] and "gpnas" in methods["gp"]
+
+
+def test_names_and_paths_both_load_and_an_unknown_name_lists_the_configs():
+  by_name = experiment.load_config("hnas:tiny")
+  assert by_name == experiment.load_config(REPO / "configs" / "hnas.py", "tiny")
+  assert experiment.config_path("configs/train.py:tiny") == "configs/train.py:tiny"
+  try:
+    experiment.config_path("trian")
+  except experiment.ConfigError as e:
+    assert "'trian'" in str(e) and "train" in str(e)
+  else:
+    raise AssertionError("an unknown config name was accepted")
+
+
+def test_an_unknown_command_is_one_line(tmp_path):
+  r = run_nasr("trian", cwd=tmp_path)
+  assert r.returncode == 2 and r.stderr.strip().startswith("error: unknown command 'trian'")

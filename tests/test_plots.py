@@ -1,0 +1,213 @@
+"""The PNG plots: each function draws its panels, labels and legend entries, and writes the file."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from nasr import plots
+
+pytest.importorskip("matplotlib")
+
+OPS = ("none", "skip_connect", "res_sep_conv_3x3")
+EDGES = ("node0<-in0", "node0<-in1", "node1<-in0", "node1<-in1", "node1<-node0")
+
+
+def _panels(fig) -> list:
+  """Return the figure's panels: its axes less colour bars and twin axes (same grid cell)."""
+  cells, out = set(), []
+  for ax in fig.axes:
+    spec = ax.get_subplotspec()
+    if spec is None or ax.get_label() == "<colorbar>":
+      continue
+    cell = (spec.rowspan, spec.colspan)
+    if cell not in cells:
+      cells.add(cell)
+      out.append(ax)
+  return out
+
+
+def _legend(ax) -> list[str]:
+  legend = ax.get_legend()
+  return [] if legend is None else [t.get_text() for t in legend.get_texts()]
+
+
+def _darts_history(epochs: int = 3) -> list[dict]:
+  rng = np.random.default_rng(0)
+  rows = []
+  for e in range(1, epochs + 1):
+    a = rng.normal(size=(len(EDGES), len(OPS)))
+    p = np.exp(a) / np.exp(a).sum(axis=1, keepdims=True)
+    rows.append(
+      {
+        "epoch": e,
+        "train_loss": 0.1,
+        "val_loss": 0.1,
+        "val_psnr": 20.0 + e,
+        "num_skip": e % 3,
+        "genotype": [["skip_connect", 0], ["res_sep_conv_3x3", 1]] * 2,
+        "alpha_softmax": np.round(p, 6).tolist(),
+        "xi": 0.0,
+        "steps_per_sec": 1.0,
+      }
+    )
+  return rows
+
+
+def test_plot_history_shows_alpha_per_op_heatmap_skips_and_psnr(tmp_path):
+  path = tmp_path / "alpha.png"
+  history = _darts_history()
+  fig = plots.plot_history(history, path, title="darts", ops=OPS, edges=EDGES)
+  assert path.stat().st_size > 1000
+  panels = _panels(fig)
+  assert len(panels) == 4
+  curves, heat, skips, psnr = panels
+  assert _legend(curves) == list(OPS)
+  assert curves.get_ylabel() == "mean softmax(alpha)" and curves.get_xlabel() == "epoch"
+  np.testing.assert_allclose(
+    curves.get_lines()[1].get_ydata(),
+    [np.mean(np.asarray(h["alpha_softmax"])[:, 1]) for h in history],
+  )
+  # The heatmap is the last epoch's softmax(alpha), edges down and ops across.
+  image = heat.get_images()[0]
+  np.testing.assert_allclose(image.get_array(), history[-1]["alpha_softmax"])
+  assert [t.get_text() for t in heat.get_xticklabels()] == list(OPS)
+  assert [t.get_text() for t in heat.get_yticklabels()] == list(EDGES)
+  assert heat.get_title() == "softmax(alpha) at epoch 3"
+  assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+  assert skips.get_ylabel() == "skip-connects"
+  assert list(skips.get_lines()[0].get_ydata()) == [1, 2, 0]
+  assert psnr.get_ylabel() == "validation PSNR (dB)"
+  assert fig.get_suptitle() == "darts"
+
+
+def test_plot_history_numbers_ops_without_names_and_survives_rows_without_alpha(tmp_path):
+  history = _darts_history(2)
+  fig = plots.plot_history(history, tmp_path / "a.png")
+  assert _legend(_panels(fig)[0]) == ["op 0", "op 1", "op 2"]
+  old = [{k: v for k, v in h.items() if k != "alpha_softmax"} for h in history]
+  fig = plots.plot_history(old, tmp_path / "b.png")
+  assert len(_panels(fig)) == 4 and (tmp_path / "b.png").is_file()
+
+
+def _candidates() -> list[dict]:
+  # Sorted by reward, as candidates.json: the best reward is not on the front here.
+  return [
+    {"params": 3000, "psnr": 30.0, "macs_per_lr_pixel": 9000.0, "reward": 1.0},
+    {"params": 1000, "psnr": 29.0, "macs_per_lr_pixel": 2000.0, "reward": 0.9},
+    {"params": 2000, "psnr": 28.0, "macs_per_lr_pixel": 4000.0, "reward": 0.8},
+    {"params": 4000, "psnr": 31.0, "macs_per_lr_pixel": 12000.0, "reward": 0.7},
+    {"params": 5000, "psnr": 30.5, "macs_per_lr_pixel": 15000.0, "reward": 0.6},
+  ]
+
+
+def test_pareto_front_keeps_the_non_dominated_points_by_rising_cost():
+  cost = [3, 1, 2, 4, 5, 1, math.nan]
+  psnr = [30, 29, 28, 31, 30.5, 27, 40]
+  assert plots.pareto_front(cost, psnr) == [1, 0, 3]
+  assert plots.pareto_front([], []) == []
+
+
+def test_plot_candidates_draws_front_bicubic_and_controller_panel(tmp_path):
+  path = tmp_path / "candidates.png"
+  history = [
+    {
+      "epoch": e,
+      "reward": 0.5 + 0.1 * e,
+      "controller_baseline": 0.4 + 0.1 * e,
+      "controller_entropy_mean": 2.0 - 0.3 * e,
+    }
+    for e in (1, 2, 3)
+  ]
+  fig = plots.plot_candidates(
+    _candidates(), path, title="deconas x2", bicubic_psnr=27.5, history=history
+  )
+  assert path.stat().st_size > 1000
+  scatter, controller = _panels(fig)
+  assert scatter.get_xlabel() == "parameters (K)"
+  assert scatter.get_ylabel() == "validation PSNR with shared weights (dB)"
+  entries = _legend(scatter)
+  assert entries[:3] == ["candidates", "Pareto front", "best reward"]
+  assert entries[3] == "bicubic (27.50 dB)"
+  front = next(line for line in scatter.get_lines() if line.get_label() == "Pareto front")
+  np.testing.assert_allclose(front.get_xdata(), [1.0, 3.0, 4.0])
+  np.testing.assert_allclose(front.get_ydata(), [29.0, 30.0, 31.0])
+  bicubic = next(line for line in scatter.get_lines() if line.get_label().startswith("bicubic"))
+  assert list(bicubic.get_ydata()) == [27.5, 27.5]
+  assert controller.get_xlabel() == "epoch" and controller.get_ylabel() == "reward"
+  (twin,) = [ax for ax in fig.axes if ax not in _panels(fig)]
+  assert twin.get_ylabel() == "policy entropy (nats)"
+  assert _legend(twin) == ["reward", "baseline", "entropy"]
+  assert fig.get_suptitle() == "deconas x2"
+
+
+def test_plot_candidates_cost_axis_and_optional_parts(tmp_path):
+  # Random search keeps no baseline or entropy; no bicubic value means no line.
+  history = [{"epoch": 1, "reward": 0.3, "controller_best_reward": 0.3}]
+  fig = plots.plot_candidates(
+    _candidates(), tmp_path / "c.png", cost="macs_per_lr_pixel", history=history
+  )
+  scatter, controller = _panels(fig)
+  assert scatter.get_xlabel() == "multiply-adds per LR pixel (K)"
+  assert not any(e.startswith("bicubic") for e in _legend(scatter))
+  assert _legend(controller) == ["reward"]
+  fig = plots.plot_candidates(_candidates(), tmp_path / "d.png", title="t")
+  assert len(fig.axes) == 1 and fig.axes[0].get_title() == "t"
+  assert (tmp_path / "d.png").stat().st_size > 1000
+
+
+def _observed() -> list[dict]:
+  rows = []
+  for i, (family, psnr) in enumerate([("drn", 30.0), ("rcan", 31.0), ("drn", 30.5), ("rcan", 29)]):
+    rows.append(
+      {
+        "candidate": i,
+        "arch": {"family": family, "features": 4, "blocks": 1, "stages": 1},
+        "psnr": psnr,
+        "loo_mean": psnr + 0.2,
+        "loo_std": 0.1,
+        "pred_mean": psnr + 0.05,
+      }
+    )
+  rows.append({**rows[0], "candidate": 4, "psnr": None})  # a diverged candidate is left out
+  return rows
+
+
+def test_plot_gp_marks_each_family(tmp_path):
+  path = tmp_path / "gp.png"
+  observed = _observed()
+  families = [o["arch"]["family"] for o in observed]
+  fig = plots.plot_gp(observed, path, title="GP-NAS drn+rcan x2", families=families)
+  assert path.stat().st_size > 1000
+  (ax,) = _panels(fig)
+  assert _legend(ax) == ["drn (leave-one-out)", "rcan (leave-one-out)", "posterior mean"]
+  assert ax.get_xlabel() == "measured validation PSNR (dB)"
+  assert ax.get_ylabel() == "predicted PSNR (dB)"
+  assert ax.get_title() == "GP-NAS drn+rcan x2"
+  markers = {c.get_label(): c.lines[0].get_marker() for c in ax.containers}
+  assert markers["drn (leave-one-out)"] != markers["rcan (leave-one-out)"]
+  drn = next(c for c in ax.containers if c.get_label() == "drn (leave-one-out)")
+  np.testing.assert_allclose(drn.lines[0].get_xdata(), [30.0, 30.5])
+  # Without `families` the rows' own arch says which family; JSON rows work as they are read.
+  again = plots.plot_gp(json.loads(json.dumps(observed)), tmp_path / "gp2.png")
+  assert _legend(_panels(again)[0]) == _legend(ax)
+
+
+def test_plot_gp_without_families_or_measurements(tmp_path):
+  rows = [{k: v for k, v in o.items() if k != "arch"} for o in _observed()]
+  fig = plots.plot_gp(rows, tmp_path / "a.png")
+  assert _legend(fig.axes[0]) == ["leave-one-out prediction", "posterior mean"]
+  fig = plots.plot_gp([{**rows[0], "psnr": None}], tmp_path / "b.png")
+  assert fig.axes[0].get_legend() is None and (tmp_path / "b.png").is_file()
+
+
+def test_plot_pareto_returns_its_figure(tmp_path):
+  pareto = {
+    "candidates": [{"gmacs_480": 1.0, "psnr": 30.0}, {"gmacs_480": 2.0, "psnr": 31.0}],
+    "front": [0, 1],
+    "points": [{"lambda": 0.5, "label": "lambda=0.5", "gmacs_480": 2.0, "psnr": 31.0}],
+  }
+  fig = plots.plot_pareto(pareto, tmp_path / "pareto.png", title="sweep")
+  assert _legend(fig.axes[0]) == ["candidates", "front", "best per lambda"]
+  assert fig.axes[0].get_title() == "sweep" and (tmp_path / "pareto.png").stat().st_size > 1000
