@@ -19,6 +19,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # A training workdir, or several comma-separated ones (W1,W2,...): a model ensemble that averages
   # the SR outputs of networks of any families trained for the same scale.
   c.checkpoint = ""
+  # Which checkpoint of a training workdir: "latest", or "best" (the best validation PSNR).
+  c.which = "latest"
   c.scale = 2  # used by bicubic; a checkpoint brings its own and must agree
   # Comma-separated benchmark folders of HR images (LR made with MATLAB bicubic), or "embedded".
   c.benchmarks = "embedded"

@@ -18,6 +18,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # A training workdir, or several comma-separated ones (W1,W2,...): a model ensemble that averages
   # the SR outputs of networks of any families trained for the same scale.
   c.checkpoint = ""
+  # Which checkpoint of a training workdir: "latest", or "best" (the best validation PSNR).
+  c.which = "latest"
   c.scale = 2  # for bicubic; a checkpoint brings its own
   c.input = ""  # an image file or a folder of images
   c.output = ""  # output folder; empty = <workdir>/sr

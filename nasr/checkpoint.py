@@ -23,14 +23,20 @@ _ITEMS = ("state", "meta")
 
 
 class Checkpointer:
-  """Save and restore (state pytree, JSON metadata) pairs under `<workdir>/checkpoints`.
+  """Save and restore (state pytree, JSON metadata) pairs under `<workdir>/<subdir>`.
 
   Orbax writes each step into a temporary folder and renames it when complete, so a run killed
   mid-save leaves the previous checkpoint intact and the partial one is ignored on restore.
   """
 
-  def __init__(self, workdir: str | os.PathLike, max_to_keep: int = 2, async_save: bool = True):
-    self.directory = Path(workdir).absolute() / "checkpoints"
+  def __init__(
+    self,
+    workdir: str | os.PathLike,
+    max_to_keep: int = 2,
+    async_save: bool = True,
+    subdir: str = "checkpoints",
+  ):
+    self.directory = Path(workdir).absolute() / subdir
     self._options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep,
       create=True,

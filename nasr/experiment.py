@@ -18,7 +18,7 @@ from pathlib import Path
 
 import ml_collections
 import numpy as np
-from absl import logging
+from absl import flags, logging
 
 from nasr import data as data_lib
 from nasr import inference, searches, training, writers
@@ -26,10 +26,26 @@ from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import ConfigError, DataError
 from nasr.estimation import cost
 from nasr.estimation import evaluate as scoring
-from nasr.searches import sweep
+from nasr.searches import loop, sweep
+
+
+def _show_progress() -> None:
+  """Let nasr's INFO lines (progress, results) through outside an absl app (Colab, scripts).
+
+  absl shows only warnings until its flags are parsed; the launchers parse them and set INFO.
+  """
+  if not flags.FLAGS.is_parsed() and logging.get_verbosity() < logging.INFO:
+    logging.set_verbosity(logging.INFO)
+    writers.quiet_library_logs()
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Train the configured network in `workdir` (resuming); return its final metrics."""
+  _show_progress()
+  return training.train(config, workdir)
+
 
 # Entry points and helpers that Colab users reach through `nasr.experiment`.
-train = training.train
 load_trained = training.load_trained
 network_upscaler = inference.network_upscaler
 bicubic_upscaler = inference.bicubic_upscaler
@@ -136,7 +152,7 @@ def make_upscaler(config: ml_collections.ConfigDict) -> tuple[Callable, int, dic
     )
   fns, scales, n_params, macs, gmacs = [], set(), 0, 0.0, 0.0
   for ck in ckpts:
-    network, params, tcfg = load_trained(ck)
+    network, params, tcfg = load_trained(ck, config.get("which", "latest"))
     scales.add(int(tcfg.scale))
     fns.append(network_upscaler(network, params, tile=tile, stride=stride, self_ensemble=ensemble))
     n_params += cost.count_params(params)
@@ -165,6 +181,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   Each benchmark's result also holds the MATLAB-bicubic baseline on the same pairs
   (`bicubic: {psnr, ssim}`) and `gain_db`, the PSNR over that baseline.
   """
+  _show_progress()
   is_bicubic = config.get("model") == "bicubic"
   if is_bicubic:
     check_scale(config.scale, "config.scale")
@@ -267,6 +284,7 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
 # ---------------------------------------------------------------------------------------------------
 def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Run the search `config.method` (once per lambda of config.lambdas); return its results."""
+  _show_progress()
   method = config.get("method") if config is not None else None
   if not method:
     raise ConfigError(
@@ -279,4 +297,11 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
     training.log_compute(config)
   if config.get("lambdas"):  # a trade-off sweep: one search of `method` per lambda
     return sweep.run_sweep(config, workdir, run)
-  return run(config, writers.prepare_workdir(workdir))
+  workdir = writers.prepare_workdir(workdir)
+  done = loop.finished(config, workdir)
+  if done is not None:
+    logging.info(
+      "%s: this search has finished; its summary (%s) is shown", workdir, loop.RESULT_FILE
+    )
+    return done
+  return run(config, workdir)

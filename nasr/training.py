@@ -311,6 +311,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   config_dict = json.loads(config.to_json_best_effort())
   run_dir = RunWorkdir(workdir, "training", config_dict, config.keep_checkpoints)
   ckpt = run_dir.ckpt
+  # The parameters of the best validation PSNR so far, beside the latest (evaluate which=best).
+  best_ckpt = Checkpointer(workdir, max_to_keep=1, subdir=BEST_DIR)
   meta = {"best_psnr": -math.inf, "best_step": -1, "val": {}}
   found = run_dir.restore_latest({"train": state, "rng": rng})
   start = 0
@@ -337,7 +339,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     batch = sampler.batch(step)
     return parallel.shard_batch({k: v[lo : lo + local_batch] for k, v in batch.items()}, mesh)
 
-  writer = writers.MetricWriter(workdir, is_chief=is_chief)
+  writer = writers.MetricWriter(workdir, log=False, is_chief=is_chief)
   t_start = time.time()
   try:
     with (
@@ -357,9 +359,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
         writer,
         start,
         interrupts,
+        best_ckpt,
       )
   finally:
     writer.close()
+    best_ckpt.close()
     run_dir.close()
   # The line a trained network must beat, on the same validation images and metric.
   bicubic = scoring.score_images(inference.bicubic_upscaler(scale), _triples(val_pairs), scale)
@@ -390,6 +394,7 @@ def _loop(
   writer,
   start,
   interrupts,
+  best_ckpt=None,
 ):
   """Run steps start..config.steps with logging, validation and checkpoints; return the state.
 
@@ -415,13 +420,23 @@ def _loop(
         "steps_per_sec": progress.steps_per_sec(done),
       }
       writer.write_scalars(done, scalars)
-      progress.update(done, {"loss": loss}, force=True)
+      shown = {"loss": loss}
+    else:
+      shown = None
     if done % config.eval_every == 0 or is_last:
       val = validate(state.params)
       if val["psnr"] > meta["best_psnr"]:
         meta["best_psnr"], meta["best_step"] = val["psnr"], done
+        # A resumed run replays the steps after its checkpoint bit-identically: a best already
+        # saved at this step holds these very parameters.
+        if best_ckpt is not None and done not in best_ckpt.all_steps():
+          best_ckpt.save(done, {"params": state.params}, {"psnr": val["psnr"]}, force=True)
       meta["val"] = val
       writer.write_scalars(done, {"val_psnr": val["psnr"], "val_ssim": val["ssim"]})
+    if shown is not None:  # one line per interval: the loss and the latest validation PSNR
+      if meta["val"]:
+        shown["val_psnr"] = meta["val"]["psnr"]
+      progress.update(done, shown, force=True)
     if done % config.checkpoint_every == 0 or is_last:
       train_lib.check_finite(pending, pending_from, last_saved)
       if not bool(train_lib.all_finite(state.params)):
@@ -442,8 +457,14 @@ def _loop(
   return state
 
 
-def load_trained(workdir: str | os.PathLike):
-  """Return (network, params, config) of the latest checkpoint of a `train` workdir."""
+BEST_DIR = "best"  # <workdir>/best: the parameters of the best validation PSNR
+WHICH = ("latest", "best")
+
+
+def load_trained(workdir: str | os.PathLike, which: str = "latest"):
+  """Return (network, params, config) of a `train` workdir's latest (or best) checkpoint."""
+  if which not in WHICH:
+    raise ConfigError(f"config.which must be one of {', '.join(WHICH)}, got {which!r}")
   workdir = Path(workdir)
   cfg_file = workdir / "config.json"
   if not cfg_file.is_file():
@@ -454,6 +475,8 @@ def load_trained(workdir: str | os.PathLike):
   params = init_params(network, config.data.patch_size, config.seed)
   tx, _ = make_tx(config, config.steps)
   state = train_lib.create_train_state(params, tx)
+  if which == "best":
+    return network, _load_best(workdir, params), config
   ckpt = Checkpointer(workdir, async_save=False)
   try:
     # A damaged newest checkpoint is named, not skipped: evaluating an older one unasked would
@@ -468,3 +491,21 @@ def load_trained(workdir: str | os.PathLike):
   if found is None:
     raise ConfigError(f"no checkpoint in {workdir}/checkpoints")
   return network, found[1]["train"].params, config
+
+
+def _load_best(workdir: Path, params: Any) -> Any:
+  """Return the parameters kept at the best validation PSNR of a `train` workdir."""
+  best = Checkpointer(workdir, async_save=False, subdir=BEST_DIR)
+  try:
+    found = best.restore_latest({"params": params}, damaged_ok=False)
+  except CheckpointMismatchError as e:
+    raise ConfigError(f"{workdir}/{BEST_DIR}: does not match its config.json ({e})") from None
+  finally:
+    best.close()
+  if found is None:
+    raise ConfigError(
+      f"no best checkpoint in {workdir}/{BEST_DIR} (the run has not validated yet, or it was "
+      "trained before best checkpoints were kept): use config.which=latest"
+    )
+  logging.info("the best checkpoint: step %d, validation PSNR %.4f dB", found[0], found[2]["psnr"])
+  return found[1]["params"]

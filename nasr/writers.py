@@ -1,4 +1,4 @@
-"""Metric writers (JSONL, absl logging, TensorBoard when installed), a progress reporter, and the
+"""Metric writers (JSONL, TensorBoard event files, absl logging), a progress reporter, and the
 workdir's claim: one kind of run per workdir, one live process per workdir."""
 
 import fcntl
@@ -26,7 +26,11 @@ def _scalar(v: Any) -> float:
 
 
 class MetricWriter:
-  """Write scalars per step to `<workdir>/metrics.jsonl`, absl logging and TensorBoard (optional)."""
+  """Write scalars per step to `<workdir>/metrics.jsonl`, TensorBoard (`<workdir>/tb`) and the log.
+
+  Runs that show a progress line pass `log=False`: the line carries the few metrics worth
+  reading, the files carry all of them.
+  """
 
   def __init__(
     self,
@@ -83,16 +87,18 @@ def _fmt(v: float) -> str:
 
 
 class _TB:
-  def __init__(self, writer, summary_pb2, event_pb2):
-    self._w, self._s, self._e = writer, summary_pb2, event_pb2
+  """TensorBoard scalars through tensorboardX: event files without TensorFlow."""
+
+  def __init__(self, logdir: Path):
+    from tensorboardX import SummaryWriter  # noqa: PLC0415 - imported by the chief only
+
+    self._w = SummaryWriter(str(logdir), flush_secs=30)
 
   def __call__(self, step, record):
-    values = [
-      self._s.Summary.Value(tag=k, simple_value=v) for k, v in record.items() if k != "step"
-    ]
-    self._w.add_event(
-      self._e.Event(step=int(step), wall_time=time.time(), summary=self._s.Summary(value=values))
-    )
+    wall = time.time()
+    for k, v in record.items():
+      if k != "step" and math.isfinite(v):
+        self._w.add_scalar(k, v, int(step), walltime=wall)
     self._w.flush()
 
   def close(self):
@@ -100,21 +106,16 @@ class _TB:
 
 
 def _tensorboard_writer(logdir: Path):
-  try:  # TensorBoard's own event writer: no TensorFlow needed.
-    from tensorboard.compat.proto import event_pb2, summary_pb2
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
-  except Exception:  # noqa: BLE001 - TensorBoard is optional; any import failure means "off".
-    return None
   logdir.mkdir(parents=True, exist_ok=True)
-  return _TB(EventFileWriter(str(logdir)), summary_pb2, event_pb2)
+  return _TB(logdir)
 
 
-def _rate(rate: float, unit: str) -> str:
-  """Return "2.31 steps/s", or "48.2 s/epoch" when fewer than one unit a second is done."""
+def _rate(rate: float, unit: str, per_unit: bool) -> str:
+  """Return "2.31 steps/s", or "48.2 s/epoch" (`per_unit`: seconds per unit)."""
   if unit == "train":  # the trainer's progress counts optimisation steps
     unit = "step"
-  if 0 < rate < 1:
-    return f"{1 / rate:.1f} s/{unit}"
+  if per_unit:
+    return f"{1 / rate:.1f} s/{unit}" if rate > 0 else f"? s/{unit}"
   return f"{rate:.2f} {unit}s/s"
 
 
@@ -129,6 +130,8 @@ class Progress:
     self.every_s = every_s
     self._t0 = self._last = time.monotonic()
     self._s0 = self._slast = start_step
+    # The first line picks the unit (s/epoch when slower than one a second) and the run keeps it.
+    self._per_unit: bool | None = None
 
   def steps_per_sec(self, step: int) -> float:
     """Return the average speed since the last reset."""
@@ -143,7 +146,10 @@ class Progress:
     rate = (step - self._slast) / max(now - self._last, 1e-9)
     self._last, self._slast = now, step
     eta = (self.total - step) / rate if rate > 0 else float("inf")
-    parts = [f"{self.name} {step}/{self.total}", _rate(rate, self.name), f"ETA {_duration(eta)}"]
+    if self._per_unit is None:
+      self._per_unit = 0 < rate < 1
+    speed = _rate(rate, self.name, self._per_unit)
+    parts = [f"{self.name} {step}/{self.total}", speed, f"ETA {_duration(eta)}"]
     parts += [f"{k} {_fmt(_scalar(v))}" for k, v in (metrics or {}).items()]
     line = " | ".join(parts)
     logging.info("%s", line)

@@ -5,6 +5,7 @@ resume test compares it with a search stopped by SIGINT after its second epoch a
 """
 
 import json
+import shutil
 import signal
 
 import chex
@@ -39,8 +40,37 @@ def searched(tmp_path_factory):
   The installed `nasr` command, from a folder outside the checkout, with the config by name.
   """
   outside = tmp_path_factory.mktemp("deconas")
-  check_ok(run_nasr("search", "--config=deconas:tiny", "--workdir=search", cwd=outside))
+  r = check_ok(run_nasr("search", "--config=deconas:tiny", "--workdir=search", cwd=outside))
+  (outside / "first_run.out").write_text(r.stdout)
   return outside / "search"
+
+
+def _summary(stdout: str) -> dict:
+  lines = stdout.split("next:")[0].splitlines()
+  return {k: v for k, _, v in (line.partition(": ") for line in lines) if not k.endswith("_json")}
+
+
+def test_a_finished_search_relaunched_shows_its_summary_and_the_next_commands(searched, tmp_path):
+  first = (searched.parent / "first_run.out").read_text()
+  assert "next: retrain the architecture found" in first
+  assert (
+    "nasr train --config=train --config.arch=search/best.json --workdir=search/retrain" in first
+  )
+  w = tmp_path / "search"
+  shutil.copytree(searched, w)  # (times kept) the other tests read the original
+  before = sorted(p.name for p in (w / "checkpoints").iterdir())
+  r = check_ok(run_nasr("search", "--config=deconas:tiny", "--workdir=search", cwd=tmp_path))
+  # The same summary, read back (a path key names the original workdir), and the same commands.
+  assert (
+    _summary(r.stdout) == _summary(first) and r.stdout.split("next:")[1] == first.split("next:")[1]
+  )
+  assert "this search has finished" in r.stderr and "epoch 1/" not in r.stderr
+  assert sorted(p.name for p in (w / "checkpoints").iterdir()) == before
+  # More epochs is another config: the run continues from its last checkpoint.
+  more = run_nasr(
+    "search", "--config=deconas:tiny", "--config.epochs=4", "--workdir=search", cwd=tmp_path
+  )
+  assert "resumed the search after epoch 3" in check_ok(more).stderr and "epoch 4/4" in more.stderr
 
 
 def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):

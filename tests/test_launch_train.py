@@ -6,6 +6,7 @@ import signal
 import chex
 import jax
 import numpy as np
+import pytest
 
 from nasr import data as data_lib
 from nasr import experiment
@@ -93,3 +94,24 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
   chex.assert_trees_all_close(
     jax.device_get(params_ref), jax.device_get(params_stop), atol=0, rtol=0
   )
+
+
+def test_the_best_checkpoint_is_kept_beside_the_latest_and_evaluate_picks_either(tmp_path):
+  config = experiment.load_config("train", "tiny", lock=False)
+  # A step size that overshoots: validation PSNR peaks before the last step (step 5 of 6 here).
+  config.optim.lr, config.eval_every = 0.1, 1
+  result = experiment.train(config, tmp_path / "w")
+  assert result["best_step"] < config.steps and result["best_psnr"] > result["val"]["psnr"]
+  assert [p.name for p in (tmp_path / "w" / "best").iterdir()] == [str(result["best_step"])]
+  for which, psnr in (("best", result["best_psnr"]), ("latest", result["val"]["psnr"])):
+    ev = experiment.load_config("evaluate", lock=False)
+    ev.checkpoint, ev.which = str(tmp_path / "w"), which
+    upscale, _, _ = experiment.make_upscaler(ev)
+    val = data_lib.load_train_val(config.data, config.scale, config.seed)[1]
+    scored = experiment.scoring.score_images(
+      upscale, zip(val.names, val.lr, val.hr, strict=True), config.scale
+    )
+    assert scored["psnr"] == psnr, which  # the very parameters validated at that step
+  ev.which = "worst"
+  with pytest.raises(experiment.ConfigError, match="config.which must be one of latest, best"):
+    experiment.make_upscaler(ev)

@@ -27,6 +27,7 @@ def test_the_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
     if cell.cell_type == "code"
   }
   text = "\n".join(outputs.values())
+  assert "train 6/6 |" in text and "steps/s" in text  # training in Python shows its progress
   assert "bicubic" in text and "gain" in text  # the evaluation table
   assert (tmp_path / "edsr" / "eval" / "eval.json").is_file()
   assert (tmp_path / "chelsea_sr.png").is_file() and (tmp_path / "deconas" / "best.json").is_file()

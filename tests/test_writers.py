@@ -38,3 +38,40 @@ def test_json_files_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
   w.close()
   line = (tmp_path / "metrics.jsonl").read_text().strip()
   assert _strict_load(line) == {"step": 3, "loss": None, "psnr": 30.0}
+
+
+def test_progress_keeps_the_unit_of_its_first_line():
+  # A slow first epoch (compiling), then fast ones: still seconds per epoch, one unit per run.
+  with mock.patch.object(writers.time, "monotonic", side_effect=[0.0, 10.0, 10.5]):
+    progress = writers.Progress(10, name="epoch", every_s=0)
+    first = progress.update(1)
+    second = progress.update(2)
+  assert first.startswith("epoch 1/10 | 10.0 s/epoch") and second.startswith(
+    "epoch 2/10 | 0.5 s/epoch"
+  )
+
+
+def _events(logdir):
+  """Return [(tag, step, value)] of the scalar events in TensorBoard event files (TFRecord frames)."""
+  import struct
+
+  from tensorboardX.proto import event_pb2
+
+  out = []
+  for path in sorted(logdir.glob("events.out.tfevents.*")):
+    data = path.read_bytes()
+    i = 0
+    while i < len(data):
+      (length,) = struct.unpack("<Q", data[i : i + 8])
+      event = event_pb2.Event.FromString(data[i + 12 : i + 12 + length])
+      i += 12 + length + 4
+      out += [(v.tag, event.step, v.simple_value) for v in event.summary.value]
+  return out
+
+
+def test_tensorboard_event_files_hold_every_finite_scalar(tmp_path):
+  w = writers.MetricWriter(tmp_path, log=False)
+  w.write_scalars(1, {"loss": 0.5, "psnr": 30.0})
+  w.write_scalars(2, {"loss": float("nan"), "psnr": 31.0})
+  w.close()
+  assert _events(tmp_path / "tb") == [("loss", 1, 0.5), ("psnr", 1, 30.0), ("psnr", 2, 31.0)]

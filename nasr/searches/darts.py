@@ -218,7 +218,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         )
   summary = _finish(config, parts, search, state["search"].alpha, time.time() - t0)
   summary["step_compiles"] = _cache_size(bilevel_step)
-  search.write_json("search_result.json", summary)
+  search.write_json(loop.RESULT_FILE, summary)
   return summary
 
 

@@ -132,7 +132,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   observations = search.meta["observations"]
   summary = report(space, skw, config, s_state, observations, grid, search.workdir)
   summary.update(search_wall_s=round(time.time() - t0, 1), rounds=config.rounds)
-  search.write_json("search_result.json", summary)
+  search.write_json(loop.RESULT_FILE, summary)
   return summary
 
 

@@ -54,7 +54,7 @@ class SearchRun:
     self.total, self.unit = int(total), unit
     self.steps_per_unit = max(int(steps_per_unit), 1)
     self.meta: dict[str, Any] = {unit: 0, "history": [], **(meta or {})}
-    kind = f"{config.get('method') or 'one-shot'} search"
+    kind = _kind(config)
     config_dict = json.loads(config.to_json_best_effort())
     self._run_dir = training.RunWorkdir(self.workdir, kind, config_dict, config.keep_checkpoints)
     self.ckpt = self._run_dir.ckpt
@@ -90,7 +90,7 @@ class SearchRun:
     return restored
 
   def __enter__(self) -> "SearchRun":
-    self.writer = writers.MetricWriter(self.workdir, is_chief=self.is_chief)
+    self.writer = writers.MetricWriter(self.workdir, log=False, is_chief=self.is_chief)
     self.progress = writers.Progress(self.total, start_step=self.done, every_s=0, name=self.unit)
     self.interrupts.__enter__()
     return self
@@ -184,6 +184,37 @@ class SearchRun:
     if self.is_chief:
       writers.write_json(path, obj)
     return path
+
+
+RESULT_FILE = "search_result.json"  # each method's summary, written last
+
+
+def _kind(config: ml_collections.ConfigDict) -> str:
+  """Return the run kind a search of `config` records in its workdir."""
+  return f"{config.get('method') or 'one-shot'} search"
+
+
+def finished(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict | None:
+  """Return the summary of a search that already finished in `workdir` with this very config.
+
+  None when there is none: no summary, another config (more epochs continue the run), or a
+  checkpoint newer than the summary (a longer run was stopped before its end). The workdir is
+  claimed and released on the way, so a live run or another kind of run is refused as always.
+  """
+  workdir = Path(workdir)
+  result = workdir / RESULT_FILE
+  if not result.is_file():
+    return None
+  config_dict = json.loads(config.to_json_best_effort())
+  before = writers.claim_workdir(workdir, _kind(config), config_dict)
+  writers.release_workdir(workdir)
+  checkpoints = [p.stat().st_mtime for p in (workdir / "checkpoints").glob("[0-9]*")]
+  if before != config_dict or max(checkpoints, default=0.0) > result.stat().st_mtime:
+    return None
+  try:
+    return json.loads(result.read_text())
+  except ValueError:
+    return None  # a damaged summary: run again, which rewrites it
 
 
 def floats(values: list) -> list[float]:

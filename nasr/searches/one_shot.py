@@ -204,7 +204,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
       supernet_steps_per_sec=round(last["supernet_steps_per_sec"], 3),
       controller_steps_per_sec=round(last["controller_steps_per_sec"], 3),
     )
-  search.write_json("search_result.json", summary)
+  search.write_json(loop.RESULT_FILE, summary)
   return summary
 
 
