@@ -174,7 +174,8 @@ class _DropChattyInfo:
   """A logging filter that keeps warnings and errors from libraries that log every save at INFO,
   without the tracebacks they attach (three per failed Orbax save)."""
 
-  PATHS = ("/orbax/", "/tensorflow_datasets/", "/etils/")
+  # (jax's xla_bridge says at INFO that it found no TPU on every CPU/GPU host.)
+  PATHS = ("/orbax/", "/tensorflow_datasets/", "/etils/", "/jax/_src/xla_bridge.py")
 
   def filter(self, record) -> bool:
     import logging as std_logging

@@ -1,10 +1,11 @@
 """The `nasr` command: config listing and help, the typo message, the search method listing."""
 
+import subprocess
 import textwrap
 
 from launch import cli
 from nasr import experiment
-from tests.launch_utils import REPO, run_launcher, run_nasr
+from tests.launch_utils import REPO, launch_cmd, launch_env, run_launcher, run_nasr
 
 
 def test_config_list_names_every_shipped_config_with_its_presets(tmp_path):
@@ -86,3 +87,17 @@ def test_names_and_paths_both_load_and_an_unknown_name_lists_the_configs():
 def test_an_unknown_command_is_one_line(tmp_path):
   r = run_nasr("trian", cwd=tmp_path)
   assert r.returncode == 2 and r.stderr.strip().startswith("error: unknown command 'trian'")
+
+
+def test_no_line_about_a_missing_tpu_on_a_host_without_one(tmp_path):
+  env = {k: v for k, v in launch_env().items() if k != "JAX_PLATFORMS"}  # let JAX probe for a TPU
+  r = subprocess.run(
+    launch_cmd("train", "--config=train:tiny", f"--workdir={tmp_path}"),
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "libtpu" not in r.stderr and "backend 'tpu'" not in r.stderr
