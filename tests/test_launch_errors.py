@@ -217,15 +217,18 @@ def test_evaluating_weights_that_do_not_fit_their_config_names_the_mismatch(trai
 
 
 _NOISY = """
-import atexit, sys, threading
+import atexit, sys, threading, time
 from launch import common
 from nasr.core.errors import NasrError
 
 def main(config, workdir):
-  # Failed background writers print from their threads, and again at interpreter teardown.
+  # Failed background writers print from their threads, and again at interpreter teardown. (A
+  # line every millisecond: a thread flooding the pipe until it is full could still be blocked in
+  # a write that the kernel completes after the error line's; real writers print a few lines.)
   def chatter():
     while True:
       sys.stderr.write("background writer noise\\n")
+      time.sleep(0.001)
   threading.Thread(target=chatter, daemon=True).start()
   atexit.register(lambda: sys.stderr.write("teardown noise\\n"))
   raise {error}("the save failed")

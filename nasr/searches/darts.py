@@ -189,7 +189,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   state = jax.device_put(state, parallel.replicated(mesh))
   bilevel_step = compile_bilevel_step(step_fn, mesh)
   psnr_fn = jax.jit(_make_psnr_fn(supernet, scale))
-  title = f"darts_sr ({space.ops}) x{scale}"
   t0, start_epoch = time.time(), search.done
   with search:
     for epoch in range(start_epoch, config.epochs):
@@ -209,13 +208,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
       )
       search.write_json("history.json", search.history)
       if search.is_chief:
-        plots.plot_history(
-          search.history,
-          search.workdir / "alpha.png",
-          title=title,
-          ops=space.op_names,
-          edges=space.edge_names(),
-        )
+        _plot(search, space, scale)
   summary = _finish(config, parts, search, state["search"].alpha, time.time() - t0)
   summary["step_compiles"] = _cache_size(bilevel_step)
   search.write_json(loop.RESULT_FILE, summary)
@@ -328,15 +321,19 @@ def _finish(config, parts, search, alpha, search_s: float) -> dict:
         "softmax": softmax(alpha_np).tolist(),
       },
     )
-    title = f"darts_sr ({space.ops}) x{scale}"
-    plots.plot_history(
-      search.history,
-      search.workdir / "alpha.png",
-      title=title,
-      ops=space.op_names,
-      edges=space.edge_names(),
-    )
+    _plot(search, space, scale)
   return summary
+
+
+def _plot(search, space, scale: int) -> None:
+  """Redraw alpha.png from the search history."""
+  plots.plot_history(
+    search.history,
+    search.workdir / "alpha.png",
+    title=f"darts_sr ({space.ops}) x{scale}",
+    ops=space.op_names,
+    edges=space.edge_names(),
+  )
 
 
 def _cache_size(jitted) -> int:
