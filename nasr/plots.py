@@ -331,3 +331,83 @@ def plot_pareto(pareto: dict, path: Path, title: str = ""):
     ax.legend(loc="lower right", fontsize=8)
   _save(fig, path, title or "lambda sweep", ax)
   return fig
+
+
+def plot_controller(
+  history: list[dict],
+  path: Path,
+  title: str = "",
+  *,
+  decisions: Sequence[str] | None = None,
+  samples: int | None = None,
+  threshold: float | None = None,
+):
+  """Draw the policy's entropy over its maximum per epoch and its last choice probabilities.
+
+  Returns the Figure (None without matplotlib). Rows of `history` carry "entropy_ratio" and
+  "decision_probs" (one list of probabilities per decision); `decisions` names the heatmap's rows
+  (numbered when not given); `samples`, the number of sequences the probabilities were counted
+  from, goes into the colour bar's label; `threshold` draws the ratio above which a search warns.
+  """
+  with_probs = [h for h in history if h.get("decision_probs")]
+  rows = len(with_probs[-1]["decision_probs"]) if with_probs else 0
+  # A row per decision, readable up to a few dozen decisions; past that the figure stops growing.
+  drawn = _figure(path, (11, min(max(4.2, 1.6 + 0.24 * rows), 16)), 1, 2)
+  if drawn is None:
+    return None
+  from matplotlib.ticker import MaxNLocator
+
+  fig, axes = drawn
+  ax = axes[0, 0]
+  with_ratio = [h for h in history if h.get("entropy_ratio") is not None]
+  ax.axhline(1.0, ls="--", lw=1, color="gray", label="maximum (uniform policy)")
+  if threshold is not None:
+    ax.axhline(threshold, ls=":", lw=1, color="crimson", label=f"not moved above {threshold:g}")
+  if with_ratio:
+    x = [h["epoch"] for h in with_ratio]
+    ax.plot(x, [h["entropy_ratio"] for h in with_ratio], "o-", color="tab:orange", label="policy")
+    last = with_ratio[-1]
+    ax.set_title(
+      f"entropy {last['entropy']:.3f} of {last['entropy_max']:.3f} nats at epoch {last['epoch']}"
+    )
+  else:
+    ax.set_title("policy entropy")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("policy entropy / its maximum")
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  # An unmoved policy sits within 1e-4 of the line: plain ticks, not "1 - 1e-4" offsets.
+  ax.ticklabel_format(axis="y", useOffset=False)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="best", fontsize=8)
+
+  ax = axes[0, 1]
+  if with_probs:
+    last = with_probs[-1]
+    _probs_heatmap(fig, ax, last["decision_probs"], decisions, last["epoch"], samples)
+  else:
+    ax.set_axis_off()
+  _save(fig, path, title or "controller")
+  return fig
+
+
+def _probs_heatmap(fig, ax, probs, decisions, epoch: int, samples: int | None) -> None:
+  """Draw per-decision choice probabilities as a heatmap, blank where a decision has no choice."""
+  width = max(len(p) for p in probs)
+  grid = np.full((len(probs), width), np.nan)
+  for d, p in enumerate(probs):
+    grid[d, : len(p)] = p
+  image = ax.imshow(np.ma.masked_invalid(grid), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+  label = "probability" if samples is None else f"probability ({samples} samples)"
+  fig.colorbar(image, ax=ax, label=label)
+  ax.set_facecolor("white")  # masked cells (choices a decision does not have) stay blank
+  ax.set_xticks(range(width))
+  if decisions is not None and len(probs) <= 60:
+    ax.set_yticks(range(len(probs)), list(decisions), fontsize=7)
+  ax.set_xlabel("choice")
+  ax.set_ylabel("decision")
+  ax.set_title(f"choice probabilities at epoch {epoch}")
+  if grid.size <= 120:  # beyond that the numbers are too small to read
+    for (d, k), v in np.ndenumerate(grid):
+      if np.isfinite(v):
+        colour = "black" if v > 0.6 else "white"  # readable on viridis' yellow and its blue
+        ax.text(k, d, f"{v:.2f}", ha="center", va="center", fontsize=6, color=colour)

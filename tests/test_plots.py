@@ -211,3 +211,58 @@ def test_plot_pareto_returns_its_figure(tmp_path):
   fig = plots.plot_pareto(pareto, tmp_path / "pareto.png", title="sweep")
   assert _legend(fig.axes[0]) == ["candidates", "front", "best per lambda"]
   assert fig.axes[0].get_title() == "sweep" and (tmp_path / "pareto.png").stat().st_size > 1000
+
+
+def _controller_history(epochs: int = 3) -> list[dict]:
+  choices = (2, 7, 3)  # mixed widths: the heatmap pads the narrow decisions with blank cells
+  rows = []
+  for e in range(1, epochs + 1):
+    probs = [[round(1.0 / c, 3)] * c for c in choices]
+    rows.append(
+      {
+        "epoch": e,
+        "reward": 30.0,
+        "entropy": 4.0 - 0.1 * e,
+        "entropy_max": 4.0,
+        "entropy_ratio": (4.0 - 0.1 * e) / 4.0,
+        "decision_probs": probs,
+      }
+    )
+  return rows
+
+
+def test_plot_controller_draws_entropy_ratio_and_last_epochs_probabilities(tmp_path):
+  path = tmp_path / "controller.png"
+  names = ("input a", "op a", "position")
+  fig = plots.plot_controller(
+    _controller_history(), path, "deconas x2", decisions=names, samples=200, threshold=0.999
+  )
+  assert path.stat().st_size > 1000
+  ratio, heat = _panels(fig)
+  assert (ratio.get_xlabel(), ratio.get_ylabel()) == ("epoch", "policy entropy / its maximum")
+  assert "entropy 3.700 of 4.000 nats at epoch 3" == ratio.get_title()
+  assert _legend(ratio) == ["maximum (uniform policy)", "not moved above 0.999", "policy"]
+  lines = {line.get_label(): line for line in ratio.get_lines()}
+  np.testing.assert_allclose(lines["policy"].get_ydata(), [0.975, 0.95, 0.925])
+  assert list(lines["maximum (uniform policy)"].get_ydata()) == [1.0, 1.0]
+  assert (heat.get_xlabel(), heat.get_ylabel()) == ("choice", "decision")
+  assert heat.get_title() == "choice probabilities at epoch 3"
+  assert [t.get_text() for t in heat.get_yticklabels()] == list(names)
+  grid = heat.get_images()[0].get_array()
+  assert grid.shape == (3, 7)
+  assert list(np.ma.getmaskarray(grid).sum(axis=1)) == [5, 0, 4]  # blank where no choice exists
+  np.testing.assert_allclose(grid[1].filled(0), [0.143] * 7)
+  colourbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+  assert colourbars[0].get_ylabel() == "probability (200 samples)"
+  assert fig.get_suptitle() == "deconas x2"
+
+
+def test_plot_controller_without_probabilities_or_names(tmp_path):
+  history = [{k: v for k, v in h.items() if k != "decision_probs"} for h in _controller_history()]
+  fig = plots.plot_controller(history, tmp_path / "c.png")
+  ratio, heat = fig.axes[:2]
+  assert len(ratio.get_lines()) == 2 and not heat.axison  # no threshold; no heatmap to draw
+  fig = plots.plot_controller(_controller_history(1), tmp_path / "c.png")
+  heat = _panels(fig)[1]
+  assert heat.get_ylabel() == "decision"
+  assert heat.get_images()[0].get_array().shape == (3, 7)

@@ -9,6 +9,11 @@ a validation split carved from the training images. The reward is a weighted sum
 policy, scores them and writes candidates.json (sorted by reward), best.json (for
 `launch.train --config.arch=W/best.json`) and candidates.png.
 
+After every epoch a strategy with a learned policy is probed (`_policy_record`): its entropy
+against the maximum (the uniform policy's) and its per-decision choice probabilities go into the
+epoch's record, controller.png draws them, and a warning says when, after half the run, the
+policy is still uniform (DeCoNAS's default CPU run: entropy 20.788 of 20.794 after 300 updates).
+
 The supernet step and the scoring function are compiled once for the whole run: the sampled
 architecture enters them as an int32 array. The whole state (shared weights, optimiser, strategy)
 is checkpointed after every epoch; a killed search resumes and reaches the same result.
@@ -43,6 +48,14 @@ from nasr.searches.reward import COST_TERMS, Reward, child_macs_per_pixel
 from nasr.spaces.base import SupernetSpace, require
 
 SETTINGS = ("CB0_FF0", "CB0_FF1", "CB1_FF0", "CB1_FF1")
+# Samples drawn from the policy after every epoch (`_policy_record`); with 200 every frequency is a
+# multiple of 0.005, exact at the 3 digits kept, so each decision's row sums to 1.
+PROBE_SAMPLES = 200
+# Folded into the seed's key for the probe: a stream of its own, so the run's three streams (split
+# from the seed's key) and everything they decide are those of a run without diagnostics.
+_PROBE_STREAM = 0x9B0BE
+# An entropy above this fraction of its maximum after half the run: the policy has not moved.
+STUCK_RATIO = 0.999
 
 
 def parse_setting(setting: str) -> tuple[bool, bool]:
@@ -168,6 +181,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     "psnr": jax.jit(make_psnr_fn(p.supernet, p.scale)),
   }
   w_rng, c_rng, d_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+  probe_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _PROBE_STREAM)
+  # One warning per run: a resumed run that had warned before its stop does not warn again.
+  warned = any(_stuck(h, config.epochs) for h in search.history)
   t0 = time.time()
   with search:
     for epoch in range(search.done, config.epochs):
@@ -193,11 +209,19 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         **record,
         "supernet_steps_per_sec": n_w / max(t_w, 1e-9),
         "controller_steps_per_sec": n_c / max(t_c, 1e-9),
+        **_policy_record(p, steps, state["strategy"], probe_rng),
       }
       shown = {"reward": record["reward"], "psnr": record["val_psnr"]}
-      search.end(epoch + 1, state, record, shown)
+      # metrics.jsonl holds scalars: the probabilities stay in the history (checkpoint metadata).
+      scalars = {k: v for k, v in record.items() if k not in ("epoch", "decision_probs")}
+      search.end(epoch + 1, state, record, shown, scalars)
+      if not warned and _stuck(record, config.epochs):
+        warned = True
+        _warn_stuck(record, config)
   summary = derive(p, steps, state, search.workdir, d_rng, search.history)
   summary.update(search_wall_s=round(time.time() - t0, 1), epochs=config.epochs)
+  if any("entropy_ratio" in h for h in search.history):
+    summary["policy_stuck"] = any(_stuck(h, config.epochs) for h in search.history)
   if search.history:
     last = search.history[-1]
     summary.update(
@@ -281,6 +305,63 @@ def _train_strategy(
   return {**state, "strategy": s_state}, record
 
 
+def _policy_record(p: _Parts, steps, s_state, probe_rng) -> dict:
+  """Return the policy's entropy, its maximum, their ratio and per-decision choice probabilities.
+
+  Estimated from `PROBE_SAMPLES` sequences sampled from the policy as the epoch left it: the
+  entropy is the mean of their summed per-step entropies, the probabilities ("decision_probs",
+  one list per decision) the frequencies of their choices. Empty without a learned policy (random
+  search, GP-NAS) or without a decision to learn (every position has one choice).
+  """
+  spec = p.space.token_spec()
+  top = strategies.max_entropy(spec)
+  if not p.strategy.policy or top <= 0:
+    return {}
+  # Sampled afresh rather than counted from the epoch's own children: those are few (DeCoNAS
+  # default: 20 per epoch) and come from 20 successive policies; these come from the policy the
+  # epoch ended with, depend on the checkpointed state alone (a stopped and resumed epoch records
+  # the same numbers without carrying its samples) and, drawn with the same key every epoch, stay
+  # identical while the policy does, so what changes between epochs is the policy, not the noise.
+  tokens, aux = steps["propose"](s_state, probe_rng, PROBE_SAMPLES)
+  if "entropy" not in aux:
+    return {}
+  entropy = float(np.mean(np.asarray(aux["entropy"], np.float64)))
+  return {
+    "entropy": entropy,
+    "entropy_max": top,
+    "entropy_ratio": entropy / top,
+    "decision_probs": strategies.decision_frequencies(np.asarray(tokens), spec),
+  }
+
+
+def policy_stuck(epoch: int, epochs: int, entropy_ratio: float) -> bool:
+  """Return whether, past half of `epochs`, the policy's entropy is above STUCK_RATIO of its max."""
+  return epoch > epochs / 2 and entropy_ratio > STUCK_RATIO
+
+
+def _stuck(record: dict, epochs: int) -> bool:
+  """Return `policy_stuck` for an epoch's record (False when it holds no entropy)."""
+  ratio = record.get("entropy_ratio")
+  return ratio is not None and policy_stuck(record["epoch"], epochs, float(ratio))
+
+
+def _warn_stuck(record: dict, config: ml_collections.ConfigDict) -> None:
+  """Log that the controller's policy is still (almost) uniform, and what to change."""
+  logging.warning(
+    "the controller's policy has not moved: entropy %.4f of a maximum %.4f nats (ratio %.5f) "
+    "after %d of %d epochs; try a higher strategy.learning_rate, more controller updates per epoch "
+    "(controller_steps_per_epoch=%d) or fewer supernet steps between them "
+    "(train_steps_per_epoch=%d)",
+    record["entropy"],
+    record["entropy_max"],
+    record["entropy_ratio"],
+    record["epoch"],
+    config.epochs,
+    config.controller_steps_per_epoch,
+    config.train_steps_per_epoch,
+  )
+
+
 def _score(p: _Parts, steps, params, tokens: np.ndarray) -> np.ndarray:
   """Return the shared-weight PSNR of each token row, in chunks of the controller batch.
 
@@ -338,7 +419,7 @@ def derive(p: _Parts, steps, state, workdir: Path, rng, history: list[dict] | No
 def _write_derived(
   p: _Parts, rows: list[dict], workdir: Path, history: list[dict] | None = None
 ) -> None:
-  """Write candidates.json, best.json and candidates.png."""
+  """Write candidates.json, best.json, candidates.png and (with a learned policy) controller.png."""
   writers.write_json(workdir / "candidates.json", rows)
   best = rows[0]
   spaces.save_arch(
@@ -362,3 +443,13 @@ def _write_derived(
     bicubic_psnr=bicubic,
     history=history,
   )
+  if history and any("decision_probs" in h for h in history):
+    spec = p.space.token_spec()
+    plots.plot_controller(
+      history,
+      workdir / "controller.png",
+      title=title,
+      decisions=[spec.name(i) for i in range(len(spec))],
+      samples=PROBE_SAMPLES,
+      threshold=STUCK_RATIO,
+    )

@@ -6,6 +6,7 @@ Each strategy is a `Strategy(init, propose, update)` of pure functions over expl
 
 from nasr.strategies.base import STRATEGIES, State, Strategy, get
 from nasr.strategies.controller import Controller
+from nasr.strategies.diagnostics import decision_frequencies, max_entropy
 from nasr.strategies.gp import GPState, make_gp
 from nasr.strategies.hierarchical import HierarchicalController, make_hierarchical
 from nasr.strategies.random_search import RandomState, make_random
@@ -20,9 +21,11 @@ __all__ = [
   "ReinforceState",
   "State",
   "Strategy",
+  "decision_frequencies",
   "get",
   "make_gp",
   "make_hierarchical",
   "make_random",
   "make_reinforce",
+  "max_entropy",
 ]

@@ -26,7 +26,7 @@ State = Any
 
 
 class Strategy(NamedTuple):
-  """A search strategy as three pure, jit-able functions.
+  """A search strategy as three pure, jit-able functions, and whether it learns a policy.
 
   Attributes:
     init: rng -> state.
@@ -34,11 +34,16 @@ class Strategy(NamedTuple):
       `log_prob` and `entropy`); `num` is static under jit; never returns a new state.
     update: (state, tokens int32 [B, len(spec)], rewards float32 [B]) -> (new state, metrics dict
       of scalars).
+    policy: whether `propose` samples from a learned policy, so its entropy and per-decision
+      frequencies say how far training moved it (REINFORCE); False where they cannot move
+      (random search samples the uniform distribution for ever) or there is no distribution
+      (GP-NAS picks by acquisition).
   """
 
   init: Callable[[jax.Array], State]
   propose: Callable[[State, jax.Array, int], tuple[jax.Array, dict[str, jax.Array]]]
   update: Callable[[State, jax.Array, jax.Array], tuple[State, dict[str, jax.Array]]]
+  policy: bool = True
 
 
 # name -> factory `make(spec: TokenSpec, **kwargs) -> Strategy`; filled when nasr.strategies loads.

@@ -502,4 +502,4 @@ def make_gp(
     }
     return state, metrics
 
-  return Strategy(init=init, propose=propose, update=update)
+  return Strategy(init=init, propose=propose, update=update, policy=False)

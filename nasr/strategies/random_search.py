@@ -57,4 +57,5 @@ def make_random(spec: TokenSpec) -> Strategy:
     }
     return new_state, metrics
 
-  return Strategy(init=init, propose=propose, update=update)
+  # Its entropy is the maximum by construction: no policy to diagnose.
+  return Strategy(init=init, propose=propose, update=update, policy=False)
