@@ -311,10 +311,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   config_dict = json.loads(config.to_json_best_effort())
   run_dir = RunWorkdir(workdir, "training", config_dict, config.keep_checkpoints)
   ckpt = run_dir.ckpt
-  # The parameters of the best validation PSNR so far, beside the latest (evaluate which=best).
-  best_ckpt = Checkpointer(workdir, max_to_keep=1, subdir=BEST_DIR)
   meta = {"best_psnr": -math.inf, "best_step": -1, "val": {}}
   found = run_dir.restore_latest({"train": state, "rng": rng})
+  # The parameters of the best validation PSNR so far, beside the latest (evaluate which=best);
+  # opened after the restore, so a refused resume leaves the workdir as it was.
+  best_ckpt = Checkpointer(workdir, max_to_keep=1, subdir=BEST_DIR)
   start = 0
   if found is not None:
     start, restored, meta = found
