@@ -78,6 +78,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.derive = ml_collections.ConfigDict({"candidates": 100})
   c.data.patch_size = 32
   c.data.batch_size = 8
+  if preset == "default":
+    # The paper's 3e-4 moves the policy over 20,000 updates (200 epochs x 100); this preset makes
+    # 900, and at 3e-4 its entropy fell from 20.791 to 20.788 of 20.794 nats. 10x the step size
+    # for 22x fewer updates (ENAS' reference code uses 3.5e-3); RESULTS.md has the runs.
+    c.strategy.learning_rate = 3e-3
   if preset == "tiny":
     c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 2, "nodes": 2, "channels": 8})
     c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16

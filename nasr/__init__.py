@@ -24,7 +24,7 @@ from nasr.checkpoint import Checkpointer
 from nasr.core import ConfigError, DataError, DivergedError, NasrError, TokenError, TokenSpec
 from nasr.estimation.cost import count_macs, count_params
 from nasr.estimation.metrics import psnr, ssim
-from nasr.experiment import evaluate, load_config, run_search, train, upscale
+from nasr.experiment import diagnose, evaluate, load_config, run_search, train, upscale
 
 __version__ = "0.1.0"
 
@@ -40,6 +40,7 @@ __all__ = [
   "count_macs",
   "count_params",
   "data",
+  "diagnose",
   "estimation",
   "evaluate",
   "inference",

@@ -26,6 +26,7 @@ from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import ConfigError, DataError
 from nasr.estimation import cost
 from nasr.estimation import evaluate as scoring
+from nasr.searches import diagnose as diagnostics
 from nasr.searches import loop, sweep
 
 
@@ -305,3 +306,14 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
     )
     return done
   return run(config, workdir)
+
+
+def diagnose(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Rank-correlate a finished search's shared weights with stand-alone training; return a summary.
+
+  See nasr.searches.diagnose: Kendall tau and Spearman rho over a stratified sample, and the
+  searched architecture against random ones at the same retrain budget (W/ranking.json, .png).
+  """
+  _show_progress()
+  check_numbers(config)
+  return diagnostics.run(config, workdir)

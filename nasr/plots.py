@@ -411,3 +411,87 @@ def _probs_heatmap(fig, ax, probs, decisions, epoch: int, samples: int | None) -
       if np.isfinite(v):
         colour = "black" if v > 0.6 else "white"  # readable on viridis' yellow and its blue
         ax.text(k, d, f"{v:.2f}", ha="center", va="center", fontsize=6, color=colour)
+
+
+# How each role of a diagnosed architecture is drawn in `plot_ranking`: (label, marker, colour).
+_ROLES = {
+  "stratified": ("stratified sample", "o", "tab:blue"),
+  "random": ("uniformly random", "s", "tab:gray"),
+  "searched": ("searched", "*", "crimson"),
+  "random_search": ("random search, same budget", "D", "tab:green"),
+}
+
+
+def plot_ranking(
+  rows: list[dict],
+  path: Path,
+  title: str = "",
+  *,
+  kendall_tau: float | None = None,
+  spearman_rho: float | None = None,
+  bicubic_psnr: float | None = None,
+):
+  """Draw shared-weight against stand-alone PSNR, and the searched architecture among random ones.
+
+  Returns the Figure (None without matplotlib). Each row has "roles" (keys of _ROLES),
+  "shared_psnr" and "standalone_psnr" (NaN: diverged, left out). Left: one point per architecture,
+  marked by its first role, the correlations in the title. Right: the stand-alone PSNR of the
+  uniformly random architectures (points and their median) with the searched one, random search's
+  and bicubic as lines: does the search beat random at this budget?
+  """
+  drawn = _figure(path, (11, 4.6), 1, 2)
+  if drawn is None:
+    return None
+  fig, axes = drawn
+  ax = axes[0, 0]
+  finite = [
+    r for r in rows if math.isfinite(r["shared_psnr"]) and math.isfinite(r["standalone_psnr"])
+  ]
+  for role, (label, marker, colour) in _ROLES.items():
+    mine = [r for r in finite if r["roles"][0] == role]
+    if mine:
+      ax.scatter(
+        [r["shared_psnr"] for r in mine],
+        [r["standalone_psnr"] for r in mine],
+        marker=marker,
+        s=90 if marker == "*" else 36,
+        color=colour,
+        label=label,
+        zorder=3,
+      )
+  ax.set_xlabel("shared-weight PSNR (dB)")
+  ax.set_ylabel("stand-alone PSNR (dB)")
+  parts = []
+  if kendall_tau is not None and math.isfinite(kendall_tau):
+    parts.append(f"Kendall tau {kendall_tau:.2f}")
+  if spearman_rho is not None and math.isfinite(spearman_rho):
+    parts.append(f"Spearman rho {spearman_rho:.2f}")
+  ax.set_title(", ".join(parts) or "ranking (too few architectures)")
+  ax.grid(alpha=0.3)
+  if finite:
+    ax.legend(loc="best", fontsize=8)
+
+  ax = axes[0, 1]
+  random_psnr = [r["standalone_psnr"] for r in finite if "random" in r["roles"]]
+  if random_psnr:
+    jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(random_psnr))
+    ax.scatter(jitter, random_psnr, color="tab:gray", s=30, label="uniformly random", zorder=3)
+    ax.hlines(float(np.median(random_psnr)), -0.3, 0.3, color="black", label="random median")
+  lines = [
+    ("searched", "crimson", "-"),
+    ("random_search", "tab:green", "--"),
+  ]
+  for role, colour, style in lines:
+    mine = [r["standalone_psnr"] for r in finite if role in r["roles"]]
+    if mine:
+      ax.axhline(mine[0], color=colour, ls=style, label=_ROLES[role][0])
+  if bicubic_psnr is not None and math.isfinite(bicubic_psnr):
+    ax.axhline(bicubic_psnr, color="tab:purple", ls=":", label="bicubic")
+  ax.set_xlim(-0.6, 0.6)
+  ax.set_xticks([])
+  ax.set_ylabel("stand-alone PSNR (dB)")
+  ax.set_title("the searched architecture against random ones")
+  ax.grid(alpha=0.3, axis="y")
+  ax.legend(loc="best", fontsize=8)
+  _save(fig, path, title or "ranking")
+  return fig

@@ -12,7 +12,16 @@ def test_config_list_names_every_shipped_config_with_its_presets(tmp_path):
   r = run_nasr("config", "--list", cwd=tmp_path)
   assert r.returncode == 0, r.stderr
   rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
-  assert set(rows) == {"darts_sr", "deconas", "evaluate", "gpnas", "hnas", "train", "upscale"}
+  assert set(rows) == {
+    "darts_sr",
+    "deconas",
+    "diagnose",
+    "evaluate",
+    "gpnas",
+    "hnas",
+    "train",
+    "upscale",
+  }
   assert "tiny | default | paper | final" in rows["deconas"]
   assert "search method darts" in rows["darts_sr"] and "search method" not in rows["train"]
 

@@ -123,7 +123,8 @@ def test_owner_checked_numbers_work_or_are_named_by_their_owner(path, preset):
       except ConfigError as e:
         assert leaf in str(e), f"config.{key}={value}: {e}"
       tried += 1
-  assert tried
+  # diagnose.py's own numbers are all ruled (NUMBER_RULES); its train section is GP-NAS's kind.
+  assert tried or path.name == "diagnose.py"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -15,7 +15,7 @@ import pytest
 from nasr import spaces
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import Interrupted
-from nasr.experiment import load_config, run_search
+from nasr.experiment import diagnose, load_config, run_search
 from tests import pins
 from tests.launch_utils import (
   REPO,
@@ -69,6 +69,24 @@ def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
   result = retrain_and_evaluate(w / "genotype.json", tmp_path / "retrain")
   assert result["params"] == summary["retrain_params"]  # the retrained network is the genotype's
   assert result["macs_per_lr_pixel"] > 0
+
+
+def test_diagnose_scores_genotypes_with_the_supernets_weights(searched, tmp_path):
+  config = load_config("diagnose", "tiny", lock=False)
+  config.update(search=str(searched), pool=3, samples=2, random=1)
+  summary = diagnose(config, tmp_path / "diag")
+  report = json.loads((tmp_path / "diag" / "ranking.json").read_text())
+  assert report["method"] == "darts" and report["n"] == summary["n"] == 2
+  rows = report["architectures"]
+  # The searched genotype is genotype.json's, trained at the search's size (not the retrain size).
+  space, genotype = spaces.load_arch(searched / "genotype.json")
+  assert rows[0]["roles"] == ["searched"] and rows[0]["tokens"] == list(space.encode(genotype))
+  arch = json.loads((tmp_path / "diag" / "standalone" / rows[0]["id"] / "arch.json").read_text())
+  assert arch["space_kwargs"]["cells"] == 2 and arch["space_kwargs"]["channels"] == 8
+  assert not any("random_search" in r["roles"] for r in rows)  # one-shot searches only
+  psnr = [r["shared_psnr"] for r in rows]
+  assert all(np.isfinite(psnr)) and len(set(psnr)) > 1  # other genotypes, other scores
+  assert all(np.isfinite(r["standalone_psnr"]) for r in rows)
 
 
 def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):

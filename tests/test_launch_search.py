@@ -14,6 +14,7 @@ import pytest
 
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import Interrupted
+from nasr.estimation import ranking
 from nasr.experiment import load_config, run_search
 from tests import pins
 from tests.launch_utils import (
@@ -71,6 +72,62 @@ def test_a_finished_search_relaunched_shows_its_summary_and_the_next_commands(se
     "search", "--config=deconas:tiny", "--config.epochs=4", "--workdir=search", cwd=tmp_path
   )
   assert "resumed the search after epoch 3" in check_ok(more).stderr and "epoch 4/4" in more.stderr
+
+
+def test_diagnose_ranks_shared_weights_and_compares_the_searched_with_random(searched, tmp_path):
+  def diagnose():
+    return check_ok(
+      run_nasr(
+        "diagnose",
+        "--config=diagnose:tiny",
+        f"--config.search={searched}",
+        "--workdir=diag",
+        cwd=tmp_path,
+      )
+    )
+
+  out = diagnose().stdout
+  w = tmp_path / "diag"
+  report = json.loads((w / "ranking.json").read_text())
+  rows = report["architectures"]
+  best = json.loads((searched / "search_result.json").read_text())["best_tokens"]
+  assert rows[0]["roles"][0] == "searched" and rows[0]["tokens"] == best
+  assert any("random_search" in r["roles"] for r in rows)
+  # The random search ran at the searched run's budget, with the random strategy.
+  r_config = json.loads((w / "random_search" / "run.json").read_text())["config"]
+  s_config = json.loads((searched / "run.json").read_text())["config"]
+  assert r_config["strategy"] == {"name": "random"}
+  assert {k: v for k, v in r_config.items() if k != "strategy"} == {
+    k: v for k, v in s_config.items() if k != "strategy"
+  }
+  stratified = [r for r in rows if "stratified" in r["roles"]]
+  randoms = [r["standalone_psnr"] for r in rows if "random" in r["roles"]]
+  assert len(stratified) == report["n"] == 3 and len(randoms) == 2
+  a = [r["shared_psnr"] for r in stratified]
+  b = [r["standalone_psnr"] for r in stratified]
+  assert report["kendall_tau"] == pytest.approx(ranking.kendall_tau(a, b))
+  assert report["spearman_rho"] == pytest.approx(ranking.spearman_rho(a, b))
+  assert a == sorted(a)  # drawn over the pool's range, lowest first
+  pool = report["pool"]
+  assert pool["shared_psnr_min"] <= a[0] and a[-1] <= pool["shared_psnr_max"]
+  baseline = report["baseline"]
+  assert baseline["random_median"] == pytest.approx(float(np.median(randoms)))
+  assert baseline["searched"] == rows[0]["standalone_psnr"]
+  assert baseline["searched_beats"] == sum(rows[0]["standalone_psnr"] > p for p in randoms)
+  # Every number comes from a stand-alone sub-run of its own, with the same budget and seed.
+  for r in rows:
+    sub = json.loads((w / "standalone" / r["id"] / "train_result.json").read_text())
+    assert sub["val"]["psnr"] == pytest.approx(r["standalone_psnr"]) and sub["step"] == 4
+    arch = json.loads((w / "standalone" / r["id"] / "arch.json").read_text())
+    assert arch["tokens"] == r["tokens"]
+  assert (w / "ranking.png").stat().st_size > 0
+  assert f"kendall_tau: {report['kendall_tau']:.4f}" in out
+  # Relaunched: every sub-run is read back, nothing is trained again, the report is the same.
+  stamps = sorted((p, p.stat().st_mtime) for p in w.glob("standalone/*/train_result.json"))
+  diagnose()
+  again = json.loads((w / "ranking.json").read_text())
+  assert sorted((p, p.stat().st_mtime) for p in w.glob("standalone/*/train_result.json")) == stamps
+  assert again["architectures"] == rows
 
 
 def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):

@@ -266,3 +266,59 @@ def test_plot_controller_without_probabilities_or_names(tmp_path):
   heat = _panels(fig)[1]
   assert heat.get_ylabel() == "decision"
   assert heat.get_images()[0].get_array().shape == (3, 7)
+
+
+def _ranking_rows() -> list[dict]:
+  row = lambda roles, s, a: {"roles": roles, "shared_psnr": s, "standalone_psnr": a}  # noqa: E731
+  return [
+    row(["searched"], 30.4, 31.0),
+    row(["random_search"], 30.2, 30.9),
+    row(["stratified", "random"], 29.0, 30.5),
+    row(["stratified"], 29.8, 30.7),
+    row(["random"], 30.0, 30.6),
+    row(["random"], 30.1, float("nan")),  # diverged: left out
+  ]
+
+
+def test_plot_ranking_scatters_roles_and_compares_with_random(tmp_path):
+  fig = plots.plot_ranking(
+    _ranking_rows(),
+    tmp_path / "ranking.png",
+    title="deconas x2",
+    kendall_tau=0.6,
+    spearman_rho=0.7,
+    bicubic_psnr=29.9,
+  )
+  assert (tmp_path / "ranking.png").stat().st_size > 0
+  scatter, baseline = _panels(fig)
+  assert scatter.get_xlabel() == "shared-weight PSNR (dB)"
+  assert scatter.get_ylabel() == "stand-alone PSNR (dB)"
+  assert "Kendall tau 0.60" in scatter.get_title() and "Spearman rho 0.70" in scatter.get_title()
+  assert _legend(scatter) == [
+    "stratified sample",
+    "uniformly random",
+    "searched",
+    "random search, same budget",
+  ]
+  # One point per finite architecture, by its first role: 2 stratified, 1 random.
+  sizes = [len(c.get_offsets()) for c in scatter.collections]
+  assert sizes == [2, 1, 1, 1]
+  assert _legend(baseline) == [
+    "uniformly random",
+    "random median",
+    "searched",
+    "random search, same budget",
+    "bicubic",
+  ]
+  assert len(baseline.collections[0].get_offsets()) == 2  # the finite random architectures
+  lines = {line.get_label(): line.get_ydata()[0] for line in baseline.get_lines()}
+  assert lines["searched"] == 31.0 and lines["bicubic"] == 29.9
+  assert baseline.collections[1].get_segments()[0][0][1] == pytest.approx(30.55)  # the median
+
+
+def test_plot_ranking_without_correlations_or_random_architectures(tmp_path):
+  rows = [r for r in _ranking_rows() if "random" not in r["roles"]]
+  fig = plots.plot_ranking(rows, tmp_path / "r.png", kendall_tau=float("nan"))
+  scatter, baseline = _panels(fig)
+  assert scatter.get_title() == "ranking (too few architectures)"
+  assert "uniformly random" not in _legend(baseline)

@@ -93,6 +93,10 @@ NUMBER_RULES = {
   "w_optim.momentum": ("float", "[0,1)"),
   "w_optim.weight_decay": ("float", ">=0"),
   "w_optim.grad_clip": ("float", ">=0"),
+  # Diagnostics (configs/diagnose.py)
+  "pool": ("int", ">0"),
+  "samples": ("int", ">0"),
+  "random": ("int", ">=0"),
   # One-shot strategies (DeCoNAS, HNAS) and GP-NAS
   "lam": ("float", ">=0"),
   "reward.terms.*": ("float", "any"),

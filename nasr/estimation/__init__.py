@@ -1,6 +1,6 @@
 """Scoring candidates: train state and steps, losses, metrics (PSNR/SSIM) and cost (params, MACs)."""
 
-from nasr.estimation import cost, darts, evaluate, losses, metrics, train
+from nasr.estimation import cost, darts, evaluate, losses, metrics, ranking, train
 from nasr.estimation.cost import count_macs, count_params, macs_per_pixel
 from nasr.estimation.darts import DartsState, make_bilevel_step
 from nasr.estimation.evaluate import score_images
@@ -25,6 +25,7 @@ __all__ = [
   "metrics",
   "psnr",
   "psnr_jax",
+  "ranking",
   "score_images",
   "ssim",
   "train",

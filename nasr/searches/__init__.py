@@ -14,7 +14,7 @@ from collections.abc import Callable
 import ml_collections
 
 from nasr.core.registry import Registry
-from nasr.searches import darts, gp, loop, one_shot, reward
+from nasr.searches import darts, diagnose, gp, loop, one_shot, reward
 
 SEARCH_METHODS: Registry[Callable[[ml_collections.ConfigDict, str], dict]] = Registry(
   "search method"
@@ -23,4 +23,4 @@ SEARCH_METHODS.register("one_shot", one_shot.run)
 SEARCH_METHODS.register("darts", darts.run)
 SEARCH_METHODS.register("gp", gp.run)
 
-__all__ = ["SEARCH_METHODS", "darts", "gp", "loop", "one_shot", "reward"]
+__all__ = ["SEARCH_METHODS", "darts", "diagnose", "gp", "loop", "one_shot", "reward"]

@@ -215,6 +215,36 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   return summary
 
 
+def shared_weight_scorer(
+  config: ml_collections.ConfigDict, workdir: str | os.PathLike, result: dict
+) -> loop.Scorer:
+  """Return a Scorer of the finished search in `workdir`: the supernet's PSNR at a genotype.
+
+  A genotype is scored as the supernet at its one-hot alpha (`DartsSR.one_hot_alpha`: the derived
+  network with the shared weights), on the search's validation crops; the step is compiled once.
+  The chosen architecture is the one derived from the final alpha (genotype.json's).
+  """
+  del result  # the final alpha says what genotype.json holds
+  parts = _prepare(config)
+  supernet, state, _ = _init(config, parts)
+  state = loop.restore_final(workdir, state)["search"]
+  space, val = parts["space"], parts["val"]
+  psnr_fn = jax.jit(_make_psnr_fn(supernet, parts["scale"]))
+
+  def score(tokens) -> np.ndarray:
+    alphas = [space.one_hot_alpha(space.decode(t)) for t in np.asarray(tokens)]
+    return np.asarray(loop.floats([psnr_fn(state.w, a, val["lr"], val["hr"]) for a in alphas]))
+
+  return loop.Scorer(
+    space=space,
+    space_name=SPACE,
+    space_kwargs=space_kwargs(config),
+    scale=parts["scale"],
+    searched=space.encode(space.derive(np.asarray(jax.device_get(state.alpha)))),
+    score=score,
+  )
+
+
 def _epoch(config, parts, bilevel_step, state, epoch: int, start_epoch: int, search):
   """Return (state, record) after one epoch of bilevel steps (alpha, then w, per step).
 

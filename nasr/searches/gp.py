@@ -18,7 +18,6 @@ Finally the whole grid is ranked by predicted PSNR. Outputs:
 Any space with an enumerable token grid fits (config.space.name); the strategy is space-agnostic.
 """
 
-import json
 import math
 import os
 import time
@@ -31,9 +30,10 @@ import numpy as np
 from absl import logging
 
 from nasr import data as data_lib
-from nasr import plots, spaces, strategies, training, writers
+from nasr import plots, spaces, strategies, writers
 from nasr.core.checks import check_scale
-from nasr.core.errors import ConfigError, DivergedError
+from nasr.core.errors import ConfigError
+from nasr.estimation import ranking
 from nasr.searches import loop
 from nasr.strategies import gp as gp_lib
 
@@ -76,17 +76,10 @@ def _finite(v) -> float | None:
 
 def _train_candidate(config, cand_dir: Path, arch_file: Path) -> tuple[float, bool]:
   """Return (final validation PSNR, diverged) of one candidate, training or resuming it."""
-  done = cand_dir / "train_result.json"
-  if done.is_file():  # finished before a kill: the record is final
-    result = json.loads(done.read_text())
-  else:
-    try:
-      result = training.train(candidate_config(config, arch_file), cand_dir)
-    except DivergedError as e:
-      logging.warning("candidate %s diverged (%s); its reward is NaN", cand_dir.name, e)
-      return float("nan"), True
-  psnr = result.get("val", {}).get("psnr")  # null in strict JSON when it was not finite
-  return (float("nan") if psnr is None else float(psnr)), False
+  result, diverged = loop.train_from_scratch(candidate_config(config, arch_file), cand_dir)
+  if diverged:
+    logging.warning("candidate %s diverged; its reward is NaN", cand_dir.name)
+  return loop.val_psnr(result), diverged
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -255,7 +248,8 @@ def report(space, skw, config, s_state, observations, grid, workdir: Path) -> di
   measured = [
     (o["loo_mean"], o["psnr"]) for o in observed if o["psnr"] is not None and o["loo_mean"]
   ]
-  rho = _spearman(*zip(*measured, strict=True)) if len(measured) >= 3 else None
+  rho = ranking.spearman_rho(*zip(*measured, strict=True)) if len(measured) >= 3 else None
+  rho = None if rho is None or math.isnan(rho) else rho  # constant predictions rank nothing
   doc = {
     "space": config.space.name,
     "space_kwargs": skw,
@@ -325,21 +319,3 @@ def _best_of_missing_families(space, grid, order, pool: list[dict]) -> list[int]
       found.add(fam)
       out.append(int(g))
   return out
-
-
-def _spearman(a, b) -> float:
-  """Return Spearman's rank correlation of two sequences (average ranks for ties)."""
-  ra, rb = _ranks(np.asarray(a, np.float64)), _ranks(np.asarray(b, np.float64))
-  ra, rb = ra - ra.mean(), rb - rb.mean()
-  denom = math.sqrt(float(ra @ ra) * float(rb @ rb))
-  return float(ra @ rb / denom) if denom > 0 else 0.0
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-  order = np.argsort(x, kind="stable")
-  ranks = np.empty(len(x))
-  ranks[order] = np.arange(len(x))
-  for v in np.unique(x):  # ties share their mean rank
-    tie = x == v
-    ranks[tie] = ranks[tie].mean()
-  return ranks

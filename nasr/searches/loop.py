@@ -21,6 +21,7 @@ steps, `units * steps_per_unit + steps into the unit`, so the one a stop saves s
 unit ends around it.
 """
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -33,7 +34,8 @@ import numpy as np
 from absl import logging
 
 from nasr import training, writers
-from nasr.core.errors import Interrupted
+from nasr.checkpoint import Checkpointer
+from nasr.core.errors import CheckpointMismatchError, ConfigError, DivergedError, Interrupted
 from nasr.estimation import train as train_lib
 
 
@@ -187,6 +189,58 @@ class SearchRun:
 
 
 RESULT_FILE = "search_result.json"  # each method's summary, written last
+TRAIN_RESULT_FILE = "train_result.json"  # what `training.train` writes when a run ends
+
+
+def train_from_scratch(
+  train_config: ml_collections.ConfigDict, workdir: str | os.PathLike
+) -> tuple[dict | None, bool]:
+  """Return (training result, False) of a stand-alone sub-run, or (None, True) if it diverged.
+
+  A sub-run that finished before (its train_result.json is there) is read, not retrained; one that
+  was stopped resumes from its own checkpoints. GP-NAS candidates and the diagnostics' stand-alone
+  architectures are trained this way.
+  """
+  done = Path(workdir) / TRAIN_RESULT_FILE
+  if done.is_file():  # finished before a kill: the record is final
+    return json.loads(done.read_text()), False
+  try:
+    return training.train(train_config, workdir), False
+  except DivergedError as e:
+    logging.warning("%s diverged (%s)", workdir, e)
+    return None, True
+
+
+@dataclasses.dataclass
+class Scorer:
+  """A finished search's shared weights, ready to score any architecture of its space."""
+
+  space: Any
+  space_name: str
+  space_kwargs: dict  # the searched space's (what stand-alone architecture files are built with)
+  scale: int
+  searched: np.ndarray  # the tokens of the architecture the search chose
+  score: Callable[[np.ndarray], np.ndarray]  # tokens [N, L] -> shared-weight PSNR [N] (float64)
+
+
+def restore_final(workdir: str | os.PathLike, target: Any) -> Any:
+  """Return the state of a finished run's newest checkpoint, read without claiming the workdir."""
+  ckpt = Checkpointer(workdir, async_save=False)
+  try:
+    found = ckpt.restore_latest(target, damaged_ok=False)
+  except CheckpointMismatchError as e:
+    raise ConfigError(f"{workdir}: the checkpoint does not fit its run.json config ({e})") from None
+  finally:
+    ckpt.close()
+  if found is None:
+    raise ConfigError(f"{workdir}: no checkpoint in {Path(workdir) / 'checkpoints'}")
+  return found[1]
+
+
+def val_psnr(result: dict | None) -> float:
+  """Return a training result's final validation PSNR (NaN when it diverged or was not finite)."""
+  psnr = (result or {}).get("val", {}).get("psnr")  # null in strict JSON when not finite
+  return float("nan") if psnr is None else float(psnr)
 
 
 def _kind(config: ml_collections.ConfigDict) -> str:

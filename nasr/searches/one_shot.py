@@ -377,6 +377,28 @@ def _score(p: _Parts, steps, params, tokens: np.ndarray) -> np.ndarray:
   return np.concatenate(psnr)[: len(tokens)]
 
 
+def shared_weight_scorer(
+  config: ml_collections.ConfigDict, workdir: str | os.PathLike, result: dict
+) -> loop.Scorer:
+  """Return a Scorer of the finished search in `workdir`: its supernet's PSNR for any tokens.
+
+  The children are scored as the search scored them (the same validation crops, the scoring
+  function compiled once); `result` (its search_result.json) names the chosen architecture.
+  """
+  p = _prepare(config)
+  state = loop.restore_final(workdir, _init_state(p))
+  steps = {"psnr": jax.jit(make_psnr_fn(p.supernet, p.scale))}
+  params = state["w"].params
+  return loop.Scorer(
+    space=p.space,
+    space_name=config.space.name,
+    space_kwargs=space_kwargs(config),
+    scale=p.scale,
+    searched=np.asarray(result["best_tokens"], np.int32),
+    score=lambda tokens: _score(p, steps, params, np.asarray(tokens, np.int32)).astype(np.float64),
+  )
+
+
 def derive(p: _Parts, steps, state, workdir: Path, rng, history: list[dict] | None = None) -> dict:
   """Sample candidates from the trained policy, score them with the shared weights, write results."""
   c = p.config

@@ -848,6 +848,26 @@ class DartsSR:
         out += [j, self.edge_ops.index(op)]
     return np.asarray(out, np.int32)
 
+  def one_hot_alpha(self, genotype: DartsGenotype) -> np.ndarray:
+    """Return logits [edges, ops] whose softmax is exactly one-hot on `genotype` (float32).
+
+    Each kept edge gets its op, every other edge the zero op: the supernet at these logits is the
+    derived network with the supernet's weights (what the diagnostics score architectures with).
+    """
+    self._check(genotype)
+    if ZERO not in self.op_names:
+      raise TokenError(
+        f"a genotype is scored in the supernet through its {ZERO!r} op on unused edges; the op set "
+        f"{', '.join(self.op_names)} has none"
+      )
+    alpha = np.full(self.alpha_shape, -1e9, np.float32)  # exp(-1e9) is exactly 0 in float32
+    alpha[:, self.op_names.index(ZERO)] = 0.0
+    for i in range(genotype.nodes):
+      for op, j in genotype.node_edges(i):
+        alpha[edge_index(i, j)] = -1e9
+        alpha[edge_index(i, j), self.op_names.index(op)] = 0.0
+    return alpha
+
   def derive(self, alpha: jax.Array | np.ndarray) -> DartsGenotype:
     """Return the DARTS genotype of `alpha` [edges, ops] (logits).
 

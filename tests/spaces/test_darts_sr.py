@@ -15,7 +15,7 @@ from nasr.ops import cpu_kernels
 from nasr.ops.conv import SepConv
 from nasr.ops.cpu_kernels import ShiftSepConv
 from nasr.spaces import darts_sr
-from nasr.spaces.darts_sr import DartsGenotype, DartsSR, edge_index
+from nasr.spaces.darts_sr import DartsGenotype, edge_index
 
 IMPROVED = darts_sr.IMPROVED_OPS
 
@@ -31,17 +31,6 @@ def _random_params(model, *args, seed=0):
 
 def _lr(n=2, size=8, seed=0):
   return np.random.default_rng(seed).uniform(size=(n, size, size, 3)).astype(np.float32)
-
-
-def _one_hot_alpha(space: DartsSR, genotype: DartsGenotype) -> np.ndarray:
-  """Return logits whose softmax is exactly one-hot: the genotype's op, 'none' elsewhere."""
-  alpha = np.full(space.alpha_shape, -1e9, np.float32)  # exp(-1e9) is exactly 0 in float32
-  alpha[:, space.op_names.index("none")] = 0.0
-  for i in range(genotype.nodes):
-    for op, j in genotype.node_edges(i):
-      alpha[edge_index(i, j)] = -1e9
-      alpha[edge_index(i, j), space.op_names.index(op)] = 0.0
-  return alpha
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,8 +307,15 @@ def test_supernet_at_one_hot_alpha_equals_derived_network(ops, scale, node_reduc
     child = space.build(genotype, scale)
     want = child.apply(space.child_params(params, genotype), x)
     assert want.shape == (2, 8 * scale, 8 * scale, 3)
-    got = f(params, x, _one_hot_alpha(space, genotype))
+    got = f(params, x, space.one_hot_alpha(genotype))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_one_hot_alpha_needs_the_zero_op():
+  space = spaces.get("darts_sr", ops="skip_connect,sep_conv_3x3", cells=1, channels=4, nodes=2)
+  genotype = space.derive(np.zeros(space.alpha_shape))
+  with pytest.raises(TokenError, match="'none' op on unused edges"):
+    space.one_hot_alpha(genotype)
 
 
 def test_supernet_checks_alpha_shape():
