@@ -45,6 +45,29 @@ def _log_traceback(workdir: str | None) -> Path | None:
   return path
 
 
+def _log_unraisable(workdir: str) -> None:
+  """Send exceptions Python cannot raise (background-thread callbacks) to <workdir>/error.log.
+
+  A checkpoint save that fails on a full disk makes tensorstore's writer threads call into an
+  asyncio loop that is already closed, dozens of times; each would print a traceback to the
+  terminal, interleaved with (and even inside) the one-line error that says what happened.
+  """
+
+  def hook(unraisable) -> None:
+    try:
+      with (Path(workdir) / ERROR_LOG).open("a") as f:
+        f.write(f"--- ignored in a background thread: {unraisable.err_msg or ''}\n")
+        f.writelines(
+          traceback.format_exception(
+            unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback
+          )
+        )
+    except OSError:
+      pass  # a full disk: nothing to keep it on, and the terminal is for the run's own error
+
+  sys.unraisablehook = hook
+
+
 def _verbose() -> bool:
   return _VERBOSE.value or os.environ.get("NASR_TRACEBACK", "") not in ("", "0")
 
@@ -162,6 +185,8 @@ def run(
       raise app.UsageError("--workdir is required")
     logging.set_verbosity(logging.INFO)
     writers.quiet_library_logs()
+    if not _verbose():
+      _log_unraisable(_WORKDIR.value)
     try:
       main(config, _WORKDIR.value)
     except Interrupted as e:

@@ -157,9 +157,9 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_loses_nothing(tmp_path)
     assert _mount_tmpfs(disk, f"{used + 100}k")  # room for less than one more checkpoint
     r = run_launcher("train", tiny, "--config.steps=8", f"--workdir={w}")
     err = r.stderr.strip()
-    # No traceback through our code. (tensorstore's asyncio callbacks may still print "Event
-    # loop is closed" tracebacks from its writer threads after a failed write: a race, not ours.)
-    assert r.returncode == 2 and "/nasr/" not in err and "/launch/" not in err, err[-3000:]
+    # No traceback: neither ours nor the "Event loop is closed" ones tensorstore's writer threads
+    # raise after a failed write (they go to error.log, where they cannot cut into the last line).
+    assert r.returncode == 2 and "Traceback" not in err, err[-3000:]
     last = err.splitlines()[-1]
     assert last.startswith("error: ") and "No space left on device" in last, last
     assert {p: _digest(w / "checkpoints" / p) for p in ("4", "6")} == kept
