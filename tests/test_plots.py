@@ -290,6 +290,7 @@ def test_plot_ranking_scatters_roles_and_compares_with_random(tmp_path):
     bicubic_psnr=29.9,
   )
   assert (tmp_path / "ranking.png").stat().st_size > 0
+  assert fig.get_suptitle() == "deconas x2"
   scatter, baseline = _panels(fig)
   assert scatter.get_xlabel() == "shared-weight PSNR (dB)"
   assert scatter.get_ylabel() == "stand-alone PSNR (dB)"
@@ -318,7 +319,9 @@ def test_plot_ranking_scatters_roles_and_compares_with_random(tmp_path):
 
 def test_plot_ranking_without_correlations_or_random_architectures(tmp_path):
   rows = [r for r in _ranking_rows() if "random" not in r["roles"]]
-  fig = plots.plot_ranking(rows, tmp_path / "r.png", kendall_tau=float("nan"))
+  fig = plots.plot_ranking(rows, tmp_path / "r.png", kendall_tau=float("nan"), bicubic_psnr=27.0)
   scatter, baseline = _panels(fig)
   assert scatter.get_title() == "ranking (too few architectures)"
   assert "uniformly random" not in _legend(baseline)
+  # Bicubic far below the networks is named in the title, not drawn (it would squash them).
+  assert "bicubic" not in _legend(baseline) and "(bicubic 27.00 dB, below)" in baseline.get_title()
