@@ -41,6 +41,7 @@ def _shifted_depthwise(config: ml_collections.ConfigDict) -> bool:
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 KERNELS = ("auto", "cpu", "accelerator")
+RESULT_FILE = "train_result.json"  # <workdir>/train_result.json: written when a run ends
 
 
 def compute_dtype(config: ml_collections.ConfigDict):
@@ -378,7 +379,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     "wall_s": time.time() - t_start,
   }
   if is_chief:
-    writers.write_json(workdir / "train_result.json", result)
+    writers.write_json(workdir / RESULT_FILE, result)
   return result
 
 

@@ -189,7 +189,7 @@ class SearchRun:
 
 
 RESULT_FILE = "search_result.json"  # each method's summary, written last
-TRAIN_RESULT_FILE = "train_result.json"  # what `training.train` writes when a run ends
+TRAIN_RESULT_FILE = training.RESULT_FILE  # what `training.train` writes when a run ends
 
 
 def train_from_scratch(
