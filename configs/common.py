@@ -32,12 +32,20 @@ def data_config(preset: str) -> ml_collections.ConfigDict:
   d.patch_size = 48  # LR patch side
   d.batch_size = 16  # global batch, split over all devices
   d.augment = True  # random hflip / vflip / rot90 (all 8 flips and transposes)
+  # Threads that crop batches and put them on the devices ahead of the step (0 or 1 = one thread).
+  # Two overlap one batch's transfer with the next one's crops; more only pay on hosts with idle
+  # cores (BENCHMARKS.md, input pipeline). The batches are the same for any number.
+  d.workers = 2
   # Real-image SR (folders with HR/ and LR/ pairs from cameras): pairs whose normalised
   # cross-correlation, LR bicubic-upscaled to the HR size, is below this are excluded and logged
   # (Yu et al. 2020 use 0.99, with patch_size=120 and loss=ms_ssim_l1). 0 = keep every pair.
   d.ncc_threshold = 0.0
   d.manual_dir = ""  # where TFDS builders find manually downloaded archives
   d.tfds_dir = ""  # TFDS data_dir ("" = TFDS default)
+  # A folder where folder and TFDS images are decoded once (LR and HR as .npy) and read back
+  # memory-mapped, a few files at a time: memory stays bounded whatever the dataset's size, and a
+  # changed source file is decoded again. "" = decode everything into memory (embedded always is).
+  d.cache_dir = ""
   if preset == "tiny":
     d.patch_size = 12
     d.batch_size = 4
@@ -68,11 +76,17 @@ def optim_config(preset: str) -> ml_collections.ConfigDict:
 
 
 def distributed_config() -> ml_collections.ConfigDict:
-  """Return the multi-host section (empty coordinator = single host)."""
+  """Return the multi-process section (jax.distributed); its defaults run a single process."""
   d = ml_collections.ConfigDict()
-  d.coordinator_address = ""
-  d.num_processes = 0
-  d.process_id = 0
+  # Every process runs the same command; process 0 writes the files. Unset values come from the
+  # cluster's environment (srun, mpirun, a Kubernetes Indexed Job; nasr.parallel.COUNT_ENV and
+  # ID_ENV, JAX_COORDINATOR_ADDRESS); values set here win. BUILD.md has the commands.
+  d.coordinator = ""  # HOST:PORT of process 0, the same on every process
+  d.num_processes = 0  # 0 = from the environment (none there: one process); 1 = one process
+  d.process_id = 0  # this process's index (0 .. num_processes-1); used with num_processes
+  # When another process stops answering (killed, its host lost), the others end with an error
+  # after this many seconds; rerun every process to resume from the last checkpoint.
+  d.heartbeat_timeout_s = 100
   return d
 
 

@@ -82,6 +82,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.epochs = 10
   c.steps_per_epoch = 30
   c.keep_checkpoints = 2
+  c.distributed = common.distributed_config()
   if preset == "default":
     # The paper's alpha step 3e-4 acts over 25,000 steps (50 epochs x 500); this preset makes 300,
     # and Adam moves a logit by about its step size per step at most: 0.09 in all, so softmax(alpha)

@@ -76,6 +76,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.supernet.shifted = True
   c.keep_checkpoints = 2
   c.derive = ml_collections.ConfigDict({"candidates": 100})
+  c.distributed = common.distributed_config()
   c.data.patch_size = 32
   c.data.batch_size = 8
   if preset == "default":

@@ -61,6 +61,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # against measured PSNR for every one of them.
   c.measure_topk = True
   c.keep_checkpoints = 2
+  c.distributed = common.distributed_config()
   # The proxy training of every candidate: a configs/train.py config (its arch, scale and seed are
   # set by the search). The reward is the final validation PSNR on images carved from the
   # training set (data.val = ""), never on a benchmark.

@@ -97,6 +97,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.supernet = ml_collections.ConfigDict({"remat": False, "shifted": True, "unroll": 0})
   c.keep_checkpoints = 2
   c.derive = ml_collections.ConfigDict({"candidates": 100})
+  c.distributed = common.distributed_config()
   c.data.patch_size = 24
   c.data.batch_size = 8
   if preset == "tiny":

@@ -2,6 +2,10 @@
 
 Any exception ends the run with `error: ...` on one line and exit code 2; its full traceback goes
 to `<workdir>/error.log` (and to stderr with --verbose or NASR_TRACEBACK=1).
+
+Several processes (config.distributed, or srun / mpirun / a Kubernetes Indexed Job): every
+process runs the same command; the entry points of nasr.experiment start jax.distributed before
+any JAX call (nasr.parallel), and a process whose partner died ends with one line saying so.
 """
 
 import datetime
@@ -124,6 +128,23 @@ def _unknown_key(error: Exception, argv: list[str]) -> str:
   return line
 
 
+# What jax.distributed's errors say when another process of the run died or stopped answering:
+# the coordination service (after heartbeat_timeout_s), or gloo's collectives on a CPU backend
+# when the peer's socket closes first.
+_LOST_PEER = (
+  "heartbeat timeout",
+  "tasks have crashed",
+  "detected fatal errors",
+  "Connection reset by peer",
+  "Connection closed by peer",
+)
+
+
+def _lost_peer(error: Exception) -> bool:
+  """Return whether `error` says another process of a multi-process run was lost."""
+  return any(s in str(error) for s in _LOST_PEER)
+
+
 def _exit_with(error: Exception, argv: list[str], workdir: str | None = None) -> None:
   """Print one line naming the culprit and exit with status 2."""
   if isinstance(error, (AttributeError, KeyError)):  # ml_collections: no such config key
@@ -209,6 +230,13 @@ def run(
       log = _log_traceback(_WORKDIR.value)
       if _verbose():
         raise
+      if _lost_peer(e):
+        _last_word(
+          "error: another process of this multi-process run stopped answering (killed, or its "
+          "host lost); run every process's command again to resume from the last checkpoint",
+          2,
+          _WORKDIR.value,
+        )
       where = f" (traceback: {log})" if log else " (run with --verbose for the traceback)"
       # Checkpoint saves have finished or failed by now (the runs close their managers on the
       # way out); nothing a failed background writer prints may follow this line.

@@ -8,6 +8,7 @@ it raises CheckpointMismatchError and nothing is moved.
 """
 
 import collections
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,21 @@ class Checkpointer:
       create=True,
       enable_async_checkpointing=async_save,
       cleanup_tmp_directories=True,
+      # Orbax names its cross-process barriers by step alone: a run's latest and best managers
+      # saving the same step would meet at each other's barriers. One prefix per folder (the
+      # same on every process: they run the same command on one shared filesystem).
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+        barrier_sync_key_prefix="nasr" + hashlib.sha1(str(self.directory).encode()).hexdigest()[:12]
+      ),
     )
     if self.directory.is_dir() and jax.process_index() == 0:
       for path in sorted(self.directory.iterdir()):
         if path.name.isdigit() and not _is_checkpoint(path):
           self._move_aside(int(path.name), "not-a-checkpoint", "it is not a checkpoint")
+    # Several processes save and restore together (Orbax: every process calls save/restore;
+    # process 0 writes the shared files). The others list the steps after process 0 has
+    # cleaned up, so every process sees the same checkpoints.
+    _sync("nasr-checkpoint-open")
     self._manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
@@ -56,8 +67,13 @@ class Checkpointer:
       options=self._options,
     )
 
-  def _move_aside(self, step: int, suffix: str, why: str) -> Path:
-    """Rename checkpoints/<step> to <step>.<suffix>[.n] (kept for inspection); return the path."""
+  def _move_aside(self, step: int, suffix: str, why: str) -> Path | None:
+    """Rename checkpoints/<step> to <step>.<suffix>[.n] (kept for inspection); return the path.
+
+    Only process 0 renames (None elsewhere): the folder is shared by every process of a run.
+    """
+    if jax.process_index() != 0:
+      return None
     src = self.directory / str(step)
     dst = self.directory / f"{step}.{suffix}"
     n = 1
@@ -185,6 +201,14 @@ class Checkpointer:
     """Finish pending saves and release the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _sync(name: str) -> None:
+  """Wait until every process of a multi-process run reaches this point (no-op for one)."""
+  if jax.distributed.is_initialized() and jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # noqa: PLC0415 - multi-process runs only
+
+    multihost_utils.sync_global_devices(name)
 
 
 def _is_checkpoint(path: Path) -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 from absl import flags, logging
 
 from nasr import data as data_lib
-from nasr import inference, searches, training, writers
+from nasr import inference, parallel, searches, training, writers
 from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import ConfigError, DataError
 from nasr.estimation import cost
@@ -43,6 +43,8 @@ def _show_progress() -> None:
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Train the configured network in `workdir` (resuming); return its final metrics."""
   _show_progress()
+  check_numbers(config)
+  parallel.initialize_from_config(config)  # before any JAX call: see nasr.parallel
   return training.train(config, workdir)
 
 
@@ -283,6 +285,11 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
 # ---------------------------------------------------------------------------------------------------
 # Search.
 # ---------------------------------------------------------------------------------------------------
+# Search methods that run as several processes (jax.distributed): process 0 alone writes files.
+# GP-NAS trains its candidates one after another on one process.
+MULTI_PROCESS_METHODS = ("one_shot", "darts")
+
+
 def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Run the search `config.method` (once per lambda of config.lambdas); return its results."""
   _show_progress()
@@ -294,6 +301,14 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
     )
   run = SEARCH_METHODS.get(method)
   check_numbers(config)
+  if method not in MULTI_PROCESS_METHODS and parallel.several_processes(config):
+    raise ConfigError(
+      f"config.method={method} runs on one process (its sub-runs write files from every "
+      "process): set config.distributed.num_processes=1"
+    )
+  # Before anything touches JAX (log_compute asks for the backend): several processes
+  # (config.distributed or a cluster's environment) must start jax.distributed first.
+  parallel.initialize_from_config(config)
   if config.get("kernels") is not None:
     training.log_compute(config)
   if config.get("lambdas"):  # a trade-off sweep: one search of `method` per lambda
@@ -316,4 +331,9 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   """
   _show_progress()
   check_numbers(config)
+  if parallel.several_processes(config):
+    raise ConfigError(
+      "the diagnostics run on one process (their stand-alone runs write files from every "
+      "process): set config.distributed.num_processes=1"
+    )
   return diagnostics.run(config, workdir)

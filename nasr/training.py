@@ -209,12 +209,9 @@ def _start(config: ml_collections.ConfigDict, workdir) -> tuple[int, Path, Calla
   scale = check_scale(config.scale, "config.scale")
   if config.get("model") == "bicubic" and not config.get("arch"):
     raise ConfigError("config.model=bicubic has no parameters to train; use launch.evaluate")
+  # Several processes (config.distributed or a cluster's environment) start before any JAX call.
+  parallel.initialize_from_config(config)
   workdir = writers.prepare_workdir(workdir)
-  dist = config.get("distributed")
-  if dist is not None and dist.coordinator_address:
-    parallel.maybe_initialize_distributed(
-      dist.coordinator_address, dist.num_processes or None, dist.process_id
-    )
   return scale, workdir, make_config_loss(config)
 
 
@@ -321,15 +318,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   if found is not None:
     start, restored, meta = found
     state, rng = restored["train"], restored["rng"]
-    writers.truncate_metrics(workdir, start)
+    if is_chief:
+      writers.truncate_metrics(workdir, start)
     logging.info("resumed from the checkpoint at step %d", start)
   if is_chief:
     writers.write_json(workdir / "config.json", config_dict)
 
   # --- Steps: compiled once, state donated, batch split over the data axis. ------------------------
-  repl = parallel.replicated(mesh)
-  state = jax.device_put(state, repl)
-  rng = jax.device_put(rng, repl)
+  state, rng = parallel.replicate((state, rng), mesh)
   train_step = compile_train_step(network, tx, loss_fn, mesh)
   lo = jax.process_index() * local_batch
 
@@ -338,15 +334,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     return scoring.score_images(upscale, _triples(val_pairs), scale)
 
   def next_batch(step: int):
-    batch = sampler.batch(step)
-    return parallel.shard_batch({k: v[lo : lo + local_batch] for k, v in batch.items()}, mesh)
+    return parallel.shard_batch(sampler.batch(step, (lo, lo + local_batch)), mesh)
 
   writer = writers.MetricWriter(workdir, log=False, is_chief=is_chief)
   t_start = time.time()
   try:
     with (
-      writers.Interrupts() as interrupts,
-      parallel.Prefetch(next_batch, start, config.steps) as batches,
+      parallel.AgreedInterrupts(writers.Interrupts()) as interrupts,
+      parallel.Prefetch(next_batch, start, config.steps, workers=config.data.workers) as batches,
     ):
       state = _loop(
         config,

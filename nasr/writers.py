@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -210,7 +211,8 @@ def prepare_workdir(workdir: str | os.PathLike, what: str = "workdir") -> Path:
     raise ConfigError(f"{what} {workdir} is a file, not a folder")
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".nasr_write_probe"
+    # One name per process: the processes of a multi-host run probe the same (shared) folder.
+    probe = path / f".nasr_write_probe.{socket.gethostname()}.{os.getpid()}"
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:

@@ -49,6 +49,7 @@ ALLOWED = {
     "estimation",
     "data",
     "inference",
+    "parallel",  # jax.distributed starts at the entry points, before any JAX call
     "writers",
     "searches",
     "training",

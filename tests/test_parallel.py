@@ -1,11 +1,15 @@
 """Data parallelism: 1 and 2 devices give the same loss and parameters for the same global batch."""
 
+import time
+
 import chex
 import jax
 import numpy as np
 import pytest
 
 from nasr import parallel, training
+from nasr.core.errors import ConfigError
+from nasr.data import PatchSampler, SRPairs
 from nasr.estimation import losses
 from nasr.estimation import train as train_lib
 from nasr.spaces import baselines
@@ -68,3 +72,71 @@ def test_prefetch_hands_out_the_batches_in_order_and_the_errors_at_their_step():
     with pytest.raises(ValueError, match="asked for step 3, the next one is 1"):
       batches.get(3)
   # Closing stops the thread although 98 batches were never asked for.
+
+
+def _sampler():
+  rng = np.random.default_rng(0)
+  lrs = tuple(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8) for i in range(3))
+  hrs = tuple(rng.integers(0, 256, (2 * x.shape[0], 48, 3), dtype=np.uint8) for x in lrs)
+  pairs = SRPairs(("a", "b", "c"), lrs, hrs, 2)
+  return PatchSampler(pairs, patch_size=8, batch_size=4, seed=3)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 3, 5])
+def test_pooled_prefetch_hands_out_the_serial_batches_in_order(workers):
+  sampler = _sampler()
+
+  def make(step):
+    time.sleep((step * 7 % 5) * 1e-3)  # later steps often finish first
+    return sampler.batch(step)
+
+  with parallel.Prefetch(make, 3, 30, ahead=2, workers=workers) as batches:
+    for step in range(3, 30):
+      got, want = batches.get(step), sampler.batch(step)
+      np.testing.assert_array_equal(got["lr"], want["lr"])
+      np.testing.assert_array_equal(got["hr"], want["hr"])
+    with pytest.raises(ValueError, match="past the last one 29"):
+      batches.get(30)
+
+
+def test_pooled_prefetch_raises_an_error_at_its_step_and_not_before():
+  made = []
+
+  def make(step):
+    made.append(step)
+    if step == 5:
+      raise OSError("image 5 is unreadable")  # at once, while steps 3 and 4 are still made
+    time.sleep(0.05)
+    return step
+
+  with parallel.Prefetch(make, 0, 1000, ahead=2, workers=3) as batches:
+    assert [batches.get(step) for step in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(OSError, match="image 5"):
+      batches.get(5)
+    with pytest.raises(ValueError, match="after the failed step 5"):
+      batches.get(6)
+  # No step is started after the failure: only the ones already under way (window 2 + 3).
+  assert max(made) < 5 + 2 + 3
+
+
+def test_close_returns_promptly_while_the_workers_wait_for_room():
+  prefetch = parallel.Prefetch(lambda step: step, 0, 10**9, ahead=1, workers=4)
+  assert prefetch.get(0) == 0
+  time.sleep(0.2)  # the window is full: every worker waits for the consumer
+  t0 = time.perf_counter()
+  prefetch.close()
+  assert time.perf_counter() - t0 < 1.0
+  assert not any(t.is_alive() for t in prefetch._threads)
+  with pytest.raises(ValueError, match="after close"):
+    prefetch.get(1)
+
+
+def test_pooled_prefetch_refuses_steps_out_of_order_and_bad_worker_counts():
+  with parallel.Prefetch(lambda step: step, 10, 20, workers=3) as batches:
+    with pytest.raises(ValueError, match="asked for step 11, the next one is 10"):
+      batches.get(11)
+    assert batches.get(10) == 10
+    with pytest.raises(ValueError, match="asked for step 10, the next one is 11"):
+      batches.get(10)
+  with pytest.raises(ConfigError, match="data.workers must be >= 0, got -1"):
+    parallel.Prefetch(lambda step: step, 0, 1, workers=-1)

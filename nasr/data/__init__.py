@@ -3,6 +3,7 @@
 Imports only numpy, Pillow, scikit-image and nasr.core; TFDS is imported lazily by `load_tfds`.
 """
 
+from nasr.data.cache import CachedImages, DecodeCache, MapPool
 from nasr.data.datasets import SRPairs, load_folder_or_pairs, load_hr_folder, load_paired_folders
 from nasr.data.embedded import embedded_names, load_embedded
 from nasr.data.imresize import bicubic_degrade, check_scale, imresize, modcrop
@@ -19,6 +20,9 @@ __all__ = [
   "center_crops",
   "PatchSampler",
   "SRPairs",
+  "CachedImages",
+  "DecodeCache",
+  "MapPool",
   "bicubic_degrade",
   "check_scale",
   "embedded_names",

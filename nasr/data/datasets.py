@@ -1,16 +1,22 @@
-"""In-memory paired LR/HR datasets: from an HR folder, from paired folders, or from either."""
+"""Paired LR/HR datasets: from an HR folder, from paired folders, or from either.
+
+Images are held in memory, or, given a `DecodeCache` (data.cache_dir), decoded once to disk and
+read back memory-mapped, a bounded number of files at a time (nasr/data/cache.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from nasr.core.errors import DataError
+from nasr.data.cache import DecodeCache, file_identity
 from nasr.data.imresize import bicubic_degrade, check_scale, modcrop
 from nasr.data.io import list_images, read_image
 
@@ -21,14 +27,15 @@ class SRPairs:
 
   Attributes:
     names: one name per image (a file name or an embedded image name).
-    lr: the low-resolution images.
-    hr: the high-resolution images, exactly `scale` times larger than `lr`.
+    lr: the low-resolution images: a tuple of arrays, or a lazy `CachedImages` sequence whose
+      items are memory-mapped on access (a cache folder).
+    hr: the high-resolution images, exactly `scale` times larger than `lr` (same kind).
     scale: the upscaling factor (2, 3 or 4).
   """
 
   names: tuple[str, ...]
-  lr: tuple[np.ndarray, ...]
-  hr: tuple[np.ndarray, ...]
+  lr: Sequence[np.ndarray]
+  hr: Sequence[np.ndarray]
   scale: int
 
   def __post_init__(self):
@@ -42,13 +49,10 @@ class SRPairs:
     return len(self.names)
 
   def subset(self, indices: Iterable[int]) -> SRPairs:
-    """Return the pairs at `indices`, in that order."""
+    """Return the pairs at `indices`, in that order (cached images stay lazy: nothing is read)."""
     idx = [int(i) for i in indices]
     return SRPairs(
-      tuple(self.names[i] for i in idx),
-      tuple(self.lr[i] for i in idx),
-      tuple(self.hr[i] for i in idx),
-      self.scale,
+      tuple(self.names[i] for i in idx), _take(self.lr, idx), _take(self.hr, idx), self.scale
     )
 
   def split(self, num_val: int, seed: int = 0) -> tuple[SRPairs, SRPairs]:
@@ -63,25 +67,70 @@ class SRPairs:
 
   def max_lr_patch(self) -> int:
     """Return the largest LR patch every image can give: the smallest LR side (0 when empty)."""
-    return min((min(im.shape[:2]) for im in self.lr), default=0)
+    return min((min(shape[:2]) for shape in image_shapes(self.lr)), default=0)
 
 
-def load_hr_folder(folder: str | os.PathLike, scale: int, limit: int | None = None) -> SRPairs:
-  """Return pairs made from every HR image in `folder`: modcropped HR, MATLAB-bicubic LR."""
+def _take(images: Sequence[np.ndarray], idx: list[int]) -> Sequence[np.ndarray]:
+  take = getattr(images, "take", None)
+  return take(idx) if take is not None else tuple(images[i] for i in idx)
+
+
+def image_shapes(images: Sequence[np.ndarray]) -> tuple[tuple[int, ...], ...]:
+  """Return the shape of each image; a cached sequence knows them without opening a file."""
+  shapes = getattr(images, "shapes", None)
+  return tuple(shapes) if shapes is not None else tuple(im.shape for im in images)
+
+
+# What turns an HR file into the cached arrays; part of every HR-folder cache key, so a change
+# to modcrop or the bicubic degradation must change this string.
+HR_DEGRADATION = "modcrop+matlab_bicubic_v1"
+
+
+def _cached_pairs(cache: DecodeCache, entries, scale: int) -> SRPairs:
+  names, lr, hr = cache.sequences(entries)
+  return SRPairs(names, lr, hr, scale)
+
+
+def _hr_pair(path: Path, scale: int) -> tuple[np.ndarray, np.ndarray]:
+  """Return (LR, HR) made from HR file `path`: modcropped HR, MATLAB-bicubic LR."""
+  hr = modcrop(read_image(path), scale)
+  if min(hr.shape[:2]) < scale:
+    raise DataError(
+      f"image {path} of size {hr.shape[0]}x{hr.shape[1]} is too small for scale {scale}"
+    )
+  return bicubic_degrade(hr, scale), np.ascontiguousarray(hr)
+
+
+def load_hr_folder(
+  folder: str | os.PathLike,
+  scale: int,
+  limit: int | None = None,
+  cache: DecodeCache | None = None,
+) -> SRPairs:
+  """Return pairs made from every HR image in `folder`: modcropped HR, MATLAB-bicubic LR.
+
+  With `cache`, each image is decoded once into the cache folder and read back memory-mapped.
+  """
   scale = check_scale(scale)
   files = list_images(folder)
   if limit is not None:
     files = files[: int(limit)]
+  if cache is not None:
+    entries = [
+      cache.fetch(
+        {"kind": "hr_file", "scale": scale, "degradation": HR_DEGRADATION, "hr": file_identity(f)},
+        f.name,
+        functools.partial(_hr_pair, f, scale),
+      )
+      for f in files
+    ]
+    return _cached_pairs(cache, entries, scale)
   names, lrs, hrs = [], [], []
   for f in files:
-    hr = modcrop(read_image(f), scale)
-    if min(hr.shape[:2]) < scale:
-      raise DataError(
-        f"image {f} of size {hr.shape[0]}x{hr.shape[1]} is too small for scale {scale}"
-      )
+    lr, hr = _hr_pair(f, scale)
     names.append(f.name)
-    hrs.append(np.ascontiguousarray(hr))
-    lrs.append(bicubic_degrade(hr, scale))
+    hrs.append(hr)
+    lrs.append(lr)
   return SRPairs(tuple(names), tuple(lrs), tuple(hrs), scale)
 
 
@@ -119,10 +168,32 @@ def _index_by_key(files: list[Path], folder: Path) -> dict[str, Path]:
   return index
 
 
+def _file_pair(lr_path: Path, hr_path: Path, scale: int) -> tuple[np.ndarray, np.ndarray]:
+  """Return (LR, HR) read from a matched pair of files, the HR cropped to `scale` x the LR."""
+  lr, hr = read_image(lr_path), read_image(hr_path)
+  want = (lr.shape[0] * scale, lr.shape[1] * scale)
+  if hr.shape[:2] != want:
+    extra_h, extra_w = hr.shape[0] - want[0], hr.shape[1] - want[1]
+    if 0 <= extra_h < scale and 0 <= extra_w < scale:
+      hr = hr[: want[0], : want[1]]  # the LR was made from the modcropped HR
+    else:
+      raise DataError(
+        f"HR {hr_path} is {hr.shape[0]}x{hr.shape[1]} but LR {lr_path} is "
+        f"{lr.shape[0]}x{lr.shape[1]}; x{scale} needs HR {want[0]}x{want[1]}"
+      )
+  return lr, np.ascontiguousarray(hr)
+
+
 def load_paired_folders(
-  lr_folder: str | os.PathLike, hr_folder: str | os.PathLike, scale: int
+  lr_folder: str | os.PathLike,
+  hr_folder: str | os.PathLike,
+  scale: int,
+  cache: DecodeCache | None = None,
 ) -> SRPairs:
-  """Return pairs read from matching files of `lr_folder` and `hr_folder` (matched by file stem)."""
+  """Return pairs read from matching files of `lr_folder` and `hr_folder` (matched by file stem).
+
+  With `cache`, each pair is decoded once into the cache folder and read back memory-mapped.
+  """
   scale = check_scale(scale)
   lr_folder, hr_folder = Path(lr_folder), Path(hr_folder)
   lr_index = _index_by_key(list_images(lr_folder), lr_folder)
@@ -133,23 +204,23 @@ def load_paired_folders(
   for key, f in hr_index.items():
     if key not in lr_index:
       raise DataError(f"HR image {f} has no LR partner in {lr_folder}")
+  ordered = sorted(hr_index, key=lambda k: hr_index[k].name)
+  if cache is not None:
+    entries = []
+    for key in ordered:
+      lr_path, hr_path = lr_index[key], hr_index[key]
+      identity = {"lr": file_identity(lr_path), "hr": file_identity(hr_path)}
+      decode = functools.partial(_file_pair, lr_path, hr_path, scale)
+      entries.append(
+        cache.fetch({"kind": "file_pair", "scale": scale, **identity}, hr_path.name, decode)
+      )
+    return _cached_pairs(cache, entries, scale)
   names, lrs, hrs = [], [], []
-  for key in sorted(hr_index, key=lambda k: hr_index[k].name):
-    lr_path, hr_path = lr_index[key], hr_index[key]
-    lr, hr = read_image(lr_path), read_image(hr_path)
-    want = (lr.shape[0] * scale, lr.shape[1] * scale)
-    if hr.shape[:2] != want:
-      extra_h, extra_w = hr.shape[0] - want[0], hr.shape[1] - want[1]
-      if 0 <= extra_h < scale and 0 <= extra_w < scale:
-        hr = hr[: want[0], : want[1]]  # the LR was made from the modcropped HR
-      else:
-        raise DataError(
-          f"HR {hr_path} is {hr.shape[0]}x{hr.shape[1]} but LR {lr_path} is "
-          f"{lr.shape[0]}x{lr.shape[1]}; x{scale} needs HR {want[0]}x{want[1]}"
-        )
-    names.append(hr_path.name)
+  for key in ordered:
+    lr, hr = _file_pair(lr_index[key], hr_index[key], scale)
+    names.append(hr_index[key].name)
     lrs.append(lr)
-    hrs.append(np.ascontiguousarray(hr))
+    hrs.append(hr)
   return SRPairs(tuple(names), tuple(lrs), tuple(hrs), scale)
 
 
@@ -177,11 +248,14 @@ def _find_sub(folder: Path, names: Iterable[str]) -> Path | None:
   return None
 
 
-def load_folder_or_pairs(spec: str | os.PathLike, scale: int) -> SRPairs:
+def load_folder_or_pairs(
+  spec: str | os.PathLike, scale: int, cache: DecodeCache | None = None
+) -> SRPairs:
   """Return pairs from `spec`: HR/ + LR/ sub-folders when present, else an HR-only folder.
 
   Recognised LR sub-folders (case-insensitive): LR/X{scale}, LR_bicubic/X{scale}, LR_bicubic,
   LR{scale}, LR. A folder without an HR sub-folder is read as HR images, LR made by bicubic_degrade.
+  With `cache`, images are decoded once into the cache folder and read back memory-mapped.
   """
   scale = check_scale(scale)
   folder = Path(spec).expanduser()
@@ -192,6 +266,6 @@ def load_folder_or_pairs(spec: str | os.PathLike, scale: int) -> SRPairs:
   hr_sub, lr_sub = pair_subfolders(folder, scale)
   if hr_sub is not None:
     if lr_sub is not None:
-      return load_paired_folders(lr_sub, hr_sub, scale)
-    return load_hr_folder(hr_sub, scale)
-  return load_hr_folder(folder, scale)
+      return load_paired_folders(lr_sub, hr_sub, scale, cache=cache)
+    return load_hr_folder(hr_sub, scale, cache=cache)
+  return load_hr_folder(folder, scale, cache=cache)

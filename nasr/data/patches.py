@@ -60,28 +60,45 @@ class PatchSampler:
     self.seed = int(seed)
     self.augment = bool(augment)
 
-  def batch(self, step: int) -> Batch:
-    """Return batch number `step`: {"lr": uint8[B, p, p, 3], "hr": uint8[B, p*s, p*s, 3]}."""
+  def batch(self, step: int, rows: tuple[int, int] | None = None) -> Batch:
+    """Return batch number `step`: {"lr": uint8[B, p, p, 3], "hr": uint8[B, p*s, p*s, 3]}.
+
+    `rows=(lo, hi)` returns only patches lo..hi-1 of that batch (a process's shard of the global
+    batch): every random number is still drawn, so they are exactly those rows of the whole
+    batch, but only they are cropped and only their images are read.
+    """
     if int(step) < 0:
       raise ConfigError(f"step must be non-negative, got {step}")
-    rng = np.random.default_rng([self.seed, int(step)])
     p, s, b = self.patch_size, self.pairs.scale, self.batch_size
-    lr_out = np.empty((b, p, p, 3), np.uint8)
-    hr_out = np.empty((b, p * s, p * s, 3), np.uint8)
+    lo, hi = (0, b) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= lo <= hi <= b:
+      raise ConfigError(f"rows {rows} are not within the batch of {b}")
+    rng = np.random.default_rng([self.seed, int(step)])
+    lr_out = np.empty((hi - lo, p, p, 3), np.uint8)
+    hr_out = np.empty((hi - lo, p * s, p * s, 3), np.uint8)
     images = rng.integers(0, len(self.pairs), size=b)
     for k, i in enumerate(images):
-      lr, hr = self.pairs.lr[i], self.pairs.hr[i]
-      y = int(rng.integers(0, lr.shape[0] - p + 1))
-      x = int(rng.integers(0, lr.shape[1] - p + 1))
-      lr_patch = lr[y : y + p, x : x + p]
-      hr_patch = hr[y * s : (y + p) * s, x * s : (x + p) * s]
-      if self.augment:
-        hflip, vflip, rot = rng.integers(0, 2, size=3)
-        lr_patch = _augment(lr_patch, hflip, vflip, rot)
-        hr_patch = _augment(hr_patch, hflip, vflip, rot)
-      lr_out[k] = lr_patch
-      hr_out[k] = hr_patch
+      h, w = self._lr_shape(i)
+      y = int(rng.integers(0, h - p + 1))
+      x = int(rng.integers(0, w - p + 1))
+      flips = rng.integers(0, 2, size=3) if self.augment else None
+      if not lo <= k < hi:
+        continue
+      lr_patch = self.pairs.lr[i][y : y + p, x : x + p]
+      hr_patch = self.pairs.hr[i][y * s : (y + p) * s, x * s : (x + p) * s]
+      if flips is not None:
+        hflip, vflip, rot = flips
+        _put(lr_out[k - lo], _augment(lr_patch, hflip, vflip, rot))
+        _put(hr_out[k - lo], _augment(hr_patch, hflip, vflip, rot))
+      else:
+        lr_out[k - lo] = lr_patch
+        hr_out[k - lo] = hr_patch
     return {"lr": lr_out, "hr": hr_out}
+
+  def _lr_shape(self, i) -> tuple[int, int]:
+    """Return image i's LR height and width without reading it when its sequence knows them."""
+    shapes = getattr(self.pairs.lr, "shapes", None)  # nasr.data.cache.CachedImages
+    return tuple(shapes[i][:2]) if shapes is not None else self.pairs.lr[i].shape[:2]
 
   def iterate(self, start_step: int = 0) -> Iterator[Batch]:
     """Return an endless iterator over batches start_step, start_step + 1, ..."""
@@ -89,6 +106,18 @@ class PatchSampler:
 
   def __iter__(self) -> Iterator[Batch]:
     return self.iterate(0)
+
+
+def _put(out: np.ndarray, patch: np.ndarray) -> None:
+  """Copy the (flipped or transposed) HxWx3 view `patch` into `out`, one channel at a time."""
+  if patch.strides[1:] == (3, 1):  # pixel rows are contiguous: one plain copy
+    out[...] = patch
+    return
+  # A mirrored or transposed view has no contiguous pixel rows; numpy then copies it with an
+  # inner loop of 3 bytes, 3-4x slower than three 2-D copies of one channel each
+  # (BENCHMARKS.md, input pipeline).
+  for c in range(3):
+    out[:, :, c] = patch[:, :, c]
 
 
 def _augment(img: np.ndarray, hflip: int, vflip: int, rot: int) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 
 from nasr.core.errors import ConfigError, DataError
+from nasr.data.cache import DecodeCache
 from nasr.data.datasets import SRPairs, load_folder_or_pairs
 from nasr.data.embedded import load_embedded
 from nasr.data.real_pairs import filter_pairs, is_paired_folder
@@ -19,22 +20,42 @@ from nasr.data.tfds_builders import load_tfds
 
 
 def load_dataset(spec: str, scale: int, split: str = "train", data_config=None) -> SRPairs:
-  """Return the SR pairs named by `spec`: "embedded", "tfds:<builder>/<config>" or a folder path."""
+  """Return the SR pairs named by `spec`: "embedded", "tfds:<builder>/<config>" or a folder path.
+
+  With data_config.cache_dir set, folder and TFDS images are decoded once into that folder and
+  read back memory-mapped (nasr/data/cache.py); one line logs how many were decoded vs reused.
+  The embedded images are small and stay in memory.
+  """
   spec = str(spec).format(scale=scale)
   if spec == "embedded":
     return load_embedded(split, scale)
+  cache_dir = str(data_config.get("cache_dir", "") or "") if data_config else ""
+  cache = DecodeCache(cache_dir) if cache_dir else None
   if spec.startswith("tfds:"):
     manual_dir = (data_config.get("manual_dir", "") if data_config else "") or None
     tfds_dir = (data_config.get("tfds_dir", "") if data_config else "") or None
     tfds_split = {"train": "train", "val": "validation"}.get(split, split)
-    return load_tfds(
-      spec[len("tfds:") :], tfds_split, scale, data_dir=tfds_dir, manual_dir=manual_dir
+    pairs = load_tfds(
+      spec[len("tfds:") :],
+      tfds_split,
+      scale,
+      data_dir=tfds_dir,
+      manual_dir=manual_dir,
+      cache=cache,
     )
-  pairs = load_folder_or_pairs(spec, scale)
+    _log_cache(cache, spec, split)
+    return pairs
+  pairs = load_folder_or_pairs(spec, scale, cache=cache)
+  _log_cache(cache, spec, split)
   threshold = float(data_config.get("ncc_threshold", 0) or 0) if data_config else 0.0
   if threshold > 0 and is_paired_folder(spec, scale):
     pairs = filter_misaligned(pairs, threshold, spec)
   return pairs
+
+
+def _log_cache(cache: DecodeCache | None, spec: str, split: str) -> None:
+  if cache is not None:
+    logging.info("%s", cache.summary(f"{split} {spec}"))
 
 
 def filter_misaligned(pairs: SRPairs, threshold: float, source: str) -> SRPairs:
@@ -116,6 +137,7 @@ def center_crops(pairs: SRPairs, patch: int) -> dict[str, np.ndarray]:
     if min(h, w) < patch:
       raise ConfigError(f"validation image {name!r} LR {h}x{w} is smaller than val_patch={patch}")
     top, left = (h - patch) // 2, (w - patch) // 2
-    lrs.append(lr[top : top + patch, left : left + patch])
-    hrs.append(hr[top * s : (top + patch) * s, left * s : (left + patch) * s])
+    # Copies: a view would keep a cached image's whole memory map open until the stack.
+    lrs.append(np.array(lr[top : top + patch, left : left + patch]))
+    hrs.append(np.array(hr[top * s : (top + patch) * s, left * s : (left + patch) * s]))
   return {"lr": np.stack(lrs), "hr": np.stack(hrs)}

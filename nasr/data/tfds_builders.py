@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from nasr.core.errors import ConfigError, DataError
-from nasr.data.datasets import SRPairs, pair_key
+from nasr.data.cache import DecodeCache, file_identity
+from nasr.data.datasets import HR_DEGRADATION, SRPairs, pair_key
 from nasr.data.imresize import bicubic_degrade, check_scale, modcrop
 from nasr.data.io import IMAGE_EXTENSIONS, list_images, read_image
 
@@ -314,6 +315,7 @@ def load_tfds(
   scale: int,
   data_dir: str | os.PathLike | None = None,
   manual_dir: str | os.PathLike | None = None,
+  cache: DecodeCache | None = None,
 ) -> SRPairs:
   """Return the x`scale` pairs of TFDS dataset `name` ("<builder>/<config>"), preparing it once.
 
@@ -324,6 +326,8 @@ def load_tfds(
     scale: 2, 3 or 4; must match the DIV2K config.
     data_dir: where TFDS keeps prepared data (TFDS's default when None).
     manual_dir: where the archives or image folders are.
+    cache: decode each example once into this cache, one at a time, and read the images back
+      memory-mapped (keyed by builder, config, version, split and the prepared files).
   """
   import tensorflow_datasets as tfds  # noqa: PLC0415 - optional and slow to import
 
@@ -355,19 +359,12 @@ def load_tfds(
       f"TFDS dataset {name} has no split {split!r}; prepared: {', '.join(builder.info.splits)}"
     )
   source = builder.as_data_source(split)
+  if cache is not None:
+    return _cached_tfds(builder, source, split, scale, cache)
   names, lrs, hrs = [], [], []
   for i in range(len(source)):
-    example = source[i]
-    item_name = example["name"]
-    if isinstance(item_name, bytes):
-      item_name = item_name.decode("utf-8")
-    hr = np.asarray(example["hr"], dtype=np.uint8)
-    if builder_name == "nasr_div2k":
-      lr = np.asarray(example["lr"], dtype=np.uint8)
-    else:
-      hr = np.ascontiguousarray(modcrop(hr, scale))
-      lr = bicubic_degrade(hr, scale)
-    names.append(str(item_name))
+    item_name, lr, hr = _example_arrays(source, i, builder.name, scale)
+    names.append(item_name)
     lrs.append(lr)
     hrs.append(hr)
   order = sorted(range(len(names)), key=names.__getitem__)  # TFDS stores examples shuffled
@@ -377,3 +374,47 @@ def load_tfds(
     tuple(hrs[i] for i in order),
     scale,
   )
+
+
+def _example_arrays(
+  source, i: int, builder_name: str, scale: int
+) -> tuple[str, np.ndarray, np.ndarray]:
+  """Return (name, LR, HR) of example `i` of a prepared nasr builder's data source."""
+  example = source[i]
+  item_name = example["name"]
+  if isinstance(item_name, bytes):
+    item_name = item_name.decode("utf-8")
+  hr = np.asarray(example["hr"], dtype=np.uint8)
+  if builder_name == "nasr_div2k":
+    lr = np.asarray(example["lr"], dtype=np.uint8)
+  else:
+    hr = np.ascontiguousarray(modcrop(hr, scale))
+    lr = bicubic_degrade(hr, scale)
+  return str(item_name), lr, hr
+
+
+def _cached_tfds(builder, source, split: str, scale: int, cache: DecodeCache) -> SRPairs:
+  """Return the pairs of a prepared split through `cache`, decoding one example at a time."""
+  data_dir = Path(os.fspath(builder.data_dir))
+  # The prepared files say what the examples hold: re-preparing the data changes the key.
+  files = [file_identity(p) for p in sorted(data_dir.iterdir()) if p.is_file()]
+  dataset = {
+    "kind": "tfds",
+    "builder": builder.name,
+    "config": builder.builder_config.name,
+    "version": str(builder.version),
+    "split": split,
+    "scale": scale,
+    "degradation": "stored LR" if builder.name == "nasr_div2k" else HR_DEGRADATION,
+    "files": files,
+  }
+  entries = [
+    cache.fetch_named(
+      {**dataset, "index": i},
+      functools.partial(_example_arrays, source, i, builder.name, scale),
+    )
+    for i in range(len(source))
+  ]
+  entries.sort(key=lambda e: e.name)  # TFDS stores examples shuffled
+  names, lr, hr = cache.sequences(entries)
+  return SRPairs(names, lr, hr, scale)

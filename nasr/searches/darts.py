@@ -186,7 +186,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   supernet, state, step_fn = _init(config, parts)
   state = search.resume(state)
   mesh, space, scale = parts["mesh"], parts["space"], parts["scale"]
-  state = jax.device_put(state, parallel.replicated(mesh))
+  state = parallel.replicate(state, mesh)
   bilevel_step = compile_bilevel_step(step_fn, mesh)
   psnr_fn = jax.jit(_make_psnr_fn(supernet, scale))
   t0, start_epoch = time.time(), search.done
@@ -260,11 +260,13 @@ def _epoch(config, parts, bilevel_step, state, epoch: int, start_epoch: int, sea
   search_state, rng = state["search"], state["rng"]
 
   def batches(step: int):
-    tb = {k: v[lo : lo + n] for k, v in parts["w_sampler"].batch(step).items()}
-    vb = {k: v[lo : lo + n] for k, v in parts["a_sampler"].batch(step).items()}
+    tb = parts["w_sampler"].batch(step, (lo, lo + n))
+    vb = parts["a_sampler"].batch(step, (lo, lo + n))
     return parallel.shard_batch(tb, mesh), parallel.shard_batch(vb, mesh)
 
-  prefetch = parallel.Prefetch(batches, first + at, first + config.steps_per_epoch)
+  prefetch = parallel.Prefetch(
+    batches, first + at, first + config.steps_per_epoch, workers=config.data.workers
+  )
   with prefetch:  # the next two batches are on the devices before they are asked for
     for i in range(at, config.steps_per_epoch):
       if search.stop_requested:

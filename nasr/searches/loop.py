@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from nasr import training, writers
+from nasr import parallel, training, writers
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import CheckpointMismatchError, ConfigError, DivergedError, Interrupted
 from nasr.estimation import train as train_lib
@@ -52,7 +52,7 @@ class SearchRun:
     steps_per_unit: int = 1,
   ):
     self.workdir: Path = writers.prepare_workdir(workdir)
-    self.is_chief = jax.process_index() == 0
+    self.is_chief = parallel.is_chief()
     self.total, self.unit = int(total), unit
     self.steps_per_unit = max(int(steps_per_unit), 1)
     self.meta: dict[str, Any] = {unit: 0, "history": [], **(meta or {})}
@@ -62,7 +62,8 @@ class SearchRun:
     self.ckpt = self._run_dir.ckpt
     self.writer: writers.MetricWriter | None = None
     self.progress: writers.Progress | None = None
-    self.interrupts = writers.Interrupts()
+    # Several processes stop at the same step; one process stops at once (nasr.parallel).
+    self.interrupts = parallel.AgreedInterrupts(writers.Interrupts())
 
   @property
   def done(self) -> int:
@@ -85,7 +86,8 @@ class SearchRun:
       return state
     _, restored, meta = found
     self.meta.update(meta)
-    writers.truncate_metrics(self.workdir, self.done)
+    if self.is_chief:
+      writers.truncate_metrics(self.workdir, self.done)
     at, _ = self.resumed_at()
     within = f" and {at} steps of the next" if at else ""
     logging.info("resumed the search after %s %d%s", self.unit, self.done, within)
@@ -254,8 +256,24 @@ def finished(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   None when there is none: no summary, another config (more epochs continue the run), or a
   checkpoint newer than the summary (a longer run was stopped before its end). The workdir is
   claimed and released on the way, so a live run or another kind of run is refused as always.
+  In a multi-process run process 0 decides (it alone claims workdirs) and the others follow.
   """
   workdir = Path(workdir)
+  found = _finished_here(config, workdir) if parallel.is_chief() else None
+  if not parallel.chief_decides(found is not None):
+    return None
+  return found if found is not None else json.loads((workdir / RESULT_FILE).read_text())
+
+
+def _without_layout(config_dict: Any) -> Any:
+  """Return a config dict without its `distributed` section (how many processes ran it)."""
+  if not isinstance(config_dict, dict):
+    return config_dict
+  return {k: v for k, v in config_dict.items() if k != "distributed"}
+
+
+def _finished_here(config: ml_collections.ConfigDict, workdir: Path) -> dict | None:
+  """Return `finished`'s answer as read from this process's view of the workdir."""
   result = workdir / RESULT_FILE
   if not result.is_file():
     return None
@@ -263,7 +281,11 @@ def finished(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   before = writers.claim_workdir(workdir, _kind(config), config_dict)
   writers.release_workdir(workdir)
   checkpoints = [p.stat().st_mtime for p in (workdir / "checkpoints").glob("[0-9]*")]
-  if before != config_dict or max(checkpoints, default=0.0) > result.stat().st_mtime:
+  # The process layout does not change what a search computes: a finished search is finished
+  # whether it is asked again by one process or by several.
+  if _without_layout(before) != _without_layout(config_dict):
+    return None
+  if max(checkpoints, default=0.0) > result.stat().st_mtime:
     return None
   try:
     return json.loads(result.read_text())

@@ -173,7 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   search = loop.SearchRun(config, workdir, total=config.epochs, steps_per_unit=n_w + n_c)
   state = search.resume(_init_state(p))
   # Everything the steps touch lives on the same devices (restored arrays come back committed).
-  state = jax.device_put(state, parallel.replicated(p.mesh))
+  state = parallel.replicate(state, p.mesh)
   steps = {
     "train": training.compile_sampled_step(p.supernet, p.tx, p.loss_fn, p.strategy.propose, p.mesh),
     "propose": jax.jit(p.strategy.propose, static_argnums=2),
@@ -249,12 +249,14 @@ def _train_shared(
   w_state, losses = state["w"], list(carry.get("w_losses", []))
 
   def batch(step: int):
-    local = {k: v[lo : lo + local_batch] for k, v in p.sampler.batch(step).items()}
+    local = p.sampler.batch(step, (lo, lo + local_batch))
     return parallel.shard_batch(local, p.mesh)
 
   # The child is sampled inside the step and the next batch is on the devices before it is asked
   # for: nothing waits for the host within the phase (the losses are read at its end).
-  with parallel.Prefetch(batch, epoch * n + at, epoch * n + n) as batches:
+  with parallel.Prefetch(
+    batch, epoch * n + at, epoch * n + n, workers=p.config.data.workers
+  ) as batches:
     for i in range(at, n):
       if search.stop_requested:
         search.pause(i, {**state, "w": w_state}, {"w_losses": loop.floats(losses)})
