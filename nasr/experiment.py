@@ -43,9 +43,7 @@ def _show_progress() -> None:
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Train the configured network in `workdir` (resuming); return its final metrics."""
   _show_progress()
-  check_numbers(config)
-  parallel.initialize_from_config(config)  # before any JAX call: see nasr.parallel
-  return training.train(config, workdir)
+  return training.train(config, workdir)  # checks the numbers, then starts jax.distributed
 
 
 # Entry points and helpers that Colab users reach through `nasr.experiment`.
