@@ -9,7 +9,7 @@ import numpy as np
 
 from nasr.core.errors import ConfigError, DataError
 from nasr.core.types import Batch
-from nasr.data.datasets import SRPairs
+from nasr.data.datasets import SRPairs, image_shapes
 
 
 class PatchSampler:
@@ -55,6 +55,8 @@ class PatchSampler:
           f"image {name!r}: HR {hr.shape[0]}x{hr.shape[1]} is not x{pairs.scale} of LR {h}x{w}"
         )
     self.pairs = pairs
+    # A process draws every patch's position but reads only its rows' images (batch(rows=)).
+    self._lr_sizes = [shape[:2] for shape in image_shapes(pairs.lr)]
     self.patch_size = int(patch_size)
     self.batch_size = int(batch_size)
     self.seed = int(seed)
@@ -78,7 +80,7 @@ class PatchSampler:
     hr_out = np.empty((hi - lo, p * s, p * s, 3), np.uint8)
     images = rng.integers(0, len(self.pairs), size=b)
     for k, i in enumerate(images):
-      h, w = self._lr_shape(i)
+      h, w = self._lr_sizes[i]
       y = int(rng.integers(0, h - p + 1))
       x = int(rng.integers(0, w - p + 1))
       flips = rng.integers(0, 2, size=3) if self.augment else None
@@ -94,11 +96,6 @@ class PatchSampler:
         lr_out[k - lo] = lr_patch
         hr_out[k - lo] = hr_patch
     return {"lr": lr_out, "hr": hr_out}
-
-  def _lr_shape(self, i) -> tuple[int, int]:
-    """Return image i's LR height and width without reading it when its sequence knows them."""
-    shapes = getattr(self.pairs.lr, "shapes", None)  # nasr.data.cache.CachedImages
-    return tuple(shapes[i][:2]) if shapes is not None else self.pairs.lr[i].shape[:2]
 
   def iterate(self, start_step: int = 0) -> Iterator[Batch]:
     """Return an endless iterator over batches start_step, start_step + 1, ..."""
