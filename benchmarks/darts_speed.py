@@ -18,10 +18,9 @@ memory_analysis(), temporaries plus arguments. The line says which.
 --fused: the supernet's fused mixed ops (DartsSuperCell.fused). --cost_only compiles each mode and
 prints its `cost_analysis()` FLOPs and bytes accessed without running it, as XLA reports them (the
 body of a loop counted once) and per step (each loop body counted once per iteration: the scanned
-cells, the shifted depthwise kernel gradients' loops; see `_per_step_cost`).
+cells, the shifted depthwise kernel gradients' loops; see `benchmarks.hlo_cost.per_step_cost`).
 """
 
-import re
 import subprocess
 import sys
 import time
@@ -30,9 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
-from jax._src.lib import xla_client
-from jaxlib import _hlo
 
+from benchmarks.hlo_cost import per_step_cost, xla_cost
 from nasr import spaces
 from nasr.estimation import darts, losses
 
@@ -89,81 +87,6 @@ def _gib(n: float) -> str:
   return f"{n / 2**30:6.2f} GiB"
 
 
-_COST_KEYS = ("flops", "bytes accessed")
-_WHILE = re.compile(r"\bwhile\(.*?condition=%?([\w.\-]+), body=%?([\w.\-]+)(.*)")
-_TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
-_CALL = re.compile(r"\bcall\(.*?to_apply=%?([\w.\-]+)")
-
-
-def _cost(analysis) -> dict[str, float]:
-  """Return {key: value} of _COST_KEYS from a cost_analysis() dict or list of dicts."""
-  parts = [analysis] if isinstance(analysis, dict) else list(analysis)
-  return {k: sum(float(p.get(k, 0.0)) for p in parts) for k in _COST_KEYS}
-
-
-def _per_step_cost(compiled) -> tuple[dict[str, float], dict[str, float], int]:
-  """Return (XLA's cost, the cost per step, loops of unknown trip count) of a compiled step.
-
-  XLA's cost analysis counts a while loop's body once. Each body's own cost is XLA's analysis of
-  a module of that body (the entry) and the computations it calls; a loop of n iterations then
-  adds n - 1 more of it, and n times what its own inner loops add.
-  """
-  text = compiled.as_text()
-  raw = _cost(compiled.cost_analysis())
-  blocks: dict[str, str] = {}  # computation name -> its text, in the module's order
-  preamble = []  # the stack frames the instructions' metadata refer to
-  for block in re.split(r"\n(?=(?:ENTRY )?%?[\w.\-]+ \()", text.split("\n", 1)[1]):
-    m = re.match(r"(?:ENTRY )?%?([\w.\-]+) \(", block)
-    if m:
-      blocks[m.group(1)] = re.sub(r"^ENTRY ", "", block)
-    else:
-      preamble.append(block)
-  entry = re.search(r"^ENTRY %?([\w.\-]+) ", text, re.M).group(1)
-  client = jax.devices()[0].client
-  own: dict[str, dict[str, float]] = {}
-  more: dict[str, dict[str, float]] = {}
-  unknown = set()
-
-  def cost_of(name: str) -> dict[str, float]:
-    if name not in own:
-      needed, todo = {name}, [name]
-      while todo:
-        for ref in re.findall(r"%([\w.\-]+)", blocks[todo.pop()]):
-          if ref in blocks and ref not in needed:
-            needed.add(ref)
-            todo.append(ref)
-      # The header's entry layout and aliasing describe the step: a bare one for the body.
-      body = "\n".join(
-        ("ENTRY " if k == name else "") + b for k, b in blocks.items() if k in needed
-      )
-      module = _hlo.hlo_module_from_text("\n".join([f"HloModule {name}", *preamble, body]))
-      own[name] = _cost(xla_client._xla.hlo_module_cost_analysis(client, module))
-    return own[name]
-
-  def extra(name: str) -> dict[str, float]:
-    if name in more:
-      return more[name]
-    out = dict.fromkeys(_COST_KEYS, 0.0)
-    for line in blocks[name].splitlines():
-      loop, call = _WHILE.search(line), _CALL.search(line)
-      if loop:
-        trip = _TRIP.search(loop.group(3))
-        if trip is None:
-          unknown.add(loop.group(2))
-        n = int(trip.group(1)) if trip else 1
-        body_cost, body_extra = cost_of(loop.group(2)), extra(loop.group(2))
-        for k in _COST_KEYS:
-          out[k] += (n - 1) * body_cost[k] + n * body_extra[k]
-      elif call:
-        for k, v in extra(call.group(1)).items():
-          out[k] += v
-    more[name] = out
-    return out
-
-  added = extra(entry)
-  return raw, {k: raw[k] + added[k] for k in _COST_KEYS}, len(unknown)
-
-
 def _bench(mode: str) -> str:
   """Return the result line of one mode."""
   rng = np.random.default_rng(0)
@@ -205,9 +128,9 @@ def _bench(mode: str) -> str:
   if _COST_ONLY.value:
     label = f"{_LABELS.get(mode, mode):<38} compile {compile_s:7.1f} s  "
     try:
-      raw, step_cost, unknown = _per_step_cost(compiled)
+      raw, step_cost, unknown = per_step_cost(compiled)
     except Exception as e:  # noqa: BLE001 - it re-parses HLO text through private jaxlib calls
-      raw = _cost(compiled.cost_analysis())
+      raw = xla_cost(compiled.cost_analysis())
       return (
         f"{label}XLA's (loop bodies once): {raw['flops'] / 1e9:10.2f} GFLOP, "
         f"{raw['bytes accessed'] / 2**30:9.3f} GiB (no per-step count: {type(e).__name__}: {e})"

@@ -8,8 +8,10 @@ r"""The benchmark suite: one command times the training steps of every network f
 Sections (x2, L1 loss; variants in the order they run):
   edsr     EDSR 16 blocks x 64 channels (configs/train.py:paper), batch 16 of 48x48 LR: compute in
            f32 and in bf16 (parameters f32).
-  deconas  DeCoNAS supernet train step with configs/deconas.py:paper's supernet options (lax.cond
-           per slot, shifted depthwise, remat) at N4M4C64 and N16M8C64, batch 16 of 64x64, a new
+  deconas  DeCoNAS supernet train step with configs/deconas.py:paper's supernet options (child-only
+           work, remat; on the CPU a lax.cond per slot with shifted depthwise convs, on an
+           accelerator one lax.switch per op over its gathered slots with XLA's depthwise convs)
+           at N4M4C64 and N16M8C64, batch 16 of 64x64, a new
            random architecture (int32 tokens, one compile) every step; `child`: the stand-alone
            network of one sampled N4M4C64 architecture.
   darts    DARTS-SR bilevel step (alpha update, then weight update), 8 cells x 64 channels, 4 nodes,

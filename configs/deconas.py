@@ -67,6 +67,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # 1.6x faster than masking every slot at the default size and 2.5x at paper size on the CPU
   # (BENCHMARKS.md), so it is the default.
   c.supernet.skip_inactive = True
+  # With skip_inactive: one lax.switch per op over its gathered input slots instead of a lax.cond
+  # per slot (a paper-size step: 72 conditionals instead of 324, the same child-only FLOPs).
+  # config.kernels=accelerator (auto on a GPU) turns it on; the CPU keeps the per-slot form.
+  c.supernet.gathered = False
   # Recompute each DNB in the backward pass: needed at paper size, where the stored activations of
   # the masked supernet step take 50.9 GB (BENCHMARKS.md); costs about a third more compute.
   c.supernet.remat = False

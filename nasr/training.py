@@ -103,8 +103,10 @@ def supernet_options(config: ml_collections.ConfigDict, space) -> dict:
   return options
 
 
-# What "accelerator" sets in a supernet's options: no CPU-only forms.
-_ACCELERATOR_FORMS = {"shifted": False}
+# What "accelerator" sets in a supernet's options: no CPU-only forms; DeCoNAS's child-only work
+# as one lax.switch per op over its gathered slots (a lax.cond per slot on the CPU, where the
+# per-slot form's smaller kernels are no slower: BENCHMARKS.md).
+_ACCELERATOR_FORMS = {"shifted": False, "gathered": True}
 
 
 def build_network(config: ml_collections.ConfigDict, scale: int):

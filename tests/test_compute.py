@@ -43,6 +43,7 @@ def test_supernet_options_drop_the_cpu_forms_on_an_accelerator():
   config.kernels, config.compute_dtype = "accelerator", "bfloat16"
   fast = training.supernet_options(config, space)
   assert fast["shifted"] is False and fast["dtype"] == jnp.bfloat16
+  assert fast["gathered"] is True and cpu["gathered"] is False  # one lax.switch per op
   assert fast["skip_inactive"] == cpu["skip_inactive"]  # other options are the config's
   config.supernet = ml_collections.ConfigDict()
   drn = spaces.get("drn")  # a supernet without depthwise convs is given no `shifted`

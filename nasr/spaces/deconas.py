@@ -216,6 +216,29 @@ class DeCoNASNet(SRFrame, nn.Module):
     return sr_frame(x, body, c, self.scale, dt, head="sfe1", body_conv="gff_conv")
 
 
+class _CostPiece(nn.Module):
+  """One additive piece of a DeCoNASNet's cost (`DeCoNAS.cost_pieces`); its output is unused."""
+
+  kind: str  # "frame" (everything outside the DNBs and fusions), "conv1x1", "op", "attention"
+  channels: int
+  scale: int = 2
+  reduction: int = 4
+  op: int = 0  # OPS index of an "op" piece
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Return the piece's output."""
+    c = self.channels
+    if self.kind == "frame":
+      body = lambda f: Conv(c, 3, name="sfe2")(f)  # noqa: E731 - F_0; the rest are other pieces
+      return sr_frame(x, body, c, self.scale, head="sfe1", body_conv="gff_conv")
+    if self.kind == "conv1x1":
+      return Conv(c, 1, name="conv")(x)
+    if self.kind == "op":
+      return _child_op(self.op, c, jnp.float32, "op", False)(x)
+    return ChannelAttention(c, self.reduction, jnp.float32, name="attention")(x)
+
+
 def _fuse(c: int, dtype: Dtype, d: int, feats: list[jax.Array]) -> jax.Array:
   """Return the input of DNB d (0-based): conv1x1 over concat(F_0..F_d)."""
   return Conv(c, 1, dtype=dtype, name=f"fuse{d}")(jnp.concatenate(feats[: d + 1], axis=-1))
@@ -257,6 +280,44 @@ def _select(bit: jax.Array, fn, like: jax.Array) -> jax.Array:
   return jax.lax.cond(bit > 0, fn, lambda: jnp.zeros_like(like))
 
 
+def _selected_first(bits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Return (order, count): slot indices with the selected ones first (in slot order), and how
+  many are selected."""
+  return jnp.argsort(bits <= 0, stable=True), jnp.sum(bits > 0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _permute(a: jax.Array, order: jax.Array, axis: int) -> jax.Array:
+  """Return `a` permuted along `axis` into `order` (a permutation: its gradient is a gather too,
+  not the scatter-add of a general take)."""
+  return jnp.take(a, order, axis=axis)
+
+
+def _permute_fwd(a, order, axis):
+  return _permute(a, order, axis), order
+
+
+def _permute_bwd(axis, order, g):
+  return jnp.take(g, jnp.argsort(order), axis=axis), None
+
+
+_permute.defvjp(_permute_fwd, _permute_bwd)
+
+
+def _take_slots(a: jax.Array, order: jax.Array, width: int, axis: int) -> jax.Array:
+  """Return `a` with its width-sized slots along `axis` permuted into `order`."""
+  shape = a.shape
+  slots = a.reshape(*shape[:axis], shape[axis] // width, width, *shape[axis + 1 :])
+  return _permute(slots, order, axis).reshape(shape)
+
+
+def _by_count(count: jax.Array, slots: int, branch, like: jax.Array) -> jax.Array:
+  """Return branch(count) (zeros for 0), one lax.switch: branch i computes over i slots only."""
+  branches = [lambda: jnp.zeros_like(like)]
+  branches += [functools.partial(branch, i) for i in range(1, slots + 1)]
+  return jax.lax.switch(count, branches)
+
+
 class DeCoNASSuperBlock(nn.Module):
   """A DNB whose architecture is an array argument; all ops exist at their largest shape."""
 
@@ -267,13 +328,34 @@ class DeCoNASSuperBlock(nn.Module):
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   shifted: bool = False  # depthwise convs as shifted multiply-adds (fast on CPU, same function)
   tap_grad: bool = False  # dense-conv gradients as tap matmuls (fast in a rolled loop on CPU)
+  gathered: bool = False  # with skip_inactive: one conv per op over its gathered slots
 
-  def _op(self, m: int, k: int, xs: list[jax.Array], bits: jax.Array) -> jax.Array:
-    """Return op k of node m over its input slots xs (ReLU'd) selected by bits [m]."""
+  def _op(
+    self, m: int, k: int, xs: list[jax.Array], bits: jax.Array, stack: jax.Array | None = None
+  ) -> jax.Array:
+    """Return op k of node m over its input slots xs (ReLU'd) selected by bits [m]; `stack` is
+    xs stacked [m, B, H, W, C] (the gathered form's input)."""
     c, dt, name, tg = self.channels, self.dtype, f"node{m}_{OPS[k]}", self.tap_grad
+    if self.skip_inactive and self.gathered:
+      # The selected slots first, as one buffer: the conv over its first `count` slots is the
+      # child's conv over concat(selected inputs); lax.switch picks that width (a static shape).
+      order, count = _selected_first(bits)
+      g = _permute(stack, order, 0)
+      buf = jnp.moveaxis(g, 0, 3).reshape(*g.shape[1:4], m * c)
     if OPS[k] == "sepconv3x3":
       (dw, dwb), (pw, pwb) = SepConvParams(3, m * c, c, name=name)()
       sl = lambda j: slice(j * c, (j + 1) * c)  # noqa: E731
+
+      if self.skip_inactive and self.gathered:
+        dw, dwb = _take_slots(dw, order, c, 3), _take_slots(dwb, order, c, 0)
+        pw = _take_slots(pw, order, c, 2)
+
+        def width(i):
+          n = i * c
+          h = _depthwise(buf[..., :n], dw[..., :n], self.shifted, dt) + dwb[:n].astype(dt)
+          return _conv(h, pw[:, :, :n, :], dtype=dt, tap_grad=tg)
+
+        return _by_count(count, m, width, xs[0]) + pwb.astype(dt)
 
       def slot(j):
         h = _depthwise(xs[j], dw[..., sl(j)], self.shifted, dt) + dwb[sl(j)].astype(dt)
@@ -287,6 +369,13 @@ class DeCoNASSuperBlock(nn.Module):
       return _conv(h, pw, dtype=dt, tap_grad=tg) + pwb.astype(dt)
     kernel, bias = ConvParams((3, 3, m * c, c), name=name)()
     dil = DILATION[k]
+    if self.skip_inactive and self.gathered:
+      kernel = _take_slots(kernel, order, c, 2)
+
+      def width(i):
+        return _conv(buf[..., : i * c], kernel[:, :, : i * c, :], dil, dtype=dt, tap_grad=tg)
+
+      return _by_count(count, m, width, xs[0]) + bias.astype(dt)
     if self.skip_inactive:
 
       def slot(j):
@@ -307,9 +396,10 @@ class DeCoNASSuperBlock(nn.Module):
       bits = ops[g0 : g0 + m]  # [m, 3]
       active = jnp.any(bits > 0, axis=0)  # [3]
       xs = [nn.relu(f) for f in feats]
+      stack = jnp.stack(xs) if self.skip_inactive and self.gathered else None
       total = jnp.zeros_like(x)
       for k in range(3):
-        out = self._op(m, k, xs, bits[:, k])
+        out = self._op(m, k, xs, bits[:, k], stack)
         total = total + jnp.where(active[k], out, 0.0)
       count = jnp.sum(active)
       h = nn.relu(total / jnp.maximum(count, 1).astype(dt))
@@ -338,6 +428,7 @@ class _DenseStep(nn.Module):
   dtype: Dtype
   shifted: bool
   tap_grad: bool
+  gathered: bool
 
   @nn.compact
   def __call__(self, carry, ops: jax.Array, lff: jax.Array):
@@ -357,6 +448,7 @@ class _DenseStep(nn.Module):
       dt,
       self.shifted,
       self.tap_grad,
+      self.gathered,
       name="block",
     )
     y = block(h, ops, lff)
@@ -399,6 +491,10 @@ class DeCoNASSupernet(SRFrame, nn.Module):
   # pass, and it compiles faster; but there XLA:CPU computes conv kernel gradients ~40x slower
   # unless `shifted` writes them out (BENCHMARKS.md).
   unroll: int | None = None
+  # With skip_inactive: per op, the selected input slots gathered into one buffer and one conv
+  # over them picked by their count (lax.switch): M*3 conditionals and convs per DNB instead of
+  # one per (node, input, op), the child's FLOPs either way (BENCHMARKS.md).
+  gathered: bool = False
 
   def __post_init__(self):
     if self.unroll is not None and not 1 <= self.unroll <= self.blocks:
@@ -440,7 +536,18 @@ class DeCoNASSupernet(SRFrame, nn.Module):
         in_axes=(nn.broadcast, nn.broadcast),
         length=n,
         unroll=self.blocks_per_iteration(),
-      )(mm, c, n, self.reduction, self.skip_inactive, dt, self.shifted, tap_grad, name="dense")
+      )(
+        mm,
+        c,
+        n,
+        self.reduction,
+        self.skip_inactive,
+        dt,
+        self.shifted,
+        tap_grad,
+        self.gathered,
+        name="dense",
+      )
       stack = jnp.zeros((n + 1, *f0.shape), f0.dtype).at[0].set(f0)
       (stack, _), _ = dense((stack, jnp.int32(0)), ops, lff)
       kernel, bias = ConvParams((1, 1, (n + 1) * c, c), name="gff_fuse")()
@@ -596,6 +703,7 @@ class DeCoNAS:
     remat: bool = False,
     shifted: bool = False,
     unroll: int | None = None,
+    gathered: bool = False,
   ) -> DeCoNASSupernet:
     """Return the weight-sharing supernet; call it as model.apply(params, x, tokens).
 
@@ -608,6 +716,9 @@ class DeCoNAS:
         gradients as tap matmuls (nasr.ops.cpu_kernels): the same function, many times faster on
         XLA:CPU.
       unroll: DNBs per scan iteration (None: 1 with remat or shifted, else all of them).
+      gathered: with skip_inactive, one conv per op over its selected slots gathered into one
+        buffer, picked by their count (lax.switch), instead of a lax.cond per slot: fewer,
+        larger kernels for an accelerator; ignored with masks.
     """
     return DeCoNASSupernet(
       self.blocks,
@@ -621,7 +732,89 @@ class DeCoNAS:
       remat,
       shifted,
       unroll,
+      gathered,
     )
+
+  def _piece(self, scale: int, side: int, kind: str, slots: int = 1, op: int = 0) -> tuple:
+    """Return (key, module, input shape) of one cost piece reading `slots` x C channels."""
+    if kind == "frame":
+      return (
+        ("frame",),
+        _CostPiece("frame", self.channels, scale, self.reduction),
+        (1, side, side, 3),
+      )
+    module = _CostPiece(kind, self.channels, scale, self.reduction, op)
+    return (kind, slots, op), module, (1, side, side, slots * self.channels)
+
+  def cost_pieces(self, arch: DeCoNASArch, scale: int, side: int) -> list[tuple]:
+    """Return [(key, module, input shape)]: pieces whose costs add up to build(arch)'s.
+
+    On a 1 x side x side LR image, the child's parameters and multiply-adds are the sums over
+    these pieces (a piece counted as often as it occurs); equal keys are equal pieces, so a caller
+    that caches by key traces each distinct piece once instead of every new child whole (a
+    paper-size child: 1.4 s a trace).
+    """
+    arch = self._check(arch)
+    piece = functools.partial(self._piece, check_subpixel_scale(scale), side)
+    plan = _node_plan(arch)
+    block = [piece("op", len(inputs), k) for ops in plan.values() for k, inputs in ops]
+    block += [piece("attention")] * len(plan)
+    block.append(piece("conv1x1", sum(arch.lff) + 1))  # LFF; node M always feeds it
+    pieces = [piece("frame")]
+    for d in range(arch.blocks):
+      pieces += [piece("conv1x1", d + 1), *block]  # the fuse before DNB d, then the DNB
+    pieces.append(piece("conv1x1", sum(arch.gff) + 1))  # GFF's 1x1 conv; F_N always feeds it
+    return pieces
+
+  def cost_table(self, piece_cost, scale: int, side: int):
+    """Return cost(tokens) -> (parameters, multiply-adds per LR pixel) in jnp (traceable).
+
+    The sum over `cost_pieces(decode(tokens), scale, side)` computed from the bit tokens alone,
+    so a search can compute its reward on the device; `piece_cost(key, module, shape)` returns
+    (parameters, multiply-adds) of one piece (the caller caches it). float32: exact to ~1e-7.
+    """
+    scale = check_subpixel_scale(scale)
+    m_, n_, g = self.nodes, self.blocks, self.num_groups
+
+    # numpy: constants of the traced function (closed-over device arrays would be read back).
+    def table(kind: str, slots, op: int = 0) -> np.ndarray:
+      rows = [piece_cost(*self._piece(scale, side, kind, n, op)) for n in slots]
+      return np.asarray(rows, np.float32)  # [len(slots), 2]
+
+    tables = {
+      "frame": table("frame", [1])[0],
+      "conv1x1": table("conv1x1", range(1, max(n_, m_) + 2)),  # row i: i + 1 slots
+      "ops": np.stack([table("op", range(1, m_ + 1), k) for k in range(3)]),  # [3, M, 2]
+      "attention": table("attention", [1])[0],
+    }
+
+    def cost(tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+      t = {k: jnp.asarray(v) for k, v in tables.items()}
+      frame, conv1x1, ops_t, attention = t["frame"], t["conv1x1"], t["ops"], t["attention"]
+      bits = tokens[: 3 * g].reshape(g, 3) > 0
+      if self.fusion_search:
+        lff, gff = tokens[3 * g : 3 * g + m_] > 0, tokens[3 * g + m_ :] > 0
+      else:
+        lff, gff = jnp.ones((m_,), bool), jnp.ones((n_,), bool)
+      reads = [bits[group_index(m, 0) : group_index(m, 0) + m] for m in range(m_ + 1)]  # [m, 3]
+      has = [jnp.any(r) for r in reads]
+      # DeCoNASArch.live_nodes: nodes reached backwards from the output (LFF bits, readers).
+      live = [jnp.bool_(True), *[lff[m] for m in range(1, m_)], jnp.bool_(True)]
+      for m in range(m_, 0, -1):
+        read_j = jnp.any(reads[m], axis=1)
+        for j in range(m):
+          live[j] = live[j] | (live[m] & (read_j[j] | ((j == m - 1) & ~has[m])))
+      block = conv1x1[jnp.sum(lff)]  # LFF over the selected nodes and node M
+      for m in range(1, m_ + 1):
+        count = jnp.sum(reads[m], axis=0)  # inputs per op [3]
+        node = attention + sum(
+          jnp.where(count[k] > 0, ops_t[k, jnp.maximum(count[k] - 1, 0)], 0.0) for k in range(3)
+        )
+        block = block + jnp.where(live[m] & has[m], node, 0.0)
+      total = frame + jnp.sum(conv1x1[:n_], axis=0) + n_ * block + conv1x1[jnp.sum(gff)]
+      return total[0], total[1] / (side * side)
+
+    return cost
 
   def count_params(self, arch: DeCoNASArch, scale: int) -> int:
     """Return the exact parameter count of build(arch, scale) (shapes only, no compute)."""

@@ -11,6 +11,8 @@ import pytest
 
 from nasr import spaces
 from nasr.core.errors import ConfigError, TokenError
+from nasr.estimation import cost
+from nasr.searches.reward import child_cost
 from nasr.spaces.deconas import DeCoNAS, DeCoNASArch
 
 PAPER_TOKENS = [7, 6, 4, 3, 0, 2, 2, 3, 4, 1]
@@ -63,12 +65,15 @@ def test_supernet_equals_child(scale):
     masked = space.supernet(scale)
     zeros = np.zeros(len(spec), np.int32)
     params = _random_params(masked, x, zeros, seed=scale)
-    # Masks and lax.cond, each with conv_general_dilated and with shifted depthwise convs.
-    variants = [
-      jax.jit(space.supernet(scale, skip_inactive=skip, shifted=shifted).apply)
+    # Masks and lax.cond per slot, each with conv_general_dilated and with shifted depthwise
+    # convs; the accelerator form: one lax.switch per op over its gathered slots.
+    forms = [
+      {"skip_inactive": skip, "shifted": shifted}
       for skip in (False, True)
       for shifted in (False, True)
     ]
+    forms.append({"skip_inactive": True, "gathered": True})
+    variants = [jax.jit(space.supernet(scale, **form).apply) for form in forms]
     samples = [zeros, space.encode(space.max_arch())] + list(spec.sample(rng, 4))
     for tokens in samples:
       arch = space.decode(tokens)
@@ -82,7 +87,14 @@ def test_supernet_equals_child(scale):
 
 
 @pytest.mark.parametrize(
-  "variant", [{"remat": True}, {"shifted": True}, {"remat": True, "shifted": True}]
+  "variant",
+  [
+    {"remat": True},
+    {"shifted": True},
+    {"remat": True, "shifted": True},
+    # The accelerator form: gathered slots, XLA's depthwise convs, DNBs unrolled.
+    {"skip_inactive": True, "gathered": True},
+  ],
 )
 def test_supernet_variant_same_params_outputs_and_gradients(variant):
   space = _tiny(fusion_search=True)
@@ -103,6 +115,26 @@ def test_supernet_variant_same_params_outputs_and_gradients(variant):
   chex.assert_trees_all_close(g1, g0, atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [2, 4])
+def test_cost_pieces_add_up_to_the_childs_parameters_and_multiply_adds(scale):
+  # The reward sums cached pieces instead of tracing each child (1.4 s at paper size): the sums
+  # must be exact, with and without fusion bits, at several probe sides (channel attention pools).
+  cache = {}
+  for fusion_search, side in ((False, 32), (True, 17)):
+    space = _tiny(fusion_search)
+    samples = [space.encode(space.max_arch()), np.zeros(len(space.token_spec()), np.int32)]
+    samples += list(space.token_spec().sample(np.random.default_rng(scale), 4))
+    for tokens in samples:
+      arch = space.decode(tokens)
+      child = space.build(arch, scale)
+      probe = (1, side, side, 3)
+      shapes = jax.eval_shape(child.init, jax.random.PRNGKey(0), jnp.zeros(probe))
+      params, per_pixel = child_cost(space, arch, scale, side, cache)
+      assert params == space.count_params(arch, scale)
+      assert per_pixel == cost.count_macs(child, shapes, probe) / (side * side)
+  assert any(key[2] == "op" for key in cache)  # the pieces were used and cached
+
+
 def test_child_params_match_child_init():
   space = _tiny(fusion_search=True)
   x = _lr()
@@ -115,8 +147,12 @@ def test_child_params_match_child_init():
     assert shapes(sliced) == shapes(built)
 
 
-# Masks, and the search's default: lax.cond per slot with shifted depthwise convs in a rolled loop.
-@pytest.mark.parametrize("variant", [{}, {"skip_inactive": True, "shifted": True}])
+# Masks; the search's CPU default: lax.cond per slot with shifted depthwise convs in a rolled loop;
+# its accelerator default: one lax.switch per op over the gathered slots.
+@pytest.mark.parametrize(
+  "variant",
+  [{}, {"skip_inactive": True, "shifted": True}, {"skip_inactive": True, "gathered": True}],
+)
 def test_supernet_traced_once(variant):
   space = _tiny(fusion_search=True)
   spec = space.token_spec()
