@@ -293,6 +293,16 @@ def _finished_here(config: ml_collections.ConfigDict, workdir: Path) -> dict | N
     return None  # a damaged summary: run again, which rewrites it
 
 
+def on_device():
+  """Return a context in which reading a device value on the host raises (jax's transfer guard).
+
+  The searches dispatch their steps in it: a step's results stay on the devices until the phase
+  ends, so the host never waits for the devices inside an epoch (a stray float() or np.asarray in
+  the loop would make every step wait; this makes it an error instead).
+  """
+  return jax.transfer_guard_device_to_host("disallow")
+
+
 def floats(values: list) -> list[float]:
   """Return device scalars as Python floats (exact: float32 -> float64), fetched together."""
   return [float(v) for v in np.asarray(jax.device_get(values), np.float64)]

@@ -179,7 +179,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     "propose": jax.jit(p.strategy.propose, static_argnums=2),
     "update": jax.jit(p.strategy.update),
     "psnr": jax.jit(make_psnr_fn(p.supernet, p.scale)),
+    "controller": make_controller_step(p),
   }
+  # The validation crops go to the devices once, not with every controller step.
+  p.val = {**p.val, **parallel.replicate({k: p.val[k] for k in ("lr", "hr")}, p.mesh)}
   w_rng, c_rng, d_rng = jax.random.split(jax.random.PRNGKey(config.seed), 3)
   probe_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), _PROBE_STREAM)
   # One warning per run: a resumed run that had warned before its stop does not warn again.
@@ -232,6 +235,41 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   return summary
 
 
+def make_controller_step(p: _Parts) -> Callable | None:
+  """Return step(strategy, params, lr, hr, key) -> (strategy, metrics), jitted: propose
+  `controller_batch` children, score them with the shared weights, cost them from the space's
+  cost table, reward and update the strategy, all in one call on the devices; None for a space
+  without a cost table (the host computes the costs then, `_host_controller_step`)."""
+  costs_fn = p.reward.device_costs()
+  if costs_fn is None:
+    return None
+  psnr_fn, num = make_psnr_fn(p.supernet, p.scale), int(p.config.controller_batch)
+
+  def step(s_state, params, lr, hr, key):
+    tokens, aux = p.strategy.propose(s_state, key, num)
+    psnr = psnr_fn(params, lr, hr, tokens)
+    costs = costs_fn(tokens)
+    reward = p.reward(psnr, costs, aux.get("entropy"))
+    s_state, c_metrics = p.strategy.update(s_state, tokens, reward.astype(jnp.float32))
+    seen = {"reward": reward, "val_psnr": psnr, "complexity": costs["params"]}
+    return s_state, {"seen": {k: jnp.mean(v) for k, v in seen.items()}, "c_metrics": c_metrics}
+
+  return jax.jit(step)
+
+
+def _host_controller_step(p: _Parts, steps, s_state, params, key):
+  """Return (strategy, metrics) as `make_controller_step`'s, the costs looked up on the host."""
+  c = p.config
+  tokens, aux = steps["propose"](s_state, key, c.controller_batch)
+  psnr = np.asarray(steps["psnr"](params, p.val["lr"], p.val["hr"], tokens))
+  costs = p.reward.batch_costs(tokens)
+  entropy = np.asarray(aux["entropy"], np.float64) if "entropy" in aux else None
+  reward = p.reward(np.asarray(psnr, np.float64), costs, entropy)
+  s_state, c_metrics = steps["update"](s_state, tokens, jnp.asarray(reward, jnp.float32))
+  seen = {"reward": reward.mean(), "val_psnr": psnr.mean(), "complexity": costs["params"].mean()}
+  return s_state, {"seen": seen, "c_metrics": c_metrics}
+
+
 def _train_shared(
   p: _Parts, steps, state, epoch: int, w_rng, search, at: int = 0, carry: dict | None = None
 ) -> tuple[dict, float]:
@@ -261,8 +299,10 @@ def _train_shared(
       if search.stop_requested:
         search.pause(i, {**state, "w": w_state}, {"w_losses": loop.floats(losses)})
       step = epoch * n + i
-      key = jax.random.fold_in(w_rng, step)
-      w_state, m = steps["train"](w_state, state["strategy"], batches.get(step), w_rng, key)
+      batch = batches.get(step)
+      with loop.on_device():
+        key = jax.random.fold_in(w_rng, step)
+        w_state, m = steps["train"](w_state, state["strategy"], batch, w_rng, key)
       losses.append(m["loss"])
   loss = search.finite(losses, epoch * n) if n else float("nan")
   return {**state, "w": w_state}, loss
@@ -279,6 +319,7 @@ def _train_strategy(
   seen = {"reward": [], "val_psnr": [], "complexity": []}
   seen.update({k: list(v) for k, v in carry.get("seen", {}).items()})
   s_state, c_metrics = state["strategy"], dict(carry.get("c_metrics", {}))
+  params = state["w"].params
   for j in range(at, c.controller_steps_per_epoch):
     if search.stop_requested:
       search.pause(
@@ -287,21 +328,21 @@ def _train_strategy(
         {
           "supernet_loss": carry["supernet_loss"],
           "t_w": carry["t_w"],
-          "seen": seen,
+          "seen": {k: loop.floats(v) for k, v in seen.items()},
           "c_metrics": {k: float(v) for k, v in c_metrics.items()},
         },
       )
-    cstep = epoch * c.controller_steps_per_epoch + j
-    tokens, aux = steps["propose"](s_state, jax.random.fold_in(c_rng, cstep), c.controller_batch)
-    psnr = np.asarray(steps["psnr"](state["w"].params, p.val["lr"], p.val["hr"], tokens))
-    costs = p.reward.batch_costs(tokens)
-    entropy = np.asarray(aux["entropy"], np.float64) if "entropy" in aux else None
-    reward = p.reward(np.asarray(psnr, np.float64), costs, entropy)
-    s_state, c_metrics = steps["update"](s_state, tokens, jnp.asarray(reward, jnp.float32))
-    # Python floats, as a resumed epoch restores them: its means come out the same.
-    seen["reward"].append(float(reward.mean()))
-    seen["val_psnr"].append(float(psnr.mean()))
-    seen["complexity"].append(float(costs["params"].mean()))
+    key = jax.random.fold_in(c_rng, epoch * c.controller_steps_per_epoch + j)
+    if steps.get("controller") is None:
+      s_state, m = _host_controller_step(p, steps, s_state, params, key)
+    else:
+      with loop.on_device():  # the step's values stay on the devices until the epoch ends
+        s_state, m = steps["controller"](s_state, params, p.val["lr"], p.val["hr"], key)
+    for k, v in m["seen"].items():
+      seen[k].append(v)
+    c_metrics = m["c_metrics"]
+  # Python floats, as a resumed epoch restores them: its means come out the same.
+  seen = {k: loop.floats(v) for k, v in seen.items()}
   record = {k: float(np.mean(v)) if v else float("nan") for k, v in seen.items()}
   record.update({f"controller_{k}": float(v) for k, v in c_metrics.items()})
   return {**state, "strategy": s_state}, record

@@ -10,7 +10,7 @@ Terms:
 
 Cost terms are exact (the built child's parameters and `estimation.cost` multiply-adds) and
 computed once per architecture: from one trace of the child, or, for a space with `cost_pieces`
-(HNAS), as a sum of per-op pieces each traced once per run. `norm` says how a cost term enters the sum:
+(HNAS, DeCoNAS), as a sum of per-op pieces each traced once per run. `norm` says how a cost term enters the sum:
 
   max        (default) divided by the most complex child's (space.max_arch()): in [0, 1]
   paper      HNAS's stated units: multiply-adds of one forward pass on a 3 x 480 x 480 LR image
@@ -23,7 +23,8 @@ DeCoNAS CB1 is {"psnr": 1, "params": -alpha}; HNAS is {"psnr": lam, "macs": lam 
 entropy weight.
 """
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -59,9 +60,10 @@ def _module_cost(module, input_shape) -> tuple[int, int]:
 def child_cost(space, arch, scale: int, side: int = _PROBE_SIDE, cache=None) -> tuple[int, float]:
   """Return (parameters, multiply-adds per LR pixel) of build(arch, scale) on a side x side image.
 
-  A space with `cost_pieces` (HNAS) gives additive pieces: each distinct piece is traced once
-  and kept in `cache` (a dict), so a new child costs lookups, not a trace of the whole network
-  (about 1.2 s for HNAS at L=12). Other spaces trace the child once.
+  A space with `cost_pieces` (HNAS, DeCoNAS) gives additive pieces: each distinct piece is traced
+  once and kept in `cache` (a dict), so a new child costs lookups, not a trace of the whole
+  network (about 1.2 s for HNAS at L=12, 1.4 s for DeCoNAS at N=16, M=8, C=64). Other spaces
+  trace the child once.
   """
   if not hasattr(space, "cost_pieces"):
     params, macs = _module_cost(space.build(arch, scale), (1, side, side, 3))
@@ -69,11 +71,17 @@ def child_cost(space, arch, scale: int, side: int = _PROBE_SIDE, cache=None) -> 
   cache = {} if cache is None else cache
   params = macs = 0
   for key, module, shape in space.cost_pieces(arch, scale, side):
-    key = (side, scale, *key)
-    if key not in cache:
-      cache[key] = _module_cost(module, shape)
-    params, macs = params + cache[key][0], macs + cache[key][1]
+    piece = _piece_cost(cache, side, scale, key, module, shape)
+    params, macs = params + piece[0], macs + piece[1]
   return params, macs / (side * side)
+
+
+def _piece_cost(cache: dict, side: int, scale: int, key: tuple, module, shape) -> tuple[int, int]:
+  """Return (parameters, multiply-adds) of one cost piece, traced once per (side, scale, key)."""
+  key = (side, scale, *key)
+  if key not in cache:
+    cache[key] = _module_cost(module, shape)
+  return cache[key]
 
 
 def child_macs_per_pixel(space, arch, scale: int) -> float:
@@ -150,6 +158,41 @@ class Reward:
         raise ConfigError("the reward has an entropy term but the strategy reports no entropy")
       total = total + self.weights["entropy"] * entropy
     return total
+
+  def device_costs(self) -> Callable | None:
+    """Return costs(tokens [B, L]) -> {term: float32 [B]} in jnp, or None without a cost table.
+
+    The normalised cost terms of `batch_costs`, computed on the device from the space's
+    `cost_table` (pieces traced once, then table lookups: no host round trip), so a search step
+    can score, cost and reward its children in one jitted call. Equal to `batch_costs` to float32
+    rounding (tests).
+    """
+    if not hasattr(self._space, "cost_table"):
+      return None
+
+    def table(side: int):
+      piece_cost = functools.partial(_piece_cost, self._pieces, side, self._scale)
+      return self._space.cost_table(piece_cost, self._scale, side)
+
+    side = _REFERENCE_SIDE if self.norm == "reference" else _PROBE_SIDE
+    probe = table(side)
+    macs = "macs" in self.weights
+    paper_side = cost.PAPER_INPUT[1]
+    paper = table(paper_side) if macs and self.norm == "paper" else None
+    max_cost = {k: float(v) for k, v in self.max_cost.items()}
+
+    def one(tokens: jax.Array) -> dict[str, jax.Array]:
+      params, per_pixel = probe(tokens)
+      if self.norm == "max":
+        out = {"params": params / max_cost["params"], "macs": per_pixel / max_cost.get("macs", 1)}
+      elif self.norm == "paper":
+        out = {"params": params / 1e6}
+        out["macs"] = paper(tokens)[1] * (paper_side * paper_side / 1e9) if macs else per_pixel
+      else:
+        out = {"params": params / 1e6, "macs": per_pixel * (side * side * _REFERENCE_UNIT)}
+      return {k: out[k] for k in ("params", *self._extra())}
+
+    return jax.vmap(one)
 
   def batch_costs(self, tokens) -> dict[str, np.ndarray]:
     """Return each cost term's normalised values (float64 [B]) for a batch of token rows."""

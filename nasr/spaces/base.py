@@ -143,7 +143,7 @@ class SupernetSpace(SearchSpace, Protocol):
 
   # Optional: cost_pieces(arch, scale, side) -> [(key, module, input shape)], additive pieces of
   # the child's cost on a side x side LR image, equal keys equal pieces (searches.reward caches
-  # them: a new child then costs lookups instead of a trace). HNAS has it.
+  # them: a new child then costs lookups instead of a trace). HNAS and DeCoNAS have it.
 
 
 @runtime_checkable

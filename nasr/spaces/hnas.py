@@ -914,6 +914,20 @@ class HNAS:
       unroll,
     )
 
+  def _piece(self, scale: int, side: int, form: str, op: str = "", at_hr: bool = False) -> tuple:
+    """Return (key, module, input shape) of one cost piece: "frame", "resize", an edge of form
+    "normal" | "up" | "inner" (at LR or HR), or a cell's "out" conv."""
+    c = self.channels
+    ctx = _Ctx(c, scale, self.reduction, jnp.float32, False)
+    res = (1, side * scale, side * scale, c) if at_hr else (1, side, side, c)
+    if form == "frame":
+      return ("frame",), _Piece("frame", "", ctx, self.skip), (1, side, side, 3)
+    if form == "resize":
+      return ("resize",), _Piece("resize", "", ctx), res
+    if form == "out":
+      return ("out", res[1]), _Piece("out", "", ctx), (*res[:3], self.nodes * c)
+    return (form, op, res[1]), _Piece(form, op, ctx), res
+
   def cost_pieces(self, arch: HNASArch, scale: int, side: int) -> list[tuple]:
     """Return [(key, module, input shape)]: pieces whose costs add up to build(arch)'s.
 
@@ -922,26 +936,62 @@ class HNAS:
     caller that caches by key traces each distinct op once instead of every new child whole.
     """
     self._check(arch)
-    scale = check_subpixel_scale(scale)
-    c, n = self.channels, self.nodes
-    ctx = _Ctx(c, scale, self.reduction, jnp.float32, False)
-    lr, hr = (1, side, side, c), (1, side * scale, side * scale, c)
-    pieces = [
-      (("frame",), _Piece("frame", "", ctx, self.skip), (1, side, side, 3)),
-      (("resize",), _Piece("resize", "", ctx), lr),
-    ]
+    piece = functools.partial(self._piece, check_subpixel_scale(scale), side)
+    pieces = [piece("frame"), piece("resize")]
     for i in range(arch.layers):
-      at_hr = i + 1 > arch.position
       up = i + 1 == arch.position
-      res = hr if at_hr or up else lr
+      at_hr = i + 1 > arch.position or up
       for node in arch.upsampling if up else arch.normal:
         for inp, op in (node[:2], node[2:]):
-          form = ("inner" if inp >= 2 else "up") if up else "normal"
-          shape = lr if form == "up" else res
-          pieces.append(((form, op, shape[1]), _Piece(form, op, ctx), shape))
-      out = (*res[:3], n * c)
-      pieces.append((("out", res[1]), _Piece("out", "", ctx), out))
+          if up:  # an upsampling edge reads the LR cell inputs; between its nodes it is at HR
+            pieces.append(piece("inner", op, True) if inp >= 2 else piece("up", op, False))
+          else:
+            pieces.append(piece("normal", op, at_hr))
+      pieces.append(piece("out", at_hr=at_hr))
     return pieces
+
+  def cost_table(self, piece_cost, scale: int, side: int):
+    """Return cost(tokens) -> (parameters, multiply-adds per LR pixel) in jnp (traceable).
+
+    The sum over `cost_pieces(decode(tokens), scale, side)` computed from the tokens alone, so a
+    search can compute its reward on the device; `piece_cost(key, module, shape)` returns
+    (parameters, multiply-adds) of one piece (the caller caches it). float32: exact to ~1e-7.
+    """
+    scale = check_subpixel_scale(scale)
+    n, layers = self.nodes, self.layers
+
+    # numpy: constants of the traced function (closed-over device arrays would be read back).
+    def row(*args) -> np.ndarray:
+      return np.asarray(piece_cost(*self._piece(scale, side, *args)), np.float32)
+
+    tables = {
+      "fixed": row("frame") + row("resize"),
+      "normal": np.stack([np.stack([row("normal", op, hr) for op in NORMAL_OPS]) for hr in (0, 1)]),
+      "up": np.stack([row("up", op, False) for op in UP_OPS]),
+      "inner": np.stack([row("inner", op, True) for op in UP_OPS]),
+      "out_lr": row("out", "", False),
+      "out_hr": row("out", "", True),
+    }
+
+    def cost(tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+      t = {k: jnp.asarray(v) for k, v in tables.items()}
+      fixed, normal, up, inner = t["fixed"], t["normal"], t["up"], t["inner"]
+      out_lr, out_hr = t["out_lr"], t["out_hr"]
+      normal_ops = tokens[1 : 4 * n : 2]  # (input, op) pairs: the ops at odd positions
+      up_in, up_ops = tokens[4 * n : 8 * n : 2], tokens[4 * n + 1 : 8 * n : 2]
+      position = tokens[8 * n] + 1
+      cell_lr, cell_hr = (jnp.sum(normal[hr, normal_ops], axis=0) for hr in (0, 1))
+      up_cell = jnp.sum(jnp.where(up_in[:, None] >= 2, inner[up_ops], up[up_ops]), axis=0)
+      total = (
+        fixed
+        + (position - 1) * (cell_lr + out_lr)
+        + up_cell
+        + out_hr
+        + (layers - position) * (cell_hr + out_hr)
+      )
+      return total[0], total[1] / (side * side)
+
+    return cost
 
   def count_params(self, arch: HNASArch, scale: int) -> int:
     """Return the exact parameter count of build(arch, scale) (shapes only, no compute)."""

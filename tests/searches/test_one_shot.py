@@ -1,17 +1,20 @@
 """The one-shot loop runs any registered strategy on any supernet space; its reward terms are exact."""
 
+import contextlib
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from jax._src.array import ArrayImpl
 
 from nasr import spaces, strategies
 from nasr.estimation import cost
 from nasr.experiment import load_config
-from nasr.searches import one_shot
+from nasr.searches import loop, one_shot
 from nasr.searches.reward import Reward
 from nasr.spaces.base import SupernetSpace
 from tests.launch_utils import REPO
@@ -159,3 +162,87 @@ def test_entropy_bonus_adds_the_policys_entropy():
   np.testing.assert_allclose(reward(psnr, {}, entropy), psnr + 0.5 * entropy)
   with pytest.raises(ValueError, match="entropy"):
     reward(psnr, {})
+
+
+@pytest.mark.parametrize("norm", ["max", "paper", "reference"])
+def test_device_costs_equal_the_host_costs(norm):
+  # The search's reward costs its children on the devices from the space's cost table.
+  rng = np.random.default_rng(4)
+  for name, terms in (("deconas", {"psnr": 1.0, "params": -2.0}), ("hnas", {"macs": -0.4})):
+    space = spaces.get(
+      name, **TINY_SPACES[name], **({"fusion_search": True} if name == "deconas" else {})
+    )
+    reward = Reward(terms, space, 2, norm)
+    tokens = space.token_spec().sample(rng, 8)
+    device = jax.jit(reward.device_costs())(jnp.asarray(tokens))
+    host = reward.batch_costs(tokens)
+    assert set(device) == set(host)
+    for k in host:
+      np.testing.assert_allclose(np.asarray(device[k]), host[k], rtol=1e-6)
+  drn = Reward({"psnr": 1.0, "params": -1.0}, spaces.get("drn", **TINY_SPACES["drn"]), 2)
+  assert drn.device_costs() is None  # no cost table: the search looks costs up on the host
+
+
+def test_the_controller_step_runs_on_the_devices_as_the_host_path_does():
+  c = _config("deconas", "reinforce", {"psnr": 1.0, "params": -2.0, "entropy": 0.1})
+  p = one_shot._prepare(c)
+  state = one_shot._init_state(p)
+  steps = {
+    "propose": jax.jit(p.strategy.propose, static_argnums=2),
+    "update": jax.jit(p.strategy.update),
+    "psnr": jax.jit(one_shot.make_psnr_fn(p.supernet, p.scale)),
+  }
+  params, key = state["w"].params, jax.random.PRNGKey(3)
+  host_state, host = one_shot._host_controller_step(p, steps, state["strategy"], params, key)
+  with _no_host_reads():  # nothing in the step is read on the host
+    dev_state, dev = one_shot.make_controller_step(p)(
+      state["strategy"], params, p.val["lr"], p.val["hr"], key
+    )
+  for k in ("reward", "val_psnr", "complexity"):
+    np.testing.assert_allclose(float(dev["seen"][k]), float(host["seen"][k]), rtol=1e-6)
+  # The reward in float32 on the devices, in float64 on the host: the advantage (reward minus
+  # baseline, a difference of numbers near 20 dB) differs by a few 1e-6.
+  for k in host["c_metrics"]:
+    np.testing.assert_allclose(dev["c_metrics"][k], host["c_metrics"][k], rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(dev_state, host_state, rtol=1e-5, atol=1e-5)
+
+
+@contextlib.contextmanager
+def _no_host_reads():
+  """Make reading any jax array on the host an error while inside.
+
+  jax's transfer guard (what `loop.on_device` sets) sees no transfer on the CPU backend, whose
+  arrays already live in host memory; every host read (float(), np.asarray, device_get) goes
+  through ArrayImpl._value.
+  """
+  before = ArrayImpl._value
+
+  def read(self):
+    raise AssertionError(f"a {self.dtype}{list(self.shape)} device value was read on the host")
+
+  ArrayImpl._value = property(read)
+  try:
+    yield
+  finally:
+    ArrayImpl._value = before
+
+
+def test_a_search_reads_nothing_on_the_host_between_its_steps(tmp_path, monkeypatch):
+  # Every supernet and controller step is dispatched inside loop.on_device(): here, any host read
+  # of a device value there fails the run (the host never waits for the devices within an epoch).
+  entered = []
+
+  @contextlib.contextmanager
+  def guarded():
+    entered.append(1)
+    with _no_host_reads():
+      yield
+
+  monkeypatch.setattr(loop, "on_device", guarded)
+  c = _config("deconas", "reinforce", {"psnr": 1.0, "params": -2.0})
+  c.controller_steps_per_epoch = 2
+  result = one_shot.run(c, tmp_path)
+  assert len(entered) == c.epochs * (c.train_steps_per_epoch + c.controller_steps_per_epoch)
+  assert np.isfinite(result["best_psnr"])
+  with pytest.raises(AssertionError, match="read on the host"), _no_host_reads():
+    float(jnp.ones(()))
