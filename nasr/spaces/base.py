@@ -143,7 +143,10 @@ class SupernetSpace(SearchSpace, Protocol):
 
   # Optional: cost_pieces(arch, scale, side) -> [(key, module, input shape)], additive pieces of
   # the child's cost on a side x side LR image, equal keys equal pieces (searches.reward caches
-  # them: a new child then costs lookups instead of a trace). HNAS and DeCoNAS have it.
+  # them: a new child then costs lookups instead of a trace); and cost_table(piece_cost, scale,
+  # side) -> cost(tokens) -> (parameters, multiply-adds per LR pixel), the same sum in jnp from the
+  # tokens (the one-shot search then rewards its children on the devices). HNAS and DeCoNAS have
+  # both; tests/spaces/test_contract.py checks them against the whole child.
 
 
 @runtime_checkable

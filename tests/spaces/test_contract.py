@@ -4,6 +4,7 @@ One parametrised test per promise, over `SPACES.names()` at x2, x3 and x4, with 
 space registered without an entry in TINY fails here until it gets one.
 """
 
+import functools
 import inspect
 import json
 
@@ -15,6 +16,8 @@ import pytest
 
 from nasr import spaces
 from nasr.core.errors import TokenError
+from nasr.estimation import cost
+from nasr.searches import reward
 from nasr.spaces.base import DifferentiableSpace, SearchSpace, SupernetSpace
 from nasr.spaces.registry import SPACES
 
@@ -73,6 +76,34 @@ def _sample(space, rng, num):
 
 def _shapes(tree):
   return jax.tree.map(lambda a: a.shape, tree)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cost_pieces_and_cost_table_add_up_to_the_childs_cost(name):
+  # The one-shot reward sums cached pieces (host) or table rows (device) instead of tracing each
+  # child: the sums must be the child's exact parameters and multiply-adds, at several probe sides
+  # (channel attention and other pooled convs do not scale with the pixels).
+  space = _space(name)
+  if not hasattr(space, "cost_pieces"):
+    pytest.skip(f"{name} has no cost pieces: the reward traces each child whole")
+  cache, rng = {}, np.random.default_rng(5)
+  for scale, side in ((2, 32), (3, 17), (4, 12)):
+    samples = [space.encode(space.max_arch()), *_sample(space, rng, 3)]
+    if hasattr(space, "cost_table"):
+      piece_cost = functools.partial(reward._piece_cost, cache, side, scale)
+      table = jax.jit(jax.vmap(space.cost_table(piece_cost, scale, side)))
+      from_table = np.stack(table(jnp.asarray(np.stack(samples))), axis=1)
+    for i, tokens in enumerate(samples):
+      arch = space.decode(tokens)
+      child = space.build(arch, scale)
+      probe = (1, side, side, 3)
+      shapes = jax.eval_shape(child.init, jax.random.PRNGKey(0), jnp.zeros(probe))
+      params, per_pixel = reward.child_cost(space, arch, scale, side, cache)
+      assert params == space.count_params(arch, scale)
+      assert per_pixel == cost.count_macs(child, shapes, probe) / (side * side)
+      if hasattr(space, "cost_table"):
+        np.testing.assert_allclose(from_table[i], [params, per_pixel], rtol=1e-6)
+  assert cache  # the pieces were used and cached
 
 
 def test_every_registered_space_has_tiny_settings():
