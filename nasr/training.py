@@ -77,7 +77,7 @@ def log_compute(config: ml_collections.ConfigDict) -> None:
   forms = (
     "the config's CPU forms"
     if chosen == "cpu"
-    else "XLA's own convolutions (grouped depthwise convs, no tap loops)"
+    else "XLA's own convolutions (grouped depthwise convs, no tap loops, gathered supernet slots)"
   )
   logging.info(
     "compute: %s, parameters float32; kernels: %s (%s): %s",
