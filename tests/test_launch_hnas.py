@@ -14,6 +14,7 @@ import pytest
 from nasr import spaces
 from nasr.checkpoint import Checkpointer
 from nasr.experiment import load_config
+from tests import pins
 from tests.launch_utils import (
   REPO,
   check_ok,
@@ -75,3 +76,12 @@ def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
     == json.loads((killed / "best.json").read_text())["tokens"]
   )
   assert np.isfinite(json.loads((killed / "search_result.json").read_text())["best_psnr"])
+
+
+def test_tiny_search_ends_where_its_stable_pin_says(searched):
+  assert pins.METHODS["hnas"] == tuple(ARGS)  # the pin was recorded with this test's arguments
+  pins.check_stable("hnas", searched)  # any CPU: choices exact, floats to 1e-4
+
+
+def test_tiny_search_is_bit_identical_to_its_pin_on_a_recorded_host(searched):
+  pins.check_exact("hnas", searched)  # the refactors kept the tiny search bit-identical
