@@ -97,6 +97,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.supernet = ml_collections.ConfigDict({"remat": False, "shifted": True, "unroll": 0})
   c.keep_checkpoints = 2
   c.derive = ml_collections.ConfigDict({"candidates": 100})
+  # What `nasr train` adds to the found architecture (the next commands a search prints): HNAS
+  # searches at 8 channels and retrains at the paper's 64.
+  c.retrain_overrides = ml_collections.ConfigDict({"arch_channels": 64})
   c.distributed = common.distributed_config()
   c.data.patch_size = 24
   c.data.batch_size = 8

@@ -283,11 +283,6 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
 # ---------------------------------------------------------------------------------------------------
 # Search.
 # ---------------------------------------------------------------------------------------------------
-# Search methods that run as several processes (jax.distributed): process 0 alone writes files.
-# GP-NAS trains its candidates one after another on one process.
-MULTI_PROCESS_METHODS = ("one_shot", "darts")
-
-
 def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Run the search `config.method` (once per lambda of config.lambdas); return its results."""
   _show_progress()
@@ -297,9 +292,9 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
       f"config.method is not set; available search methods: "
       f"{', '.join(SEARCH_METHODS.names()) or '(none yet)'}"
     )
-  run = SEARCH_METHODS.get(method)
+  record = SEARCH_METHODS.get(method)
   check_numbers(config)
-  if method not in MULTI_PROCESS_METHODS and parallel.several_processes(config):
+  if not record.multi_process and parallel.several_processes(config):
     raise ConfigError(
       f"config.method={method} runs on one process (its sub-runs write files from every "
       "process): set config.distributed.num_processes=1"
@@ -310,7 +305,7 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
   if config.get("kernels") is not None:
     training.log_compute(config)
   if config.get("lambdas"):  # a trade-off sweep: one search of `method` per lambda
-    return sweep.run_sweep(config, workdir, run)
+    return sweep.run_sweep(config, workdir, record.run)
   workdir = writers.prepare_workdir(workdir)
   done = loop.finished(config, workdir)
   if done is not None:
@@ -318,7 +313,22 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
       "%s: this search has finished; its summary (%s) is shown", workdir, loop.RESULT_FILE
     )
     return done
-  return run(config, workdir)
+  return record.run(config, workdir)
+
+
+def next_commands(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[str]:
+  """Return the commands that retrain and evaluate what a finished search found (none: a sweep)."""
+  record = SEARCH_METHODS.get(config.method)
+  w = Path(workdir)
+  arch = record.arch_path(w)
+  if config.get("lambdas") or not arch.is_file():
+    return []
+  flags = "".join(f" {f}" for f in record.retrain_overrides(config))
+  return [
+    f"nasr train --config=train --config.arch={arch}{flags} --workdir={w / 'retrain'}",
+    f"nasr evaluate --config=evaluate --config.checkpoint={w / 'retrain'} "
+    f"--workdir={w / 'retrain' / 'eval'}",
+  ]
 
 
 def diagnose(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:

@@ -156,11 +156,13 @@ def plot_history(
   *,
   ops: Sequence[str] | None = None,
   edges: Sequence[str] | None = None,
+  max_skip: int | None = None,
 ):
   """Draw softmax(alpha) over epochs and at the end, skip-connects and PSNR (DARTS Fig. 2 / 4).
 
   Returns the Figure (None without matplotlib). Rows carry "alpha_softmax" [edges][ops]; `ops` and
-  `edges` name its columns and rows (numbered when not given).
+  `edges` name its columns and rows (numbered when not given). `max_skip` (the most skip-connects a
+  derived architecture holds) tops the skip-connect axis; default: the most recorded.
   """
   drawn = _figure(path, (12, 8), 2, 2)
   if drawn is None:
@@ -194,8 +196,9 @@ def plot_history(
   ax.set_title("skip-connects in the derived cell")
   ax.set_xlabel("epoch")
   ax.set_ylabel("skip-connects")
-  kept = max((len(h["genotype"]) for h in history), default=1)
-  ax.set_ylim(0, kept + 0.5)  # up to every kept edge
+  if max_skip is None:
+    max_skip = max((h["num_skip"] for h in history), default=1)
+  ax.set_ylim(0, max(max_skip, 1) + 0.5)  # up to every kept edge
   ax.yaxis.set_major_locator(MaxNLocator(integer=True))
   ax.grid(alpha=0.3)
 

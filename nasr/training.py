@@ -4,7 +4,6 @@
 `train(config, workdir)`; the one-shot search compiles its supernet step with `compile_train_step`.
 """
 
-import inspect
 import json
 import math
 import os
@@ -91,9 +90,15 @@ def log_compute(config: ml_collections.ConfigDict) -> None:
 def supernet_options(config: ml_collections.ConfigDict, space) -> dict:
   """Return the keyword arguments of `space.supernet`: config.supernet, the compute dtype, and
   the accelerator forms when `kernels` resolves to "accelerator" (options the space lacks are
-  left out)."""
+  left out); an option of config.supernet that the space's supernet does not take fails here."""
   options = dict(config.get("supernet", {}) or {})
-  accepted = inspect.signature(space.supernet).parameters
+  accepted = space.supernet_options()
+  unknown = sorted(set(options) - accepted)
+  if unknown:
+    raise ConfigError(
+      f"config.supernet.{unknown[0]}: the {type(space).__name__} supernet has no such option; "
+      f"it takes {', '.join(sorted(accepted)) or 'none'}"
+    )
   if "dtype" in accepted:
     options["dtype"] = compute_dtype(config)
   if kernels(config) == "accelerator":

@@ -96,7 +96,7 @@ def _owner_checks(config) -> None:
   if config.get("space"):
     nasr.spaces.get(config.space.name, **loop.space_kwargs(config))
   if config.get("retrain"):
-    nasr.spaces.get(darts.SPACE, **darts.retrain_kwargs(config))
+    nasr.spaces.get(config.space.name, **darts.retrain_kwargs(config))
   if config.get("model") and not config.get("arch"):
     network = training.build_network(config, config.scale)
     jax.eval_shape(network.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))

@@ -58,7 +58,7 @@ def _darts_history(epochs: int = 3) -> list[dict]:
 def test_plot_history_shows_alpha_per_op_heatmap_skips_and_psnr(tmp_path):
   path = tmp_path / "alpha.png"
   history = _darts_history()
-  fig = plots.plot_history(history, path, title="darts", ops=OPS, edges=EDGES)
+  fig = plots.plot_history(history, path, title="darts", ops=OPS, edges=EDGES, max_skip=4)
   assert path.stat().st_size > 1000
   panels = _panels(fig)
   assert len(panels) == 4
@@ -78,6 +78,7 @@ def test_plot_history_shows_alpha_per_op_heatmap_skips_and_psnr(tmp_path):
   assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
   assert skips.get_ylabel() == "skip-connects"
   assert list(skips.get_lines()[0].get_ydata()) == [1, 2, 0]
+  assert skips.get_ylim() == (0, 4.5)  # up to the most skip-connects a genotype can hold
   assert psnr.get_ylabel() == "validation PSNR (dB)"
   assert fig.get_suptitle() == "darts"
 

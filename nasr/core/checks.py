@@ -128,8 +128,8 @@ NUMBER_RULES = {
 
 # Numeric keys checked where they are used, with messages that name them: config.scale by
 # check_scale, a space's sizes by the space, a model's by the model, DARTS' retrain size by the
-# DARTS search.
-OWNER_CHECKED = ("scale", "space.*", "model_kwargs.*", "retrain.*")
+# DARTS search, the train-config keys a search's retrain command passes by that training config.
+OWNER_CHECKED = ("scale", "space.*", "model_kwargs.*", "retrain.*", "retrain_overrides.*")
 
 _BOUNDS = {
   ">0": (lambda v: v > 0, "> 0"),

@@ -29,6 +29,12 @@ class Registry(Generic[T]):
     self._items[name] = item
     return item
 
+  def unregister(self, name: str) -> T:
+    """Remove `name` and return its item (a notebook redefining it, a test's throwaway item)."""
+    if name not in self._items:
+      raise KeyError(f"{self.kind} {name!r} is not registered")
+    return self._items.pop(name)
+
   def get(self, name: str) -> T:
     """Return the item registered as `name`, or raise ConfigError naming the choices."""
     try:

@@ -1,4 +1,8 @@
-"""Differentiable architecture search for SR (Improved DARTS): bilevel training, then derivation.
+"""Differentiable architecture search (Improved DARTS for SR): bilevel training, then derivation.
+
+It runs any registered `DifferentiableSpace` (config.space.name; darts_sr is the paper's): what it
+needs of the space's alpha (op and edge names, the one-hot alpha of an architecture, its
+skip-connect count, derivation) is that protocol's.
 
 The training images are split in two halves: one trains the supernet weights w, the other the
 architecture alpha. Every step updates alpha (first order, DARTS' finite-difference second order,
@@ -39,22 +43,19 @@ from nasr.estimation import train as train_lib
 from nasr.searches import loop
 from nasr.spaces.base import DifferentiableSpace, require
 
-SPACE = "darts_sr"
-
 
 def space_kwargs(config: ml_collections.ConfigDict) -> dict:
   """Return the keyword arguments of the searched space (config.space without its name)."""
-  name = config.space.get("name", SPACE)
-  if name != SPACE:
-    raise ConfigError(f"the darts search needs config.space.name={SPACE!r}, got {name!r}")
   return loop.space_kwargs(config)
 
 
 def retrain_kwargs(config: ml_collections.ConfigDict) -> dict:
-  """Return the space keyword arguments genotype.json stores: the search's, at retraining size."""
+  """Return the space keyword arguments genotype.json stores: the search's, at retraining size.
+
+  config.retrain holds space keywords (darts_sr: cells, channels); 0 keeps the search's value.
+  """
   kwargs = space_kwargs(config)
-  for key in ("cells", "channels"):
-    value = config.retrain.get(key, 0)
+  for key, value in (config.get("retrain") or {}).items():
     if not (isinstance(value, numbers.Real) and float(value).is_integer()):
       raise ConfigError(f"config.retrain.{key} must be an integer (0: the search's), got {value!r}")
     if value:
@@ -66,7 +67,7 @@ def split_halves(pairs: data_lib.SRPairs, seed: int) -> tuple[data_lib.SRPairs, 
   """Return (w half, alpha half) of the training pairs, drawn with `seed`."""
   if len(pairs) < 2:
     raise ConfigError(
-      f"the darts_sr search splits the training images in two halves; it needs at least 2, "
+      f"the darts search splits the training images in two halves; it needs at least 2, "
       f"got {len(pairs)}"
     )
   return pairs.split(len(pairs) // 2, seed=seed)
@@ -105,8 +106,9 @@ def _prepare(config: ml_collections.ConfigDict) -> dict:
   scale = check_scale(config.scale, "config.scale")
   mode = darts_lib.check_mode(config.alpha_mode)
   darts_lib.check_exact_form(config.exact_form)
-  space = require(spaces.get(SPACE, **space_kwargs(config)), DifferentiableSpace, "darts")
-  spaces.get(SPACE, **retrain_kwargs(config))  # a bad retrain size fails now, not at the end
+  name = config.space.name
+  space = require(spaces.get(name, **space_kwargs(config)), DifferentiableSpace, "darts")
+  spaces.get(name, **retrain_kwargs(config))  # a bad retrain size fails now, not at the end
   loss_fn = training.make_config_loss(config)
   mesh = parallel.make_mesh()
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
@@ -120,8 +122,9 @@ def _prepare(config: ml_collections.ConfigDict) -> dict:
   w_pairs, a_pairs = split_halves(train_pairs, config.seed)
   p, b = config.data.patch_size, config.data.batch_size
   logging.info(
-    "darts_sr (%s ops): %d images train w, %d train alpha, %d validate; alpha mode %s",
-    space.ops,
+    "%s (%d ops): %d images train w, %d train alpha, %d validate; alpha mode %s",
+    name,
+    len(space.op_names),
     len(w_pairs),
     len(a_pairs),
     len(val_pairs),
@@ -130,6 +133,7 @@ def _prepare(config: ml_collections.ConfigDict) -> dict:
   return {
     "scale": scale,
     "mode": mode,
+    "space_name": name,
     "space": space,
     "loss_fn": loss_fn,
     "mesh": mesh,
@@ -155,9 +159,8 @@ def _init(config: ml_collections.ConfigDict, parts: dict) -> tuple[Any, dict, An
   alpha_tx = darts_lib.make_alpha_optimizer(ao.lr, ao.b1, ao.b2, ao.weight_decay)
   state = darts_lib.create_state(w, alpha, w_tx, alpha_tx)
   logging.info(
-    "supernet: %d cells x %d channels, %d weights, alpha %s",
-    space.cells,
-    space.channels,
+    "supernet: %s, %d weights, alpha %s",
+    ", ".join(f"{k} {v}" for k, v in space_kwargs(config).items()),
     cost.count_params(w),
     space.alpha_shape,
   )
@@ -208,7 +211,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
       )
       search.write_json("history.json", search.history)
       if search.is_chief:
-        _plot(search, space, scale)
+        _plot(search, parts)
   summary = _finish(config, parts, search, state["search"].alpha, time.time() - t0)
   summary["step_compiles"] = _cache_size(bilevel_step)
   search.write_json(loop.RESULT_FILE, summary)
@@ -220,7 +223,7 @@ def shared_weight_scorer(
 ) -> loop.Scorer:
   """Return a Scorer of the finished search in `workdir`: the supernet's PSNR at a genotype.
 
-  A genotype is scored as the supernet at its one-hot alpha (`DartsSR.one_hot_alpha`: the derived
+  A genotype is scored as the supernet at its one-hot alpha (`space.one_hot_alpha`: the derived
   network with the shared weights), on the search's validation crops; the step is compiled once.
   The chosen architecture is the one derived from the final alpha (genotype.json's).
   """
@@ -237,7 +240,7 @@ def shared_weight_scorer(
 
   return loop.Scorer(
     space=space,
-    space_name=SPACE,
+    space_name=parts["space_name"],
     space_kwargs=space_kwargs(config),
     scale=parts["scale"],
     searched=space.encode(space.derive(np.asarray(jax.device_get(state.alpha)))),
@@ -301,8 +304,8 @@ def _alpha_record(space, alpha, record: dict) -> dict:
     "train_loss": record["train_loss"],
     "val_loss": record["val_loss"],
     "val_psnr": record["val_psnr"],
-    "num_skip": genotype.num_skip(),
-    "genotype": genotype.to_dict()["edges"],
+    "num_skip": space.num_skip(genotype),
+    "genotype": genotype.to_dict(),
     "alpha_softmax": np.round(softmax(alpha_np), 6).tolist(),
     "xi": record["xi"],
     "steps_per_sec": record["steps_per_sec"],
@@ -314,32 +317,31 @@ def _finish(config, parts, search, alpha, search_s: float) -> dict:
   space, scale, mode = parts["space"], parts["scale"], parts["mode"]
   alpha_np = np.asarray(jax.device_get(alpha))
   genotype = space.derive(alpha_np)
+  num_skip = space.num_skip(genotype)
   last = search.history[-1]
   rkw = retrain_kwargs(config)
-  retrain_space = spaces.get(SPACE, **rkw)
-  n_params = retrain_space.count_params(genotype, scale)
+  n_params = spaces.get(parts["space_name"], **rkw).count_params(genotype, scale)
   summary = {
-    "genotype": genotype.to_dict()["edges"],
-    "num_skip": genotype.num_skip(),
+    "genotype": genotype.to_dict(),
+    "num_skip": num_skip,
     "val_psnr": round(last["val_psnr"], 4),
     "alpha_mode": mode,
-    "ops": space.ops,
+    "ops": list(space.op_names),
     "epochs": config.epochs,
     "search_wall_s": round(search_s, 1),
     "steps_per_sec": round(last["steps_per_sec"], 3),
-    "retrain_cells": retrain_space.cells,
-    "retrain_channels": retrain_space.channels,
+    "retrain_space_kwargs": rkw,
     "retrain_params": n_params,
     "genotype_json": str(search.workdir / "genotype.json"),
   }
   if search.is_chief:
     spaces.save_arch(
       search.workdir / "genotype.json",
-      SPACE,
+      parts["space_name"],
       rkw,
       genotype,
       search_space_kwargs=space_kwargs(config),
-      num_skip=genotype.num_skip(),
+      num_skip=num_skip,
       val_psnr=summary["val_psnr"],
       params=n_params,
       alpha_mode=mode,
@@ -353,18 +355,20 @@ def _finish(config, parts, search, alpha, search_s: float) -> dict:
         "softmax": softmax(alpha_np).tolist(),
       },
     )
-    _plot(search, space, scale)
+    _plot(search, parts)
   return summary
 
 
-def _plot(search, space, scale: int) -> None:
+def _plot(search, parts: dict) -> None:
   """Redraw alpha.png from the search history."""
+  space = parts["space"]
   plots.plot_history(
     search.history,
     search.workdir / "alpha.png",
-    title=f"darts_sr ({space.ops}) x{scale}",
+    title=f"DARTS on {parts['space_name']} ({len(space.op_names)} ops) x{parts['scale']}",
     ops=space.op_names,
     edges=space.edge_names(),
+    max_skip=space.max_skip(),
   )
 
 

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -41,13 +40,9 @@ from nasr import plots, spaces, writers
 from nasr.core.checks import check_numbers
 from nasr.core.errors import ConfigError, TokenError
 from nasr.estimation import ranking
-from nasr.searches import darts, loop, one_shot
+from nasr.searches import loop, one_shot
+from nasr.searches.methods import SEARCH_METHODS, with_shared_weights
 
-# search method -> (config, workdir, search_result) -> Scorer
-SCORERS: dict[str, Callable[..., loop.Scorer]] = {
-  "one_shot": one_shot.shared_weight_scorer,
-  "darts": darts.shared_weight_scorer,
-}
 RESULT_FILE = "ranking.json"
 KIND = "diagnose"
 # What a stand-alone run takes from the search's data section: the same images and validation split.
@@ -78,10 +73,10 @@ def finished_search(search_dir: str | os.PathLike) -> tuple[ml_collections.Confi
     ) from None
   config = ml_collections.ConfigDict(record.get("config") or {})
   method = config.get("method")
-  if method not in SCORERS:
+  if method not in with_shared_weights():
     raise ConfigError(
       f"{search_dir} holds a {record.get('kind', 'unknown')} run; diagnose takes a search with "
-      f"shared weights ({', '.join(SCORERS)}). GP-NAS trains every candidate stand-alone already: "
+      f"shared weights ({', '.join(with_shared_weights())}). GP-NAS trains every candidate stand-alone already: "
       "its gp.json has the leave-one-out ranking"
     )
   return config, result
@@ -176,7 +171,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
 def _diagnose(config, search, result, search_dir: Path, workdir: Path, t0: float) -> dict:
   """Score, sample, train stand-alone, report (the workdir is claimed)."""
   method = search.method
-  scorer = SCORERS[method](search, search_dir, result)
+  scorer = SEARCH_METHODS.get(method).scorer(search, search_dir, result)
   rng = np.random.default_rng(int(config.get("seed", 0)))
   pool = uniform_architectures(scorer.space, rng, config.pool)
   if len(pool) < max(config.samples, config.random):

@@ -35,6 +35,7 @@ from nasr.core.checks import check_scale
 from nasr.core.errors import ConfigError
 from nasr.estimation import ranking
 from nasr.searches import loop
+from nasr.spaces.base import Families
 from nasr.strategies import gp as gp_lib
 
 
@@ -263,7 +264,7 @@ def report(space, skw, config, s_state, observations, grid, workdir: Path) -> di
   writers.write_json(workdir / "gp.json", doc)
   writers.write_json(workdir / "topk.json", topk)
   # The grid's own families name it: a "drn" space searching DRN and RCAN is a drn+rcan grid.
-  grid_name = "+".join(getattr(space, "families", ())) or config.space.name
+  grid_name = "+".join(space.families) if isinstance(space, Families) else config.space.name
   plots.plot_gp(
     observed,
     workdir / "gp.png",

@@ -32,6 +32,7 @@ import numpy as np
 
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost
+from nasr.spaces.base import CostPieces, CostTable
 
 COST_TERMS = ("params", "macs")
 TERMS = ("psnr", *COST_TERMS, "entropy")
@@ -65,7 +66,7 @@ def child_cost(space, arch, scale: int, side: int = _PROBE_SIDE, cache=None) -> 
   network (about 1.2 s for HNAS at L=12, 1.4 s for DeCoNAS at N=16, M=8, C=64). Other spaces
   trace the child once.
   """
-  if not hasattr(space, "cost_pieces"):
+  if not isinstance(space, CostPieces):
     params, macs = _module_cost(space.build(arch, scale), (1, side, side, 3))
     return params, macs / (side * side)
   cache = {} if cache is None else cache
@@ -167,7 +168,7 @@ class Reward:
     can score, cost and reward its children in one jitted call. Equal to `batch_costs` to float32
     rounding (tests).
     """
-    if not hasattr(self._space, "cost_table"):
+    if not isinstance(self._space, CostTable):
       return None
 
     def table(side: int):

@@ -3,7 +3,15 @@
 import jax.numpy as jnp
 
 from nasr.spaces import base, baselines, darts_sr, deconas, drn, hnas, registry
-from nasr.spaces.base import ArchJSON, DifferentiableSpace, SearchSpace, SupernetSpace
+from nasr.spaces.base import (
+  ArchJSON,
+  CostPieces,
+  CostTable,
+  DifferentiableSpace,
+  Families,
+  SearchSpace,
+  SupernetSpace,
+)
 from nasr.spaces.baselines import EDSR, MODELS, Bicubic, build_model, model_fields
 from nasr.spaces.darts_sr import DartsGenotype, DartsSR, DartsSRNet, DartsSRSupernet
 from nasr.spaces.deconas import DeCoNAS, DeCoNASArch, DeCoNASNet, DeCoNASSupernet
@@ -42,6 +50,8 @@ __all__ = [
   "SPACES",
   "ArchJSON",
   "Bicubic",
+  "CostPieces",
+  "CostTable",
   "DartsGenotype",
   "DartsSR",
   "DartsSRNet",
@@ -51,6 +61,7 @@ __all__ = [
   "DeCoNASNet",
   "DeCoNASSupernet",
   "DifferentiableSpace",
+  "Families",
   "SearchSpace",
   "SupernetSpace",
   "base",

@@ -15,12 +15,18 @@ search results the same way (`nasr.spaces.save_arch` / `load_arch`).
 
 Callers check `isinstance(space, SupernetSpace)` (the Protocols are runtime-checkable: the check
 looks at method names) and then call the methods; they never use `hasattr` on a space.
+
+Optional capabilities are declared, not probed: a space that has one inherits its abstract base
+class (`CostPieces`, `CostTable`, `Families`), and callers ask `isinstance(space, CostTable)`.
+A base class is a statement, so a space that happens to have a method of the same name does not
+claim the capability, and one that claims it without the method cannot be built.
 """
 
+import abc
 import dataclasses
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import flax.linen as nn
@@ -135,18 +141,14 @@ class SupernetSpace(SearchSpace, Protocol):
   def supernet(self, scale: int, **options) -> nn.Module:
     """Return the supernet; apply it as model.apply(variables, x, tokens int32 [len(spec)])."""
 
+  def supernet_options(self) -> frozenset[str]:
+    """Return the names of `supernet`'s keyword options (dtype, shifted, ...) besides scale."""
+
   def child_params(self, supernet_params: dict, arch: Arch) -> dict:
     """Return build(arch)'s parameters taken from the supernet's shared weights."""
 
   def max_arch(self) -> Arch:
     """Return the most complex child (most parameters and multiply-adds): the cost normaliser."""
-
-  # Optional: cost_pieces(arch, scale, side) -> [(key, module, input shape)], additive pieces of
-  # the child's cost on a side x side LR image, equal keys equal pieces (searches.reward caches
-  # them: a new child then costs lookups instead of a trace); and cost_table(piece_cost, scale,
-  # side) -> cost(tokens) -> (parameters, multiply-adds per LR pixel), the same sum in jnp from the
-  # tokens (the one-shot search then rewards its children on the devices). HNAS and DeCoNAS have
-  # both; tests/spaces/test_contract.py checks them against the whole child.
 
 
 @runtime_checkable
@@ -163,8 +165,51 @@ class DifferentiableSpace(SearchSpace, Protocol):
   def supernet(self, scale: int, **options) -> nn.Module:
     """Return the mixed-op network; apply it as model.apply(variables, x, alpha)."""
 
+  def supernet_options(self) -> frozenset[str]:
+    """Return the names of `supernet`'s keyword options (dtype, shifted, ...) besides scale."""
+
   def derive(self, alpha) -> Arch:
     """Return the discrete architecture that `alpha` selects."""
+
+  @property
+  def op_names(self) -> tuple[str, ...]:
+    """Return the candidate ops, in the column order of alpha (the last axis)."""
+
+  def edge_names(self) -> list[str]:
+    """Return a name per row of alpha (its leading axis)."""
+
+  def one_hot_alpha(self, arch: Arch) -> np.ndarray:
+    """Return logits whose softmax selects exactly `arch`: the supernet there is arch's network."""
+
+  def num_skip(self, arch: Arch) -> int:
+    """Return how many parameter-free skip-connects `arch` holds (DARTS' collapse shows here)."""
+
+  def max_skip(self) -> int:
+    """Return the most skip-connects a derived architecture can hold."""
+
+
+class CostPieces(abc.ABC):
+  """Declared by a space whose child's cost is a sum of pieces (searches.reward caches each)."""
+
+  @abc.abstractmethod
+  def cost_pieces(self, arch: Arch, scale: int, side: int) -> list[tuple[Hashable, nn.Module, Any]]:
+    """Return [(key, module, input shape)]: additive pieces of build(arch)'s cost on a side x side
+    LR image; equal keys are equal pieces, so a new child costs lookups instead of a trace."""
+
+
+class CostTable(CostPieces):
+  """Declared by a space that also computes a child's cost from its tokens in jnp (on device)."""
+
+  @abc.abstractmethod
+  def cost_table(self, piece_cost: Callable, scale: int, side: int) -> Callable:
+    """Return cost(tokens) -> (parameters, multiply-adds per LR pixel) in jnp: the sum of the
+    pieces' `piece_cost(key, module, shape)`, so the one-shot search rewards on the devices."""
+
+
+class Families(abc.ABC):
+  """Declared by a space whose architectures come in named families (`arch.group()`)."""
+
+  families: Sequence[str]  # the families searched, in token order (a field of the space)
 
 
 def require(space, protocol: type, method: str):

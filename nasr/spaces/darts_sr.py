@@ -889,6 +889,18 @@ class DartsSR:
         edges.append((self.op_names[nonzero[int(np.argmax(rows[j]))]], j))
     return DartsGenotype(tuple(edges))
 
+  def num_skip(self, genotype: DartsGenotype) -> int:
+    """Return the skip-connects of `genotype`."""
+    return self._check(genotype).num_skip()
+
+  def max_skip(self) -> int:
+    """Return the most skip-connects a genotype holds: every kept edge (2 per node)."""
+    return 2 * self.nodes
+
+  def supernet_options(self) -> frozenset[str]:
+    """Return the keyword options of `supernet` besides scale."""
+    return frozenset({"remat", "shifted", "dtype", "fused"})
+
   def supernet(
     self,
     scale: int,

@@ -57,7 +57,7 @@ from nasr.ops.cpu_kernels import ShiftSepConv, conv_tap_grad, stacked_depthwise_
 from nasr.ops.frame import SRFrame, sr_frame
 from nasr.ops.params import ConvParams, SepConvParams
 from nasr.ops.upsample import check_subpixel_scale
-from nasr.spaces.base import ArchJSON, count_module_params
+from nasr.spaces.base import ArchJSON, CostTable, count_module_params
 from nasr.spaces.registry import register
 
 Dtype = Any
@@ -569,7 +569,7 @@ def _slots(a: jax.Array, slots: Sequence[int], width: int, axis: int) -> jax.Arr
 
 @register("deconas")
 @dataclasses.dataclass(frozen=True)
-class DeCoNAS:
+class DeCoNAS(CostTable):
   """The DeCoNAS search space: N DNBs of M mix nodes with searched op/input bits.
 
   Attributes:
@@ -734,6 +734,10 @@ class DeCoNAS:
       unroll,
       gathered,
     )
+
+  def supernet_options(self) -> frozenset[str]:
+    """Return the keyword options of `supernet` besides scale."""
+    return frozenset({"skip_inactive", "dtype", "remat", "shifted", "unroll", "gathered"})
 
   def _piece(self, scale: int, side: int, kind: str, slots: int = 1, op: int = 0) -> tuple:
     """Return (key, module, input shape) of one cost piece reading `slots` x C channels."""

@@ -61,7 +61,7 @@ from nasr.ops.conv import Conv
 from nasr.ops.frame import SRFrame, sr_frame
 from nasr.ops.params import ConvParams
 from nasr.ops.upsample import check_subpixel_scale
-from nasr.spaces.base import ArchJSON, count_module_params
+from nasr.spaces.base import ArchJSON, Families, count_module_params
 from nasr.spaces.registry import register
 
 Dtype = Any
@@ -545,7 +545,7 @@ def _int_tuple(space: str, key: str, value) -> tuple[int, ...]:
 
 @register("drn")
 @dataclasses.dataclass(frozen=True)
-class DRN:
+class DRN(Families):
   """The GP-NAS grid: network family x features x depth x block size.
 
   Attributes:
@@ -694,6 +694,10 @@ class DRN:
       dtype,
       remat,
     )
+
+  def supernet_options(self) -> frozenset[str]:
+    """Return the keyword options of `supernet` besides scale."""
+    return frozenset({"dtype", "remat"})
 
   def child_params(self, supernet_params: dict, arch: DRNArch) -> dict:
     """Return the parameters of build(arch) sliced from the supernet's shared weights.

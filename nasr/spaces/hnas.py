@@ -78,7 +78,7 @@ from nasr.ops.cpu_kernels import (
 from nasr.ops.frame import SKIPS, SRFrame, sr_frame
 from nasr.ops.params import ConvParams
 from nasr.ops.upsample import check_subpixel_scale, interpolate, pixel_shuffle
-from nasr.spaces.base import ArchJSON, count_module_params
+from nasr.spaces.base import ArchJSON, CostTable, count_module_params
 from nasr.spaces.registry import register
 
 Dtype = Any
@@ -785,7 +785,7 @@ class HNASSupernet(SRFrame, nn.Module):
 
 @register("hnas")
 @dataclasses.dataclass(frozen=True)
-class HNAS:
+class HNAS(CostTable):
   """The HNAS search space: normal and upsampling cells of `nodes` nodes, L layers, a position.
 
   Attributes:
@@ -913,6 +913,10 @@ class HNAS:
       shifted,
       unroll,
     )
+
+  def supernet_options(self) -> frozenset[str]:
+    """Return the keyword options of `supernet` besides scale."""
+    return frozenset({"dtype", "remat", "shifted", "unroll"})
 
   def _piece(self, scale: int, side: int, form: str, op: str = "", at_hr: bool = False) -> tuple:
     """Return (key, module, input shape) of one cost piece: "frame", "resize", an edge of form

@@ -18,7 +18,14 @@ from nasr import spaces
 from nasr.core.errors import TokenError
 from nasr.estimation import cost
 from nasr.searches import reward
-from nasr.spaces.base import DifferentiableSpace, SearchSpace, SupernetSpace
+from nasr.spaces.base import (
+  CostPieces,
+  CostTable,
+  DifferentiableSpace,
+  Families,
+  SearchSpace,
+  SupernetSpace,
+)
 from nasr.spaces.registry import SPACES
 
 # Test-only tiny settings: seconds to compile on a 2-core CPU.
@@ -84,12 +91,12 @@ def test_cost_pieces_and_cost_table_add_up_to_the_childs_cost(name):
   # child: the sums must be the child's exact parameters and multiply-adds, at several probe sides
   # (channel attention and other pooled convs do not scale with the pixels).
   space = _space(name)
-  if not hasattr(space, "cost_pieces"):
+  if not isinstance(space, CostPieces):
     pytest.skip(f"{name} has no cost pieces: the reward traces each child whole")
   cache, rng = {}, np.random.default_rng(5)
   for scale, side in ((2, 32), (3, 17), (4, 12)):
     samples = [space.encode(space.max_arch()), *_sample(space, rng, 3)]
-    if hasattr(space, "cost_table"):
+    if isinstance(space, CostTable):
       piece_cost = functools.partial(reward._piece_cost, cache, side, scale)
       table = jax.jit(jax.vmap(space.cost_table(piece_cost, scale, side)))
       from_table = np.stack(table(jnp.asarray(np.stack(samples))), axis=1)
@@ -101,9 +108,29 @@ def test_cost_pieces_and_cost_table_add_up_to_the_childs_cost(name):
       params, per_pixel = reward.child_cost(space, arch, scale, side, cache)
       assert params == space.count_params(arch, scale)
       assert per_pixel == cost.count_macs(child, shapes, probe) / (side * side)
-      if hasattr(space, "cost_table"):
+      if isinstance(space, CostTable):
         np.testing.assert_allclose(from_table[i], [params, per_pixel], rtol=1e-6)
   assert cache  # the pieces were used and cached
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_capabilities_are_the_spaces_own(name):
+  # Capabilities are declared by base classes; this holds each declaration to the class's methods,
+  # so a space cannot have cost pieces it does not declare (the reward would trace it whole) or
+  # supernet options the trainer would not pass (config.supernet keys checked against them).
+  space, cls = _space(name), type(_space(name))
+  assert isinstance(space, CostPieces) == callable(getattr(cls, "cost_pieces", None))
+  assert isinstance(space, CostTable) == callable(getattr(cls, "cost_table", None))
+  assert isinstance(space, Families) == ("families" in {f.name for f in _fields(space)})
+  if isinstance(space, SupernetSpace | DifferentiableSpace):
+    taken = set(inspect.signature(space.supernet).parameters) - {"scale"}
+    assert space.supernet_options() == taken
+
+
+def _fields(space):
+  import dataclasses
+
+  return dataclasses.fields(space) if dataclasses.is_dataclass(space) else ()
 
 
 def test_every_registered_space_has_tiny_settings():
