@@ -3,7 +3,6 @@
 from nasr.ops.attention import RCAB, ChannelAttention
 from nasr.ops.blocks import ResBlock
 from nasr.ops.conv import Conv, PreActConv, ResidualOp, SepConv
-from nasr.ops.cpu_kernels import ShiftDepthwiseConv, ShiftSepConv
 from nasr.ops.frame import SKIPS, UPSAMPLE_AT, SRFrame, sr_frame
 from nasr.ops.params import ConvParams, SepConvParams
 from nasr.ops.upsample import (
@@ -37,8 +36,6 @@ __all__ = [
   "SRFrame",
   "SepConv",
   "SepConvParams",
-  "ShiftDepthwiseConv",
-  "ShiftSepConv",
   "SubPixelUpsampler",
   "UPSAMPLE_AT",
   "check_subpixel_scale",
