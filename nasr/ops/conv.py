@@ -1,4 +1,4 @@
-"""Convolution variants: plain, depthwise-separable, residual and pre-activation.
+"""Convolution variants: plain, depthwise-separable and residual.
 
 Every conv uses 'SAME' padding, float32 parameters and a separate compute `dtype`; parameters are
 created directly (not through a nested `nn.Conv`) so the parameter tree stays flat:
@@ -82,22 +82,6 @@ class SepConv(nn.Module):
       name="depthwise",
     )(x)
     return Conv(self.channels, 1, use_bias=self.use_bias, dtype=self.dtype, name="pointwise")(x)
-
-
-class PreActConv(nn.Module):
-  """ReLU, then a k x k convolution with bias."""
-
-  channels: int  # output channels
-  kernel: int = 3  # spatial kernel size
-  dilation: int = 1  # kernel dilation
-  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Return conv(relu(x))."""
-    return Conv(self.channels, self.kernel, self.dilation, dtype=self.dtype, name="conv")(
-      nn.relu(x)
-    )
 
 
 class ResidualOp(nn.Module):

@@ -645,12 +645,6 @@ class DRN:
     """Return () : no position chooses an operation."""
     return ()
 
-  def all_archs(self) -> list[DRNArch]:
-    """Return every architecture of the grid, in token order (last position fastest)."""
-    spec = self.token_spec()
-    grid = np.indices(spec.choices).reshape(len(spec), -1).T
-    return [self.decode(t) for t in grid]
-
   def max_arch(self) -> DRNArch:
     """Return the child with the most parameters: widest, deepest, largest blocks, of either family."""
     archs = []

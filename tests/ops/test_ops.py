@@ -53,7 +53,6 @@ X = np.random.default_rng(1).uniform(size=(2, 6, 7, 8)).astype(np.float32)
     (ops.Conv(4, kernel=3, groups=2, use_bias=False), 4),
     (ops.SepConv(6), 6),
     (ops.SepConv(6, kernel=5, dilation=2), 6),
-    (ops.PreActConv(8), 8),
     (ops.ResidualOp(ops.Conv(8)), 8),
     (ops.ChannelAttention(8), 8),
     (ops.RCAB(8), 8),
@@ -125,23 +124,6 @@ def test_subpixel_upsampler_rejects_other_scales(scale):
 def test_deconv_shapes(scale):
   y, _ = _apply(ops.Deconv(5, scale), X)
   assert y.shape == (2, 6 * scale, 7 * scale, 5)
-
-
-@pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic"])
-def test_resize_upsampler_shapes_and_no_params(method):
-  y, v = _apply(ops.ResizeUpsampler(3, method), X)
-  assert y.shape == (2, 18, 21, 8)
-  assert not jax.tree.leaves(v)
-
-
-def test_resize_nearest_repeats_pixels():
-  y, _ = _apply(ops.ResizeUpsampler(2, "nearest"), X)
-  np.testing.assert_array_equal(y, X.repeat(2, axis=1).repeat(2, axis=2))
-
-
-def test_resize_rejects_unknown_method():
-  with pytest.raises(ConfigError, match="'area'"):
-    ops.ResizeUpsampler(2, "area")
 
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (3, 3), (1, 1), (5, 2)])
