@@ -9,9 +9,9 @@ compiling call and `--warmup` more calls are not timed), the compile time, and t
 time of the same step on this kind of device with the ratio ours / reference (below 1: faster):
 
   supernet    the supernet train step at the search size of HNAS (Supplementary B): L=12 layers,
-              4 nodes, C=8, x2, batch 16 of 48x48 LR patches, Adam, L1; a freshly sampled
-              architecture every step (one compile serves them all), compiled as the one-shot
-              search compiles it (nasr.training.compile_train_step(..., supernet=True))
+              4 nodes, C=8, x2, batch 16 of 48x48 LR patches, Adam, L1; a fresh architecture
+              every step (one compile serves them all), proposed inside the step by the
+              controller, as the one-shot search compiles it (nasr.training.compile_sampled_step)
   controller  one controller step as the reference's controller_trainer.py takes it: propose
               `--controller_batch` children, score them with the supernet's shared weights on a
               batch of `--batch` LR patches (Y-PSNR), cost them (the reward's exact multiply-adds,
@@ -22,9 +22,10 @@ time of the same step on this kind of device with the ratio ours / reference (be
   retrain     the HNAS-A train step (configs/archs/hnas_a.json built at C=64), batch 16 of 48x48
               LR patches, Adam, L1
 
-`--normal_ops=reference` samples the normal cells from the released code's six ops (its
+`--normal_ops=reference` keeps the normal cells to the released code's six ops (its
 COMPACT_PRIMITIVES: the UDPB commented out) instead of all seven of Table I, the fair comparison
-with the reference's step; UDPB edges are the most expensive op by far.
+with the reference's step: a proposed UDPB edge becomes an RCAB (UDPB edges are the most expensive
+op by far).
 
 Reference (the authors' code, guoyongcs/HNAS-SR): on the 2-core CPU with PyTorch 2.13 and 2
 threads, supernet 2.24 s, controller 0.82 s, HNAS-A retrain 23.7 s; on one H200 with torch 2.11
@@ -48,8 +49,6 @@ from nasr.searches.reward import Reward
 from nasr.spaces import hnas
 
 PARTS = ("supernet", "controller", "policy", "retrain")
-# The released code's normal ops (model/genotypes.py COMPACT_PRIMITIVES): Table I less the UDPB.
-REFERENCE_OPS = tuple(o for o in hnas.NORMAL_OPS if o != "udpb")
 HNAS_A = Path(__file__).resolve().parents[1] / "configs" / "archs" / "hnas_a.json"
 # Seconds per step of the authors' code, by JAX backend (None: not measured).
 REFERENCE = {
@@ -67,7 +66,10 @@ _PARTS = flags.DEFINE_list(
   "parts", list(PARTS), "Which steps to time: supernet, controller, policy, retrain."
 )
 _NORMAL_OPS = flags.DEFINE_enum(
-  "normal_ops", "all", ["all", "reference"], "Normal ops sampled: Table I's 7 or the code's 6."
+  "normal_ops",
+  "all",
+  ["all", "reference"],
+  "Normal ops run: Table I's 7 or the released code's 6 (model/genotypes.py COMPACT_PRIMITIVES).",
 )
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per part (the median is reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 1, "Untimed steps after the compiling one.")
@@ -113,19 +115,19 @@ def _median_time(fn, repeats: int, warmup: int) -> tuple[float, float, list[floa
   return first, float(np.median(times)), times
 
 
-def _sample(space, rng) -> np.ndarray:
-  """Return one uniformly sampled token row, normal ops from --normal_ops's set."""
-  tokens = np.array(space.token_spec().sample(rng))
-  if _NORMAL_OPS.value == "reference":
-    allowed = [hnas.NORMAL_OPS.index(o) for o in REFERENCE_OPS]
-    cols = _normal_op_columns(space)
-    tokens[cols] = rng.choice(allowed, len(cols))
-  return tokens
-
-
 def _normal_op_columns(space) -> list[int]:
   """Return the token positions of the normal cell's ops (per node: input, op, input, op)."""
   return [4 * j + k for j in range(space.nodes) for k in (1, 3)]
+
+
+def _as_reference(space, tokens: jax.Array) -> jax.Array:
+  """Return token rows [n, T] with --normal_ops=reference's children: UDPB edges become RCABs."""
+  if _NORMAL_OPS.value != "reference":
+    return tokens
+  udpb, rcab = hnas.NORMAL_OPS.index("udpb"), hnas.NORMAL_OPS.index("rcab")
+  cols = np.array(_normal_op_columns(space))
+  ops = tokens[:, cols]
+  return jnp.asarray(tokens).at[:, cols].set(jnp.where(ops == udpb, rcab, ops))
 
 
 def _batches(n: int, batch: int, patch: int, scale: int, rng) -> list[dict]:
@@ -138,25 +140,37 @@ def _batches(n: int, batch: int, patch: int, scale: int, rng) -> list[dict]:
   ]
 
 
-def _train_timer(network, params, sizes: dict, supernet: bool, space=None):
-  """Return fn(i) running train step i (tokens sampled per step when `supernet`)."""
+def _train_timer(network, params, sizes: dict, space=None):
+  """Return fn(i) running train step i; with `space`, a supernet's as the search runs it (the
+  controller proposes step i's architecture inside the step, from the step's folded key)."""
   mesh = parallel.make_mesh()
+  repl = parallel.replicated(mesh)
   tx = train_lib.make_adam(train_lib.make_schedule(1e-3, "constant"))
-  step = training.compile_train_step(network, tx, losses.l1, mesh, supernet=supernet)
-  state = jax.device_put(train_lib.create_train_state(params, tx), parallel.replicated(mesh))
+  state = jax.device_put(train_lib.create_train_state(params, tx), repl)
   n = 1 + _WARMUP.value + _REPEATS.value
   rng = np.random.default_rng(0)
   batches = [
     parallel.shard_batch(b, mesh)
     for b in _batches(n, sizes["batch"], sizes["patch"], _SCALE.value, rng)
   ]
-  tokens = [jnp.asarray(_sample(space, rng)) for _ in range(n)] if supernet else [None] * n
   key = jax.random.PRNGKey(0)
   box = {"state": state}
+  if space is None:
+    step = training.compile_train_step(network, tx, losses.l1, mesh)
+    args = [(batches[i], key) for i in range(n)]
+  else:
+    strategy = _strategy(space)
+
+    def propose(policy, k, num):
+      tokens, aux = strategy.propose(policy, k, num)
+      return _as_reference(space, tokens), aux
+
+    step = training.compile_sampled_step(network, tx, losses.l1, propose, mesh)
+    policy = jax.device_put(strategy.init(train_lib.init_key(1)), repl)
+    args = [(policy, batches[i], key, jax.random.fold_in(key, i)) for i in range(n)]
 
   def run(i):
-    args = (box["state"], batches[i], key) + ((tokens[i],) if supernet else ())
-    box["state"], m = step(*args)
+    box["state"], m = step(box["state"], *args[i])
     return m["loss"]
 
   return run
@@ -180,7 +194,7 @@ def _supernet_part(sizes: dict):
   setup = {k: sizes[k] for k in ("layers", "nodes", "channels", "batch", "patch")}
   setup.update(remat=_REMAT.value, shifted=_SHIFTED.value, unroll=_UNROLL.value)
   setup["normal_ops"] = _NORMAL_OPS.value
-  return _train_timer(net, params, sizes, True, space), setup
+  return _train_timer(net, params, sizes, space), setup
 
 
 def _strategy(space):
@@ -214,13 +228,7 @@ def _controller_part(sizes: dict):
 
   def run(i):
     tokens, _ = propose(box["state"], jax.random.PRNGKey(i), num)
-    if _NORMAL_OPS.value == "reference":  # the reference's children: no UDPB edges
-      udpb, rcab = hnas.NORMAL_OPS.index("udpb"), hnas.NORMAL_OPS.index("rcab")
-      tokens = np.asarray(tokens).copy()
-      cols = _normal_op_columns(space)
-      ops = tokens[:, cols]
-      tokens[:, cols] = np.where(ops == udpb, rcab, ops)
-    tokens = np.asarray(tokens)
+    tokens = np.asarray(_as_reference(space, tokens))
     ps = np.asarray(psnr(params, lr, hr, jnp.asarray(tokens)))
     costs = reward.batch_costs(tokens)
     r = reward(ps, costs).astype(np.float32)
@@ -278,7 +286,7 @@ def _retrain_part(sizes: dict):
     "patch": sizes["patch"],
     "params": space.count_params(arch, _SCALE.value),
   }
-  return _train_timer(net, params, sizes, False), setup
+  return _train_timer(net, params, sizes), setup
 
 
 def main(argv):

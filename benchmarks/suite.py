@@ -11,16 +11,18 @@ Sections (x2, L1 loss; variants in the order they run):
   deconas  DeCoNAS supernet train step with configs/deconas.py:paper's supernet options (child-only
            work, remat; on the CPU a lax.cond per slot with shifted depthwise convs, on an
            accelerator one lax.switch per op over its gathered slots with XLA's depthwise convs)
-           at N4M4C64 and N16M8C64, batch 16 of 64x64, a new
-           random architecture (int32 tokens, one compile) every step; `child`: the stand-alone
-           network of one sampled N4M4C64 architecture.
+           at N4M4C64 and N16M8C64, batch 16 of 64x64, as the one-shot search runs it: the
+           config's controller proposes a new architecture inside every step (one compile,
+           training.compile_sampled_step); `child`: the stand-alone network of one sampled
+           N4M4C64 architecture.
   darts    DARTS-SR bilevel step (alpha update, then weight update), 8 cells x 64 channels, 4 nodes,
            improved ops, two batches of 16 x 64x64, configs/darts_sr.py:paper's supernet options
            (remat, shifted depthwise): first_order, finite_difference, exact (its jvp form).
   drn      GP-NAS dense residual network, F=64, 12 blocks of 3 stages, batch 16 of 48x48.
   rcan     GP-NAS RCAN family at RCAN's size, F=64, 10 groups x 20 RCABs, batch 16 of 48x48.
   hnas     HNAS supernet train step at the search size (configs/hnas.py:paper: 12 layers, 4 nodes,
-           C=8, every layer unrolled), batch 16 of 48x48, a new random architecture every step.
+           C=8, every layer unrolled), batch 16 of 48x48, a new architecture every step proposed
+           inside the step by the config's controller, as the search runs it.
 
 Per row (JSON list in --out, strict JSON: null where a number is unknown): compile_s of
 `jit(step).lower(...).compile()` alone (tracing included); median_ms of `--steps` steps after one
@@ -65,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from nasr import parallel, spaces, training
+from nasr import parallel, spaces, strategies, training
 from nasr.configs import darts_sr as darts_config
 from nasr.configs import deconas as deconas_config
 from nasr.configs import hnas as hnas_config
@@ -73,6 +75,7 @@ from nasr.configs import train as train_config
 from nasr.estimation import darts, losses
 from nasr.estimation import train as train_lib
 from nasr.searches import darts as darts_search
+from nasr.searches import loop
 
 SCALE = 2
 SECTIONS = ("edsr", "deconas", "darts", "drn", "rcan", "hnas")
@@ -218,21 +221,29 @@ def _batches(n: int, sizes: dict, mesh, seed: int) -> list[dict]:
   ]
 
 
-def _train_case(network, params, config, sizes, n, setup, tokens=None) -> Case:
-  """Return the Case of `network`'s train step as nasr trains it (a supernet when `tokens`)."""
+def _train_case(network, params, config, sizes, n, setup, space=None) -> Case:
+  """Return the Case of `network`'s train step as nasr trains it; with `space`, a supernet's as
+  the one-shot search runs it: the config's strategy proposes each step's architecture inside the
+  step (`training.compile_sampled_step`), a new one every step from the step's folded key."""
   mesh = parallel.make_mesh()
+  repl = parallel.replicated(mesh)
   tx, _ = training.make_tx(config, 1000)
-  step = training.compile_train_step(
-    network, tx, training.make_config_loss(config), mesh, supernet=tokens is not None
-  )
-  state = jax.device_put(train_lib.create_train_state(params, tx), parallel.replicated(mesh))
-  key = jax.device_put(jax.random.PRNGKey(0), parallel.replicated(mesh))
+  loss = training.make_config_loss(config)
+  state = jax.device_put(train_lib.create_train_state(params, tx), repl)
+  key = jax.device_put(jax.random.PRNGKey(0), repl)
   batches = _batches(n, sizes, mesh, seed=1)
-  if tokens is None:
+  if space is None:
+    step = training.compile_train_step(network, tx, loss, mesh)
     args = [(b, key) for b in batches]
   else:
-    tokens = [jax.device_put(jnp.asarray(t, jnp.int32), parallel.replicated(mesh)) for t in tokens]
-    args = [(b, key, t) for b, t in zip(batches, tokens, strict=True)]
+    spec = space.token_spec()
+    kwargs = loop.strategy_kwargs(config, spec, space.op_heads())
+    strategy = strategies.get(config.strategy.name, spec, **kwargs)
+    step = training.compile_sampled_step(network, tx, loss, strategy.propose, mesh)
+    policy = jax.device_put(strategy.init(train_lib.init_key(1)), repl)
+    keys = [jax.device_put(jax.random.fold_in(key, i), repl) for i in range(n)]
+    args = [(policy, b, key, k) for b, k in zip(batches, keys, strict=True)]
+    setup = {**setup, "strategy": config.strategy.name}
   setup = {"batch": sizes["batch"], "patch": sizes["patch"], "scale": SCALE, **setup}
   setup["params"] = int(sum(np.size(x) for x in jax.tree.leaves(params)))
   return Case(step, state, args, setup)
@@ -284,9 +295,8 @@ def _deconas(key: str, n: int) -> Case:
   x0 = jnp.zeros((1, s["patch"], s["patch"], 3), jnp.float32)
   max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
   params = jax.jit(network.init)(train_lib.init_key(0), x0, max_tokens)["params"]
-  tokens = space.token_spec().sample(rng, n)
   setup = {"blocks": blocks, "nodes": nodes, "channels": channels, **options}
-  return _train_case(network, params, config, s, n, _setup(config, setup), tokens=tokens)
+  return _train_case(network, params, config, s, n, _setup(config, setup), space=space)
 
 
 def _darts(key: str, n: int) -> Case:
@@ -407,9 +417,8 @@ def _hnas(key: str, n: int) -> Case:
   x0 = jnp.zeros((1, s["patch"], s["patch"], 3), jnp.float32)
   max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
   params = jax.jit(network.init)(train_lib.init_key(0), x0, max_tokens)["params"]
-  tokens = space.token_spec().sample(np.random.default_rng(0), n)
   setup = {"layers": s["layers"], "nodes": s["nodes"], "channels": s["channels"], **options}
-  return _train_case(network, params, config, s, n, _setup(config, setup), tokens=tokens)
+  return _train_case(network, params, config, s, n, _setup(config, setup), space=space)
 
 
 BUILDERS = {

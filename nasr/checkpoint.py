@@ -171,20 +171,6 @@ class Checkpointer:
       )
     return None
 
-  def restore_arrays(self, step: int | None = None) -> Any:
-    """Return the state of `step` (default: latest) as nested dicts of arrays, without a target.
-
-    Optax state types are lost (Orbax cannot know them); use `restore` to resume a run and this to
-    inspect or compare checkpoints.
-    """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    restored = self._manager.restore(
-      step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-    )
-    return restored["state"]
-
   def restore_meta(self, step: int | None = None) -> dict:
     """Return only the JSON metadata of `step` (default: latest)."""
     step = self.latest_step() if step is None else step

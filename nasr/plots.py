@@ -47,6 +47,9 @@ def _save(fig, path: Path, title: str, ax=None) -> None:
 
 def pareto_front(cost: Sequence[float], psnr: Sequence[float]) -> list[int]:
   """Return the indices of the non-dominated points (lower cost, higher PSNR), by rising cost."""
+  # Cheapest first, and at equal cost the most accurate first: a point is on the front exactly
+  # when it beats the PSNR of every cheaper-or-equal point before it (so of equal points one is
+  # kept, and a point with a NaN or infinite cost or PSNR, such as a diverged child, never is).
   order = sorted(
     (i for i in range(len(cost)) if math.isfinite(cost[i]) and math.isfinite(psnr[i])),
     key=lambda i: (cost[i], -psnr[i]),

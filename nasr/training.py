@@ -1,7 +1,8 @@
 """The trainer: train a network from a config, resumably and data-parallel; load a trained one.
 
 `experiment.train` (the launcher's entry point) and GP-NAS (which trains every candidate) both call
-`train(config, workdir)`; the one-shot search compiles its supernet step with `compile_train_step`.
+`train(config, workdir)`; the one-shot search compiles its supernet step with
+`compile_sampled_step` (the architecture proposed inside the step).
 """
 
 import json

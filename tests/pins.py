@@ -41,6 +41,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from nasr.checkpoint import Checkpointer
 
@@ -74,9 +75,23 @@ def _normalise(obj, workdir: str):
   return obj
 
 
+def restore_arrays(workdir: Path, step: int | None = None):
+  """Return the state of a run's checkpoint `step` (default: latest) as nested dicts of arrays.
+
+  Restored without a target, so optax state types are lost: for comparing checkpoints, not resuming.
+  """
+  ckpt = Checkpointer(workdir)
+  step = ckpt.latest_step() if step is None else step
+  ckpt.close()
+  if step is None:
+    raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
+  with ocp.StandardCheckpointer() as reader:
+    return reader.restore(ckpt.directory / str(step) / "state")
+
+
 def _final_state(method: str, workdir: Path) -> dict:
   """Return the arrays that define where a search ended, by meaning (not by checkpoint layout)."""
-  state = Checkpointer(workdir).restore_arrays()
+  state = restore_arrays(workdir)
   if method in ("deconas", "hnas"):
     return {"strategy": state["strategy"], "supernet": state["w"]["params"]}
   if method == "darts_sr":

@@ -9,8 +9,8 @@ import pytest
 
 import nasr
 from nasr import spaces, training
-from nasr.checkpoint import Checkpointer
 from nasr.core.errors import ConfigError
+from tests import pins
 
 
 def _config(name="train", preset="tiny", **values):
@@ -77,7 +77,7 @@ def test_a_tiny_bfloat16_training_run_decreases_its_loss_with_float32_state(tmp_
     if "loss" in json.loads(line)
   ]
   assert len(losses) == 3 and losses[-1] < losses[0], losses
-  state = Checkpointer(tmp_path).restore_arrays()
+  state = pins.restore_arrays(tmp_path)
   dtypes = {
     a.dtype for a in jax.tree.leaves(state["train"]) if jnp.issubdtype(a.dtype, jnp.inexact)
   }

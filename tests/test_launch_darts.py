@@ -93,8 +93,8 @@ def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
   kill_after_checkpoint("search", [TINY], killed, min_step=STEPS)
   assert Checkpointer(killed).restore_meta()["epoch"] < EPOCHS
   check_ok(run_launcher("search", TINY, f"--workdir={killed}"))
-  ref = Checkpointer(searched).restore_arrays(EPOCHS * STEPS)
-  res = Checkpointer(killed).restore_arrays(EPOCHS * STEPS)
+  ref = pins.restore_arrays(searched, EPOCHS * STEPS)
+  res = pins.restore_arrays(killed, EPOCHS * STEPS)
   np.testing.assert_array_equal(ref["search"]["alpha"], res["search"]["alpha"])
   chex.assert_trees_all_close(ref, res, atol=0, rtol=0)  # w, both optimizers, RNG, step
   ref_genotype = json.loads((searched / "genotype.json").read_text())["tokens"]
@@ -119,7 +119,7 @@ def test_sigterm_inside_an_epoch_saves_that_step_and_resumes_bit_identically(sea
   assert ckpt.latest_step() == STEPS + 1 and meta["epoch"] == 1 and meta["partial"]["at"] == 1
   assert len(meta["partial"]["carry"]["train_loss"]) == 1
   run_search(config, stopped)
-  ref, res = Checkpointer(searched).restore_arrays(), Checkpointer(stopped).restore_arrays()
+  ref, res = pins.restore_arrays(searched), pins.restore_arrays(stopped)
   chex.assert_trees_all_close(ref, res, atol=0, rtol=0)
   timing = {"steps_per_sec"}
   ref_h, res_h = (

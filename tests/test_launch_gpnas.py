@@ -67,8 +67,8 @@ def test_sigkill_resume_reaches_the_same_observations(reference, tmp_path):
   assert Checkpointer(killed).latest_step() == 1  # killed during round 2
   check_ok(run_launcher("search", TINY, f"--workdir={killed}"))
   assert _observations(killed) == _observations(reference)
-  ref = Checkpointer(reference).restore_arrays(2)
-  res = Checkpointer(killed).restore_arrays(2)
+  ref = pins.restore_arrays(reference, 2)
+  res = pins.restore_arrays(killed, 2)
   chex.assert_trees_all_close(ref["strategy"], res["strategy"], atol=0, rtol=0)
   ref_topk = [r["tokens"] for r in json.loads((reference / "topk.json").read_text())]
   assert ref_topk == [r["tokens"] for r in json.loads((killed / "topk.json").read_text())]

@@ -67,8 +67,8 @@ def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
   kill_after_checkpoint("search", ARGS, killed, min_step=2 * STEPS)
   assert Checkpointer(killed).restore_meta()["epoch"] < EPOCHS
   check_ok(run_launcher("search", *ARGS, f"--workdir={killed}"))
-  ref = Checkpointer(searched).restore_arrays(EPOCHS * STEPS)
-  res = Checkpointer(killed).restore_arrays(EPOCHS * STEPS)
+  ref = pins.restore_arrays(searched, EPOCHS * STEPS)
+  res = pins.restore_arrays(killed, EPOCHS * STEPS)
   chex.assert_trees_all_close(ref["strategy"], res["strategy"], atol=0, rtol=0)
   chex.assert_trees_all_close(ref["w"], res["w"], atol=0, rtol=0)
   assert (

@@ -154,8 +154,8 @@ def test_search_ctrl_c_resume_matches_uninterrupted(searched, tmp_path):
   assert err.strip().splitlines()[-1].startswith("interrupted: SIGINT ")
   assert Checkpointer(killed).restore_meta()["epoch"] < EPOCHS
   check_ok(run_launcher("search", TINY, f"--workdir={killed}"))
-  ref = Checkpointer(searched).restore_arrays(EPOCHS * STEPS)
-  res = Checkpointer(killed).restore_arrays(EPOCHS * STEPS)
+  ref = pins.restore_arrays(searched, EPOCHS * STEPS)
+  res = pins.restore_arrays(killed, EPOCHS * STEPS)
   chex.assert_trees_all_close(ref["strategy"], res["strategy"], atol=0, rtol=0)
   chex.assert_trees_all_close(ref["w"], res["w"], atol=0, rtol=0)
   ref_best = json.loads((searched / "best.json").read_text())["tokens"]
@@ -189,8 +189,8 @@ def test_stops_in_either_phase_of_an_epoch_save_that_step_and_resume_bit_identic
   assert Checkpointer(stopped).latest_step() == 2 * STEPS + W_STEPS
   assert meta["epoch"] == 2 and "supernet_loss" in meta["partial"]["carry"]
   run_search(config, stopped)
-  ref = Checkpointer(searched).restore_arrays()
-  res = Checkpointer(stopped).restore_arrays()
+  ref = pins.restore_arrays(searched)
+  res = pins.restore_arrays(stopped)
   chex.assert_trees_all_close(ref, res, atol=0, rtol=0)
   assert _history(stopped) == _history(searched)  # losses, rewards: as if it had not stopped
   ref_best = json.loads((searched / "best.json").read_text())

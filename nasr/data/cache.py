@@ -77,11 +77,6 @@ class MapPool:
         self._maps.popitem(last=False)
       return arr
 
-  def open_count(self) -> int:
-    """Return how many maps the pool holds open now."""
-    with self._lock:
-      return len(self._maps)
-
   def discard(self, path: str) -> None:
     """Drop the map of `path`, if held: its file was replaced, and the map shows the old one."""
     with self._lock:
@@ -208,10 +203,6 @@ class DecodeCache:
     digest = entry_key(key)
     folder = self.dir / digest[:2]
     return folder / f"{digest}.lr.npy", folder / f"{digest}.hr.npy", folder / f"{digest}.json"
-
-  def lookup(self, key: dict) -> Entry | None:
-    """Return the entry of `key` when it is complete and intact, else None (nothing decoded)."""
-    return self._check(key)[0]
 
   def fetch(
     self, key: dict, name: str, decode: Callable[[], tuple[np.ndarray, np.ndarray]]

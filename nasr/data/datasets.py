@@ -65,10 +65,6 @@ class SRPairs:
     train_idx = sorted(set(range(n)) - set(val_idx))
     return self.subset(train_idx), self.subset(val_idx)
 
-  def max_lr_patch(self) -> int:
-    """Return the largest LR patch every image can give: the smallest LR side (0 when empty)."""
-    return min((min(shape[:2]) for shape in image_shapes(self.lr)), default=0)
-
 
 def _take(images: Sequence[np.ndarray], idx: list[int]) -> Sequence[np.ndarray]:
   take = getattr(images, "take", None)

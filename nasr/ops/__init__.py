@@ -2,8 +2,7 @@
 
 from nasr.ops.attention import RCAB, ChannelAttention
 from nasr.ops.blocks import ResBlock
-from nasr.ops.conv import Conv, PreActConv, ResidualOp, SepConv
-from nasr.ops.cpu_kernels import ShiftDepthwiseConv, ShiftSepConv
+from nasr.ops.conv import Conv, ResidualOp, SepConv
 from nasr.ops.frame import SKIPS, UPSAMPLE_AT, SRFrame, sr_frame
 from nasr.ops.params import ConvParams, SepConvParams
 from nasr.ops.upsample import (
@@ -12,7 +11,6 @@ from nasr.ops.upsample import (
   SUBPIXEL_SCALES,
   Deconv,
   MeanShift,
-  ResizeUpsampler,
   SubPixelUpsampler,
   check_subpixel_scale,
   interpolate,
@@ -30,15 +28,11 @@ __all__ = [
   "ConvParams",
   "Deconv",
   "MeanShift",
-  "PreActConv",
   "ResBlock",
   "ResidualOp",
-  "ResizeUpsampler",
   "SRFrame",
   "SepConv",
   "SepConvParams",
-  "ShiftDepthwiseConv",
-  "ShiftSepConv",
   "SubPixelUpsampler",
   "UPSAMPLE_AT",
   "check_subpixel_scale",

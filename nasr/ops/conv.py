@@ -1,8 +1,8 @@
-"""Convolution variants: plain, depthwise-separable, residual and pre-activation.
+"""Convolution variants: plain, depthwise-separable and residual.
 
 Every conv uses 'SAME' padding, float32 parameters and a separate compute `dtype`; parameters are
 created directly (not through a nested `nn.Conv`) so the parameter tree stays flat:
-`{"kernel": [k, k, Cin / groups, Cout], "bias": [Cout]}`.
+`{"kernel": [k, k, Cin / groups, Cout], "bias": [Cout]}`. The math is `nasr.ops.functional`'s.
 """
 
 from collections.abc import Callable
@@ -11,6 +11,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from nasr.ops.functional import conv, depthwise
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
@@ -27,6 +29,9 @@ class Conv(nn.Module):
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   kernel_init: Initializer = nn.initializers.lecun_normal()  # kernel initialiser
   bias_init: Initializer = nn.initializers.zeros_init()  # bias initialiser
+  # A depthwise conv (groups = input = output channels) as shifted multiply-adds: the same
+  # function, fast on XLA:CPU (nasr.ops.functional.depthwise).
+  shifted: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -42,19 +47,14 @@ class Conv(nn.Module):
       (self.kernel, self.kernel, cin // self.groups, self.channels),
       jnp.float32,
     )
-    y = jax.lax.conv_general_dilated(
-      x.astype(self.dtype),
-      kernel.astype(self.dtype),
-      window_strides=(1, 1),
-      padding="SAME",
-      rhs_dilation=(self.dilation, self.dilation),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-      feature_group_count=self.groups,
-    )
+    if self.shifted and not cin == self.channels == self.groups:
+      raise ValueError(f"{self.name}: shifted needs a depthwise conv, got groups={self.groups}")
+    bias = None
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.channels,), jnp.float32)
-      y = y + bias.astype(self.dtype)
-    return y
+    if self.shifted:
+      return depthwise(x, kernel, self.dilation, bias, dtype=self.dtype, shifted=True)
+    return conv(x, kernel, bias, dtype=self.dtype, dilation=self.dilation, groups=self.groups)
 
 
 class SepConv(nn.Module):
@@ -65,6 +65,7 @@ class SepConv(nn.Module):
   dilation: int = 1  # depthwise kernel dilation
   use_bias: bool = True  # biases on both convs
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
+  shifted: bool = False  # the depthwise conv as shifted multiply-adds (fast on CPU, same function)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -77,25 +78,10 @@ class SepConv(nn.Module):
       groups=cin,
       use_bias=self.use_bias,
       dtype=self.dtype,
+      shifted=self.shifted,
       name="depthwise",
     )(x)
     return Conv(self.channels, 1, use_bias=self.use_bias, dtype=self.dtype, name="pointwise")(x)
-
-
-class PreActConv(nn.Module):
-  """ReLU, then a k x k convolution with bias."""
-
-  channels: int  # output channels
-  kernel: int = 3  # spatial kernel size
-  dilation: int = 1  # kernel dilation
-  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Return conv(relu(x))."""
-    return Conv(self.channels, self.kernel, self.dilation, dtype=self.dtype, name="conv")(
-      nn.relu(x)
-    )
 
 
 class ResidualOp(nn.Module):

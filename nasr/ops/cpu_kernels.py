@@ -1,16 +1,18 @@
 """Kernels in the forms XLA:CPU runs fast: shifted depthwise convs, tap-loop conv gradients, pools.
 
-Depthwise convolution and stride-1 pooling are written as sums / maxima of shifted slices (used by
-the DeCoNAS and DARTS-SR networks and supernets when `shifted=True`).
+Depthwise convolution and stride-1 pooling are written as sums / maxima of shifted slices (chosen
+by `nasr.ops.functional` with `shifted=True`, as the DeCoNAS, DARTS-SR and HNAS networks and
+supernets ask on the CPU).
 
 XLA's CPU backend runs grouped (depthwise) convolutions and the gradient of `reduce_window` max
 pooling slowly: on a 2-core x86 CPU, a 5x5 depthwise conv of an 8x24x24x16 batch takes 15 ms
 forward and 32 ms with its gradient through `conv_general_dilated`, 0.2 ms and 2.3 ms as 25
 shifted multiply-adds, which XLA fuses into one loop. A DARTS supernet holds hundreds of these
 ops, so its search step uses the shifted forms. They compute the same function with the same
-parameters as `nasr.ops.conv.SepConv` (the parameter trees are identical), but the multiply-adds of
-the shifted depthwise conv are elementwise and invisible to `nasr.estimation.cost.count_macs`: a
-network whose multiply-adds are reported keeps the `conv_general_dilated` form.
+parameters as `conv_general_dilated` (`nasr.ops.conv.SepConv(shifted=True)` has the parameter
+tree of `SepConv`), but the multiply-adds of the shifted depthwise conv are elementwise and
+invisible to `nasr.estimation.cost.count_macs`: a network whose multiply-adds are reported keeps
+the `conv_general_dilated` form.
 
 `conv_tap_grad` is a dense convolution whose gradients are written out the same way: inside a
 rolled loop (a `lax.scan` body, as in a rematerialised supernet) XLA:CPU computes a conv's kernel
@@ -18,16 +20,10 @@ gradient ~40x slower than in straight-line code, and k*k matmuls of shifted slic
 """
 
 import functools
-from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from nasr.ops.conv import Conv
-
-Dtype = Any
 
 
 def _taps(x: jax.Array, kernel: int, dilation: int, pad_value: float):
@@ -41,21 +37,6 @@ def _taps(x: jax.Array, kernel: int, dilation: int, pad_value: float):
   for i in range(kernel):
     for j in range(kernel):
       yield i, j, xp[:, i * dilation : i * dilation + h, j * dilation : j * dilation + w, :]
-
-
-def depthwise_conv(x: jax.Array, kernel: jax.Array, dilation: int = 1) -> jax.Array:
-  """Return the 'SAME', stride-1 depthwise convolution of NHWC `x` with kernel [k, k, 1, C].
-
-  Equals `conv_general_dilated(..., feature_group_count=C)` (cross-correlation, like it). `x` may
-  have more trailing axes, [N, H, W, *rest], with kernel [k, k, 1, *rest'] broadcasting against
-  them (several kernels side by side: x [N, H, W, 1, C], kernel [k, k, 1, n, C] -> [N, H, W, n, C]).
-  """
-  k = kernel.shape[0]
-  out = None
-  for i, j, tap in _taps(x, k, dilation, 0.0):
-    term = tap * kernel[i, j, 0]
-    out = term if out is None else out + term
-  return out
 
 
 def _stacked_forward(h: jax.Array, kernel: jax.Array, dilation: int) -> jax.Array:
@@ -222,47 +203,6 @@ def avg_pool(x: jax.Array, kernel: int = 3) -> jax.Array:
   ones = jnp.ones((1, *x.shape[1:3], 1), x.dtype)
   count = sum(tap for _, _, tap in _taps(ones, kernel, 1, 0.0))
   return total / count
-
-
-class ShiftDepthwiseConv(nn.Module):
-  """A k x k depthwise convolution as shifted multiply-adds; parameters as `Conv(groups=C)`."""
-
-  kernel: int = 3  # odd spatial kernel size
-  dilation: int = 1  # kernel dilation
-  use_bias: bool = True  # add a learned per-channel bias
-  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Return the depthwise-convolved NHWC batch (same channels)."""
-    c = x.shape[-1]
-    kernel = self.param(
-      "kernel", nn.initializers.lecun_normal(), (self.kernel, self.kernel, 1, c), jnp.float32
-    )
-    # The stacked form: its gradient is written out, which XLA:CPU runs several times faster.
-    k = kernel.astype(self.dtype)[None, :, :, 0]
-    y = stacked_depthwise_conv(x.astype(self.dtype)[None], k, self.dilation)[0]
-    if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros_init(), (c,), jnp.float32).astype(self.dtype)
-    return y
-
-
-class ShiftSepConv(nn.Module):
-  """`nasr.ops.conv.SepConv` with a shifted depthwise conv: the same function and parameters."""
-
-  channels: int  # output channels (of the pointwise conv)
-  kernel: int = 3  # depthwise kernel size (odd)
-  dilation: int = 1  # depthwise kernel dilation
-  use_bias: bool = True  # biases on both convs
-  dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Return the separable convolution of an NHWC batch."""
-    x = ShiftDepthwiseConv(self.kernel, self.dilation, self.use_bias, self.dtype, name="depthwise")(
-      x
-    )
-    return Conv(self.channels, 1, use_bias=self.use_bias, dtype=self.dtype, name="pointwise")(x)
 
 
 def _dense(x: jax.Array, kernel: jax.Array, padding, tap_grad: bool) -> jax.Array:

@@ -160,26 +160,6 @@ class Deconv(nn.Module):
     )(x.astype(self.dtype))
 
 
-class ResizeUpsampler(nn.Module):
-  """Upsample by a fixed interpolation (no parameters); channels are unchanged."""
-
-  scale: int = 2  # upsampling factor
-  method: str = "bilinear"  # one of RESIZE_METHODS
-  dtype: Dtype = jnp.float32  # compute dtype
-
-  def __post_init__(self):
-    if self.method not in RESIZE_METHODS:
-      raise ConfigError(f"resize method must be one of {RESIZE_METHODS}, got {self.method!r}")
-    super().__post_init__()
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Return the NHWC batch resized by `scale`."""
-    n, h, w, c = x.shape
-    shape = (n, h * self.scale, w * self.scale, c)
-    return jax.image.resize(x.astype(self.dtype), shape, self.method)
-
-
 class MeanShift(nn.Module):
   """Add `sign` times the DIV2K RGB mean (no parameters)."""
 

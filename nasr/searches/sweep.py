@@ -167,7 +167,7 @@ def collect(workdir: Path, lambdas: Sequence[float], configs: Sequence, scale: i
           "tokens": [int(t) for t in r["tokens"]],
         }
       )
-  front = pareto_front([c["psnr"] for c in candidates], [c["gmacs_480"] for c in candidates])
+  front = plots.pareto_front([c["gmacs_480"] for c in candidates], [c["psnr"] for c in candidates])
   return {
     "scale": scale,
     "input": list(cost.PAPER_INPUT),
@@ -203,18 +203,3 @@ class Gmacs480:
     if key not in self._cache:
       self._cache[key] = cost.gmacs_480(space.build(arch, self.scale))
     return self._cache[key]
-
-
-def pareto_front(psnr: Sequence[float], gmacs: Sequence[float]) -> list[int]:
-  """Return the indices of the non-dominated points (max PSNR, min GMACs), by GMACs ascending."""
-  psnr, gmacs = np.asarray(psnr, np.float64), np.asarray(gmacs, np.float64)
-  # Cheapest first, and at equal cost the most accurate first: a point is on the front exactly
-  # when it beats the PSNR of every cheaper-or-equal point before it (so of equal points one is
-  # kept, and a NaN PSNR, a diverged child, never is).
-  order = np.lexsort((-psnr, gmacs))
-  front, best = [], -math.inf
-  for i in order:
-    if psnr[i] > best:
-      front.append(int(i))
-      best = psnr[i]
-  return front

@@ -36,6 +36,7 @@ Example:
 """
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,8 +48,9 @@ import numpy as np
 from nasr.core.errors import ConfigError, TokenError
 from nasr.core.types import TokenSpec
 from nasr.ops.conv import SepConv
-from nasr.ops.cpu_kernels import ShiftSepConv, avg_pool, max_pool, stacked_depthwise_conv
+from nasr.ops.cpu_kernels import avg_pool, max_pool
 from nasr.ops.frame import SRFrame, sr_frame
+from nasr.ops.functional import conv, stacked_depthwise
 from nasr.ops.params import SepConvParams
 from nasr.ops.upsample import check_subpixel_scale
 from nasr.spaces.base import ArchJSON, count_module_params
@@ -192,7 +194,7 @@ class DartsOp(nn.Module):
     """Return op(x)."""
     kind, k = _op_kind(self.op)
     c, dt = self.channels, self.dtype
-    sep = ShiftSepConv if self.shifted else SepConv
+    sep = functools.partial(SepConv, shifted=self.shifted)
     if kind == ZERO:
       return jnp.zeros_like(x)
     if kind == SKIP:
@@ -273,25 +275,6 @@ class _EdgeParams(nn.Module):
     return {op: _OpParams(op, self.channels, name=op)() for op in self.ops}
 
 
-def _depthwise(h: jax.Array, kernel: jax.Array, dilation: int, shifted: bool) -> jax.Array:
-  """Return the depthwise convs of h [1 or n, N, H, W, C] with per-edge kernels [n, k, k, C]."""
-  n, c = kernel.shape[0], kernel.shape[-1]
-  if shifted:
-    return stacked_depthwise_conv(h, kernel, dilation)
-  m, b, hh, ww, _ = h.shape
-  x = jnp.broadcast_to(h, (n, b, hh, ww, c)).transpose(1, 2, 3, 0, 4).reshape(b, hh, ww, n * c)
-  y = jax.lax.conv_general_dilated(
-    x,
-    kernel.transpose(1, 2, 0, 3).reshape(*kernel.shape[1:3], 1, n * c),
-    window_strides=(1, 1),
-    padding="SAME",
-    rhs_dilation=(dilation, dilation),
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    feature_group_count=n * c,
-  )
-  return y.reshape(b, hh, ww, n, c).transpose(3, 0, 1, 2, 4)
-
-
 def _stack(convs: list, dt: Dtype):
   """Return one SepConv's parameters of n edges stacked on a leading axis.
 
@@ -311,7 +294,7 @@ def _batched_op(op: str, x: jax.Array, params: list, shifted: bool, dt: Dtype) -
     if n:
       h = nn.relu(h)
     (dwk, dwb), (pwk, pwb) = _stack([p[n] for p in params], dt)
-    h = _depthwise(h, dwk, dil, shifted) + dwb
+    h = stacked_depthwise(h, dwk, dil, shifted=shifted) + dwb
     # Edges lead: a batched matmul with its batch axis first needs no transposes.
     h = jnp.einsum("ebhwc,ecd->ebhwd", h, pwk) + pwb
   return h + x if residual else h
@@ -359,19 +342,6 @@ def _pad_kernel(kernel: jax.Array, size: int) -> jax.Array:
   return jnp.pad(kernel, ((r, r), (r, r), (0, 0))) if r else kernel
 
 
-def _grouped_conv(h: jax.Array, kernel: jax.Array, groups: int, dilation: int = 1) -> jax.Array:
-  """Return the 'SAME' stride-1 NHWC conv of h with an HWIO kernel in `groups` feature groups."""
-  return jax.lax.conv_general_dilated(
-    h,
-    kernel,
-    window_strides=(1, 1),
-    padding="SAME",
-    rhs_dilation=(dilation, dilation),
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    feature_group_count=groups,
-  )
-
-
 def _fused_group(
   x: jax.Array,
   ops: list[str],
@@ -407,16 +377,17 @@ def _fused_group(
     bias = stack(s, 1, 1) + jnp.einsum("ekc,ekcd->ekd", stack(s, 0, 1), pw)
     pw, bias = pw.astype(dt), bias.astype(dt)
     if shifted:  # op-major blocks: the last pointwise conv then reads each op's edges in one piece
-      h = stacked_depthwise_conv(h, dwk.swapaxes(0, 1).reshape(m, size, size, c), dilation)
+      dwk = dwk.swapaxes(0, 1).reshape(m, size, size, c)
+      h = stacked_depthwise(h, dwk, dilation, shifted=True)
     else:
       dwk = dwk.transpose(2, 3, 0, 1, 4).reshape(size, size, 1, m * c)
-      h = _grouped_conv(h, dwk, m * c, dilation)
+      h = conv(h, dwk, dilation=dilation, groups=m * c)
     if s < n_convs - 1:
       if shifted:
         h = jnp.einsum("mbhwc,mcd->mbhwd", h, pw.swapaxes(0, 1).reshape(m, c, c))
         h = nn.relu(h + bias.swapaxes(0, 1).reshape(m, 1, 1, 1, c))
       else:
-        h = _grouped_conv(h, pw.transpose(2, 0, 1, 3).reshape(1, 1, c, m * c), m)
+        h = conv(h, pw.transpose(2, 0, 1, 3).reshape(1, 1, c, m * c), groups=m)
         h = nn.relu(h + bias.reshape(m * c))
       continue
     pw = pw * w[:, :, None, None]
@@ -427,7 +398,7 @@ def _fused_group(
       y = y.transpose(1, 2, 3, 0, 4)
     else:
       kernel = pw.reshape(n, nk * c, c).transpose(1, 0, 2).reshape(1, 1, nk * c, n * c)
-      y = _grouped_conv(h, kernel, n).reshape(b, hh, ww, n, c)
+      y = conv(h, kernel, groups=n).reshape(b, hh, ww, n, c)
   return y, bias
 
 

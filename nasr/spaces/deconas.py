@@ -53,8 +53,8 @@ from nasr.core.errors import ConfigError, TokenError
 from nasr.core.types import TokenSpec
 from nasr.ops.attention import ChannelAttention
 from nasr.ops.conv import Conv, SepConv
-from nasr.ops.cpu_kernels import ShiftSepConv, conv_tap_grad, stacked_depthwise_conv
 from nasr.ops.frame import SRFrame, sr_frame
+from nasr.ops.functional import conv, depthwise
 from nasr.ops.params import ConvParams, SepConvParams
 from nasr.ops.upsample import check_subpixel_scale
 from nasr.spaces.base import ArchJSON, CostTable, count_module_params
@@ -150,7 +150,7 @@ def _node_plan(arch: DeCoNASArch) -> dict[int, list[tuple[int, list[int]]]]:
 
 def _child_op(k: int, channels: int, dtype: Dtype, name: str, shifted: bool) -> nn.Module:
   if OPS[k] == "sepconv3x3":
-    return (ShiftSepConv if shifted else SepConv)(channels, 3, dtype=dtype, name=name)
+    return SepConv(channels, 3, dtype=dtype, shifted=shifted, name=name)
   return Conv(channels, 3, DILATION[k], dtype=dtype, name=name)
 
 
@@ -248,29 +248,6 @@ def _fuse(c: int, dtype: Dtype, d: int, feats: list[jax.Array]) -> jax.Array:
 # Weight-sharing supernet (architecture as an array argument: compiled once).
 
 
-def _conv(x, kernel, dilation=1, groups=1, dtype=jnp.float32, tap_grad=False):
-  if tap_grad and groups == 1:  # inside a rolled scan on CPU (nasr.ops.cpu_kernels.conv_tap_grad)
-    return conv_tap_grad(x.astype(dtype), kernel.astype(dtype), dilation)
-  return jax.lax.conv_general_dilated(
-    x.astype(dtype),
-    kernel.astype(dtype),
-    window_strides=(1, 1),
-    padding="SAME",
-    rhs_dilation=(dilation, dilation),
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    feature_group_count=groups,
-  )
-
-
-def _depthwise(x: jax.Array, kernel: jax.Array, shifted: bool, dtype: Dtype) -> jax.Array:
-  """Return the 3x3 depthwise conv of NHWC x with kernel [3, 3, 1, C] (no bias)."""
-  if not shifted:
-    return _conv(x, kernel, groups=x.shape[-1], dtype=dtype)
-  # Shifted multiply-adds (nasr.ops.cpu_kernels): XLA:CPU's depthwise-conv gradient is ~400x slower
-  # per multiply-add than a dense conv's (BENCHMARKS.md); the same function and parameters.
-  return stacked_depthwise_conv(x.astype(dtype)[None], kernel.astype(dtype)[None, :, :, 0], 1)[0]
-
-
 def _masked_concat(xs: Sequence[jax.Array], mask: jax.Array) -> jax.Array:
   return jnp.concatenate([x * mask[j].astype(x.dtype) for j, x in enumerate(xs)], axis=-1)
 
@@ -352,38 +329,42 @@ class DeCoNASSuperBlock(nn.Module):
 
         def width(i):
           n = i * c
-          h = _depthwise(buf[..., :n], dw[..., :n], self.shifted, dt) + dwb[:n].astype(dt)
-          return _conv(h, pw[:, :, :n, :], dtype=dt, tap_grad=tg)
+          h = depthwise(buf[..., :n], dw[..., :n], 1, dwb[:n], dtype=dt, shifted=self.shifted)
+          return conv(h, pw[:, :, :n, :], dtype=dt, tap_grad=tg)
 
         return _by_count(count, m, width, xs[0]) + pwb.astype(dt)
 
       def slot(j):
-        h = _depthwise(xs[j], dw[..., sl(j)], self.shifted, dt) + dwb[sl(j)].astype(dt)
-        return _conv(h, pw[:, :, sl(j), :], dtype=dt, tap_grad=tg)
+        h = depthwise(xs[j], dw[..., sl(j)], 1, dwb[sl(j)], dtype=dt, shifted=self.shifted)
+        return conv(h, pw[:, :, sl(j), :], dtype=dt, tap_grad=tg)
 
       if self.skip_inactive:
         return sum(_select(bits[j], functools.partial(slot, j), xs[0]) for j in range(m)) + pwb
       # Depthwise conv acts per channel, so masking after it equals dropping the slot.
-      h = _depthwise(jnp.concatenate(xs, axis=-1), dw, self.shifted, dt) + dwb.astype(dt)
+      h = depthwise(jnp.concatenate(xs, axis=-1), dw, 1, dwb, dtype=dt, shifted=self.shifted)
       h = h * jnp.repeat(bits, c).astype(dt)
-      return _conv(h, pw, dtype=dt, tap_grad=tg) + pwb.astype(dt)
+      return conv(h, pw, pwb, dtype=dt, tap_grad=tg)
     kernel, bias = ConvParams((3, 3, m * c, c), name=name)()
     dil = DILATION[k]
     if self.skip_inactive and self.gathered:
       kernel = _take_slots(kernel, order, c, 2)
 
       def width(i):
-        return _conv(buf[..., : i * c], kernel[:, :, : i * c, :], dil, dtype=dt, tap_grad=tg)
+        return conv(
+          buf[..., : i * c], kernel[:, :, : i * c, :], dtype=dt, dilation=dil, tap_grad=tg
+        )
 
       return _by_count(count, m, width, xs[0]) + bias.astype(dt)
     if self.skip_inactive:
 
       def slot(j):
-        return _conv(xs[j], kernel[:, :, j * c : (j + 1) * c, :], dil, dtype=dt, tap_grad=tg)
+        return conv(
+          xs[j], kernel[:, :, j * c : (j + 1) * c, :], dtype=dt, dilation=dil, tap_grad=tg
+        )
 
       return sum(_select(bits[j], functools.partial(slot, j), xs[0]) for j in range(m)) + bias
     # A conv of the concat is the sum of per-slot convs: zeroing a slot drops it.
-    return _conv(_masked_concat(xs, bits), kernel, dil, dtype=dt, tap_grad=tg) + bias.astype(dt)
+    return conv(_masked_concat(xs, bits), kernel, bias, dtype=dt, dilation=dil, tap_grad=tg)
 
   @nn.compact
   def __call__(self, x: jax.Array, ops: jax.Array, lff: jax.Array) -> jax.Array:
@@ -407,8 +388,7 @@ class DeCoNASSuperBlock(nn.Module):
       feats.append(jnp.where(count > 0, h, feats[m - 1]))
     mask = jnp.concatenate([lff, jnp.ones((1,), lff.dtype)])  # the last node always feeds LFF
     kernel, bias = ConvParams((1, 1, (self.nodes + 1) * c, c), name="lff")()
-    y = _conv(_masked_concat(feats, mask), kernel, dtype=dt, tap_grad=self.tap_grad)
-    y = y + bias.astype(dt)
+    y = conv(_masked_concat(feats, mask), kernel, bias, dtype=dt, tap_grad=self.tap_grad)
     return y + x
 
 
@@ -436,10 +416,8 @@ class _DenseStep(nn.Module):
     stack, d = carry
     c, n, dt = self.channels, self.blocks, self.dtype
     kernel, bias = ConvParams((1, 1, (n + 1) * c, c), name="fuse")()
-    h = _conv(
-      _stack_concat(stack, jnp.arange(n + 1) <= d), kernel, dtype=dt, tap_grad=self.tap_grad
-    )
-    h = h + bias.astype(dt)
+    mask = jnp.arange(n + 1) <= d
+    h = conv(_stack_concat(stack, mask), kernel, bias, dtype=dt, tap_grad=self.tap_grad)
     block = DeCoNASSuperBlock(
       self.nodes,
       c,
@@ -552,7 +530,7 @@ class DeCoNASSupernet(SRFrame, nn.Module):
       (stack, _), _ = dense((stack, jnp.int32(0)), ops, lff)
       kernel, bias = ConvParams((1, 1, (n + 1) * c, c), name="gff_fuse")()
       gmask = jnp.concatenate([gff, jnp.ones((1,), gff.dtype)])  # F_N always feeds GFF
-      return _conv(_stack_concat(stack, gmask), kernel, dtype=dt) + bias.astype(dt)
+      return conv(_stack_concat(stack, gmask), kernel, bias, dtype=dt)
 
     return sr_frame(x, body, c, self.scale, dt, head="sfe1", body_conv="gff_conv")
 

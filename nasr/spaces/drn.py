@@ -59,6 +59,7 @@ from nasr.core.types import TokenSpec
 from nasr.ops.attention import RCAB, ChannelAttention
 from nasr.ops.conv import Conv
 from nasr.ops.frame import SRFrame, sr_frame
+from nasr.ops.functional import conv
 from nasr.ops.params import ConvParams
 from nasr.ops.upsample import check_subpixel_scale
 from nasr.spaces.base import ArchJSON, Families, count_module_params
@@ -260,20 +261,6 @@ class RCANNet(SRFrame, nn.Module):
 # Weight-sharing supernet (architecture as an array argument: compiled once).
 
 
-def _conv(x: jax.Array, kb, dtype: Dtype, mask: jax.Array | None = None) -> jax.Array:
-  """Return conv(x) + bias ('SAME', as `Conv`), times the channel mask `mask` when given."""
-  kernel, bias = kb
-  y = jax.lax.conv_general_dilated(
-    x.astype(dtype),
-    kernel.astype(dtype),
-    window_strides=(1, 1),
-    padding="SAME",
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-  )
-  y = y + bias.astype(dtype)
-  return y if mask is None else y * mask
-
-
 def _at(kb, i):
   """Return the i-th copy of stacked (kernel, bias)."""
   return kb[0][i], kb[1][i]
@@ -356,8 +343,8 @@ class _GroupParams(nn.Module):
 def _attention(p: dict, x: jax.Array, rmask: jax.Array, dtype: Dtype) -> jax.Array:
   """Return channel attention of x (as `ChannelAttention`), its squeeze width masked by rmask."""
   s = jnp.mean(x.astype(dtype), axis=(1, 2), keepdims=True)
-  s = nn.relu(_conv(s, p["squeeze"], dtype, rmask))
-  s = nn.sigmoid(_conv(s, p["excite"], dtype))
+  s = nn.relu(conv(s, *p["squeeze"], dtype=dtype) * rmask)
+  s = nn.sigmoid(conv(s, *p["excite"], dtype=dtype))
   return x.astype(dtype) * s
 
 
@@ -377,8 +364,8 @@ def _drb(p: dict, x, prev, stages, min_stages: int, w: _Widths) -> jax.Array:
   for j in range(p["stage_conv1"][0].shape[0]):
 
     def stage(s, j=j):
-      t = nn.relu(_conv(s, _at(p["stage_conv1"], j), dt, w.fmask))
-      t = _conv(t, _at(p["stage_conv2"], j), dt, w.fmask)
+      t = nn.relu(conv(s, *_at(p["stage_conv1"], j), dtype=dt) * w.fmask)
+      t = conv(t, *_at(p["stage_conv2"], j), dtype=dt) * w.fmask
       if prev is not None:
         # The IBSC targets stages 0 and L // 2 of the traced L (once when they coincide).
         hit = True if j == 0 else j == stages // 2
@@ -389,7 +376,7 @@ def _drb(p: dict, x, prev, stages, min_stages: int, w: _Widths) -> jax.Array:
     t = stage(s) if j < min_stages else jax.lax.cond(j < stages, stage, jnp.zeros_like, s)
     outs.append(t)
     s = t
-  y = _conv(jnp.concatenate(outs, axis=-1), p["fuse"], dt, w.fmask)
+  y = conv(jnp.concatenate(outs, axis=-1), *p["fuse"], dtype=dt) * w.fmask
   y = _attention(p["attention"], y, w.rmask, dt)
   return y + x.astype(y.dtype)
 
@@ -424,8 +411,8 @@ def _rcan_body(p: dict, groups, blocks, remat: bool, w: _Widths, head):
     pb, b = xs
 
     def run(x):
-      y = nn.relu(_conv(x, pb["conv1"], dt, w.fmask))
-      y = _conv(y, pb["conv2"], dt, w.fmask)
+      y = nn.relu(conv(x, *pb["conv1"], dtype=dt) * w.fmask)
+      y = conv(y, *pb["conv2"], dtype=dt) * w.fmask
       y = _attention(pb["attention"], y, w.rmask, dt)
       return (x.astype(y.dtype) + 1.0 * y).astype(x.dtype)
 
@@ -438,7 +425,7 @@ def _rcan_body(p: dict, groups, blocks, remat: bool, w: _Widths, head):
 
     def run(x):
       y, _ = jax.lax.scan(rcab, x, (pg["rcab"], jnp.arange(nb)))
-      return (_conv(y, pg["conv"], dt, w.fmask) + x.astype(y.dtype)).astype(x.dtype)
+      return (conv(y, *pg["conv"], dtype=dt) * w.fmask + x.astype(y.dtype)).astype(x.dtype)
 
     # Groups past the child's count are identities (lax.cond: their work is skipped).
     return jax.lax.cond(g < groups, run, lambda x: x, h), None
@@ -657,12 +644,6 @@ class DRN(Families):
   def op_heads(self) -> tuple[int, ...]:
     """Return () : no position chooses an operation."""
     return ()
-
-  def all_archs(self) -> list[DRNArch]:
-    """Return every architecture of the grid, in token order (last position fastest)."""
-    spec = self.token_spec()
-    grid = np.indices(spec.choices).reshape(len(spec), -1).T
-    return [self.decode(t) for t in grid]
 
   def max_arch(self) -> DRNArch:
     """Return the child with the most parameters: widest, deepest, largest blocks, of either family."""

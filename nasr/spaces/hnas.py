@@ -69,13 +69,8 @@ import numpy as np
 
 from nasr.core.errors import ConfigError, TokenError
 from nasr.core.types import TokenSpec
-from nasr.ops.cpu_kernels import (
-  conv_tap_grad,
-  stacked_depthwise_conv,
-  strided_conv,
-  transposed_conv,
-)
 from nasr.ops.frame import SKIPS, SRFrame, sr_frame
+from nasr.ops.functional import conv, depthwise
 from nasr.ops.params import ConvParams
 from nasr.ops.upsample import check_subpixel_scale, interpolate, pixel_shuffle
 from nasr.spaces.base import ArchJSON, CostTable, count_module_params
@@ -117,40 +112,16 @@ class _Ctx:
 # Operations as functions of (params, x): the child and the supernet run the same ones.
 
 
-def _conv(x, p, ctx: _Ctx, stride=1, dilation=1, groups=1, padding="SAME", lhs_dilation=None):
-  k = p["kernel"]
-  plain = stride == 1 and groups == 1 and padding == "SAME" and lhs_dilation is None
-  if plain and k.shape[:2] == (1, 1) and dilation == 1:
-    # A 1x1 conv as a matmul: XLA:CPU computes the conv form's kernel gradient through a
-    # transposed copy of its input (re-running the fused producer, a depthwise conv, in a
-    # cache-hostile order): 70% of a sep_conv_5x5 step at C=64. Same multiply-adds.
-    y = jnp.dot(x.astype(ctx.dtype), k[0, 0].astype(ctx.dtype))
-    return y + p["bias"].astype(ctx.dtype)
-  if ctx.tap_grad and plain and k.shape[0] % 2:
-    y = conv_tap_grad(x.astype(ctx.dtype), k.astype(ctx.dtype), dilation)
-    return y + p["bias"].astype(ctx.dtype)
-  y = jax.lax.conv_general_dilated(
-    x.astype(ctx.dtype),
-    p["kernel"].astype(ctx.dtype),
-    window_strides=(stride, stride),
-    padding=padding,
-    lhs_dilation=lhs_dilation,
-    rhs_dilation=(dilation, dilation),
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    feature_group_count=groups,
-  )
-  return y + p["bias"].astype(ctx.dtype)
+def _conv(x, p, ctx: _Ctx, **form):
+  """Return nasr.ops.functional.conv of x with p's kernel and bias in the context's forms."""
+  # 1x1 convs as matmuls (on every backend): most of a sep_conv step is its pointwise convs.
+  kw = dict(dtype=ctx.dtype, tap_grad=ctx.tap_grad, stride_one=ctx.shifted, matmul_1x1=True)
+  return conv(x, p["kernel"], p["bias"], **kw, **form)
 
 
 def _depthwise(x, p, ctx: _Ctx, dilation: int):
-  if ctx.shifted:
-    # Shifted multiply-adds (nasr.ops.cpu_kernels): XLA:CPU's depthwise-conv gradient is far
-    # slower per multiply-add than a dense conv's; the same function and parameters.
-    k = p["kernel"].astype(ctx.dtype)[None, :, :, 0]
-    return stacked_depthwise_conv(x.astype(ctx.dtype)[None], k, dilation)[0] + p["bias"].astype(
-      ctx.dtype
-    )
-  return _conv(x, p, ctx, dilation=dilation, groups=x.shape[-1])
+  """Return nasr.ops.functional.depthwise of x with p's kernel and bias in the context's forms."""
+  return depthwise(x, p["kernel"], dilation, p["bias"], dtype=ctx.dtype, shifted=ctx.shifted)
 
 
 def _dil_conv(p, x, ctx):
@@ -166,27 +137,13 @@ def _prelu(x, a):
   return jnp.where(x >= 0, x, a.astype(x.dtype) * x)
 
 
-def _transposed(x, p, ctx: _Ctx, stride: int, pad_lo: int, pad_hi: int):
-  """Return the stride-`stride` transposed conv (no kernel flip) of x, output stride * H."""
-  if ctx.shifted:  # the same function on XLA:CPU's fast path (nasr.ops.cpu_kernels)
-    k = p["kernel"].astype(ctx.dtype)
-    y = transposed_conv(x.astype(ctx.dtype), k, stride, pad_lo, ctx.tap_grad)
-    return y + p["bias"].astype(ctx.dtype)
-  pads = ((pad_lo, pad_hi), (pad_lo, pad_hi))
-  return _conv(x, p, ctx, padding=pads, lhs_dilation=(stride, stride))
-
-
 def _project(x, p, ctx, name, a, up: bool):
   """Return PReLU(stride-s transposed conv (up) or stride-s conv (down)) of x."""
   k, pad = _PROJECTION[ctx.scale]
   s = ctx.scale
   if up:
     q = k - 1 - pad  # (H - 1) s + k - 2 pad = s H output rows
-    y = _transposed(x, p[name], ctx, s, q, q)
-  elif ctx.shifted:
-    k = p[name]["kernel"].astype(ctx.dtype)
-    y = strided_conv(x.astype(ctx.dtype), k, s, pad, ctx.tap_grad)
-    y = y + p[name]["bias"].astype(ctx.dtype)
+    y = _conv(x, p[name], ctx, padding=((q, q), (q, q)), lhs_dilation=s)
   else:
     y = _conv(x, p[name], ctx, stride=s, padding=((pad, pad), (pad, pad)))
   return _prelu(y, a)
@@ -228,7 +185,8 @@ def _deconv(p, x, ctx):
   s = ctx.scale
   # 'SAME' for kernel 2s, stride s (as jax.lax.conv_transpose pads it): output s * H.
   lo = -(-(3 * s - 2) // 2)
-  return _transposed(x, p["deconv"], ctx, s, lo, 3 * s - 2 - lo)
+  pads = (lo, 3 * s - 2 - lo)
+  return _conv(x, p["deconv"], ctx, padding=(pads, pads), lhs_dilation=s)
 
 
 def _inner_deconv(p, x, ctx):

@@ -25,7 +25,7 @@ class _Net(ops.SRFrame, nn.Module):
     def body(h):
       h = ops.Conv(self.features, 3, name="conv")(h)
       if opts.get("upsample_at") == "body":
-        h = ops.ResizeUpsampler(self.scale, "nearest")(h)
+        h = ops.interpolate(h, self.scale, "nearest")
       return h
 
     return ops.sr_frame(x, body, self.features, self.scale, self.dtype, mask=mask, **opts)

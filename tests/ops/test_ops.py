@@ -53,7 +53,6 @@ X = np.random.default_rng(1).uniform(size=(2, 6, 7, 8)).astype(np.float32)
     (ops.Conv(4, kernel=3, groups=2, use_bias=False), 4),
     (ops.SepConv(6), 6),
     (ops.SepConv(6, kernel=5, dilation=2), 6),
-    (ops.PreActConv(8), 8),
     (ops.ResidualOp(ops.Conv(8)), 8),
     (ops.ChannelAttention(8), 8),
     (ops.RCAB(8), 8),
@@ -79,6 +78,8 @@ def test_conv_param_shapes_and_groups():
   assert v["params"]["bias"].shape == (4,)
   with pytest.raises(ValueError, match="groups=3"):
     _apply(ops.Conv(6, groups=3), X)
+  with pytest.raises(ValueError, match="shifted needs a depthwise conv"):
+    _apply(ops.Conv(8, shifted=True), X)
 
 
 def test_sepconv_is_depthwise_then_pointwise():
@@ -123,23 +124,6 @@ def test_subpixel_upsampler_rejects_other_scales(scale):
 def test_deconv_shapes(scale):
   y, _ = _apply(ops.Deconv(5, scale), X)
   assert y.shape == (2, 6 * scale, 7 * scale, 5)
-
-
-@pytest.mark.parametrize("method", ["nearest", "bilinear", "bicubic"])
-def test_resize_upsampler_shapes_and_no_params(method):
-  y, v = _apply(ops.ResizeUpsampler(3, method), X)
-  assert y.shape == (2, 18, 21, 8)
-  assert not jax.tree.leaves(v)
-
-
-def test_resize_nearest_repeats_pixels():
-  y, _ = _apply(ops.ResizeUpsampler(2, "nearest"), X)
-  np.testing.assert_array_equal(y, X.repeat(2, axis=1).repeat(2, axis=2))
-
-
-def test_resize_rejects_unknown_method():
-  with pytest.raises(ConfigError, match="'area'"):
-    ops.ResizeUpsampler(2, "area")
 
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (3, 3), (1, 1), (5, 2)])
@@ -237,3 +221,49 @@ def test_conv_tap_grad_with_explicit_padding_matches_autodiff(padding):
   got = jax.grad(functools.partial(loss, tap), (0, 1))(x, k)
   for g, ref in zip(got, want, strict=True):
     np.testing.assert_allclose(g, ref, rtol=1e-4, atol=1e-4)
+
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+@pytest.mark.parametrize(
+  "kernel, options, form",
+  [
+    (3, {}, "xla"),
+    (1, {"matmul_1x1": True}, "matmul"),
+    (3, {"matmul_1x1": True}, "xla"),
+    (3, {"tap_grad": True}, "tap"),
+    (3, {"tap_grad": True, "groups": 2}, "xla"),  # tap gradients are dense convs' only
+    (6, {"stride": 2, "padding": ((2, 2), (2, 2)), "stride_one": True}, "stride-1"),
+    (6, {"stride": 2, "padding": ((2, 2), (2, 2))}, "xla"),
+    (6, {"stride": 2, "padding": ((2, 1), (2, 1)), "stride_one": True}, "xla"),  # asymmetric
+    (6, {"lhs_dilation": 2, "padding": ((3, 3), (3, 3)), "stride_one": True}, "stride-1"),
+    (6, {"lhs_dilation": 2, "padding": ((2, 3), (2, 3)), "stride_one": True}, "xla"),  # not 2H
+  ],
+)
+def test_functional_conv_forms_compute_xlas_conv(kernel, options, form):
+  from nasr.ops import functional
+
+  rng = np.random.default_rng(kernel)
+  groups, stride = options.get("groups", 1), options.get("stride", 1)
+  lhs, padding = options.get("lhs_dilation", 1), options.get("padding", "SAME")
+  x = jnp.asarray(rng.normal(size=(2, 6, 7, 4)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(kernel, kernel, 4 // groups, 4)), jnp.float32)
+  b = jnp.asarray(rng.normal(size=(4,)), jnp.float32)
+  want = jax.lax.conv_general_dilated(
+    x, k, (stride, stride), padding, (lhs, lhs), None, _DN, feature_group_count=groups
+  )
+  got = functional.conv(x, k, b, **options)
+  np.testing.assert_allclose(got, want + b, rtol=1e-5, atol=1e-4)
+  eqns = jax.make_jaxpr(lambda x, k: functional.conv(x, k, **options))(x, k).jaxpr.eqns
+  names = [e.primitive.name for e in eqns]
+  convs = [e.params for e in eqns if e.primitive.name == "conv_general_dilated"]
+  if form == "xla":
+    assert len(convs) == 1 and convs[0]["window_strides"] == (stride, stride)
+    assert convs[0]["lhs_dilation"] == (lhs, lhs)
+  elif form == "stride-1":
+    assert len(convs) == 1 and convs[0]["window_strides"] == convs[0]["lhs_dilation"] == (1, 1)
+  elif form == "matmul":
+    assert "dot_general" in names and not convs
+  else:
+    assert any("custom_vjp" in n for n in names) and not convs

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from nasr import spaces
+from nasr import plots, spaces
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost
 from nasr.experiment import load_config, run_search
@@ -103,12 +103,12 @@ def test_front_of_hand_made_points():
   #            0     1     2     3     4     5     6
   psnr = [30.0, 31.0, 29.0, 31.0, 32.0, 32.0, 28.0]
   gmacs = [1.0, 2.0, 2.0, 3.0, 5.0, 5.0, 0.5]
-  front = sweep.pareto_front(psnr, gmacs)
+  front = plots.pareto_front(gmacs, psnr)  # cost first, as the plot's x axis
   # 2 is beaten by 1 (same cost), 3 by 1 (same PSNR, dearer); 4 and 5 are equal: one is kept.
   assert front[:3] == [6, 0, 1] and len(front) == 4 and front[3] in (4, 5)
   assert not any(_dominated(i, psnr, gmacs) for i in front)
-  assert sweep.pareto_front([], []) == []
-  assert sweep.pareto_front([30.0, float("nan")], [1.0, 0.5]) == [0]  # a diverged child is not
+  assert plots.pareto_front([], []) == []
+  assert plots.pareto_front([1.0, 0.5], [30.0, float("nan")]) == [0]  # a diverged child is not
 
 
 def test_rerun_searches_only_the_unfinished_lambdas(swept, tmp_path):

@@ -11,9 +11,8 @@ import pytest
 from nasr import spaces
 from nasr.core.errors import ConfigError, TokenError
 from nasr.estimation import train as train_lib
-from nasr.ops import cpu_kernels
+from nasr.ops import cpu_kernels, functional
 from nasr.ops.conv import SepConv
-from nasr.ops.cpu_kernels import ShiftSepConv
 from nasr.spaces import darts_sr
 from nasr.spaces.darts_sr import DartsGenotype, edge_index
 
@@ -451,7 +450,8 @@ def test_shifted_depthwise_and_pooling_match_xla(k, dilation, row_blocks, monkey
   x = jnp.asarray(rng.normal(size=(2, 7, 6, 3)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(k, k, 1, 3)), jnp.float32)
   want = _lax_depthwise(x, kernel, dilation)
-  np.testing.assert_allclose(cpu_kernels.depthwise_conv(x, kernel, dilation), want, atol=1e-5)
+  got = functional.depthwise(x, kernel, dilation, shifted=True)
+  np.testing.assert_allclose(got, want, atol=1e-5)
   # n kernels side by side over a shared input, and the hand-written gradient.
   kernels = jnp.asarray(rng.normal(size=(2, k, k, 3)), jnp.float32)
   for h in (x[None], jnp.stack([x, 2 * x])):
@@ -487,12 +487,12 @@ def test_kernel_gradient_row_blocks_fit_the_cache_budget():
   assert cpu_kernels._block_rows(7, 1000) == 7  # small in all: one block, the loop over taps
 
 
-def test_shift_sepconv_equals_sepconv():
+def test_shifted_sepconv_equals_sepconv():
   x = jnp.asarray(_lr(2, 7)[..., :3])
   ref = SepConv(4, 5, 2)
   params = _random_params(ref, x)
   np.testing.assert_allclose(
-    ShiftSepConv(4, 5, 2).apply(params, x), ref.apply(params, x), atol=1e-5
+    SepConv(4, 5, 2, shifted=True).apply(params, x), ref.apply(params, x), atol=1e-5
   )
 
 
