@@ -1,60 +1,34 @@
 """DESIGN: rooms import one way. Parse every import and fail when an arrow points back."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+DOC = ROOT / "docs" / "architecture.md"
+
+
+def _documented_arrows() -> dict[str, set[str]]:
+  r"""Return room -> rooms it imports (besides core), read from docs/architecture.md's room table.
+
+  The doc is the one statement of the arrows: a row is `| \`room\` | holds | \`a\`, \`b\` |` (or
+  `nothing`), and the code must import exactly that, so an arrow added or dropped in the code fails
+  here until the doc says it, and the doc cannot keep an arrow the code lost.
+  """
+  rows = {}
+  for line in DOC.read_text().splitlines():
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if len(cells) == 3 and cells[0].startswith("`") and cells[0].endswith("`"):
+      rows[cells[0].strip("`")] = set(re.findall(r"`(\w+)`", cells[2]))
+  return rows
+
+
 # room -> rooms it may import (besides itself and core). `experiment` (entry points) is imported by
 # nothing in the library: only the launchers and the package's public API reach it.
-ALLOWED = {
-  "core": set(),
-  "ops": set(),
-  "data": set(),
-  "strategies": set(),
-  "spaces": {"ops"},
-  "estimation": {"ops", "spaces"},
-  "inference": {"ops", "spaces", "estimation", "data"},
-  "parallel": set(),
-  "writers": set(),
-  "checkpoint": set(),
-  "plots": set(),
-  "training": {
-    "ops",
-    "spaces",
-    "estimation",
-    "data",
-    "inference",
-    "parallel",
-    "writers",
-    "checkpoint",
-  },
-  "searches": {
-    "ops",
-    "spaces",
-    "estimation",
-    "data",
-    "strategies",
-    "inference",
-    "parallel",
-    "writers",
-    "checkpoint",
-    "plots",
-    "training",
-  },
-  "experiment": {
-    "spaces",
-    "estimation",
-    "data",
-    "inference",
-    "parallel",  # jax.distributed starts at the entry points, before any JAX call
-    "writers",
-    "searches",
-    "training",
-  },
-}
+ALLOWED = _documented_arrows()
 # Modules that may only import the numpy world, never JAX (the data pipeline runs on the host).
 NO_JAX = {"data"}
 
@@ -97,6 +71,35 @@ def test_imports_point_one_way(path):
       assert parts[0] not in ("jax", "flax", "optax"), f"{path.name}:{lineno} imports {name}"
     if parts[0] == "launch" or parts[0] == "configs":
       raise AssertionError(f"{path.name}:{lineno}: the library must not import {parts[0]}")
+
+
+def _actual_arrows() -> dict[str, set[str]]:
+  arrows = {room: set() for room in ALLOWED}
+  for path in _files():
+    room = _room(path)
+    for _, name in _nasr_imports(path):
+      parts = name.split(".")
+      if parts[0] == "nasr" and len(parts) > 1 and parts[1] in ALLOWED:
+        arrows.setdefault(room, set()).add(parts[1])
+  return {room: targets - {room, "core"} for room, targets in arrows.items()}
+
+
+def test_every_room_is_in_the_doc():
+  rooms = {_room(p) for p in _files()} - {"__init__", "configs", "launch"}
+  assert rooms <= set(ALLOWED), f"rooms missing from {DOC.name}: {sorted(rooms - set(ALLOWED))}"
+
+
+def test_the_doc_states_exactly_the_arrows_the_code_has():
+  actual = _actual_arrows()
+  differ = {
+    room: {
+      "in the code only": sorted(actual[room] - ALLOWED[room]),
+      "in the doc only": sorted(ALLOWED[room] - actual[room]),
+    }
+    for room in ALLOWED
+    if actual.get(room, set()) != ALLOWED[room]
+  }
+  assert not differ, f"update the room table of {DOC.name}: {differ}"
 
 
 def test_launchers_only_call_experiment():
