@@ -319,21 +319,6 @@ def _plain(v):
   return v
 
 
-def strategy_kwargs(
-  config: ml_collections.ConfigDict, spec, op_heads: tuple[int, ...] = ()
-) -> dict:
-  """Return the strategy's keyword arguments from config.strategy (a temperature of 0 is none).
-
-  `op_tanh_reduce` becomes the per-head divisor of the tanh constant on the heads that choose
-  operations (`op_heads`; ENAS/DeCoNAS: 1.1 / 2.5), 1 on the other heads of `spec`.
-  """
-  kwargs = {k: v for k, v in config.strategy.items() if k not in ("name", "op_tanh_reduce")}
-  if "temperature" in kwargs and not kwargs["temperature"]:
-    kwargs["temperature"] = None
-  reduce = config.strategy.get("op_tanh_reduce", 0.0)
-  if reduce:
-    ops = set(op_heads)
-    kwargs["head_tanh_reduce"] = tuple(
-      float(reduce) if h in ops else 1.0 for h in range(spec.num_heads)
-    )
-  return kwargs
+def strategy_kwargs(config: ml_collections.ConfigDict) -> dict:
+  """Return the strategy's keyword arguments: config.strategy without its name."""
+  return {k: v for k, v in config.strategy.items() if k != "name"}

@@ -654,10 +654,6 @@ class DRN:
     """Return the exact parameter count of build(arch, scale) (shapes only, no compute)."""
     return count_module_params(self.build(arch, check_subpixel_scale(scale)))
 
-  def op_heads(self) -> tuple[int, ...]:
-    """Return () : no position chooses an operation."""
-    return ()
-
   def all_archs(self) -> list[DRNArch]:
     """Return every architecture of the grid, in token order (last position fastest)."""
     spec = self.token_spec()

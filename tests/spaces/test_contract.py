@@ -115,7 +115,6 @@ def test_every_registered_space_has_tiny_settings():
 def test_space_keeps_the_contract(name, scale):
   space = _space(name)
   assert isinstance(space, SearchSpace)
-  assert all(0 <= h for h in space.op_heads())
   rng = np.random.default_rng(scale)
   arch = space.decode(_sample(space, rng, 1)[0])
   # decode may accept several spellings of one architecture (DARTS: a node's two edges in either
