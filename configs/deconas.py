@@ -33,20 +33,18 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # R = PSNR - alpha * params/params_max, alpha = 2 (nasr.searches.reward lists the terms).
   c.reward = ml_collections.ConfigDict({"terms": {"psnr": 1.0, "params": -2.0}})
   c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 4, "nodes": 4, "channels": 16})
-  c.strategy = ml_collections.ConfigDict(
-    {
-      "name": "reinforce",
-      "hidden": 64,  # 2 stacked LSTM layers of 64 units
-      "layers": 2,
-      "tanh_constant": 1.1,  # logits = c * tanh(logits / T)
-      "op_tanh_reduce": 2.5,  # op-bit heads use c = 1.1 / 2.5 (ENAS/DeCoNAS reference code)
-      "temperature": 0.0,  # 0 = no temperature
-      "learning_rate": 3e-4,
-      "baseline_decay": 0.99,
-      "entropy_weight": 1e-4,
-      "grad_clip": 0.0,
-    }
-  )
+  # Each strategy reads its own section, strategy.<name>; one without a section runs with its
+  # defaults (--config.strategy.name=random is the random-search baseline).
+  c.strategy = ml_collections.ConfigDict({"name": "reinforce"})
+  r = c.strategy.reinforce = ml_collections.ConfigDict()
+  r.hidden, r.layers = 64, 2  # 2 stacked LSTM layers of 64 units
+  r.tanh_constant = 1.1  # logits = c * tanh(logits / T)
+  r.op_tanh_reduce = 2.5  # op-bit heads use c = 1.1 / 2.5 (ENAS/DeCoNAS reference code)
+  r.temperature = 0.0  # T; 0 = none
+  r.learning_rate = 3e-4  # Adam
+  r.baseline_decay = 0.99  # moving average of the reward baseline
+  r.entropy_weight = 1e-4  # entropy bonus in the controller's loss
+  r.grad_clip = 0.0  # global-norm clip; 0 = off
   c.loss = "l1"  # l1 | charbonnier | ms_ssim | ms_ssim_l1
   c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
   common.compute_config(c)
@@ -87,7 +85,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # The paper's 3e-4 moves the policy over 20,000 updates (200 epochs x 100); this preset makes
     # 900, and at 3e-4 its entropy fell from 20.791 to 20.788 of 20.794 nats. 10x the step size
     # for 22x fewer updates (ENAS' reference code uses 3.5e-3); RESULTS.md has the runs.
-    c.strategy.learning_rate = 3e-3
+    c.strategy.reinforce.learning_rate = 3e-3
   if preset == "tiny":
     c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 2, "nodes": 2, "channels": 8})
     c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16

@@ -62,22 +62,20 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.train_steps_per_epoch = 1000
   c.controller_steps_per_epoch = 100
   c.controller_batch = 1  # children per controller step
-  c.strategy = ml_collections.ConfigDict(
-    {
-      "name": "hierarchical",
-      "hidden": 100,  # one-layer LSTMs of 100 units (Supplementary B)
-      "layers": 1,
-      "tanh_constant": 1.1,  # not stated by HNAS; ENAS's cell controller's
-      "temperature": 0.0,  # 0 = no temperature
-      "learning_rate": 3e-4,  # cosine from 3e-4 to 1.5e-4 over the search (Supplementary B)
-      "lr_end": 1.5e-4,
-      # Every controller update of the search; follows --config.epochs and the steps per epoch.
-      "decay_steps": c.get_ref("epochs") * c.get_ref("controller_steps_per_epoch"),
-      "baseline_decay": 0.99,
-      "entropy_weight": 0.0,  # the entropy is a reward term above, as HNAS adds it
-      "grad_clip": 0.0,
-    }
-  )
+  # Each strategy reads its own section, strategy.<name>; one without a section runs with its
+  # defaults (--config.strategy.name=random is the random-search baseline).
+  c.strategy = ml_collections.ConfigDict({"name": "hierarchical"})
+  h = c.strategy.hierarchical = ml_collections.ConfigDict()
+  h.hidden, h.layers = 100, 1  # one-layer LSTMs of 100 units (Supplementary B)
+  h.tanh_constant = 1.1  # not stated by HNAS; ENAS's cell controller's
+  h.temperature = 0.0  # T; 0 = none
+  h.learning_rate = 3e-4  # cosine from 3e-4 to 1.5e-4 over the search (Supplementary B)
+  h.lr_end = 1.5e-4
+  # Every controller update of the search; follows --config.epochs and the steps per epoch.
+  h.decay_steps = c.get_ref("epochs") * c.get_ref("controller_steps_per_epoch")
+  h.baseline_decay = 0.99  # moving average of the reward baseline
+  h.entropy_weight = 0.0  # the entropy is a reward term above, as HNAS adds it
+  h.grad_clip = 0.0  # global-norm clip; 0 = off
   c.loss = "l1"  # l1 | charbonnier | ms_ssim | ms_ssim_l1
   c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
   common.compute_config(c)
@@ -115,7 +113,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     c.derive.candidates = 20
     # The paper's 3e-4 moves a logit by about 0.07 in this search's 240 updates (Adam steps are
     # about lr each): the policy would stay uniform. ENAS's controller rate, halved by the cosine.
-    c.strategy.learning_rate, c.strategy.lr_end = 3.5e-3, 1.75e-3
+    h.learning_rate, h.lr_end = 3.5e-3, 1.75e-3
     c.supernet.unroll = 1  # compiles in a third of the time; steps as fast on the CPU
   elif preset == "paper":
     # DIV2K's 800 training images, 40% / 60% (the tfds validation split is not used).

@@ -118,7 +118,7 @@ def _prepare(config: ml_collections.ConfigDict) -> _Parts:
   space = spaces.get(config.space.name, **space_kwargs(config))
   require(space, SupernetSpace, "one-shot")
   spec = space.token_spec()
-  strategy = strategies.get(config.strategy.name, spec, **loop.strategy_kwargs(config))
+  strategy = strategies.get(config.strategy.name, spec, **loop.strategy_options(config))
   loss_fn = training.make_config_loss(config)
   mesh = parallel.make_mesh()
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
@@ -391,14 +391,15 @@ def _warn_stuck(record: dict, config: ml_collections.ConfigDict) -> None:
   """Log that the controller's policy is still (almost) uniform, and what to change."""
   logging.warning(
     "the controller's policy has not moved: entropy %.4f of a maximum %.4f nats (ratio %.5f) "
-    "after %d of %d epochs; try a higher strategy.learning_rate, more controller updates per epoch "
-    "(controller_steps_per_epoch=%d) or fewer supernet steps between them "
+    "after %d of %d epochs; try a higher strategy.%s.learning_rate, more controller updates per "
+    "epoch (controller_steps_per_epoch=%d) or fewer supernet steps between them "
     "(train_steps_per_epoch=%d)",
     record["entropy"],
     record["entropy_max"],
     record["entropy_ratio"],
     record["epoch"],
     config.epochs,
+    config.strategy.name,
     config.controller_steps_per_epoch,
     config.train_steps_per_epoch,
   )
