@@ -1,9 +1,13 @@
 r"""DeCoNAS: LSTM controller + REINFORCE over densely connected blocks, complexity-penalised reward.
 
 python -m launch.search --config=configs/deconas.py:tiny --workdir=/tmp/nasr/deconas_tiny
-python -m launch.search --config=configs/deconas.py --config.setting=CB1_FF1 --workdir=W
+python -m launch.search --config=configs/deconas.py --config.space.fusion_search=True --workdir=W
 python -m launch.train --config=configs/train.py --config.arch=W/best.json --workdir=W/retrain
 python -m launch.train --config=configs/deconas.py:final --workdir=W/deconasnet   # the paper's net
+
+The paper's four settings CB{0,1}_FF{0,1} are two plain keys; the presets search CB1_FF0.
+CB (complexity-based penalty): CB1 is reward.terms.params = -2, CB0 is
+--config.reward.terms.params=0. FF (feature-fusion search): FF1 is --config.space.fusion_search=True.
 """
 
 from pathlib import Path
@@ -27,12 +31,11 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.preset = preset
   c.seed = 0
   c.scale = 2
-  # The paper's four settings: CB = complexity-based penalty in the reward (CB0 drops the cost
-  # terms below), FF = feature-fusion search (sets space.fusion_search).
-  c.setting = "CB1_FF0"
-  # R = PSNR - alpha * params/params_max, alpha = 2 (nasr.searches.reward lists the terms).
+  # R = PSNR - alpha * params/params_max, alpha = 2: the paper's CB1 (CB0: params = 0);
+  # nasr.searches.reward lists the terms.
   c.reward = ml_collections.ConfigDict({"terms": {"psnr": 1.0, "params": -2.0}})
   c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 4, "nodes": 4, "channels": 16})
+  c.space.fusion_search = False  # True: the paper's FF1, the LFF / GFF connections are searched
   # Each strategy reads its own section, strategy.<name>; one without a section runs with its
   # defaults (--config.strategy.name=random is the random-search baseline).
   c.strategy = ml_collections.ConfigDict({"name": "reinforce"})
@@ -87,15 +90,13 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # for 22x fewer updates (ENAS' reference code uses 3.5e-3); RESULTS.md has the runs.
     c.strategy.reinforce.learning_rate = 3e-3
   if preset == "tiny":
-    c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 2, "nodes": 2, "channels": 8})
+    c.space.update({"blocks": 2, "nodes": 2, "channels": 8})
     c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16
     c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 3, 3, 2
     c.controller_batch = 2
     c.derive.candidates = 6
   elif preset == "paper":
-    c.space = ml_collections.ConfigDict(
-      {"name": "deconas", "blocks": 16, "nodes": 8, "channels": 64}
-    )
+    c.space.update({"blocks": 16, "nodes": 8, "channels": 64})
     c.data.train = "tfds:nasr_div2k/bicubic_x{scale}"
     c.data.val = "tfds:nasr_div2k/bicubic_x{scale}"  # DIV2K validation images score the reward
     c.data.patch_size, c.data.batch_size, c.val_patch = 64, 16, 64

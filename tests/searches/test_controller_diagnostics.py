@@ -13,12 +13,12 @@ import pytest
 from nasr import spaces, strategies
 from nasr.checkpoint import Checkpointer
 from nasr.experiment import load_config
-from nasr.searches import one_shot
+from nasr.searches import loop, one_shot
 
 
 def _space(name: str):
   c = load_config(name, "tiny", lock=False)
-  return spaces.get(c.space.name, **one_shot.space_kwargs(c))
+  return spaces.get(c.space.name, **loop.space_kwargs(c))
 
 
 def _spec(name: str):
