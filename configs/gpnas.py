@@ -38,8 +38,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       "reduction": 4,
     }
   )
-  # The gp strategy's options (the search runs no other strategy).
-  c.strategy = ml_collections.ConfigDict({"name": "gp"})
+  c.strategy = ml_collections.ConfigDict()
+  c.strategy.name = "gp"  # the only strategy of this search; its options in strategy.gp
   g = c.strategy.gp = ml_collections.ConfigDict()
   g.kernel = "matern52"  # rbf | matern32 | matern52 | exponential
   g.acquisition = "mi"  # mi (variance reduction over the grid) | variance | ucb | ei
@@ -78,8 +78,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   t.keep_checkpoints = 1
   c.train = t
   if preset == "tiny":
-    c.space.features, c.space.blocks, c.space.stages = (4, 8), (1, 2), (1, 2)
-    c.space.rcan_groups, c.space.rcan_blocks = (1, 2), (1, 2)
+    c.space.update(common.TINY_SPACES["drn"])
     c.rounds, c.batch, c.topk, c.report_top = 2, 2, 2, 5
     g.fit_steps, g.fit_restarts = 30, 1
     t.steps, t.data.patch_size, t.data.batch_size = 5, 12, 4

@@ -12,6 +12,7 @@ import pytest
 from jax._src.array import ArrayImpl
 
 from nasr import spaces, strategies
+from nasr.configs.common import TINY_SPACES
 from nasr.estimation import cost
 from nasr.experiment import load_config
 from nasr.searches import loop, one_shot
@@ -19,20 +20,6 @@ from nasr.searches.reward import Reward
 from nasr.spaces.base import SupernetSpace
 from tests.launch_utils import REPO
 
-# Tiny settings per space (a new supernet space adds a line here; the test below fails until it
-# does, so no space escapes the engine test).
-TINY_SPACES = {
-  "deconas": {"blocks": 2, "nodes": 2, "channels": 4},
-  "hnas": {"layers": 2, "nodes": 1, "channels": 4},
-  "drn": {
-    "features": (4, 8),
-    "blocks": (1, 2),
-    "stages": (1, 2),
-    "rcan_groups": (1, 2),
-    "rcan_blocks": (1, 2),
-    "reduction": 4,
-  },
-}
 TINY_SUPERNET = {"deconas": {"skip_inactive": True, "shifted": True}, "hnas": {"shifted": True}}
 TINY_STRATEGIES = {
   "reinforce": {"hidden": 8, "layers": 1},
