@@ -22,7 +22,7 @@ from absl import app, flags
 
 from nasr import parallel, spaces
 from nasr.experiment import load_config
-from nasr.searches import one_shot
+from nasr.searches import loop, one_shot
 from nasr.searches.reward import Reward, _module_cost
 
 _CONFIG = flags.DEFINE_string("config", "deconas:default", "Search config as name:preset.")
@@ -46,9 +46,9 @@ def main(argv):
   del argv
   name, _, preset = _CONFIG.value.partition(":")
   config = load_config(name, preset or None, lock=False)
-  space = spaces.get(config.space.name, **one_shot.space_kwargs(config))
+  space = spaces.get(config.space.name, **loop.space_kwargs(config))
   norm = config.reward.get("norm", "max")
-  reward = Reward(one_shot.reward_terms(config), space, config.scale, norm)
+  reward = Reward(dict(config.reward.terms), space, config.scale, norm)
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})")
   print(
     f"config {_CONFIG.value}: space {config.space.name}, strategy {config.strategy.name}, "

@@ -1,10 +1,26 @@
-"""Pieces shared by the config files: presets are checked here so a typo names the choices."""
+"""Pieces shared by the config files: presets (checked here, so a typo names the choices), the
+tiny size of every space, and the skeleton every one-shot search config starts from."""
 
 import ml_collections
 
 from nasr.core.errors import ConfigError
 
 PRESETS = ("tiny", "default", "paper")
+
+# The tiny size of each registered space, declared once: the tiny presets search it (seconds on
+# a 2-core CPU) and the tests build it (tests/spaces/test_contract.py fails for a space without).
+TINY_SPACES = {
+  "deconas": {"blocks": 2, "nodes": 2, "channels": 8},
+  "hnas": {"layers": 3, "nodes": 2, "channels": 4},
+  "darts_sr": {"cells": 2, "channels": 8, "nodes": 2},
+  "drn": {
+    "features": (4, 8),
+    "blocks": (1, 2),
+    "stages": (1, 2),
+    "rcan_groups": (1, 2),
+    "rcan_blocks": (1, 2),
+  },
+}
 
 
 def check_preset(preset: str | None, allowed=PRESETS) -> str:
@@ -99,3 +115,55 @@ def compute_config(c: ml_collections.ConfigDict) -> None:
   # `supernet.shifted`: shifted depthwise convs, tap-matmul kernel gradients); "accelerator" uses
   # XLA's own convolutions; "auto" picks by the JAX backend. The choice is logged.
   c.kernels = "auto"
+
+
+def one_shot_config(
+  preset: str,
+  space: dict,
+  strategy: str,
+  epochs: int,
+  train_steps_per_epoch: int,
+  controller_steps_per_epoch: int,
+  patch_size: int,
+) -> ml_collections.ConfigDict:
+  """Return the keys every one-shot search config shares, for `space` searched by `strategy`.
+
+  The sizes are the search's own at the default preset; `tiny` replaces them (and the space's
+  with TINY_SPACES) by sizes that run in seconds. The caller adds its reward, its strategy's
+  section, its supernet options and what its presets change.
+  """
+  c = ml_collections.ConfigDict()
+  c.method = "one_shot"
+  c.preset = preset
+  c.seed = 0
+  c.scale = 2
+  c.space = ml_collections.ConfigDict(space)
+  c.strategy = ml_collections.ConfigDict()
+  # reinforce | hierarchical | random | ...: each reads its options from its own section,
+  # strategy.<name>, and one without a section runs with its defaults
+  # (--config.strategy.name=random is the random-search baseline).
+  c.strategy.name = strategy
+  c.loss = "l1"  # l1 | charbonnier | ms_ssim | ms_ssim_l1
+  c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
+  compute_config(c)
+  c.data = data_config(preset)
+  c.data.val = ""  # the reward's validation split is carved from the training images
+  c.data.patch_size, c.data.batch_size = patch_size, 8
+  c.val_patch = 48  # LR side of the centre crops that score children
+  c.optim = optim_config(preset)  # of the shared weights
+  c.epochs = epochs  # each: the shared-weight steps, then the strategy's steps
+  c.train_steps_per_epoch = train_steps_per_epoch  # shared-weight steps, one sampled child each
+  c.controller_steps_per_epoch = controller_steps_per_epoch  # strategy updates per epoch
+  c.controller_batch = 1  # children per controller step (ENAS: 1)
+  c.supernet = ml_collections.ConfigDict()  # options of space.supernet(scale, **c.supernet)
+  c.keep_checkpoints = 2
+  c.derive = ml_collections.ConfigDict()
+  c.derive.candidates = 100  # children the final policy proposes, scored and ranked at the end
+  c.distributed = distributed_config()
+  if preset == "tiny":
+    c.space.update(TINY_SPACES[c.space.name])
+    c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16
+    c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 3, 3, 2
+    c.controller_batch = 2
+    c.derive.candidates = 6
+  return c

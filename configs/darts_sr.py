@@ -95,7 +95,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     # alpha keeps moving every epoch (RESULTS.md).
     c.alpha_optim.weight_decay = 0.0
   if preset == "tiny":
-    c.space.update({"cells": 2, "channels": 8, "nodes": 2})
+    c.space.update(common.TINY_SPACES["darts_sr"])
     c.retrain.update({"cells": 2, "channels": 8})
     c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16
     c.data.max_val_images = 1

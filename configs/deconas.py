@@ -1,9 +1,13 @@
 r"""DeCoNAS: LSTM controller + REINFORCE over densely connected blocks, complexity-penalised reward.
 
 python -m launch.search --config=configs/deconas.py:tiny --workdir=/tmp/nasr/deconas_tiny
-python -m launch.search --config=configs/deconas.py --config.setting=CB1_FF1 --workdir=W
+python -m launch.search --config=configs/deconas.py --config.space.fusion_search=True --workdir=W
 python -m launch.train --config=configs/train.py --config.arch=W/best.json --workdir=W/retrain
 python -m launch.train --config=configs/deconas.py:final --workdir=W/deconasnet   # the paper's net
+
+The paper's four settings CB{0,1}_FF{0,1} are two plain keys; the presets search CB1_FF0.
+CB (complexity-based penalty): CB1 is reward.terms.params = -2, CB0 is
+--config.reward.terms.params=0. FF (feature-fusion search): FF1 is --config.space.fusion_search=True.
 """
 
 from pathlib import Path
@@ -22,47 +26,31 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   preset = common.check_preset(preset, PRESETS)
   if preset == "final":
     return _final()
-  c = ml_collections.ConfigDict()
-  c.method = "one_shot"
-  c.preset = preset
-  c.seed = 0
-  c.scale = 2
-  # The paper's four settings: CB = complexity-based penalty in the reward (CB0 drops the cost
-  # terms below), FF = feature-fusion search (sets space.fusion_search).
-  c.setting = "CB1_FF0"
-  # R = PSNR - alpha * params/params_max, alpha = 2 (nasr.searches.reward lists the terms).
-  c.reward = ml_collections.ConfigDict({"terms": {"psnr": 1.0, "params": -2.0}})
-  c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 4, "nodes": 4, "channels": 16})
-  c.strategy = ml_collections.ConfigDict(
-    {
-      "name": "reinforce",
-      "hidden": 64,  # 2 stacked LSTM layers of 64 units
-      "layers": 2,
-      "tanh_constant": 1.1,  # logits = c * tanh(logits / T)
-      "op_tanh_reduce": 2.5,  # op-bit heads use c = 1.1 / 2.5 (ENAS/DeCoNAS reference code)
-      "temperature": 0.0,  # 0 = no temperature
-      "learning_rate": 3e-4,
-      "baseline_decay": 0.99,
-      "entropy_weight": 1e-4,
-      "grad_clip": 0.0,
-    }
+  c = common.one_shot_config(
+    preset,
+    {"name": "deconas", "blocks": 4, "nodes": 4, "channels": 16},
+    "reinforce",
+    epochs=45,  # default: about 10 minutes on the 2-core CPU (BENCHMARKS.md)
+    train_steps_per_epoch=60,
+    controller_steps_per_epoch=20,
+    patch_size=32,
   )
-  c.loss = "l1"  # l1 | charbonnier | ms_ssim | ms_ssim_l1
-  c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
-  common.compute_config(c)
-  c.data = common.data_config(preset)
-  c.data.val = ""  # the reward's validation split is carved from the training images
+  c.space.fusion_search = False  # True: the paper's FF1, the LFF / GFF connections are searched
+  # R = PSNR - alpha * params/params_max, alpha = 2: the paper's CB1 (CB0: params = 0);
+  # nasr.searches.reward lists the terms.
+  c.reward = ml_collections.ConfigDict({"terms": {"psnr": 1.0, "params": -2.0}})
+  r = c.strategy.reinforce = ml_collections.ConfigDict()
+  r.hidden = 64  # LSTM units per layer
+  r.layers = 2  # stacked LSTM layers
+  r.tanh_constant = 1.1  # logits = c * tanh(logits / T)
+  r.op_tanh_reduce = 2.5  # op-bit heads use c = 1.1 / 2.5 (ENAS/DeCoNAS reference code)
+  r.temperature = 0.0  # T; 0 = none
+  r.learning_rate = 3e-4  # Adam
+  r.baseline_decay = 0.99  # moving average of the reward baseline
+  r.entropy_weight = 1e-4  # entropy bonus in the controller's loss
+  r.grad_clip = 0.0  # global-norm clip; 0 = off
   c.data.num_val = 2
-  c.val_patch = 48  # LR side of the centre crops that score children
-  c.optim = common.optim_config(preset)
   c.optim.lr = 1e-4
-  c.epochs = 45  # default: about 10 minutes on the 2-core CPU (BENCHMARKS.md)
-  c.train_steps_per_epoch = 60
-  c.controller_steps_per_epoch = 20
-  c.controller_batch = 1  # children per controller step (ENAS: 1)
-  c.optim.decay_every = 0
-  # Options of space.supernet(scale, **c.supernet).
-  c.supernet = ml_collections.ConfigDict()
   # lax.cond per input slot computes only the child's convs: with shifted depthwise convs it is
   # 1.6x faster than masking every slot at the default size and 2.5x at paper size on the CPU
   # (BENCHMARKS.md), so it is the default.
@@ -78,28 +66,17 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # depthwise-conv gradient is far slower (BENCHMARKS.md). False = conv_general_dilated (compare
   # on accelerators with benchmarks/deconas_speed.py).
   c.supernet.shifted = True
-  c.keep_checkpoints = 2
-  c.derive = ml_collections.ConfigDict({"candidates": 100})
-  c.distributed = common.distributed_config()
-  c.data.patch_size = 32
-  c.data.batch_size = 8
   if preset == "default":
     # The paper's 3e-4 moves the policy over 20,000 updates (200 epochs x 100); this preset makes
     # 900, and at 3e-4 its entropy fell from 20.791 to 20.788 of 20.794 nats. 10x the step size
     # for 22x fewer updates (ENAS' reference code uses 3.5e-3); RESULTS.md has the runs.
-    c.strategy.learning_rate = 3e-3
-  if preset == "tiny":
-    c.space = ml_collections.ConfigDict({"name": "deconas", "blocks": 2, "nodes": 2, "channels": 8})
-    c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16
-    c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 3, 3, 2
-    c.controller_batch = 2
-    c.derive.candidates = 6
+    r.learning_rate = 3e-3
   elif preset == "paper":
-    c.space = ml_collections.ConfigDict(
-      {"name": "deconas", "blocks": 16, "nodes": 8, "channels": 64}
+    c.space.update({"blocks": 16, "nodes": 8, "channels": 64})
+    # DIV2K: its training images train the shared weights, its validation images score rewards.
+    c.data.update(
+      {"train": "tfds:nasr_div2k/bicubic_x{scale}", "val": "tfds:nasr_div2k/bicubic_x{scale}"}
     )
-    c.data.train = "tfds:nasr_div2k/bicubic_x{scale}"
-    c.data.val = "tfds:nasr_div2k/bicubic_x{scale}"  # DIV2K validation images score the reward
     c.data.patch_size, c.data.batch_size, c.val_patch = 64, 16, 64
     c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 200, 1000, 100
     c.optim.decay_every = 50_000  # halve every 50 epochs

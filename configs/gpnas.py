@@ -38,21 +38,19 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       "reduction": 4,
     }
   )
-  c.strategy = ml_collections.ConfigDict(
-    {
-      "name": "gp",
-      "kernel": "matern52",  # rbf | matern32 | matern52 | exponential
-      "acquisition": "mi",  # mi (variance reduction over the grid) | variance | ucb | ei
-      "ard": True,  # one length-scale per token position
-      "fit_steps": 150,  # Adam steps per marginal-likelihood refit
-      "fit_restarts": 3,
-      "learning_rate": 0.05,
-      "prior_std": 2.0,  # weak prior on log hyper-parameters (0 = pure maximum likelihood)
-      "ucb_beta": 2.0,
-      "max_grid": 200_000,
-      "reference_size": 2048,
-    }
-  )
+  c.strategy = ml_collections.ConfigDict()
+  c.strategy.name = "gp"  # the only strategy of this search; its options in strategy.gp
+  g = c.strategy.gp = ml_collections.ConfigDict()
+  g.kernel = "matern52"  # rbf | matern32 | matern52 | exponential
+  g.acquisition = "mi"  # mi (variance reduction over the grid) | variance | ucb | ei
+  g.ard = True  # one length-scale per token position
+  g.fit_steps = 150  # Adam steps per marginal-likelihood refit
+  g.fit_restarts = 3
+  g.learning_rate = 0.05  # Adam, of the refit
+  g.prior_std = 2.0  # weak prior on log hyper-parameters (0 = pure maximum likelihood)
+  g.ucb_beta = 2.0
+  g.max_grid = 200_000
+  g.reference_size = 2048
   c.rounds = 4  # propose -> train -> refit cycles
   c.batch = 3  # architectures trained per round
   c.topk = 3  # architectures returned for the ensemble (heterogeneous families first)
@@ -80,10 +78,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   t.keep_checkpoints = 1
   c.train = t
   if preset == "tiny":
-    c.space.features, c.space.blocks, c.space.stages = (4, 8), (1, 2), (1, 2)
-    c.space.rcan_groups, c.space.rcan_blocks = (1, 2), (1, 2)
+    c.space.update(common.TINY_SPACES["drn"])
     c.rounds, c.batch, c.topk, c.report_top = 2, 2, 2, 5
-    c.strategy.fit_steps, c.strategy.fit_restarts = 30, 1
+    g.fit_steps, g.fit_restarts = 30, 1
     t.steps, t.data.patch_size, t.data.batch_size = 5, 12, 4
     t.data.num_val, t.data.max_val_images = 1, 1
     t.log_every, t.eval_every, t.checkpoint_every = 5, 5, 2

@@ -43,11 +43,15 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   preset = common.check_preset(preset, PRESETS)
   if preset == "final":
     return _final()
-  c = ml_collections.ConfigDict()
-  c.method = "one_shot"
-  c.preset = preset
-  c.seed = 0
-  c.scale = 2
+  c = common.one_shot_config(
+    preset,
+    {"name": "hnas", "layers": 12, "nodes": 4, "channels": 8},
+    "hierarchical",
+    epochs=400,
+    train_steps_per_epoch=1000,
+    controller_steps_per_epoch=100,
+    patch_size=24,
+  )
   # The accuracy/cost trade-off of the reward (HNAS-A/B/C: 0.2 / 0.6 / 0.9); the reward's terms
   # follow it. `lambdas`: a comma list ("0.2,0.6,0.9") runs a sweep, one search per lambda.
   c.lam = 0.6
@@ -57,68 +61,41 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.reward = ml_collections.ConfigDict(
     {"terms": {"psnr": lam, "macs": lam - 1.0, "entropy": 1.0}, "norm": "reference"}
   )
-  c.space = ml_collections.ConfigDict({"name": "hnas", "layers": 12, "nodes": 4, "channels": 8})
-  c.epochs = 400
-  c.train_steps_per_epoch = 1000
-  c.controller_steps_per_epoch = 100
-  c.controller_batch = 1  # children per controller step
-  c.strategy = ml_collections.ConfigDict(
-    {
-      "name": "hierarchical",
-      "hidden": 100,  # one-layer LSTMs of 100 units (Supplementary B)
-      "layers": 1,
-      "tanh_constant": 1.1,  # not stated by HNAS; ENAS's cell controller's
-      "temperature": 0.0,  # 0 = no temperature
-      "learning_rate": 3e-4,  # cosine from 3e-4 to 1.5e-4 over the search (Supplementary B)
-      "lr_end": 1.5e-4,
-      # Every controller update of the search; follows --config.epochs and the steps per epoch.
-      "decay_steps": c.get_ref("epochs") * c.get_ref("controller_steps_per_epoch"),
-      "baseline_decay": 0.99,
-      "entropy_weight": 0.0,  # the entropy is a reward term above, as HNAS adds it
-      "grad_clip": 0.0,
-    }
-  )
-  c.loss = "l1"  # l1 | charbonnier | ms_ssim | ms_ssim_l1
-  c.ms_ssim_weight = 0.84  # w of loss=ms_ssim_l1: w * (1 - MS-SSIM) + (1 - w) * L1
-  common.compute_config(c)
-  c.data = common.data_config(preset)
-  c.data.val = ""  # the reward's validation split is carved from the training images:
-  c.data.val_fraction = 0.6  # 60% for the controller, 40% for the shared weights
-  c.val_patch = 48  # LR side of the centre crops that score children
-  c.optim = common.optim_config(preset)
+  h = c.strategy.hierarchical = ml_collections.ConfigDict()
+  h.hidden = 100  # units of each LSTM (Supplementary B)
+  h.layers = 1  # one layer per LSTM (Supplementary B)
+  h.tanh_constant = 1.1  # not stated by HNAS; ENAS's cell controller's
+  h.temperature = 0.0  # T; 0 = none
+  h.learning_rate = 3e-4  # cosine from 3e-4 to 1.5e-4 over the search (Supplementary B)
+  h.lr_end = 1.5e-4  # where the cosine ends, after decay_steps updates
+  # Every controller update of the search; follows --config.epochs and the steps per epoch.
+  h.decay_steps = c.get_ref("epochs") * c.get_ref("controller_steps_per_epoch")
+  h.baseline_decay = 0.99  # moving average of the reward baseline
+  h.entropy_weight = 0.0  # the entropy is a reward term above, as HNAS adds it
+  h.grad_clip = 0.0  # global-norm clip; 0 = off
+  c.data.val_fraction = 0.6  # of the training images: 60% for the controller, 40% for the weights
   c.optim.lr = 1e-3  # shared weights: Adam, cosine from 1e-3 to 1e-5 (Supplementary B)
   c.optim.schedule = "cosine"
   c.optim.lr_end = 1e-5
-  c.optim.decay_every = 0
   # Options of space.supernet(scale, **c.supernet): `remat` recomputes each cell in the backward
   # pass (less memory, more compute); `shifted` computes depthwise convs as shifted multiply-adds
   # (the same function; XLA:CPU's depthwise convs are slow); `unroll` is the layers per scan
   # iteration (0 = unrolled: slower to compile, faster steps on the CPU).
-  c.supernet = ml_collections.ConfigDict({"remat": False, "shifted": True, "unroll": 0})
-  c.keep_checkpoints = 2
-  c.derive = ml_collections.ConfigDict({"candidates": 100})
+  c.supernet.update({"remat": False, "shifted": True, "unroll": 0})
   # What `nasr train` adds to the found architecture (the next commands a search prints): HNAS
   # searches at 8 channels and retrains at the paper's 64.
   c.retrain_overrides = ml_collections.ConfigDict({"arch_channels": 64})
-  c.distributed = common.distributed_config()
-  c.data.patch_size = 24
-  c.data.batch_size = 8
   if preset == "tiny":
-    c.space = ml_collections.ConfigDict({"name": "hnas", "layers": 3, "nodes": 2, "channels": 4})
-    c.data.patch_size, c.data.batch_size, c.val_patch = 12, 4, 16
-    c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 3, 3, 2
-    c.controller_batch = 2
-    c.derive.candidates = 6
     c.supernet.unroll = 1  # a rolled scan compiles faster
     c.supernet.shifted = False  # so do XLA's own convs (tiny steps: their speed does not matter)
   elif preset == "default":  # sized for the 2-core CPU: a search of about 6-7 minutes
-    c.space = ml_collections.ConfigDict({"name": "hnas", "layers": 6, "nodes": 4, "channels": 8})
+    c.space.update({"layers": 6, "nodes": 4, "channels": 8})
     c.data.patch_size, c.val_patch = 16, 32
     c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 24, 20, 10
     c.derive.candidates = 20
     # The paper's 3e-4 moves a logit by about 0.07 in this search's 240 updates (Adam steps are
     # about lr each): the policy would stay uniform. ENAS's controller rate, halved by the cosine.
-    c.strategy.learning_rate, c.strategy.lr_end = 3.5e-3, 1.75e-3
+    h.learning_rate, h.lr_end = 3.5e-3, 1.75e-3
     c.supernet.unroll = 1  # compiles in a third of the time; steps as fast on the CPU
   elif preset == "paper":
     # DIV2K's 800 training images, 40% / 60% (the tfds validation split is not used).

@@ -49,13 +49,32 @@ def _comments(source: str) -> tuple[dict[int, str], dict[int, str]]:
   return trailing, whole
 
 
-def _attribute_path(node: ast.expr) -> str | None:
-  """Return "a.b" for the target `c.a.b` (the root variable dropped); None for other targets."""
+def _attribute_path(node: ast.expr, aliases: dict[str, str] | None = None) -> str | None:
+  """Return "a.b" for the target `c.a.b`, the root variable dropped, or replaced by the section it
+  names (`r.b` is "strategy.reinforce.b" after `r = c.strategy.reinforce`); None for others."""
   parts = []
   while isinstance(node, ast.Attribute):
     parts.append(node.attr)
     node = node.value
-  return ".".join(reversed(parts)) if parts and isinstance(node, ast.Name) else None
+  if not isinstance(node, ast.Name):
+    return None
+  root = (aliases or {}).get(node.id)
+  return ".".join(([root] if root else []) + parts[::-1]) or None
+
+
+def _aliases(tree: ast.AST) -> dict[str, str]:
+  """Return {variable: dotted key} of the variables bound to a config section in `tree`."""
+  out = {}
+  for node in ast.walk(tree):
+    if not isinstance(node, ast.Assign):
+      continue
+    names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+    sections = [
+      _attribute_path(e) for e in [*node.targets, node.value] if isinstance(e, ast.Attribute)
+    ]
+    if names and sections and sections[0]:
+      out.update(dict.fromkeys(names, sections[0]))
+  return out
 
 
 def key_help(files: list[Path]) -> dict[str, str]:
@@ -64,7 +83,9 @@ def key_help(files: list[Path]) -> dict[str, str]:
   for file in files:
     source = file.read_text()
     trailing, whole = _comments(source)
-    for node in ast.walk(ast.parse(source, filename=str(file))):
+    tree = ast.parse(source, filename=str(file))
+    aliases = _aliases(tree)
+    for node in ast.walk(tree):
       if not isinstance(node, ast.Assign):
         continue
       text = trailing.get(node.lineno, "")
@@ -75,7 +96,7 @@ def key_help(files: list[Path]) -> dict[str, str]:
           line -= 1
         text = " ".join(above)
       for target in node.targets:
-        path = _attribute_path(target)
+        path = _attribute_path(target, aliases)
         if path and text and path not in found:
           found[path] = text
   return found

@@ -160,3 +160,23 @@ def signal_at_batch(step: int, sig: int):
     parallel.Prefetch.get = original
     for n, v in zip(names, before, strict=True):
       jax.config.update(n, v)
+
+
+def random_search(config: str, cwd: Path) -> tuple[Path, str]:
+  """Run `nasr search --config=<config> --config.strategy.name=random` for one epoch in `cwd`;
+  return its workdir and stderr after checking that it finished."""
+  r = check_ok(
+    run_nasr(
+      "search",
+      f"--config={config}",
+      "--config.strategy.name=random",  # the config's own strategy section stays as it is
+      "--config.epochs=1",
+      "--workdir=random",
+      cwd=cwd,
+    )
+  )
+  w = cwd / "random"
+  assert json.loads((w / "run.json").read_text())["config"]["strategy"]["name"] == "random"
+  assert json.loads((w / "search_result.json").read_text())["epochs"] == 1
+  assert not (w / "controller.png").exists()  # random search has no policy to draw
+  return w, r.stderr

@@ -51,6 +51,8 @@ def test_key_help_reads_trailing_comments_and_the_block_above(tmp_path):
         c.bare = 1
 
         c.data.patch = 4  # LR side
+        r = c.strategy.reinforce = object()
+        r.hidden = 8  # LSTM width
       """
     )
   )
@@ -59,6 +61,7 @@ def test_key_help_reads_trailing_comments_and_the_block_above(tmp_path):
     "lr": "the step size",
     "steps": "How many steps, in all.",
     "data.patch": "LR side",
+    "strategy.reinforce.hidden": "LSTM width",  # `r` names the section it was bound to
   }
   assert cli._help_for("x.data.patch", helps) == "LR side" and cli._help_for("bare", helps) == ""
 

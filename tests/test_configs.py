@@ -53,7 +53,16 @@ def _same(a, b) -> bool:
 
 
 def _ruled(key: str, rules) -> bool:
-  return any(key == r or (r.endswith(".*") and key.startswith(r[:-1])) for r in rules)
+  """Return whether a rule names `key` ("*" matches one part; a trailing ".*" every key below)."""
+  parts = key.split(".")
+  for rule in rules:
+    names = rule.split(".")
+    deep = names[-1] == "*" and len(parts) >= len(names)
+    if (len(parts) == len(names) or deep) and all(
+      n in ("*", p) for n, p in zip(names, parts, strict=False)
+    ):
+      return True
+  return False
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -155,7 +164,7 @@ def test_hnas_reward_and_controller_decay_follow_lam_and_epochs():
   assert dict(config.reward.terms) == pytest.approx({"psnr": 0.6, "macs": -0.4, "entropy": 1.0})
   config.lam, config.epochs = 0.2, 7  # as --config.lam=0.2 --config.epochs=7 set them
   assert dict(config.reward.terms) == pytest.approx({"psnr": 0.2, "macs": -0.8, "entropy": 1.0})
-  assert config.strategy.decay_steps == 7 * config.controller_steps_per_epoch
+  assert config.strategy.hierarchical.decay_steps == 7 * config.controller_steps_per_epoch
   assert config.data.val == "" and config.data.val_fraction == 0.6
 
 

@@ -19,6 +19,7 @@ from tests.launch_utils import (
   REPO,
   check_ok,
   kill_after_checkpoint,
+  random_search,
   retrain_and_evaluate,
   run_launcher,
 )
@@ -76,6 +77,16 @@ def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
     == json.loads((killed / "best.json").read_text())["tokens"]
   )
   assert np.isfinite(json.loads((killed / "search_result.json").read_text())["best_psnr"])
+
+
+def test_one_override_switches_the_strategy_to_random_search(tmp_path):
+  w, stderr = random_search("hnas:tiny", tmp_path)
+  assert "strategy random: not using config.strategy.hierarchical" in stderr
+  assert json.loads((w / "best.json").read_text())["space_kwargs"] == {
+    "layers": 3,
+    "nodes": 2,
+    "channels": 4,
+  }
 
 
 def test_tiny_search_ends_where_its_stable_pin_says(searched):

@@ -12,6 +12,7 @@ import chex
 import numpy as np
 import pytest
 
+from nasr import spaces
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import Interrupted
 from nasr.estimation import ranking
@@ -21,6 +22,7 @@ from tests.launch_utils import (
   REPO,
   check_ok,
   kill_after_checkpoint,
+  random_search,
   retrain_and_evaluate,
   run_launcher,
   run_nasr,
@@ -195,6 +197,12 @@ def test_stops_in_either_phase_of_an_epoch_save_that_step_and_resume_bit_identic
   assert _history(stopped) == _history(searched)  # losses, rewards: as if it had not stopped
   ref_best = json.loads((searched / "best.json").read_text())
   assert ref_best == json.loads((stopped / "best.json").read_text())
+
+
+def test_one_override_switches_the_strategy_to_random_search(tmp_path):
+  w, stderr = random_search("deconas:tiny", tmp_path)
+  assert "strategy random: not using config.strategy.reinforce" in stderr
+  assert spaces.load_arch(w / "best.json")[0].token_spec().op_heads == (0, 1, 2)
 
 
 def test_tiny_search_ends_where_its_stable_pin_says(searched):

@@ -39,10 +39,11 @@ def finite_json(obj):
 
 # Numeric config keys every launcher checks where a config has them: (kind, bound) with kind
 # "int" or "float"; bound ">0", ">=0", "[0,1)", "[-1,1]" or "any". A float is also never NaN or
-# infinite. A key ending in ".*" rules every number under it. The keys a config's owner checks
-# instead (the scale, a space's or model's sizes) are OWNER_CHECKED; a test keeps both lists
-# covering every numeric key of every preset. GP-NAS's candidate training config (`train`) is
-# checked with the same rules.
+# infinite. A "*" part stands for every key at its level: "reward.terms.*" rules every term,
+# "strategy.*.learning_rate" the learning rate in every strategy's section. The keys a config's
+# owner checks instead (the scale, a space's or model's sizes) are OWNER_CHECKED; a test keeps
+# both lists covering every numeric key of every preset. GP-NAS's candidate training config
+# (`train`) is checked with the same rules.
 NUMBER_RULES = {
   "steps": ("int", ">0"),
   "epochs": ("int", ">0"),
@@ -102,23 +103,23 @@ NUMBER_RULES = {
   # One-shot strategies (DeCoNAS, HNAS) and GP-NAS
   "lam": ("float", ">=0"),
   "reward.terms.*": ("float", "any"),
-  "strategy.op_tanh_reduce": ("float", ">=0"),
-  "strategy.learning_rate": ("float", ">0"),
-  "strategy.lr_end": ("float", ">=0"),
-  "strategy.decay_steps": ("int", ">=0"),
-  "strategy.entropy_weight": ("float", ">=0"),
-  "strategy.baseline_decay": ("float", ">=0"),
-  "strategy.tanh_constant": ("float", ">=0"),
-  "strategy.temperature": ("float", ">=0"),
-  "strategy.grad_clip": ("float", ">=0"),
-  "strategy.hidden": ("int", ">0"),
-  "strategy.layers": ("int", ">0"),
-  "strategy.fit_steps": ("int", ">0"),
-  "strategy.fit_restarts": ("int", ">0"),
-  "strategy.reference_size": ("int", ">0"),
-  "strategy.max_grid": ("int", ">0"),
-  "strategy.prior_std": ("float", ">0"),
-  "strategy.ucb_beta": ("float", ">=0"),
+  "strategy.*.op_tanh_reduce": ("float", ">0"),
+  "strategy.*.learning_rate": ("float", ">0"),
+  "strategy.*.lr_end": ("float", ">=0"),
+  "strategy.*.decay_steps": ("int", ">=0"),
+  "strategy.*.entropy_weight": ("float", ">=0"),
+  "strategy.*.baseline_decay": ("float", ">=0"),
+  "strategy.*.tanh_constant": ("float", ">=0"),
+  "strategy.*.temperature": ("float", ">=0"),
+  "strategy.*.grad_clip": ("float", ">=0"),
+  "strategy.*.hidden": ("int", ">0"),
+  "strategy.*.layers": ("int", ">0"),
+  "strategy.*.fit_steps": ("int", ">0"),
+  "strategy.*.fit_restarts": ("int", ">0"),
+  "strategy.*.reference_size": ("int", ">0"),
+  "strategy.*.max_grid": ("int", ">0"),
+  "strategy.*.prior_std": ("float", ">0"),
+  "strategy.*.ucb_beta": ("float", ">=0"),
   "rounds": ("int", ">0"),
   "batch": ("int", ">0"),
   "topk": ("int", ">0"),
@@ -140,25 +141,22 @@ _BOUNDS = {
 }
 
 
-def _leaves(config, key: str):
-  """Yield (full key, value) of `key` in config ("a.*": every leaf under a)."""
-  node = config
-  parts = key.split(".")
-  for part in parts[:-1]:
+def _leaves(config, key: str, prefix: str = ""):
+  """Yield (full key, value) of `key` in config; a "*" part matches every key at its level."""
+  part, _, rest = key.partition(".")
+  if part == "*":
+    names = list(config.keys()) if hasattr(config, "items") else []
+  else:
+    names = [part]
+  for name in names:
     try:
-      node = node[part]
-    except (KeyError, TypeError, AttributeError):
-      return
-  if parts[-1] == "*":
-    if hasattr(node, "items"):
-      prefix = key[:-1]
-      for k, v in node.items():
-        yield prefix + k, v
-    return
-  try:
-    yield key, node[parts[-1]]
-  except (KeyError, TypeError, AttributeError):
-    return
+      node = config[name]
+    except (KeyError, TypeError, AttributeError, IndexError):
+      continue
+    if rest:
+      yield from _leaves(node, rest, f"{prefix}{name}.")
+    else:
+      yield f"{prefix}{name}", node
 
 
 def check_numbers(config, rules: dict | None = None, prefix: str = "") -> None:

@@ -36,6 +36,8 @@ class TokenSpec:
       choices; default: one head per position.
     groups: which policy emits each position, for hierarchical controllers (HNAS: normal cell,
       upsampling cell, network level); default: one group (0) for every position.
+    op_heads: the heads that choose operations (ENAS and DeCoNAS squash their logits more: the
+      `reinforce` strategy's `op_tanh_reduce`); default: none.
   """
 
   choices: tuple[int, ...]
@@ -43,6 +45,7 @@ class TokenSpec:
   steps: tuple[int, ...] = ()
   heads: tuple[int, ...] = ()
   groups: tuple[int, ...] = ()
+  op_heads: tuple[int, ...] = ()
 
   def __post_init__(self):
     n = len(self.choices)
@@ -66,6 +69,9 @@ class TokenSpec:
     for h, c in zip(self.heads, self.choices, strict=True):
       if per_head.setdefault(h, c) != c:
         raise ValueError(f"positions on head {h} have different numbers of choices")
+    object.__setattr__(self, "op_heads", tuple(int(h) for h in self.op_heads))
+    if any(h not in per_head for h in self.op_heads):
+      raise ValueError(f"TokenSpec.op_heads {self.op_heads} must be heads of the spec")
 
   def __len__(self) -> int:
     return len(self.choices)

@@ -138,7 +138,7 @@ def _random_search(
 ) -> np.ndarray:
   """Return the tokens the `random` strategy derives at the searched run's budget (resuming)."""
   r = ml_collections.ConfigDict(search.to_dict())
-  r.strategy = ml_collections.ConfigDict({"name": "random"})
+  r.strategy = ml_collections.ConfigDict({"name": "random"})  # no options: no section
   sub = writers.prepare_workdir(workdir / "random_search")
   done = loop.finished(r, sub)
   if done is None:

@@ -41,7 +41,7 @@ from nasr.strategies import gp as gp_lib
 
 def strategy_kwargs(config: ml_collections.ConfigDict) -> dict:
   """Return the GP strategy's keyword arguments; its capacity holds every planned observation."""
-  kwargs = {k: v for k, v in config.strategy.items() if k != "name"}
+  kwargs = loop.strategy_options(config)
   kwargs["capacity"] = max(1, int(config.rounds) * int(config.batch))
   return kwargs
 

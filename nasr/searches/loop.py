@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from nasr import parallel, training, writers
+from nasr import parallel, strategies, training, writers
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import CheckpointMismatchError, ConfigError, DivergedError, Interrupted
 from nasr.estimation import train as train_lib
@@ -319,21 +319,33 @@ def _plain(v):
   return v
 
 
-def strategy_kwargs(
-  config: ml_collections.ConfigDict, spec, op_heads: tuple[int, ...] = ()
-) -> dict:
-  """Return the strategy's keyword arguments from config.strategy (a temperature of 0 is none).
+def strategy_options(config: ml_collections.ConfigDict) -> dict:
+  """Return the options of the strategy config.strategy.name: its section config.strategy.<name>.
 
-  `op_tanh_reduce` becomes the per-head divisor of the tanh constant on the heads that choose
-  operations (`op_heads`; ENAS/DeCoNAS: 1.1 / 2.5), 1 on the other heads of `spec`.
+  Each strategy's options live in a section of their own (config.strategy.reinforce.hidden), so
+  a config can carry several and switching is one override (--config.strategy.name=random): the
+  chosen strategy without a section runs with its defaults, the other sections are not used.
+
+  Raises:
+    ConfigError: the strategy is unknown, an option sits outside a section, or the chosen
+      strategy's section holds a key that is not one of its options.
   """
-  kwargs = {k: v for k, v in config.strategy.items() if k not in ("name", "op_tanh_reduce")}
-  if "temperature" in kwargs and not kwargs["temperature"]:
-    kwargs["temperature"] = None
-  reduce = config.strategy.get("op_tanh_reduce", 0.0)
-  if reduce:
-    ops = set(op_heads)
-    kwargs["head_tanh_reduce"] = tuple(
-      float(reduce) if h in ops else 1.0 for h in range(spec.num_heads)
-    )
-  return kwargs
+  name = config.strategy.name
+  allowed = strategies.options(name)
+  for key, value in config.strategy.items():
+    if key != "name" and not isinstance(value, ml_collections.ConfigDict):
+      raise ConfigError(
+        f"config.strategy.{key}: strategy options live in a section per strategy, "
+        f"config.strategy.<name>.<option> (here config.strategy.{name}.{key})"
+      )
+  unused = [f"config.strategy.{k}" for k in config.strategy if k not in ("name", name)]
+  if unused:
+    logging.info("strategy %s: not using %s (another strategy's options)", name, ", ".join(unused))
+  section = config.strategy.get(name) or {}
+  for key in section:
+    if key not in allowed:
+      raise ConfigError(
+        f"config.strategy.{name}.{key} is not an option of strategy {name!r}; its options are "
+        f"{', '.join(allowed) or 'none'}"
+      )
+  return dict(section.items())

@@ -18,8 +18,8 @@ The supernet step and the scoring function are compiled once for the whole run: 
 architecture enters them as an int32 array. The whole state (shared weights, optimiser, strategy)
 is checkpointed after every epoch; a killed search resumes and reaches the same result.
 
-`config.setting` (DeCoNAS's CB{0,1}_FF{0,1}) is a switch over the same config: CB0 drops every
-cost term from the reward, FF1 turns on the space's fusion search.
+A paper's switches are plain keys of its config (DeCoNAS's CB0: reward.terms.params = 0; FF1:
+space.fusion_search) or options of its strategy (ENAS's op_tanh_reduce): this loop knows none.
 """
 
 import dataclasses
@@ -38,7 +38,6 @@ from absl import logging
 from nasr import data as data_lib
 from nasr import parallel, plots, spaces, strategies, training, writers
 from nasr.core.checks import check_scale
-from nasr.core.errors import ConfigError
 from nasr.estimation import cost, metrics
 from nasr.estimation import train as train_lib
 from nasr.estimation.evaluate import score_images
@@ -47,7 +46,6 @@ from nasr.searches import loop
 from nasr.searches.reward import COST_TERMS, Reward, child_macs_per_pixel
 from nasr.spaces.base import SupernetSpace, require
 
-SETTINGS = ("CB0_FF0", "CB0_FF1", "CB1_FF0", "CB1_FF1")
 # Samples drawn from the policy after every epoch (`_policy_record`); with 200 every frequency is a
 # multiple of 0.005, exact at the 3 digits kept, so each decision's row sums to 1.
 PROBE_SAMPLES = 200
@@ -56,29 +54,6 @@ PROBE_SAMPLES = 200
 _PROBE_STREAM = 0x9B0BE
 # An entropy above this fraction of its maximum after half the run: the policy has not moved.
 STUCK_RATIO = 0.999
-
-
-def parse_setting(setting: str) -> tuple[bool, bool]:
-  """Return (complexity_penalty, fusion_search) of a DeCoNAS setting such as "CB1_FF0"."""
-  if setting not in SETTINGS:
-    raise ConfigError(f"config.setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
-  return setting.startswith("CB1"), setting.endswith("FF1")
-
-
-def space_kwargs(config: ml_collections.ConfigDict) -> dict:
-  """Return the searched space's keyword arguments (fusion search from config.setting if set)."""
-  kwargs = loop.space_kwargs(config)
-  if config.get("setting"):
-    kwargs["fusion_search"] = parse_setting(config.setting)[1]
-  return kwargs
-
-
-def reward_terms(config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Return config.reward.terms, without the cost terms under a CB0 setting."""
-  terms = {k: float(v) for k, v in config.reward.terms.items()}
-  if config.get("setting") and not parse_setting(config.setting)[0]:
-    terms = {k: v for k, v in terms.items() if k not in COST_TERMS}
-  return terms
 
 
 def make_psnr_fn(supernet, scale: int) -> Callable:
@@ -115,11 +90,10 @@ class _Parts:
 def _prepare(config: ml_collections.ConfigDict) -> _Parts:
   """Return the run's parts; everything a user can get wrong fails here, before any training."""
   scale = check_scale(config.scale, "config.scale")
-  space = spaces.get(config.space.name, **space_kwargs(config))
+  space = spaces.get(config.space.name, **loop.space_kwargs(config))
   require(space, SupernetSpace, "one-shot")
   spec = space.token_spec()
-  kwargs = loop.strategy_kwargs(config, spec, space.op_heads())
-  strategy = strategies.get(config.strategy.name, spec, **kwargs)
+  strategy = strategies.get(config.strategy.name, spec, **loop.strategy_options(config))
   loss_fn = training.make_config_loss(config)
   mesh = parallel.make_mesh()
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
@@ -143,7 +117,8 @@ def _prepare(config: ml_collections.ConfigDict) -> _Parts:
     o.lr, o.schedule, total_w_steps, o.decay_every, o.decay_factor, lr_end=o.get("lr_end", 0.0)
   )
   tx = train_lib.make_adam(schedule, o.b1, o.b2, grad_clip=o.grad_clip)
-  reward = Reward(reward_terms(config), space, scale, config.reward.get("norm", "max"))
+  terms = {k: float(v) for k, v in config.reward.terms.items()}
+  reward = Reward(terms, space, scale, config.reward.get("norm", "max"))
   return _Parts(
     config, scale, space, strategy, mesh, sampler, val, supernet, tx, reward, loss_fn, local_batch
   )
@@ -392,14 +367,15 @@ def _warn_stuck(record: dict, config: ml_collections.ConfigDict) -> None:
   """Log that the controller's policy is still (almost) uniform, and what to change."""
   logging.warning(
     "the controller's policy has not moved: entropy %.4f of a maximum %.4f nats (ratio %.5f) "
-    "after %d of %d epochs; try a higher strategy.learning_rate, more controller updates per epoch "
-    "(controller_steps_per_epoch=%d) or fewer supernet steps between them "
+    "after %d of %d epochs; try a higher strategy.%s.learning_rate, more controller updates per "
+    "epoch (controller_steps_per_epoch=%d) or fewer supernet steps between them "
     "(train_steps_per_epoch=%d)",
     record["entropy"],
     record["entropy_max"],
     record["entropy_ratio"],
     record["epoch"],
     config.epochs,
+    config.strategy.name,
     config.controller_steps_per_epoch,
     config.train_steps_per_epoch,
   )
@@ -435,7 +411,7 @@ def shared_weight_scorer(
   return loop.Scorer(
     space=p.space,
     space_name=config.space.name,
-    space_kwargs=space_kwargs(config),
+    space_kwargs=loop.space_kwargs(config),
     scale=p.scale,
     searched=np.asarray(result["best_tokens"], np.int32),
     score=lambda tokens: _score(p, steps, params, np.asarray(tokens, np.int32)).astype(np.float64),
@@ -490,7 +466,7 @@ def _write_derived(
   spaces.save_arch(
     workdir / "best.json",
     p.config.space.name,
-    space_kwargs(p.config),
+    loop.space_kwargs(p.config),
     p.space.decode(np.asarray(best["tokens"])),
     **{k: v for k, v in best.items() if k != "tokens"},
   )

@@ -92,9 +92,6 @@ def _check_sweepable(config: ml_collections.ConfigDict) -> None:
       f"config.lambdas needs a search with weighted reward terms (config.reward.terms); "
       f"method {config.get('method')!r} has none"
     )
-  # DeCoNAS's CB0 setting drops every cost term from the reward: all lambdas would be one search.
-  if str(config.get("setting") or "").startswith("CB0"):
-    raise ConfigError(f"config.lambdas with config.setting={config.setting} has no cost to trade")
 
 
 def run_sweep(

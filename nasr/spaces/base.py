@@ -3,8 +3,8 @@
 Three typing Protocols, one per kind of search:
 
   SearchSpace          every space: token_spec / decode / encode / arch_from_dict / build /
-                       count_params / op_heads. Any strategy can propose tokens for it; GP-NAS and
-                       random search train its children from scratch.
+                       count_params. Any strategy can propose tokens for it; GP-NAS and random
+                       search train its children from scratch.
   SupernetSpace        + supernet / child_params / max_arch: a weight-sharing network that takes the
                        sampled tokens as an int32 array (compiled once per run) and equals
                        build(arch) with child_params(...) of its weights. The one-shot loop needs it.
@@ -129,9 +129,6 @@ class SearchSpace(Protocol):
 
   def count_params(self, arch: Arch, scale: int) -> int:
     """Return the exact parameter count of build(arch, scale)."""
-
-  def op_heads(self) -> tuple[int, ...]:
-    """Return the controller heads that choose operations (ENAS squashes them more; may be ())."""
 
 
 @runtime_checkable

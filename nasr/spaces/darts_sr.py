@@ -948,7 +948,3 @@ class DartsSR:
     """Return the exact parameter count of build(genotype, scale, cells, channels)."""
     net = self.build(genotype, check_subpixel_scale(scale), cells=cells, channels=channels)
     return count_module_params(net)
-
-  def op_heads(self) -> tuple[int, ...]:
-    """Return () : the genotype's op positions are searched by gradient, not by a controller."""
-    return ()

@@ -594,11 +594,10 @@ class DeCoNAS(CostTable):
       # The paper connects one FC layer per fusion connection: one head per LFF / GFF bit.
       steps += [g] * mm + [g + 1] * n
       heads += list(range(3, 3 + mm + n))
-    return TokenSpec((2,) * len(steps), tuple(self._names()), tuple(steps), tuple(heads))
-
-  def op_heads(self) -> tuple[int, ...]:
-    """Return the controller heads that choose operations (ENAS squashes their logits more)."""
-    return (0, 1, 2)
+    # The op bits choose operations: ENAS squashes their logits more.
+    return TokenSpec(
+      (2,) * len(steps), tuple(self._names()), tuple(steps), tuple(heads), op_heads=(0, 1, 2)
+    )
 
   def _compact_spec(self) -> TokenSpec:
     names = [f"group {i} (node{m}<-node{j})" for i, (m, j) in enumerate(_groups(self.nodes))]

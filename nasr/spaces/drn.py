@@ -641,10 +641,6 @@ class DRN(Families):
     """Return the exact parameter count of build(arch, scale) (shapes only, no compute)."""
     return count_module_params(self.build(arch, check_subpixel_scale(scale)))
 
-  def op_heads(self) -> tuple[int, ...]:
-    """Return () : no position chooses an operation."""
-    return ()
-
   def max_arch(self) -> DRNArch:
     """Return the child with the most parameters: widest, deepest, largest blocks, of either family."""
     archs = []

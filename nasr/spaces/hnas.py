@@ -784,11 +784,13 @@ class HNAS(CostTable):
     names.append("upsampling position")
     heads.append(2 * (n + 1))
     groups.append(2)
-    return TokenSpec(tuple(choices), tuple(names), heads=tuple(heads), groups=tuple(groups))
-
-  def op_heads(self) -> tuple[int, ...]:
-    """Return the heads that choose operations (one per cell)."""
-    return (self.nodes, 2 * self.nodes + 1)
+    return TokenSpec(
+      tuple(choices),
+      tuple(names),
+      heads=tuple(heads),
+      groups=tuple(groups),
+      op_heads=(n, 2 * n + 1),  # one per cell
+    )
 
   def decode(self, tokens: Sequence[int] | np.ndarray) -> HNASArch:
     """Return the architecture of `tokens`, or raise TokenError naming the bad position."""

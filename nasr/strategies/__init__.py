@@ -1,10 +1,10 @@
 """Search strategies: see only a TokenSpec and rewards, never pixels or networks.
 
 Each strategy is a `Strategy(init, propose, update)` of pure functions over explicit state;
-`get(name, spec, **kwargs)` builds a registered one.
+`get(name, spec, **kwargs)` builds a registered one and `options(name)` names its keywords.
 """
 
-from nasr.strategies.base import STRATEGIES, State, Strategy, get
+from nasr.strategies.base import STRATEGIES, State, Strategy, get, options
 from nasr.strategies.controller import Controller
 from nasr.strategies.diagnostics import decision_frequencies, max_entropy
 from nasr.strategies.gp import GPState, make_gp
@@ -28,4 +28,5 @@ __all__ = [
   "make_random",
   "make_reinforce",
   "max_entropy",
+  "options",
 ]

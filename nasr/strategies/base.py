@@ -50,6 +50,15 @@ class Strategy(NamedTuple):
 STRATEGIES: Registry[Callable[..., Strategy]] = Registry("strategy")
 
 
+def options(name: str) -> tuple[str, ...]:
+  """Return the option names of the strategy registered as `name` (its factory's keywords).
+
+  Raises:
+    ConfigError: `name` is not registered.
+  """
+  return tuple(p for p in inspect.signature(STRATEGIES.get(name)).parameters if p != "spec")
+
+
 def get(name: str, spec: TokenSpec, **kwargs) -> Strategy:
   """Return the strategy registered as `name`, built for `spec` with `kwargs`.
 
@@ -60,6 +69,5 @@ def get(name: str, spec: TokenSpec, **kwargs) -> Strategy:
   try:
     inspect.signature(factory).bind(spec, **kwargs)
   except TypeError as e:
-    options = [p for p in inspect.signature(factory).parameters if p != "spec"]
-    raise ConfigError(f"strategy {name!r}: {e}; its options are {options}") from None
+    raise ConfigError(f"strategy {name!r}: {e}; its options are {list(options(name))}") from None
   return factory(spec, **kwargs)

@@ -156,7 +156,7 @@ def make_hierarchical(
     layers: stacked layers per LSTM (HNAS: 1).
     tanh_constant: logits are squashed to c * tanh(logits / temperature); None: no squashing.
       HNAS does not state one; 1.1 is ENAS's cell controller's.
-    temperature: divides the logits before the tanh; None: 1.
+    temperature: divides the logits before the tanh; None or 0: 1.
     learning_rate: Adam's first step size (HNAS: 3e-4).
     lr_end: the step size reached after `decay_steps` updates by cosine decay (HNAS: 1.5e-4).
     decay_steps: updates over which the step size decays; 0: constant `learning_rate`.
@@ -176,11 +176,11 @@ def make_hierarchical(
     raise ConfigError(f"hierarchical: baseline_decay must be in [0, 1), got {baseline_decay}")
   if grad_clip < 0:
     raise ConfigError(f"hierarchical: grad_clip must be >= 0 (0 = off), got {grad_clip}")
-  if temperature is not None and temperature <= 0:
-    raise ConfigError(f"hierarchical: temperature must be positive, got {temperature}")
+  if temperature is not None and temperature < 0:
+    raise ConfigError(f"hierarchical: temperature must be positive (0 = none), got {temperature}")
   group_specs(spec)  # Raises ConfigError now, not at the first jit, for an empty group.
   model = HierarchicalController(
-    spec, hidden=hidden, layers=layers, tanh_constant=tanh_constant, temperature=temperature
+    spec, hidden=hidden, layers=layers, tanh_constant=tanh_constant, temperature=temperature or None
   )
   schedule = learning_rate
   if decay_steps > 0:

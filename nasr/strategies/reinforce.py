@@ -41,7 +41,7 @@ def make_reinforce(
   hidden: int = 64,
   layers: int = 2,
   tanh_constant: float | None = 1.1,
-  head_tanh_reduce: tuple[float, ...] = (),
+  op_tanh_reduce: float = 1.0,
   temperature: float | None = None,
   learning_rate: float = 3e-4,
   baseline_decay: float = 0.99,
@@ -55,8 +55,9 @@ def make_reinforce(
     hidden: LSTM width (DeCoNAS: 64).
     layers: stacked LSTM layers (DeCoNAS: 2).
     tanh_constant: logits are squashed to c * tanh(logits / temperature); None: no squashing.
-    head_tanh_reduce: per-head divisor of `tanh_constant` (ENAS uses 2.5 on operation heads).
-    temperature: divides the logits before the tanh; None: 1.
+    op_tanh_reduce: divides `tanh_constant` on the heads that choose operations
+      (`spec.op_heads`; ENAS and DeCoNAS: 2.5); 1: every head alike.
+    temperature: divides the logits before the tanh; None or 0: 1.
     learning_rate: Adam step size (DeCoNAS: 3e-4).
     baseline_decay: moving-average decay of the reward baseline (ENAS: 0.99).
     entropy_weight: weight of the entropy bonus.
@@ -68,17 +69,26 @@ def make_reinforce(
     raise ConfigError(f"reinforce: baseline_decay must be in [0, 1), got {baseline_decay}")
   if grad_clip < 0:
     raise ConfigError(f"reinforce: grad_clip must be >= 0 (0 = off), got {grad_clip}")
-  if temperature is not None and temperature <= 0:
-    raise ConfigError(f"reinforce: temperature must be positive, got {temperature}")
+  if temperature is not None and temperature < 0:
+    raise ConfigError(f"reinforce: temperature must be positive (0 = none), got {temperature}")
+  if not op_tanh_reduce > 0:
+    raise ConfigError(
+      f"reinforce: op_tanh_reduce must be positive (1 = none), got {op_tanh_reduce}"
+    )
+  head_tanh_reduce = ()
+  if op_tanh_reduce != 1.0:
+    ops = set(spec.op_heads)
+    head_tanh_reduce = tuple(
+      float(op_tanh_reduce) if h in ops else 1.0 for h in range(spec.num_heads)
+    )
   model = Controller(
     spec,
     hidden=hidden,
     layers=layers,
     tanh_constant=tanh_constant,
-    head_tanh_reduce=tuple(head_tanh_reduce),
-    temperature=temperature,
+    head_tanh_reduce=head_tanh_reduce,
+    temperature=temperature or None,
   )
-  model._head_scale()  # Raises ConfigError now, not at the first jit, for a bad head_tanh_reduce.
   clip = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
   tx = optax.chain(*clip, optax.adam(learning_rate))
   return policy_gradient(model, tx, baseline_decay, entropy_weight)

@@ -13,12 +13,12 @@ import pytest
 from nasr import spaces, strategies
 from nasr.checkpoint import Checkpointer
 from nasr.experiment import load_config
-from nasr.searches import one_shot
+from nasr.searches import loop, one_shot
 
 
 def _space(name: str):
   c = load_config(name, "tiny", lock=False)
-  return spaces.get(c.space.name, **one_shot.space_kwargs(c))
+  return spaces.get(c.space.name, **loop.space_kwargs(c))
 
 
 def _spec(name: str):
@@ -73,14 +73,14 @@ def test_a_frozen_controller_warns_once_and_records_its_diagnostics(tmp_path):
   c = load_config("deconas", "tiny", lock=False)
   c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 2, 1, 1
   c.derive.candidates = 3
-  c.strategy.learning_rate = 0.0  # the policy cannot move
+  c.strategy.reinforce.learning_rate = 0.0  # the policy cannot move
   with mock.patch.object(one_shot.logging, "warning") as warning:
     summary = one_shot.run(c, tmp_path)
   stuck = [call for call in warning.call_args_list if "has not moved" in call.args[0]]
   assert len(stuck) == 1
   message = stuck[0].args[0] % stuck[0].args[1:]
   assert "entropy 6.238" in message and "of a maximum 6.2383 nats" in message
-  assert "after 2 of 2 epochs" in message and "strategy.learning_rate" in message
+  assert "after 2 of 2 epochs" in message and "strategy.reinforce.learning_rate" in message
   assert summary["policy_stuck"] is True
   assert json.loads((tmp_path / "search_result.json").read_text())["policy_stuck"] is True
 

@@ -1,15 +1,19 @@
-"""SearchRun: a stop request inside a unit saves that step with what the unit carried so far."""
+"""SearchRun: a stop request inside a unit saves that step with what the unit carried so far; a
+strategy's options come from its own section of config.strategy."""
 
 import os
 import signal
+from unittest import mock
 
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
+from nasr import strategies
 from nasr.checkpoint import Checkpointer
-from nasr.core.errors import Interrupted
+from nasr.core.errors import ConfigError, Interrupted
+from nasr.experiment import load_config
 from nasr.searches import loop
 
 
@@ -66,3 +70,34 @@ def test_a_signal_after_the_last_step_stops_the_run_after_its_checkpoint(tmp_pat
       os.kill(os.getpid(), signal.SIGTERM)
   assert Checkpointer(tmp_path).all_steps() == [2]
   assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back
+
+
+def test_the_chosen_strategy_reads_its_own_section_and_ignores_the_others():
+  config = load_config("deconas", "tiny")
+  options = loop.strategy_options(config)
+  assert options["op_tanh_reduce"] == 2.5 and options["hidden"] == 64
+  assert set(options) <= set(strategies.options("reinforce"))
+  with config.unlocked():
+    config.strategy.name = "random"  # as --config.strategy.name=random sets it
+  with mock.patch.object(loop.logging, "info") as info:
+    assert loop.strategy_options(config) == {}  # reinforce's section is not used
+  assert "config.strategy.reinforce" in info.call_args.args[0] % info.call_args.args[1:]
+  # A strategy without a section runs with its defaults.
+  hnas = load_config("hnas", "tiny")
+  with hnas.unlocked():
+    hnas.strategy.name = "reinforce"
+  assert loop.strategy_options(hnas) == {}
+
+
+def test_strategy_options_that_fit_no_option_are_named():
+  config = load_config("deconas", "tiny", lock=False)
+  config.strategy.reinforce.hiden = 8  # misspelt
+  with pytest.raises(ConfigError, match=r"^config\.strategy\.reinforce\.hiden is not an option of"):
+    loop.strategy_options(config)
+  config = load_config("deconas", "tiny", lock=False)
+  config.strategy.hidden = 8  # the layout before sections
+  with pytest.raises(ConfigError, match=r"config\.strategy\.hidden: .*config\.strategy\.reinforce"):
+    loop.strategy_options(config)
+  config.strategy = ml_collections.ConfigDict({"name": "reinforcement"})
+  with pytest.raises(ConfigError, match="unknown strategy 'reinforcement'"):
+    loop.strategy_options(config)

@@ -12,6 +12,7 @@ import pytest
 from jax._src.array import ArrayImpl
 
 from nasr import spaces, strategies
+from nasr.configs.common import TINY_SPACES
 from nasr.estimation import cost
 from nasr.experiment import load_config
 from nasr.searches import loop, one_shot
@@ -19,20 +20,6 @@ from nasr.searches.reward import Reward
 from nasr.spaces.base import SupernetSpace
 from tests.launch_utils import REPO
 
-# Tiny settings per space (a new supernet space adds a line here; the test below fails until it
-# does, so no space escapes the engine test).
-TINY_SPACES = {
-  "deconas": {"blocks": 2, "nodes": 2, "channels": 4},
-  "hnas": {"layers": 2, "nodes": 1, "channels": 4},
-  "drn": {
-    "features": (4, 8),
-    "blocks": (1, 2),
-    "stages": (1, 2),
-    "rcan_groups": (1, 2),
-    "rcan_blocks": (1, 2),
-    "reduction": 4,
-  },
-}
 TINY_SUPERNET = {"deconas": {"skip_inactive": True, "shifted": True}, "hnas": {"shifted": True}}
 TINY_STRATEGIES = {
   "reinforce": {"hidden": 8, "layers": 1},
@@ -76,10 +63,9 @@ def test_every_supernet_space_and_strategy_has_tiny_settings():
 
 def _config(space: str, strategy: str, terms: dict | None = None) -> ml_collections.ConfigDict:
   c = load_config(REPO / "configs" / "deconas.py", "tiny", lock=False)
-  c.setting = ""  # plain terms: the DeCoNAS switch is tested with the launcher
   c.space = ml_collections.ConfigDict({"name": space, **TINY_SPACES[space]})
   c.supernet = ml_collections.ConfigDict(TINY_SUPERNET.get(space, {}))
-  c.strategy = ml_collections.ConfigDict({"name": strategy, **TINY_STRATEGIES[strategy]})
+  c.strategy = ml_collections.ConfigDict({"name": strategy, strategy: TINY_STRATEGIES[strategy]})
   c.reward.terms = terms or {"psnr": 1.0, "params": -1.0}
   c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 2, 2, 1
   c.controller_batch, c.derive.candidates = 2, 3
@@ -140,19 +126,22 @@ def test_macs_term_is_the_childs_exact_multiply_adds(space_name):
   assert max(reward.costs(t)["macs_ratio"] for t in spec.sample(rng, 16)) <= 1.0 + 1e-12
 
 
-def test_reward_terms_are_checked_and_the_deconas_setting_drops_cost_terms():
+def test_reward_terms_are_checked_and_the_deconas_settings_are_plain_keys():
   space = spaces.get("deconas", **TINY_SPACES["deconas"])
   with pytest.raises(ValueError, match="unknown term"):
     Reward({"psnr": 1.0, "latency": -1.0}, space, 2)
-  c = _config("deconas", "random", {"psnr": 1.0, "params": -2.0})
-  c.setting = "CB0_FF1"
-  assert one_shot.reward_terms(c) == {"psnr": 1.0}
-  assert one_shot.space_kwargs(c)["fusion_search"] is True
-  c.setting = "CB1_FF0"
-  assert one_shot.reward_terms(c) == {"psnr": 1.0, "params": -2.0}
-  c.setting = "CB2"
-  with pytest.raises(ValueError, match="config.setting"):
-    one_shot.reward_terms(c)
+  # CB0, no complexity penalty: a params weight of 0 leaves the PSNR exactly.
+  for psnr, ratio in ((30.25, 0.7), (np.array([20.5, 31.0]), np.array([0.1, 1.0]))):
+    np.testing.assert_array_equal(
+      Reward({"psnr": 1.0, "params": 0.0}, space, 2)(psnr, {"params": ratio}), psnr
+    )
+  # FF1, fusion search: the space's own option.
+  c = load_config("deconas", "tiny", lock=False)
+  assert loop.space_kwargs(c)["fusion_search"] is False
+  c.space.fusion_search = True
+  assert len(spaces.get("deconas", **loop.space_kwargs(c)).token_spec()) > len(
+    spaces.get("deconas", **TINY_SPACES["deconas"]).token_spec()
+  )
 
 
 def test_entropy_bonus_adds_the_policys_entropy():

@@ -155,8 +155,3 @@ def test_lambda_config_keeps_other_terms_and_needs_a_cost_term():
     sweep.parse_lambdas("0.2,0.20")
   with pytest.raises(ConfigError, match="cost term"):
     sweep.run_sweep(_config("0.5", {"psnr": 1.0, "entropy": 0.1}), "/nonexistent", None)
-  no_cost = _config("0.5")
-  with no_cost.unlocked():
-    no_cost.setting = "CB0_FF0"
-  with pytest.raises(ConfigError, match="CB0"):
-    sweep.run_sweep(no_cost, "/nonexistent", None)

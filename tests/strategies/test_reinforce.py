@@ -4,10 +4,12 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from nasr.core import ConfigError, TokenSpec
-from nasr.strategies import ReinforceState, get, make_reinforce
+from nasr.strategies import Controller, ReinforceState, get, make_reinforce
+from nasr.strategies.reinforce import policy_gradient
 
 # DeCoNAS-like: 10 node pairs of 3 op bits on 3 shared heads, then 2 fusion steps of 4 bits each
 # with a head per bit (positions on one head in one step would share one distribution).
@@ -89,9 +91,29 @@ def test_baseline_follows_enas(small):
   assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(state2))
 
 
+def test_op_tanh_reduce_squashes_the_specs_op_heads_only():
+  # ENAS / DeCoNAS: the heads that choose operations get tanh constant 1.1 / 2.5, the others 1.1.
+  spec = TokenSpec(choices=(2, 3, 2, 4), steps=(0, 0, 1, 2), heads=(0, 1, 0, 2), op_heads=(0, 2))
+  options = {"hidden": 8, "layers": 1, "tanh_constant": 1.1}
+  model = Controller(spec, head_tanh_reduce=(2.5, 1.0, 2.5), **options)
+  want = policy_gradient(model, optax.adam(3e-4), 0.99, 1e-4)
+  got = make_reinforce(spec, op_tanh_reduce=2.5, **options)
+  plain = make_reinforce(spec, **options)
+  states = [s.init(jax.random.key(0)) for s in (want, got, plain)]
+  chex.assert_trees_all_equal(states[0].params, states[1].params, states[2].params)
+  log_prob = [
+    s.propose(state, jax.random.key(1), 16)[1]["log_prob"]
+    for s, state in zip((want, got, plain), states, strict=True)
+  ]
+  np.testing.assert_array_equal(log_prob[0], log_prob[1])
+  assert not np.allclose(log_prob[0], log_prob[2])
+
+
 def test_bad_options_are_config_errors():
-  with pytest.raises(ConfigError, match="head_tanh_reduce"):
-    make_reinforce(SPEC, head_tanh_reduce=(2.5,))
+  with pytest.raises(ConfigError, match="op_tanh_reduce"):
+    make_reinforce(SPEC, op_tanh_reduce=0.0)
+  with pytest.raises(ValueError, match="op_heads"):
+    TokenSpec(choices=(2, 2), op_heads=(2,))
   with pytest.raises(ConfigError, match="baseline_decay"):
     make_reinforce(SPEC, baseline_decay=1.0)
   with pytest.raises(ConfigError, match="learning_rat"):
