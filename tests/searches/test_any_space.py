@@ -1,12 +1,15 @@
-"""A new space needs no edit under nasr/: throwaway spaces, written here, run the searches.
+"""A new space or strategy needs no edit under nasr/: throwaway ones, written here, are searched.
 
-`ToyChain` is a differentiable space of a few residual edges (zero, skip or a 3x3 conv each); it
-is registered for one test and removed after it, then searched end to end by the DARTS search.
+`ToyChain` is a differentiable space of a few residual edges (zero, skip or a 3x3 conv each),
+searched end to end by the DARTS search; `ToyShared` is the same chain driven by tokens, searched
+by the one-shot search with a hill-climbing strategy defined here too. Each is registered for one
+test and removed after it.
 """
 
 import dataclasses
 import json
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -20,6 +23,7 @@ from nasr.core.types import TokenSpec
 from nasr.ops.upsample import pixel_shuffle
 from nasr.spaces.base import ArchJSON, DifferentiableSpace, count_module_params
 from nasr.spaces.registry import SPACES
+from nasr.strategies.base import STRATEGIES, Strategy
 
 OPS = ("none", "skip", "conv")  # "none" is alpha's zero op; a derived edge holds skip or conv
 EDGE_OPS = OPS[1:]
@@ -129,10 +133,6 @@ class ToyChain:
     """Return build(arch)'s parameter count."""
     return count_module_params(self.build(arch, scale))
 
-  def op_heads(self) -> tuple[int, ...]:
-    """Return () (no controller)."""
-    return ()
-
   def supernet(self, scale: int, dtype=jnp.float32) -> nn.Module:
     """Return the mixed-op supernet."""
     del dtype
@@ -211,3 +211,101 @@ def test_the_darts_search_runs_a_space_written_outside_nasr(toy_chain, tmp_path)
   assert summary["retrain_params"] == space.count_params(arch, 2)
   assert summary["num_skip"] == space.num_skip(arch) and np.isfinite(summary["val_psnr"])
   assert (tmp_path / "w" / "alpha.png").stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------------------------
+# A weight-sharing space and a strategy, both throwaway: the one-shot search runs them.
+
+
+class ToyTokenSupernet(nn.Module):
+  """The weight-sharing supernet: the sampled tokens pick each edge's op (one-hot weights)."""
+
+  channels: int
+  edges: int
+  scale: int
+
+  @nn.compact
+  def __call__(self, x, tokens):
+    weights = jax.nn.one_hot(jnp.asarray(tokens, jnp.int32) + 1, len(OPS))  # tokens skip "none"
+    return ToyNet(self.channels, self.edges, self.scale, name="net")(x, weights)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyShared(ToyChain):
+  """ToyChain searched by weight sharing: every child keeps every edge's conv."""
+
+  def supernet(self, scale: int, dtype=jnp.float32) -> nn.Module:
+    """Return the token-driven supernet."""
+    del dtype
+    return ToyTokenSupernet(self.channels, self.edges, scale)
+
+  def child_params(self, supernet_params: dict, arch: ToyArch) -> dict:
+    """Return the supernet's weights: a child has the same parameter tree."""
+    self._check(arch)
+    return supernet_params
+
+  def max_arch(self) -> ToyArch:
+    """Return the all-conv child."""
+    return ToyArch(("conv",) * self.edges)
+
+
+class HillState(NamedTuple):
+  """The best candidate so far."""
+
+  best_tokens: jax.Array
+  best_reward: jax.Array
+
+
+def make_hill_climb(spec: TokenSpec, flips: int = 1) -> Strategy:
+  """Return a strategy that proposes the best candidate with `flips` random positions redrawn."""
+  choices = jnp.asarray(spec.choices, jnp.int32)
+
+  def init(rng):
+    return HillState(jnp.zeros((len(spec),), jnp.int32), jnp.full((), -jnp.inf, jnp.float32))
+
+  def propose(state, rng, num):
+    keys = jax.random.split(rng, 2)
+    where = jax.random.randint(keys[0], (num, flips), 0, len(spec))
+    draws = jax.random.randint(keys[1], (num, flips), 0, choices[where])
+    tokens = jnp.tile(state.best_tokens, (num, 1))
+    tokens = jax.vmap(lambda t, w, d: t.at[w].set(d))(tokens, where, draws)
+    return tokens, {"log_prob": jnp.zeros((num,)), "entropy": jnp.zeros((num,))}
+
+  def update(state, tokens, rewards):
+    finite = jnp.where(jnp.isnan(rewards), -jnp.inf, rewards)
+    i = jnp.argmax(finite)
+    better = finite[i] > state.best_reward
+    state = HillState(
+      jnp.where(better, tokens[i], state.best_tokens),
+      jnp.where(better, finite[i], state.best_reward),
+    )
+    return state, {"best_reward": state.best_reward}
+
+  return Strategy(init=init, propose=propose, update=update, policy=False)
+
+
+@pytest.fixture
+def toy_shared():
+  """Register ToyShared as "toy_shared" and the hill climber as "toy_hill_climb" for one test."""
+  SPACES.register("toy_shared", ToyShared)
+  STRATEGIES.register("toy_hill_climb", make_hill_climb)
+  yield "toy_shared", "toy_hill_climb"
+  SPACES.unregister("toy_shared")
+  STRATEGIES.unregister("toy_hill_climb")
+
+
+def test_the_one_shot_search_runs_a_space_and_a_strategy_written_outside_nasr(toy_shared, tmp_path):
+  space_name, strategy_name = toy_shared
+  config = experiment.load_config("deconas", "tiny", lock=False)
+  config.space = {"name": space_name, "edges": 3, "channels": 4}
+  config.strategy = {"name": strategy_name}  # its options: the factory's defaults
+  config.supernet = {}
+  config.epochs = 2
+  summary = experiment.run_search(config, tmp_path / "w")
+  best = json.loads((tmp_path / "w" / "best.json").read_text())
+  assert best["space"] == space_name and best["space_kwargs"] == {"edges": 3, "channels": 4}
+  space, arch = spaces.load_arch(tmp_path / "w" / "best.json")
+  assert isinstance(space, ToyShared) and best["tokens"] == space.encode(arch).tolist()
+  rows = json.loads((tmp_path / "w" / "candidates.json").read_text())
+  assert rows[0]["tokens"] == best["tokens"] and all(np.isfinite(r["psnr"]) for r in rows)
+  assert summary["best_tokens"] == best["tokens"]
