@@ -237,8 +237,7 @@ def _train_case(network, params, config, sizes, n, setup, space=None) -> Case:
     args = [(b, key) for b in batches]
   else:
     spec = space.token_spec()
-    kwargs = loop.strategy_kwargs(config, spec, space.op_heads())
-    strategy = strategies.get(config.strategy.name, spec, **kwargs)
+    strategy = strategies.get(config.strategy.name, spec, **loop.strategy_options(config))
     step = training.compile_sampled_step(network, tx, loss, strategy.propose, mesh)
     policy = jax.device_put(strategy.init(train_lib.init_key(1)), repl)
     keys = [jax.device_put(jax.random.fold_in(key, i), repl) for i in range(n)]
