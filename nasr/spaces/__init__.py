@@ -2,7 +2,7 @@
 
 import jax.numpy as jnp
 
-from nasr.spaces import base, baselines, darts_sr, deconas, drn, hnas, registry
+from nasr.spaces import base, baselines, bench, darts_sr, deconas, drn, hnas, registry
 from nasr.spaces.base import (
   ArchJSON,
   CostPieces,
@@ -13,6 +13,7 @@ from nasr.spaces.base import (
   SupernetSpace,
 )
 from nasr.spaces.baselines import EDSR, MODELS, Bicubic, build_model, model_fields
+from nasr.spaces.bench import Bench, BenchArch, BenchNet, BenchSupernet
 from nasr.spaces.darts_sr import DartsGenotype, DartsSR, DartsSRNet, DartsSRSupernet
 from nasr.spaces.deconas import DeCoNAS, DeCoNASArch, DeCoNASNet, DeCoNASSupernet
 from nasr.spaces.drn import DRN, DRNArch, DRNNet, DRNSupernet, RCANNet
@@ -36,6 +37,10 @@ def build_from_file(path, scale: int, shifted: bool = False, dtype=None, **overr
 
 
 __all__ = [
+  "Bench",
+  "BenchArch",
+  "BenchNet",
+  "BenchSupernet",
   "DRN",
   "DRNArch",
   "DRNNet",
@@ -68,6 +73,7 @@ __all__ = [
   "baselines",
   "build_from_file",
   "build_model",
+  "bench",
   "darts_sr",
   "deconas",
   "drn",
