@@ -1,4 +1,4 @@
-"""The `nasr` command: nasr train|evaluate|upscale|search|diagnose|config [flags].
+"""The `nasr` command: nasr train|evaluate|upscale|search|diagnose|bench|config [flags].
 
   nasr search --config=deconas:tiny --workdir=W     # a shipped config by name[:preset]
   nasr train --config=my_config.py:tiny --workdir=W # or any config file
@@ -24,6 +24,7 @@ COMMANDS = {
   "upscale": "upscale an image file or folder with a checkpoint (or an ensemble)",
   "search": "architecture search (DeCoNAS, HNAS, DARTS-SR, GP-NAS); no --config lists the methods",
   "diagnose": "does a finished search work? shared-weight vs stand-alone ranking, random baseline",
+  "bench": "the tabular SR benchmark: build the table (bench build), score strategies (bench evaluate)",
   "config": "list the shipped configs (--list) or print one with each key's help",
 }
 
@@ -156,9 +157,11 @@ def show_config(spec: str) -> str:
 def list_configs() -> str:
   """Return the shipped configs, their presets and what each is for."""
   lines = ["configs (use as --config=<name>[:preset], or give a path to your own .py file):"]
-  for name, d in experiment.describe_configs().items():
+  configs = experiment.describe_configs()
+  width = max(len(name) for name in configs) + 2
+  for name, d in configs.items():
     method = f" [search method {d['method']}]" if d["method"] else ""
-    lines.append(f"  {name:<10}{' | '.join(d['presets']):<32}{d['doc']}{method}")
+    lines.append(f"  {name:<{width}}{' | '.join(d['presets']):<32}{d['doc']}{method}")
   return "\n".join(lines)
 
 

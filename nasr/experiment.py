@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
+from nasr import bench, inference, parallel, searches, training, writers
 from nasr import data as data_lib
-from nasr import inference, parallel, searches, training, writers
 from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import ConfigError, DataError
 from nasr.estimation import cost
@@ -345,3 +345,20 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       "process): set config.distributed.num_processes=1"
     )
   return diagnostics.run(config, workdir)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The tabular benchmark.
+# ---------------------------------------------------------------------------------------------------
+def bench_build(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Train the benchmark space's members stand-alone (resumable); return the table's summary."""
+  _show_progress()
+  check_numbers(config)
+  return bench.build.run(config, workdir)
+
+
+def bench_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
+  """Score search strategies against a benchmark table; return the printed report."""
+  _show_progress()
+  check_numbers(config)
+  return bench.evaluate.run(config, workdir)

@@ -509,3 +509,25 @@ def plot_ranking(
   ax.legend(loc="best", fontsize=8)
   _save(fig, path, title or "ranking")
   return fig
+
+
+def plot_regret(curves: dict, path: Path, title: str = ""):
+  """Draw each strategy's mean regret against queries with its 95% band (curves: name -> [(mean,
+  low, high)] per query count); return the figure."""
+  made = _figure(Path(path), (6.4, 4.2))
+  if made is None:
+    return None
+  fig, axes = made
+  ax = axes[0, 0]
+  for i, (name, rows) in enumerate(curves.items()):
+    r = np.asarray(rows, np.float64)
+    q = np.arange(1, len(r) + 1)
+    (line,) = ax.plot(q, r[:, 0], label=name, marker=_MARKERS[i % len(_MARKERS)], markevery=0.1)
+    ax.fill_between(q, r[:, 1], r[:, 2], color=line.get_color(), alpha=0.2)
+  ax.set_xlabel("queries (distinct members trained)")
+  ax.set_ylabel("regret of the pick (dB)")
+  ax.set_yscale("symlog", linthresh=0.01)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  _save(fig, Path(path), title, ax)
+  return fig

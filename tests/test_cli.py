@@ -13,6 +13,8 @@ def test_config_list_names_every_shipped_config_with_its_presets(tmp_path):
   assert r.returncode == 0, r.stderr
   rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
   assert set(rows) == {
+    "bench",
+    "bench_eval",
     "darts_sr",
     "deconas",
     "diagnose",
@@ -23,6 +25,7 @@ def test_config_list_names_every_shipped_config_with_its_presets(tmp_path):
     "upscale",
   }
   assert "tiny | default | paper | final" in rows["deconas"]
+  assert "tiny | default " in rows["bench_eval"]
   assert "search method darts" in rows["darts_sr"] and "search method" not in rows["train"]
 
 

@@ -124,6 +124,14 @@ NUMBER_RULES = {
   "batch": ("int", ">0"),
   "topk": ("int", ">0"),
   "report_top": ("int", ">0"),
+  "strategy.*.population": ("int", ">0"),
+  "strategy.*.sample_size": ("int", ">0"),
+  "strategy.*.capacity": ("int", ">0"),
+  # The tabular benchmark (configs/bench.py, configs/bench_eval.py)
+  "seeds": ("int", ">0"),
+  "workers": ("int", ">=0"),
+  "search_seeds": ("int", ">0"),
+  "queries": ("int", ">0"),
 }
 
 

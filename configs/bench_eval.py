@@ -1,0 +1,47 @@
+r"""Score search strategies against the benchmark table (the shipped one unless config.table is set).
+
+nasr bench evaluate --config=bench_eval --workdir=W                     # >= 20 searches each
+nasr bench evaluate --config=bench_eval:tiny --config.table=T/table.json --workdir=W
+
+Prints each strategy's regret (best member's PSNR minus the pick's) after N queries and the final
+pick's percentile, with 95% intervals over the searches, and how well each zero-cost proxy and
+each shorter training run predicts the table's result. W/evaluate.json, W/regret.png.
+"""
+
+import ml_collections
+
+from nasr.configs import common
+
+PRESETS = ("tiny", "default")
+
+
+def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
+  """Return the benchmark evaluation config for `preset` (default, or tiny for tests)."""
+  preset = common.check_preset(preset, PRESETS)
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.table = ""  # a table.json from `nasr bench build`; "" = the table shipped with nasr
+  c.space = ml_collections.ConfigDict({"name": "bench"})
+  # The truth the regret is measured on: "" = Set14 when the table has it, else "val"; or
+  # "val", "Set5", "Set14" (a test folder's name). Searches always see a run's validation PSNR.
+  c.metric = ""
+  c.strategy_names = ("random", "evolution", "local_search", "reinforce", "gp")
+  c.search_seeds = 20  # searches per strategy (each with its own seed)
+  c.queries = 50  # distinct members each search may train (the budget)
+  c.batch = 1  # members proposed per strategy update
+  c.report_at = (10, 25, 50)  # query counts printed
+  # Each strategy's options, one section per strategy as in the search configs (strategies absent here run their defaults).
+  c.strategy = ml_collections.ConfigDict()
+  c.strategy.evolution = ml_collections.ConfigDict({"population": 10, "sample_size": 3})
+  # REINFORCE learns from 50 rewards at most: a step size and baseline that can move in that time.
+  c.strategy.reinforce = ml_collections.ConfigDict(
+    {"learning_rate": 0.05, "baseline_decay": 0.8, "hidden": 32, "layers": 1}
+  )
+  # the GP's buffer holds every query; a lighter refit than the GP-NAS search's
+  c.strategy.gp = ml_collections.ConfigDict({"capacity": 64, "fit_steps": 60, "fit_restarts": 1})
+  if preset == "tiny":
+    c.search_seeds = 3
+    c.queries = 10
+    c.report_at = (5, 10)
+    c.strategy.gp.fit_steps = 10
+  return c

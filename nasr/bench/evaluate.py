@@ -1,0 +1,200 @@
+"""`nasr bench evaluate`: score search strategies against a benchmark table, by lookup.
+
+Black-box strategies (random, reinforce, gp, evolution, local_search, ... any registered one)
+search the bench space with the table as their oracle: a query of member m returns the
+validation PSNR of one of its runs, the seed drawn at random (the noise a real search sees), and
+costs one query the first time m is asked for (a search remembers what it measured). After each
+query the search's pick is the member with the best observed value; its regret is the best
+member's true PSNR minus the pick's (true: the seed mean on `config.metric`). Over
+`config.search_seeds` searches: the mean regret after each number of queries with a 95% interval
+(Student t over seeds), and the percentile of the final pick among all members.
+
+The table's own predictors are scored too: Kendall tau and Spearman rho against the truth of
+each zero-cost proxy, the parameter and multiply-add counts, and each earlier point of the
+learning curve (a shorter run as a low-fidelity proxy of the full one).
+"""
+
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import scipy.stats
+from absl import logging
+
+from nasr import plots, spaces, strategies, writers
+from nasr.bench import table as table_lib
+from nasr.core.errors import ConfigError
+from nasr.spaces import bench as bench_space
+
+
+def interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+  """Return (mean, low, high): the Student-t interval of the mean of `values` (NaN-free)."""
+  x = np.asarray(values, np.float64)
+  mean = float(np.mean(x))
+  if len(x) < 2 or np.all(x == x[0]):
+    return mean, mean, mean
+  lo, hi = scipy.stats.t.interval(confidence, len(x) - 1, loc=mean, scale=scipy.stats.sem(x))
+  return mean, float(lo), float(hi)
+
+
+def search_once(strategy, signal, truth, queries: int, batch: int, seed: int) -> list[int]:
+  """Return the pick (member id) after each of `queries` distinct queries of one search."""
+  rng = np.random.default_rng([seed, 7])
+  key = jax.random.key(seed)
+  state = strategy.init(key)
+  propose = jax.jit(strategy.propose, static_argnums=2)
+  update = jax.jit(strategy.update)
+  seen: dict[int, float] = {}
+  picks: list[int] = []
+  best, best_value = -1, -np.inf
+  for r in range(50 * queries):  # a strategy that stops proposing new members ends the search
+    tokens, _ = propose(state, jax.random.fold_in(key, r), batch)
+    rewards = []
+    for t in np.asarray(tokens):
+      m = bench_space.arch_id(t)
+      if m not in seen:
+        runs = signal[m][~np.isnan(signal[m])]
+        if len(runs) == 0:
+          raise ConfigError(f"member {m} has no run in the table: it is not complete")
+        seen[m] = float(runs[rng.integers(len(runs))])
+        if seen[m] > best_value:
+          best, best_value = m, seen[m]
+        picks.append(best)
+      rewards.append(seen[m])
+    state, _ = update(state, tokens, jnp.asarray(rewards, jnp.float32))
+    if len(picks) >= queries:
+      return picks[:queries]
+  return picks + [best] * (queries - len(picks))
+
+
+def _options(config, name: str) -> dict:
+  section = config.strategy.get(name)
+  return dict(section) if section is not None else {}
+
+
+def score_strategy(config, name: str, t: table_lib.Table, truth: np.ndarray) -> dict:
+  """Return the regret curve and final-pick statistics of strategy `name` over the search seeds."""
+  space = spaces.get("bench", **{k: v for k, v in config.space.items() if k != "name"})
+  strategy = strategies.get(name, space.token_spec(), **_options(config, name))
+  signal = t.per_seed("val")
+  q, seeds = int(config.queries), int(config.search_seeds)
+  top = float(np.nanmax(truth))
+  regret = np.zeros((seeds, q))
+  final = []
+  for s in range(seeds):
+    picks = search_once(strategy, signal, truth, q, int(config.batch), s)
+    regret[s] = top - truth[picks]
+    final.append(picks[-1])
+  pct = [float(100.0 * np.mean(truth[~np.isnan(truth)] <= truth[m])) for m in final]
+  checkpoints = sorted({c for c in config.report_at if c <= q} | {q})
+  return {
+    "strategy": name,
+    "options": _options(config, name),
+    "regret": {str(c): interval(regret[:, c - 1]) for c in checkpoints},
+    "regret_curve": [interval(regret[:, c]) for c in range(q)],
+    "final_percentile": interval(pct),
+    "top10_rate": float(np.mean(np.asarray(pct) >= 90.0)),
+    "picks": [int(m) for m in final],
+  }
+
+
+def predictors(t: table_lib.Table, truth: np.ndarray) -> dict:
+  """Return {predictor: (Kendall tau, Spearman rho)} against `truth` over the complete members."""
+  ok = ~np.isnan(truth)
+  cands = {f"proxy {k}": v for k, v in t.proxies.items()}
+  cands["params"], cands["macs"] = t.params, t.macs
+  for k, step in enumerate(t.steps[:-1]):
+    cands[f"curve @{step} steps"] = table_lib.row_mean(t.curves[:, :, k])
+  out = {}
+  for name, values in cands.items():
+    m = ok & ~np.isnan(values)
+    if m.sum() < 3:
+      continue
+    tau = scipy.stats.kendalltau(values[m], truth[m]).statistic
+    rho = scipy.stats.spearmanr(values[m], truth[m]).statistic
+    out[name] = (round(float(tau), 4), round(float(rho), 4))
+  return out
+
+
+def _fmt(ci: tuple[float, float, float], digits: int = 3) -> str:
+  m, lo, hi = ci
+  return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def report(result: dict) -> str:
+  """Return the printed form of an evaluation result."""
+  lines = [
+    f"table: {result['table']} ({result['members']} members, truth: {result['metric']} PSNR, "
+    f"best {result['best_psnr']:.3f} dB, median {result['median_psnr']:.3f} dB)",
+    f"black-box strategies, {result['search_seeds']} searches each, regret in dB "
+    "(mean [95% interval]):",
+  ]
+  for r in result["strategies"]:
+    at = ", ".join(f"@{c} {_fmt(v)}" for c, v in r["regret"].items())
+    lines.append(
+      f"  {r['strategy']:<13} regret {at}; final pick percentile "
+      f"{_fmt(r['final_percentile'], 1)}, top 10% in {100 * r['top10_rate']:.0f}% of searches"
+    )
+  lines.append("predictors of the truth over all members (Kendall tau, Spearman rho):")
+  for name, (tau, rho) in result["predictors"].items():
+    lines.append(f"  {name:<22} tau {tau:+.3f}  rho {rho:+.3f}")
+  return "\n".join(lines)
+
+
+def _check(config, t: table_lib.Table) -> str:
+  for key in ("queries", "search_seeds", "batch"):
+    v = config.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+      raise ConfigError(f"config.{key} must be a positive integer, got {v!r}")
+  if config.queries > t.size:
+    raise ConfigError(f"config.queries ({config.queries}) exceeds the space's {t.size} members")
+  metric = config.metric or ("Set14" if "Set14" in t.tests else "val")
+  t.psnr(metric)  # an unknown metric fails here, naming the table's
+  for name in config.strategy_names:
+    strategies.STRATEGIES.get(name)
+  return metric
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
+  """Score the strategies of `config` against the table; write W/evaluate.json, W/regret.png;
+  return the report."""
+  raw = table_lib.load(config.table or None)
+  if raw is None:
+    raise ConfigError(
+      "this nasr ships no benchmark table yet: give one with --config.table=W/table.json "
+      "(nasr bench build writes it)"
+    )
+  t = table_lib.Table(raw)
+  metric = _check(config, t)
+  if not t.complete():
+    logging.warning("the table is not complete: %d of %d members", len(t.ids), t.size)
+  workdir = writers.prepare_workdir(workdir)
+  truth = t.psnr(metric)
+  result = {
+    "table": str(config.table or table_lib.SHIPPED),
+    "members": int(len(t.ids)),
+    "metric": metric,
+    "best_psnr": float(np.nanmax(truth)),
+    "median_psnr": float(np.nanmedian(truth)),
+    "search_seeds": int(config.search_seeds),
+    "queries": int(config.queries),
+    "strategies": [],
+    "predictors": predictors(t, truth),
+  }
+  for name in config.strategy_names:
+    logging.info(
+      "bench evaluate: %s, %d searches of %d queries", name, config.search_seeds, config.queries
+    )
+    result["strategies"].append(score_strategy(config, name, t, truth))
+  writers.write_json(workdir / "evaluate.json", result)
+  plots.plot_regret(
+    {r["strategy"]: r["regret_curve"] for r in result["strategies"]},
+    workdir / "regret.png",
+    f"regret against queries ({metric} PSNR, {config.search_seeds} searches, 95% intervals)",
+  )
+  text = report(result)
+  (Path(workdir) / "evaluate.txt").write_text(text + "\n")
+  return text

@@ -1,0 +1,54 @@
+"""`nasr bench build`: a tiny build trains its members, resumes piece by piece, and refuses to mix
+protocols in one workdir."""
+
+import json
+
+import pytest
+
+from nasr.bench import build, table
+from nasr.configs import bench as bench_config
+from nasr.core.errors import ConfigError
+
+
+def test_members_are_parsed_from_ids_and_ranges():
+  assert build.parse_members("", 216) == list(range(216))
+  assert build.parse_members("3, 0-2,3", 216) == [0, 1, 2, 3]
+  with pytest.raises(ConfigError, match="outside the space's"):
+    build.parse_members("214-216", 216)
+  with pytest.raises(ConfigError, match="'x' is not an id"):
+    build.parse_members("1,x", 216)
+
+
+def test_a_tiny_build_trains_resumes_and_writes_the_table(tmp_path):
+  c = bench_config.get_config("tiny")
+  c.workers = 2  # the worker processes' path, one member each
+  w = tmp_path / "b"
+  summary = build.run(c, w)
+  assert summary["members"] == 2 and not summary["complete"]
+  t = json.loads((w / "table.json").read_text())
+  assert [m["id"] for m in t["members"]] == [0, 215]
+  for m in t["members"]:
+    (run,) = m["runs"]
+    assert [p[0] for p in run["curve"]] == [1, 2]
+    assert set(m["proxies"]) == {"grad_norm", "synflow", "jacob_cov"}
+    assert m["params"] > 0 and m["macs"] > 0
+  assert t["members"][1]["params"] > t["members"][0]["params"]  # three RCABs over none
+  assert t["protocol"] == table.protocol(c)
+  # a finished run is never trained again: remove one, and only it comes back
+  first = build.run_file(w, 215, 0)
+  before = first.stat().st_mtime_ns
+  build.run_file(w, 0, 0).unlink()
+  c.workers = 1
+  build.run(c, w)
+  assert build.run_file(w, 0, 0).exists() and first.stat().st_mtime_ns == before
+  # another protocol in the same workdir is refused, naming what differs
+  c.steps, c.curve = 3, (1, 3)
+  with pytest.raises(ConfigError, match="steps: 2 -> 3"):
+    build.run(c, w)
+
+
+def test_a_bad_curve_fails_before_any_training(tmp_path):
+  c = bench_config.get_config("tiny")
+  c.curve = (2, 1)
+  with pytest.raises(ConfigError, match="config.curve must be increasing"):
+    build.run(c, tmp_path / "x")
