@@ -39,9 +39,15 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   )
   # the GP's buffer holds every query; a lighter refit than the GP-NAS search's
   c.strategy.gp = ml_collections.ConfigDict({"capacity": 64, "fit_steps": 60, "fit_restarts": 1})
+  # Weight sharing on the bench space: each search ("<config>[/<strategy>]", run at this preset)
+  # runs for real `seeds` times; its final shared weights then score every member.
+  c.weight_sharing = ml_collections.ConfigDict()
+  c.weight_sharing.searches = ("bench_one_shot/reinforce", "bench_one_shot/random", "bench_darts")
+  c.weight_sharing.seeds = 3  # 0 = skip the weight-sharing searches
   if preset == "tiny":
     c.search_seeds = 3
     c.queries = 10
     c.report_at = (5, 10)
     c.strategy.gp.fit_steps = 10
+    c.weight_sharing.seeds = 1
   return c

@@ -9,6 +9,7 @@ one code path:
 """
 
 from nasr import (
+  bench,
   core,
   data,
   estimation,
@@ -24,7 +25,16 @@ from nasr.checkpoint import Checkpointer
 from nasr.core import ConfigError, DataError, DivergedError, NasrError, TokenError, TokenSpec
 from nasr.estimation.cost import count_macs, count_params
 from nasr.estimation.metrics import psnr, ssim
-from nasr.experiment import diagnose, evaluate, load_config, run_search, train, upscale
+from nasr.experiment import (
+  bench_build,
+  bench_evaluate,
+  diagnose,
+  evaluate,
+  load_config,
+  run_search,
+  train,
+  upscale,
+)
 
 __version__ = "0.1.0"
 
@@ -36,6 +46,9 @@ __all__ = [
   "NasrError",
   "TokenError",
   "TokenSpec",
+  "bench",
+  "bench_build",
+  "bench_evaluate",
   "core",
   "count_macs",
   "count_params",

@@ -361,4 +361,6 @@ def bench_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   """Score search strategies against a benchmark table; return the printed report."""
   _show_progress()
   check_numbers(config)
-  return bench.evaluate.run(config, workdir)
+  return bench.evaluate.run(
+    config, workdir, lambda name, preset: load_config(config_path(name), preset)
+  )

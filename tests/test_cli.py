@@ -14,7 +14,9 @@ def test_config_list_names_every_shipped_config_with_its_presets(tmp_path):
   rows = {line.split()[0]: line for line in r.stdout.splitlines()[1:]}
   assert set(rows) == {
     "bench",
+    "bench_darts",
     "bench_eval",
+    "bench_one_shot",
     "darts_sr",
     "deconas",
     "diagnose",

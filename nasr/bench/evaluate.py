@@ -15,6 +15,7 @@ learning curve (a shorter run as a low-fidelity proxy of the full one).
 """
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -27,6 +28,8 @@ from absl import logging
 from nasr import plots, spaces, strategies, writers
 from nasr.bench import table as table_lib
 from nasr.core.errors import ConfigError
+from nasr.searches import loop
+from nasr.searches.methods import SEARCH_METHODS
 from nasr.spaces import bench as bench_space
 
 
@@ -119,6 +122,72 @@ def predictors(t: table_lib.Table, truth: np.ndarray) -> dict:
   return out
 
 
+# (config name or file, preset) -> the loaded config: the entry points' loader (experiment).
+ConfigLoader = Callable[[str, str], ml_collections.ConfigDict]
+
+
+def _search_config(
+  load: ConfigLoader, spec: str, preset: str, seed: int, space: dict
+) -> ml_collections.ConfigDict:
+  """Return the search config of `spec` ("<config>[/<strategy>]") at `preset` with `seed`."""
+  name, _, strategy = spec.partition("/")
+  c = load(name, preset)
+  with c.unlocked():
+    c.seed = seed
+    if strategy:
+      c.strategy.name = strategy
+  got = {k: v for k, v in c.space.items()}
+  if got != space:
+    raise ConfigError(
+      f"weight_sharing search {spec!r} searches the space {got}, the table's is {space}: its "
+      "shared weights would rank other networks"
+    )
+  return c
+
+
+def weight_sharing(
+  config, t: table_lib.Table, truth: np.ndarray, workdir: Path, load: ConfigLoader
+) -> list[dict]:
+  """Return, per search of config.weight_sharing, tau/rho of its shared weights over every member
+  against `truth` and the true rank of its pick, over its seeds (each search resumable)."""
+  ws = config.weight_sharing
+  members = np.stack([bench_space.from_id(i) for i in range(t.size)])
+  ok_truth = ~np.isnan(truth)
+  out = []
+  for spec in ws.searches:
+    runs = []
+    for seed in range(int(ws.seeds)):
+      c = _search_config(load, spec, config.preset, seed, dict(t.raw["protocol"]["space"]))
+      wd = writers.prepare_workdir(workdir / "searches" / f"{spec.replace('/', '_')}_{seed}")
+      method = SEARCH_METHODS.get(c.method)
+      result = loop.finished(c, wd) or method.run(c, wd)
+      scorer = method.scorer(c, wd, result)
+      shared = np.asarray(scorer.score(members), np.float64)
+      ok = ok_truth & np.isfinite(shared)
+      pick = bench_space.arch_id(scorer.searched)
+      runs.append(
+        {
+          "seed": seed,
+          "tau": float(scipy.stats.kendalltau(shared[ok], truth[ok]).statistic),
+          "rho": float(scipy.stats.spearmanr(shared[ok], truth[ok]).statistic),
+          "pick": pick,
+          "pick_rank": int(1 + np.sum(truth[ok_truth] > truth[pick])),
+          "pick_percentile": float(100.0 * np.mean(truth[ok_truth] <= truth[pick])),
+        }
+      )
+      logging.info("bench evaluate: %s seed %d: %s", spec, seed, runs[-1])
+    out.append(
+      {
+        "search": spec,
+        "tau": interval([r["tau"] for r in runs]),
+        "rho": interval([r["rho"] for r in runs]),
+        "pick_percentile": interval([r["pick_percentile"] for r in runs]),
+        "runs": runs,
+      }
+    )
+  return out
+
+
 def _fmt(ci: tuple[float, float, float], digits: int = 3) -> str:
   m, lo, hi = ci
   return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
@@ -137,6 +206,17 @@ def report(result: dict) -> str:
     lines.append(
       f"  {r['strategy']:<13} regret {at}; final pick percentile "
       f"{_fmt(r['final_percentile'], 1)}, top 10% in {100 * r['top10_rate']:.0f}% of searches"
+    )
+  if result.get("weight_sharing"):
+    lines.append(
+      f"weight-sharing searches on the bench space, {len(result['weight_sharing'][0]['runs'])} "
+      "seeds each: shared-weight vs table PSNR over every member, and the pick's true rank:"
+    )
+  for r in result.get("weight_sharing", []):
+    ranks = ", ".join(str(x["pick_rank"]) for x in r["runs"])
+    lines.append(
+      f"  {r['search']:<26} tau {_fmt(r['tau'])}  rho {_fmt(r['rho'])}  pick ranks {ranks} of "
+      f"{result['members']} (percentile {_fmt(r['pick_percentile'], 1)})"
     )
   lines.append("predictors of the truth over all members (Kendall tau, Spearman rho):")
   for name, (tau, rho) in result["predictors"].items():
@@ -158,9 +238,11 @@ def _check(config, t: table_lib.Table) -> str:
   return metric
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
+def run(
+  config: ml_collections.ConfigDict, workdir: str | os.PathLike, load: ConfigLoader | None = None
+) -> str:
   """Score the strategies of `config` against the table; write W/evaluate.json, W/regret.png;
-  return the report."""
+  return the report. `load` loads the weight-sharing searches' configs (needed when there are)."""
   raw = table_lib.load(config.table or None)
   if raw is None:
     raise ConfigError(
@@ -189,6 +271,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> str:
       "bench evaluate: %s, %d searches of %d queries", name, config.search_seeds, config.queries
     )
     result["strategies"].append(score_strategy(config, name, t, truth))
+  if config.weight_sharing.seeds > 0:
+    if load is None:
+      raise ConfigError(
+        "weight-sharing searches need a config loader (nasr.bench_evaluate has one)"
+      )
+    result["weight_sharing"] = weight_sharing(config, t, truth, workdir, load)
   writers.write_json(workdir / "evaluate.json", result)
   plots.plot_regret(
     {r["strategy"]: r["regret_curve"] for r in result["strategies"]},

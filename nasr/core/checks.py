@@ -132,6 +132,7 @@ NUMBER_RULES = {
   "workers": ("int", ">=0"),
   "search_seeds": ("int", ">0"),
   "queries": ("int", ">0"),
+  "weight_sharing.seeds": ("int", ">=0"),
 }
 
 

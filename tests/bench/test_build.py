@@ -52,3 +52,16 @@ def test_a_bad_curve_fails_before_any_training(tmp_path):
   c.curve = (2, 1)
   with pytest.raises(ConfigError, match="config.curve must be increasing"):
     build.run(c, tmp_path / "x")
+
+
+def test_the_nasr_command_builds_and_names_its_actions(tmp_path):
+  from tests.launch_utils import run_nasr
+
+  r = run_nasr("bench", cwd=tmp_path)
+  assert r.returncode == 2 and "build" in r.stderr and "evaluate" in r.stderr
+  w = tmp_path / "w"
+  r = run_nasr(
+    "bench", "build", "--config=bench:tiny", "--config.members=0", f"--workdir={w}", cwd=tmp_path
+  )
+  assert r.returncode == 0, r.stderr
+  assert "members: 1" in r.stdout and build.run_file(w, 0, 0).is_file()

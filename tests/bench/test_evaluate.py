@@ -6,8 +6,10 @@ import json
 import numpy as np
 import pytest
 
+import nasr
 from nasr.bench import evaluate, table
 from nasr.configs import bench_eval
+from nasr.configs.common import TINY_SPACES
 from nasr.core.errors import ConfigError
 from nasr.spaces import bench as bench_space
 
@@ -40,7 +42,10 @@ def made_up_table(seeds=3, noise=0.01, rng_seed=0) -> dict:
     )
   return {
     "format": table.FORMAT,
-    "protocol": {"curve": [10, 20]},
+    "protocol": {
+      "curve": [10, 20],
+      "space": {"name": "bench", **TINY_SPACES["bench"], "skip": "bilinear"},
+    },
     "provenance": {"tests": ["Set5"]},
     "members": members,
   }
@@ -70,6 +75,7 @@ def test_evaluate_reports_regret_and_percentiles_that_match_the_table(table_file
   c.table = str(table_file)
   c.strategy_names = ("random", "evolution", "local_search")
   c.search_seeds, c.queries = 4, 40
+  c.weight_sharing.seeds = 0
   c.report_at = (10, 40)
   text = evaluate.run(c, tmp_path / "w")
   result = json.loads((tmp_path / "w" / "evaluate.json").read_text())
@@ -105,6 +111,7 @@ def test_a_search_is_reproducible_from_its_seed():
 def test_bad_evaluation_settings_fail_in_one_line(table_file, tmp_path):
   c = bench_eval.get_config("tiny")
   c.table = str(table_file)
+  c.weight_sharing.seeds = 0
   c.queries = 500
   with pytest.raises(ConfigError, match="exceeds the space's 216 members"):
     evaluate.run(c, tmp_path / "a")
@@ -114,3 +121,22 @@ def test_bad_evaluation_settings_fail_in_one_line(table_file, tmp_path):
   c.metric, c.table = "", str(tmp_path / "missing.json")
   with pytest.raises(ConfigError, match="no benchmark table there"):
     evaluate.run(c, tmp_path / "c")
+
+
+def test_weight_sharing_searches_run_on_the_bench_space_and_rank_every_member(table_file, tmp_path):
+  c = bench_eval.get_config("tiny")
+  c.table = str(table_file)
+  c.strategy_names = ("random",)
+  c.weight_sharing.searches = ("bench_one_shot/random", "bench_darts")
+  text = nasr.bench_evaluate(c, tmp_path / "w")
+  result = json.loads((tmp_path / "w" / "evaluate.json").read_text())
+  for r in result["weight_sharing"]:
+    (run,) = r["runs"]
+    assert -1.0 <= run["tau"] <= 1.0 and 1 <= run["pick_rank"] <= 216
+  assert "bench_darts" in text and "pick ranks" in text
+  # a search's space must be the table's: otherwise its weights rank other networks
+  table = json.loads(table_file.read_text())
+  table["protocol"]["space"]["channels"] = 8
+  table_file.write_text(json.dumps(table))
+  with pytest.raises(ConfigError, match="the table's is"):
+    nasr.bench_evaluate(c, tmp_path / "w2")
