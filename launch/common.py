@@ -162,6 +162,27 @@ def _exit_with(error: Exception, argv: list[str], workdir: str | None = None) ->
 _FLAG_ERRORS = (flags.Error, NasrError, OSError, AttributeError, KeyError, TypeError, ValueError)
 
 
+def _config_file(argv: list[str]) -> Path | None:
+  """Return the resolved config file named by --config in `argv` (its preset dropped), if any."""
+  for i, arg in enumerate(argv):
+    value = arg.removeprefix("--config=") if arg.startswith("--config=") else None
+    if arg == "--config" and i + 1 < len(argv):
+      value = argv[i + 1]
+    if value:
+      path = Path(value)
+      if not path.is_file() and ":" in path.name:
+        path = path.with_name(path.name.rsplit(":", 1)[0])
+      return path.resolve()
+  return None
+
+
+def _config_code_error(error: BaseException, argv: list[str]) -> str | None:
+  """Return "config file F, line N: Type: message" when `error` was raised by the config file's
+  own code (a syntax error, an undefined name): the user's file, not nasr, is at fault."""
+  config = _config_file(argv)
+  return None if config is None else experiment.config_code_error(error, config)
+
+
 def _named_configs(argv: list[str]) -> list[str]:
   """Return argv with a shipped config name (`--config=deconas:tiny`) replaced by its file."""
   out = list(argv)
@@ -198,6 +219,12 @@ def run(
         config.keys()  # a config that failed to load raises here, not deep inside the run
     except _FLAG_ERRORS as e:
       _exit_with(e, sys.argv)
+    except Exception as e:  # noqa: BLE001 - the config file's own code failed: one line
+      line = _config_code_error(e, _named_configs(sys.argv))
+      if line is None:
+        raise
+      print(f"error: {line}", file=sys.stderr)
+      sys.exit(2)
     if needs_config and config is None:
       if without_config is not None:
         print(without_config(), file=sys.stderr)
@@ -243,9 +270,16 @@ def run(
       _last_word(f"error: {type(e).__name__}: {_one_line(e)}{where}", 2, _WORKDIR.value)
 
   def _parse_flags(argv):
+    argv = _named_configs(argv)
     try:
-      return flags.FLAGS(_named_configs(argv))
+      return flags.FLAGS(argv)
     except _FLAG_ERRORS as e:
       _exit_with(e, argv)
+    except Exception as e:  # noqa: BLE001 - the config file's own code failed: one line
+      line = _config_code_error(e, argv)
+      if line is None:
+        raise
+      print(f"error: {line}", file=sys.stderr)
+      sys.exit(2)
 
   app.run(_main, flags_parser=_parse_flags)

@@ -13,6 +13,7 @@ public API: the trainer lives in `nasr.training`, data sources in `nasr.data`, s
 
 import importlib.util
 import os
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from absl import flags, logging
 from nasr import bench, inference, parallel, searches, training, writers
 from nasr import data as data_lib
 from nasr.core.checks import check_numbers, check_scale
-from nasr.core.errors import ConfigError, DataError
+from nasr.core.errors import ConfigError, DataError, NasrError
 from nasr.estimation import cost
 from nasr.estimation import evaluate as scoring
 from nasr.searches import diagnose as diagnostics
@@ -95,6 +96,21 @@ def describe_configs() -> dict[str, dict]:
   return out
 
 
+def config_code_error(error: BaseException, file: str | os.PathLike) -> str | None:
+  """Return "config file F, line N: Type: message" when `error` was raised by the code of config
+  file `file` (a syntax error, an undefined name), else None."""
+  file = Path(file).resolve()
+  if isinstance(error, SyntaxError) and error.filename:
+    if Path(error.filename).resolve() != file:
+      return None
+    return f"config file {file}, line {error.lineno}: SyntaxError: {error.msg}"
+  tb = traceback.extract_tb(error.__traceback__)
+  frames = [f for f in tb if Path(f.filename).resolve() == file]
+  if not frames:
+    return None
+  return f"config file {file}, line {frames[-1].lineno}: {type(error).__name__}: {error}"
+
+
 def _config_module(file: Path):
   """Return the executed module of a config file."""
   spec = importlib.util.spec_from_file_location(f"nasr_config_{file.stem}", file)
@@ -113,10 +129,18 @@ def load_config(
   file = Path(path)
   if not file.is_file():
     raise ConfigError(f"config file {path} does not exist")
-  module = _config_module(file)
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"config file {path} has no get_config(preset) function")
-  config = module.get_config(preset) if preset is not None else module.get_config()
+  try:
+    module = _config_module(file)
+    if not hasattr(module, "get_config"):
+      raise ConfigError(f"config file {path} has no get_config(preset) function")
+    config = module.get_config(preset) if preset is not None else module.get_config()
+  except NasrError:
+    raise
+  except Exception as e:  # the file's own code failed: say where, in one line
+    line = config_code_error(e, file)
+    if line is None:
+      raise
+    raise ConfigError(line) from None
   if lock:
     config.lock()
   return config

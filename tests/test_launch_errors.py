@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import nasr
 from nasr import data as data_lib
 from nasr import spaces
 from tests.launch_utils import REPO, launch_env, run_launcher
@@ -251,3 +252,28 @@ def test_the_error_is_the_last_line_though_background_threads_still_print(error,
   last = r.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "the save failed" in last, last
   assert "teardown noise" not in r.stderr
+
+
+@pytest.mark.parametrize(
+  ("code", "line", "kind"),
+  [
+    ("import ml_collections\ndef get_config(:\n  return 1\n", 2, "SyntaxError: invalid syntax"),
+    (
+      "import ml_collections\n\ndef get_config():\n  return ml_collections.ConfigDict({'a': nope})\n",
+      4,
+      "NameError: name 'nope' is not defined",
+    ),
+  ],
+  ids=["syntax", "name"],
+)
+def test_a_config_file_whose_code_fails_ends_in_one_line_naming_file_and_line(
+  tmp_path, code, line, kind
+):
+  cfg = tmp_path / "my_cfg.py"
+  cfg.write_text(code)
+  r = run_launcher("train", f"--config={cfg}", f"--workdir={tmp_path / 'w'}")
+  assert r.returncode == 2
+  assert r.stderr.strip().splitlines() == [f"error: config file {cfg}, line {line}: {kind}"]
+  # `nasr config` and nasr.load_config (Colab) say the same
+  with pytest.raises(nasr.ConfigError, match=f"line {line}: {kind.split(':')[0]}"):
+    nasr.load_config(str(cfg))
