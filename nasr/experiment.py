@@ -287,13 +287,18 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
     files = [src]
   else:
     raise DataError(f"input {src} does not exist")
-  images = [(f, data_lib.read_image(f)) for f in files]  # read all first: fail before any work
   workdir = writers.prepare_workdir(workdir)
   out_dir = Path(config.output) if config.get("output") else workdir / "sr"
   out_dir = writers.prepare_workdir(out_dir, "config.output")  # before any work, not after it
   upscale_fn, scale, _ = make_upscaler(config)
-  written = []
-  for f, img in images:
+  written, unreadable = [], []
+  for f in files:  # one image in memory at a time
+    try:
+      img = data_lib.read_image(f)
+    except DataError as e:  # the others are still worth upscaling: say so at the end
+      logging.warning("%s", e)
+      unreadable.append(str(e).removeprefix("cannot read image "))
+      continue
     sr = upscale_fn(img)
     path = out_dir / f"{f.stem}_x{scale}.png"
     data_lib.write_png(path, np.clip(np.round(sr * 255.0), 0, 255).astype(np.uint8))
@@ -301,6 +306,11 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
       "wrote %s (%dx%d -> %dx%d)", path, img.shape[1], img.shape[0], sr.shape[1], sr.shape[0]
     )
     written.append(path)
+  if unreadable:
+    raise DataError(
+      f"{len(unreadable)} of {len(files)} images could not be read and were skipped "
+      f"({'; '.join(unreadable)}); the {len(written)} others were written to {out_dir}"
+    )
   return written
 
 

@@ -202,6 +202,24 @@ def test_an_upscale_output_that_is_a_file_is_refused_before_any_work(trained, tm
   assert "wrote" not in r.stderr
 
 
+def test_upscale_writes_every_readable_image_and_names_each_unreadable_one(trained, tmp_path):
+  folder = _images(tmp_path / "in", 2, 16)
+  good = (folder / "img0.png").read_bytes()
+  (folder / "cut.png").write_bytes(good[: len(good) // 2])
+  (folder / "empty.png").write_bytes(b"")
+  r = run_launcher(
+    "upscale",
+    "--config=configs/upscale.py",
+    f"--config.checkpoint={trained}",
+    f"--config.input={folder}",
+    f"--workdir={tmp_path / 'w'}",
+  )
+  last = _no_traceback_one_line(r, "2 of 4 images could not be read", "cut.png", "empty.png")
+  assert "the 2 others were written" in last
+  written = sorted(p.name for p in (tmp_path / "w" / "sr").iterdir())
+  assert written == ["img0_x2.png", "img1_x2.png"]
+
+
 def test_evaluating_weights_that_do_not_fit_their_config_names_the_mismatch(trained, tmp_path):
   w = tmp_path / "run"
   shutil.copytree(trained, w)
