@@ -104,6 +104,9 @@ def distributed_config() -> ml_collections.ConfigDict:
   # When another process stops answering (killed, its host lost), the others end with an error
   # after this many seconds; rerun every process to resume from the last checkpoint.
   d.heartbeat_timeout_s = 100
+  # How long each process waits for all the others to connect at the start before it ends with
+  # one line saying so (a process never started, a wrong coordinator address).
+  d.init_timeout_s = 120
   return d
 
 

@@ -32,6 +32,9 @@ _OMPI_URI = "OMPI_MCA_orte_hnp_uri"
 # jax.distributed's default: a process silent this long is dead, and the others stop with an
 # error instead of waiting in a collective forever.
 HEARTBEAT_TIMEOUT_S = 100
+# How long a process waits for the run's other processes to connect before it gives up with one
+# line (config.distributed.init_timeout_s); JAX's own wait is longer and ends in an abort.
+INIT_TIMEOUT_S = 120
 
 
 def _env_int(environ: Mapping[str, str], name: str | None) -> int | None:
@@ -105,11 +108,14 @@ def maybe_initialize_distributed(
   num_processes: int = 0,
   process_id: int = 0,
   heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S,
+  init_timeout_s: int = INIT_TIMEOUT_S,
 ) -> bool:
   """Start jax.distributed when several processes run; return whether more than one does.
 
   Idempotent: a process that has started it (a search that trains sub-runs) returns at once.
-  Must run before anything touches JAX's devices.
+  Must run before anything touches JAX's devices. A process whose peers have not all connected
+  after `init_timeout_s` seconds ends with one `error:` line and exit code 2 (JAX's runtime would
+  abort with a C++ stack after its own, longer timeout).
   """
   if jax.distributed.is_initialized():
     return jax.process_count() > 1
@@ -121,8 +127,15 @@ def maybe_initialize_distributed(
   option = "jax_cpu_collectives_implementation"
   if hasattr(jax.config, option) and not getattr(jax.config, option):
     jax.config.update(option, "gloo")
+  watchdog = threading.Timer(float(init_timeout_s), _peers_missing, (settings, init_timeout_s))
+  watchdog.daemon = True
+  watchdog.start()
   try:
-    jax.distributed.initialize(**settings, heartbeat_timeout_seconds=int(heartbeat_timeout_s))
+    jax.distributed.initialize(
+      **settings,
+      heartbeat_timeout_seconds=int(heartbeat_timeout_s),
+      initialization_timeout=int(init_timeout_s) + 60,  # ours ends the wait first
+    )
   except RuntimeError as e:
     if "must be called before" not in str(e):
       raise
@@ -130,7 +143,23 @@ def maybe_initialize_distributed(
       f"config.distributed asks for {settings['num_processes']} processes, but this process has "
       "used JAX already: start the run in a fresh process"
     ) from None
+  finally:
+    watchdog.cancel()
   return jax.process_count() > 1
+
+
+def _peers_missing(settings: dict, timeout_s: int) -> None:
+  """End the process with one line: the run's processes did not all connect in time."""
+  n, i = settings["num_processes"], settings["process_id"]
+  line = (
+    f"error: process {i} waited {timeout_s} s (config.distributed.init_timeout_s) for the run's "
+    f"{n} processes to connect to {settings['coordinator_address']}; not all {n} arrived: start "
+    f"every process (process_id 0..{n - 1}) with the same command, or raise the timeout"
+  )
+  try:
+    os.write(2, (line + "\n").encode())
+  finally:
+    os._exit(2)  # the runtime's connect is still blocking in C++: nothing else can end it
 
 
 def _section(config) -> dict:
@@ -145,6 +174,16 @@ def _section(config) -> dict:
   }
 
 
+def _timeouts(config) -> dict:
+  """Return the heartbeat and connect timeouts of config.distributed (defaults without it)."""
+  dist = config.get("distributed") if config is not None else None
+  get = (lambda k, d: dist.get(k, d) or d) if dist is not None else (lambda k, d: d)
+  return {
+    "heartbeat_timeout_s": get("heartbeat_timeout_s", HEARTBEAT_TIMEOUT_S),
+    "init_timeout_s": get("init_timeout_s", INIT_TIMEOUT_S),
+  }
+
+
 def several_processes(config) -> bool:
   """Return whether `config.distributed` and the environment ask for more than one process."""
   if jax.distributed.is_initialized():
@@ -154,11 +193,7 @@ def several_processes(config) -> bool:
 
 def initialize_from_config(config) -> bool:
   """Start jax.distributed from `config.distributed` and the environment; return whether it runs."""
-  dist = config.get("distributed") if config is not None else None
-  heartbeat = dist.get("heartbeat_timeout_s", HEARTBEAT_TIMEOUT_S) if dist is not None else None
-  return maybe_initialize_distributed(
-    **_section(config), heartbeat_timeout_s=heartbeat or HEARTBEAT_TIMEOUT_S
-  )
+  return maybe_initialize_distributed(**_section(config), **_timeouts(config))
 
 
 def is_chief() -> bool:

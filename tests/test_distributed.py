@@ -16,7 +16,7 @@ import nasr
 from nasr import experiment, parallel, writers
 from nasr.core.errors import ConfigError
 from nasr.searches import loop, one_shot
-from tests.launch_utils import REPO, launch_cmd, launch_env
+from tests.launch_utils import REPO, launch_cmd, launch_env, run_launcher
 
 # Tiny training, long enough for a kill to land mid-run: 30 steps, a checkpoint every 5.
 TRAIN = {"steps": 30, "checkpoint_every": 5, "eval_every": 30, "log_every": 10}
@@ -345,3 +345,20 @@ def test_no_distributed_run_leaves_jax_single_process(no_cluster):
   assert parallel.maybe_initialize_distributed() is False
   assert parallel.is_chief() and parallel.chief_decides(True) is True
   assert not jax.distributed.is_initialized()
+
+
+def test_a_process_whose_peers_never_come_ends_in_one_line_after_its_timeout(tmp_path):
+  r = run_launcher(
+    "train",
+    "--config=configs/train.py:tiny",
+    "--config.distributed.num_processes=2",
+    "--config.distributed.process_id=0",
+    f"--config.distributed.coordinator=127.0.0.1:{_free_port()}",
+    "--config.distributed.init_timeout_s=3",
+    f"--workdir={tmp_path / 'w'}",
+    timeout=120,  # JAX's own wait would be minutes, then an abort (exit 134)
+  )
+  assert r.returncode == 2, r.stderr[-2000:]
+  last = r.stderr.strip().splitlines()[-1]
+  assert "not all 2 arrived" in last and "config.distributed.init_timeout_s" in last
+  assert "Fatal Python error" not in r.stderr and "Traceback" not in r.stderr

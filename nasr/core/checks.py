@@ -71,6 +71,7 @@ NUMBER_RULES = {
   "distributed.num_processes": ("int", ">=0"),
   "distributed.process_id": ("int", ">=0"),
   "distributed.heartbeat_timeout_s": ("int", ">0"),
+  "distributed.init_timeout_s": ("int", ">0"),
   "optim.b1": ("float", "[0,1)"),
   "optim.b2": ("float", "[0,1)"),
   "optim.lr": ("float", ">0"),
