@@ -31,7 +31,10 @@ def cli() -> None:
     print(__doc__.strip(), file=sys.stderr)
     sys.exit(0 if action in ("-h", "--help") else 2)
   sys.argv = [f"{sys.argv[0]} {action}", *sys.argv[2:]]
-  common.run(build if action == "build" else evaluate)
+  common.run(
+    build if action == "build" else evaluate,
+    example="bench:tiny" if action == "build" else "bench_eval:tiny",
+  )
 
 
 if __name__ == "__main__":

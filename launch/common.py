@@ -9,6 +9,7 @@ any JAX call (nasr.parallel), and a process whose partner died ends with one lin
 """
 
 import datetime
+import logging as pylogging
 import os
 import re
 import sys
@@ -25,7 +26,9 @@ from nasr.core.errors import DivergedError, Interrupted, NasrError
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
   None,
-  "Config file, optionally with a preset: configs/<file>.py:<preset>.",
+  "A shipped config's name or a config file, optionally with a preset: deconas:tiny, "
+  "train:quick, configs/train.py:tiny, my_config.py. `nasr config --list` lists the shipped "
+  "configs and their presets; `nasr config <name>` shows every key with its help.",
   lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and outputs.")
@@ -33,6 +36,41 @@ _VERBOSE = flags.DEFINE_bool(
   "verbose", False, "Show the Python traceback of an error (it also goes to <workdir>/error.log)."
 )
 ERROR_LOG = "error.log"
+RUN_LOG = "log.txt"  # every log line of the runs in a workdir, with absl's full prefix
+
+
+class _ConsoleFormatter(pylogging.Formatter):
+  """Return "HH:MM:SS message" (warnings and errors say so): the console's short form."""
+
+  def format(self, record: pylogging.LogRecord) -> str:
+    when = self.formatTime(record, "%H:%M:%S")
+    level = "" if record.levelno < pylogging.WARNING else f"{record.levelname.lower()}: "
+    return f"{when} {level}{record.getMessage()}"
+
+
+class _WorkdirLog(pylogging.Handler):
+  """Append every record to <workdir>/log.txt in absl's full format, once the workdir exists (a
+  run refused before any work creates nothing)."""
+
+  def __init__(self, workdir: str):
+    super().__init__()
+    self._path = Path(workdir) / RUN_LOG
+    self.setFormatter(logging.PythonFormatter())
+
+  def emit(self, record: pylogging.LogRecord) -> None:
+    if not self._path.parent.is_dir():
+      return
+    try:
+      with self._path.open("a") as f:
+        f.write(self.format(record) + "\n")
+    except OSError:
+      pass  # a full or read-only disk: the console still has the line
+
+
+def _logs(workdir: str) -> None:
+  """Log to the console as "HH:MM:SS message" and to <workdir>/log.txt with absl's prefix."""
+  logging.get_absl_handler().setFormatter(_ConsoleFormatter())
+  logging.get_absl_logger().addHandler(_WorkdirLog(workdir))
 
 
 def _log_traceback(workdir: str | None) -> Path | None:
@@ -194,14 +232,36 @@ def _named_configs(argv: list[str]) -> list[str]:
   return out
 
 
+def _usage(program: str, example: str) -> str:
+  """Return the --help text of a launcher: its flags, and where the configs are listed."""
+  flag = flags.FLAGS
+  lines = [
+    f"usage: {program} --config=<name or file>[:preset] --workdir=W [--config.<key>=<value> ...]"
+  ]
+  lines.append(f"  e.g. {program} --config={example} --workdir=/tmp/nasr/run")
+  lines.append("")
+  for name in ("config", "workdir", "verbose"):
+    lines.append(f"  --{name}: {flag[name].help}")
+  lines.append(
+    "  --config.<key>=<value>: override one key of the config (nasr config <name> lists them)"
+  )
+  lines.append("")
+  lines.append("shipped configs (nasr config --list says what each is for):")
+  for name, d in experiment.describe_configs().items():
+    lines.append(f"  {name}: {' | '.join(d['presets'])}")
+  return "\n".join(lines)
+
+
 def run(
   main: Callable[[object, str], object],
   needs_config: bool = True,
   without_config: Callable[[], str] | None = None,
+  example: str = "train:tiny",
 ) -> None:
   """Run `main(config, workdir)` as an absl app; user errors end with one line and exit code 2.
 
-  `without_config` returns what to show when --config is missing (e.g. the search methods).
+  `without_config` returns what to show when --config is missing (e.g. the search methods);
+  `example` is the config the missing-config message suggests.
   """
 
   def _main(argv):
@@ -228,10 +288,14 @@ def run(
     if needs_config and config is None:
       if without_config is not None:
         print(without_config(), file=sys.stderr)
-      raise app.UsageError("--config is required, e.g. --config=configs/train.py:tiny", exitcode=2)
+      raise app.UsageError(
+        f"--config is required, e.g. --config={example} (nasr config --list names them all)",
+        exitcode=2,
+      )
     if not _WORKDIR.value:
       raise app.UsageError("--workdir is required")
     logging.set_verbosity(logging.INFO)
+    _logs(_WORKDIR.value)
     writers.quiet_library_logs()
     if not _verbose():
       _log_unraisable(_WORKDIR.value)
@@ -270,6 +334,9 @@ def run(
       _last_word(f"error: {type(e).__name__}: {_one_line(e)}{where}", 2, _WORKDIR.value)
 
   def _parse_flags(argv):
+    if any(a in ("-h", "--help", "--helpshort") for a in argv[1:]):
+      print(_usage(argv[0], example))
+      sys.exit(0)
     argv = _named_configs(argv)
     try:
       return flags.FLAGS(argv)

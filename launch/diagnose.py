@@ -14,7 +14,7 @@ def main(config, workdir):
 
 def cli() -> None:
   """Run the launcher on sys.argv (python -m launch.diagnose, or `nasr diagnose`)."""
-  common.run(main)
+  common.run(main, example="diagnose:tiny")
 
 
 if __name__ == "__main__":

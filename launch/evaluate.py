@@ -17,7 +17,7 @@ def main(config, workdir):
 
 def cli() -> None:
   """Run the launcher on sys.argv (python -m launch.evaluate, or `nasr evaluate`)."""
-  common.run(main)
+  common.run(main, example="evaluate:tiny")
 
 
 if __name__ == "__main__":

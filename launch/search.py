@@ -33,7 +33,7 @@ def methods() -> str:
 
 def cli() -> None:
   """Run the launcher on sys.argv (python -m launch.search, or `nasr search`)."""
-  common.run(main, without_config=methods)
+  common.run(main, without_config=methods, example="deconas:tiny")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def main(config, workdir):
 
 def cli() -> None:
   """Run the launcher on sys.argv (python -m launch.upscale, or `nasr upscale`)."""
-  common.run(main)
+  common.run(main, example="upscale:tiny")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The `nasr` command: config listing and help, the typo message, the search method listing."""
 
+import re
 import subprocess
 import textwrap
 
@@ -118,3 +119,22 @@ def test_no_line_about_a_missing_tpu_on_a_host_without_one(tmp_path):
   )
   assert r.returncode == 0, r.stderr[-2000:]
   assert "libtpu" not in r.stderr and "backend 'tpu'" not in r.stderr
+
+
+def test_help_names_the_configs_and_the_name_preset_form(tmp_path):
+  r = run_nasr("train", "--help", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert "--config=train:tiny" in r.stdout and "deconas: tiny | default | paper | final" in r.stdout
+  r = run_nasr("search", f"--workdir={tmp_path}", cwd=tmp_path)
+  assert r.returncode == 2
+  assert "--config is required, e.g. --config=deconas:tiny" in r.stderr
+
+
+def test_the_console_shows_time_and_message_and_the_workdir_log_keeps_absls_prefix(tmp_path):
+  w = tmp_path / "w"
+  r = run_nasr("train", "--config=train:tiny", f"--workdir={w}", cwd=tmp_path)
+  assert r.returncode == 0, r.stderr
+  lines = [line for line in r.stderr.splitlines() if "network: EDSR" in line]
+  assert lines and all(re.fullmatch(r"\d\d:\d\d:\d\d network: EDSR.*", line) for line in lines)
+  log = (w / "log.txt").read_text()
+  assert re.search(r"^I\d{4} [\d:.]+ +\d+ \w+\.py:\d+\] network: EDSR", log, re.MULTILINE)
