@@ -78,17 +78,70 @@ def _aliases(tree: ast.AST) -> dict[str, str]:
   return out
 
 
-def key_help(files: list[Path]) -> dict[str, str]:
-  """Return {dotted key as assigned in the files: its comment} (trailing, or the block above)."""
-  found = {}
+def _presets_of(test: ast.expr) -> set[str] | None:
+  """Return the presets an `if` test selects (`preset == "x"`, `preset in ("x", "y")`), or None."""
+  if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+    return None
+  if not (isinstance(test.left, ast.Name) and test.left.id == "preset"):
+    return None
+  right = test.comparators[0]
+  if isinstance(test.ops[0], ast.Eq) and isinstance(right, ast.Constant):
+    return {right.value}
+  if isinstance(test.ops[0], ast.In) and isinstance(right, ast.Tuple | ast.List | ast.Set):
+    return {e.value for e in right.elts if isinstance(e, ast.Constant)}
+  return None
+
+
+def _assignments(tree: ast.AST):
+  """Yield (assignment, presets it runs for: None when always) of every assignment in `tree`.
+
+  A function called only inside a preset's block (`if preset == "final": return _final()`)
+  runs for that preset.
+  """
+
+  def visit(node: ast.AST, presets, kinds):
+    if isinstance(node, kinds):
+      yield node, presets
+    if isinstance(node, ast.FunctionDef) and node.name in called_under:
+      presets = called_under[node.name]
+    if isinstance(node, ast.If):
+      selected = _presets_of(node.test)
+      inner = selected if selected is not None else presets
+      for child in node.body:
+        yield from visit(child, inner if presets is None else presets & inner, kinds)
+      for child in node.orelse:  # an elif names its own presets; an else runs for the rest
+        yield from visit(child, presets, kinds)
+      return
+    for child in ast.iter_child_nodes(node):
+      yield from visit(child, presets, kinds)
+
+  called_under: dict[str, set[str]] = {}
+  for call, presets in visit(tree, None, ast.Call):
+    if presets is not None and isinstance(call.func, ast.Name):
+      called_under[call.func.id] = called_under.get(call.func.id, set()) | presets
+  yield from visit(tree, None, ast.Assign)
+
+
+def key_help(files: list[Path], preset: str | None = None) -> dict[str, str]:
+  """Return {dotted key as assigned in the files: its comment}; see `ranked_key_help`."""
+  return {path: text for path, (_, text) in ranked_key_help(files, preset).items()}
+
+
+def ranked_key_help(files: list[Path], preset: str | None = None) -> dict[str, tuple[int, str]]:
+  """Return {dotted key as assigned in the files: (rank, its comment)} (trailing, or the block
+  above); rank 0 for the assignment `preset` runs, 1 unconditional, 2 another preset's.
+
+  A key assigned in several places takes the comment of the assignment `preset` runs (an
+  `if preset == ...` block naming it), else of an unconditional one, else of any: so a preset
+  never shows the comment of another preset's value.
+  """
+  found: dict[str, tuple[int, str]] = {}  # path -> (rank: 0 best, text)
   for file in files:
     source = file.read_text()
     trailing, whole = _comments(source)
     tree = ast.parse(source, filename=str(file))
     aliases = _aliases(tree)
-    for node in ast.walk(tree):
-      if not isinstance(node, ast.Assign):
-        continue
+    for node, presets in _assignments(tree):
       text = trailing.get(node.lineno, "")
       if not text:
         above, line = [], node.lineno - 1
@@ -96,10 +149,11 @@ def key_help(files: list[Path]) -> dict[str, str]:
           above.insert(0, whole[line])
           line -= 1
         text = " ".join(above)
+      rank = 1 if presets is None else (0 if preset is not None and preset in presets else 2)
       for target in node.targets:
         path = _attribute_path(target, aliases)
-        if path and text and path not in found:
-          found[path] = text
+        if path and text and (path not in found or rank < found[path][0]):
+          found[path] = (rank, text)
   return found
 
 
@@ -117,14 +171,19 @@ def _with_imports(file: Path) -> list[Path]:
   return files
 
 
-def _help_for(key: str, helps: dict[str, str]) -> str:
-  """Return the help of `key`, matching the longest assigned suffix ("data.patch_size")."""
+def _help_for(key: str, helps: dict) -> str:
+  """Return the help of `key` among its assigned suffixes ("data.patch_size", "patch_size"): the
+  best ranked (with `ranked_key_help`'s ranks), the longest of equal rank."""
   parts = key.split(".")
+  best = None
   for i in range(len(parts)):
-    text = helps.get(".".join(parts[i:]))
-    if text:
-      return text
-  return ""
+    found = helps.get(".".join(parts[i:]))
+    if not found:
+      continue
+    rank, text = found if isinstance(found, tuple) else (1, found)
+    if best is None or rank < best[0]:
+      best = (rank, text)
+  return best[1] if best else ""
 
 
 def _flatten(config, prefix: str = "") -> list[tuple[str, object]]:
@@ -144,7 +203,7 @@ def show_config(spec: str) -> str:
   path = experiment.config_path(spec)
   config = experiment.load_config(path)
   file = Path(path.rsplit(":", 1)[0] if ":" in Path(path).name else path)
-  helps = key_help(_with_imports(file))
+  helps = ranked_key_help(_with_imports(file), config.get("preset"))
   rows = [(k, repr(v), _help_for(k, helps)) for k, v in _flatten(config)]
   width = max(len(k) + len(v) for k, v, _ in rows) + 3
   lines = [f"# {spec}: override any key with --config.<key>=<value>"]

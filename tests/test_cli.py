@@ -138,3 +138,15 @@ def test_the_console_shows_time_and_message_and_the_workdir_log_keeps_absls_pref
   assert lines and all(re.fullmatch(r"\d\d:\d\d:\d\d network: EDSR.*", line) for line in lines)
   log = (w / "log.txt").read_text()
   assert re.search(r"^I\d{4} [\d:.]+ +\d+ \w+\.py:\d+\] network: EDSR", log, re.MULTILINE)
+
+
+def test_nasr_config_shows_the_comment_of_the_value_the_preset_runs():
+  def help_of(spec, key):
+    line = next(x for x in cli.show_config(spec).splitlines() if x.startswith(f"{key} = "))
+    return line.split("#", 1)[1].strip()
+
+  assert help_of("deconas:tiny", "optim.decay_every") == "0 = no decay"
+  assert help_of("deconas:paper", "optim.decay_every") == "halve every 50 epochs"
+  assert help_of("deconas:final", "optim.decay_every") == "halve every 200 epochs"
+  assert help_of("deconas:tiny", "strategy.reinforce.learning_rate") == "Adam"
+  assert "10x the step size" in help_of("deconas:default", "strategy.reinforce.learning_rate")
