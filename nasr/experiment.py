@@ -179,7 +179,11 @@ def make_upscaler(config: ml_collections.ConfigDict) -> tuple[Callable, int, dic
   for ck in ckpts:
     network, params, tcfg = load_trained(ck, config.get("which", "latest"))
     scales.add(int(tcfg.scale))
-    fns.append(network_upscaler(network, params, tile=tile, stride=stride, self_ensemble=ensemble))
+    fns.append(
+      network_upscaler(
+        network, params, tile=tile, stride=stride, self_ensemble=ensemble, clip=len(ckpts) == 1
+      )
+    )
     n_params += cost.count_params(params)
     macs += cost.macs_per_pixel(network, params, (1, 32, 32, 3))
     gmacs += cost.gmacs_480(network, params)
@@ -212,7 +216,10 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
     check_scale(config.scale, "config.scale")
   benchmarks = [b.strip() for b in str(config.benchmarks).split(",") if b.strip()]
   if not benchmarks:
-    raise ConfigError("config.benchmarks is empty: give one or more folders (comma-separated)")
+    raise ConfigError(
+      "config.benchmarks is empty: give one or more folders of HR images (comma-separated, e.g. "
+      "--config.benchmarks=path/to/Set5,path/to/Set14) or 'embedded'"
+    )
   workdir = writers.prepare_workdir(workdir)
   upscale, scale, model_cost = make_upscaler(config)
   datasets = {}

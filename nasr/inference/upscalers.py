@@ -12,7 +12,7 @@ from nasr.inference.tiling import check_tiling, upscale_tiled
 
 
 def network_upscaler(
-  network, params, tile: int = 0, stride: int = 0, self_ensemble: bool = False
+  network, params, tile: int = 0, stride: int = 0, self_ensemble: bool = False, clip: bool = True
 ) -> Callable[[np.ndarray], np.ndarray]:
   """Return upscale(lr_uint8) -> SR floats in [0, 1]: the network's multi-level ensemble.
 
@@ -22,6 +22,7 @@ def network_upscaler(
     tile: LR tile side of the patch ensemble (0 = the whole image at once).
     stride: LR pixels between tile starts (0 = tile // 2); tiles are blended by distance weights.
     self_ensemble: average each tile over its 8 flips/transposes.
+    clip: clip to [0, 1] (False: the raw output, for a model ensemble that averages first).
   """
   tile, stride = check_tiling(tile or None, stride or None)
   predict = jax.jit(lambda p, x: network.apply({"params": p}, x))
@@ -29,7 +30,10 @@ def network_upscaler(
   if self_ensemble:
     fn = self_ensemble_fn(fn)
   scale = network.scale
-  return lambda lr: upscale_tiled(fn, lr, scale, tile=tile, stride=stride)
+  if not clip:
+    return lambda lr: upscale_tiled(fn, lr, scale, tile=tile, stride=stride)
+  # a network's output is not bounded: clipped here, as it is when written or scored
+  return lambda lr: np.clip(upscale_tiled(fn, lr, scale, tile=tile, stride=stride), 0.0, 1.0)
 
 
 def bicubic_upscaler(scale: int) -> Callable[[np.ndarray], np.ndarray]:

@@ -215,3 +215,27 @@ def test_model_ensemble_averages():
   np.testing.assert_allclose(fn(x), 2 * x)
   with pytest.raises(ValueError, match="at least one"):
     inference.model_ensemble([])
+
+
+def test_a_network_upscaler_returns_floats_in_0_1_as_it_says():
+  import flax.linen as nn
+  import jax
+
+  from nasr.inference import network_upscaler
+
+  class Loud(nn.Module):  # an untrained network's output is not bounded
+    scale: int = 2
+
+    @nn.compact
+    def __call__(self, x):
+      y = 3.0 * self.param("w", nn.initializers.ones, ()) * x - 1.0  # [-1, 2]
+      return jax.image.resize(y, (y.shape[0], 2 * y.shape[1], 2 * y.shape[2], 3), "nearest")
+
+  net = Loud()
+  params = net.init(jax.random.PRNGKey(0), np.zeros((1, 4, 4, 3), np.float32))["params"]
+  lr = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+  sr = network_upscaler(net, params)(lr)
+  assert sr.shape == (12, 10, 3) and sr.min() == 0.0 and sr.max() == 1.0
+  raw = network_upscaler(net, params, clip=False)(lr)
+  assert raw.min() < 0.0 and raw.max() > 1.0
+  np.testing.assert_array_equal(sr, np.clip(raw, 0.0, 1.0))
