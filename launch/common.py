@@ -299,6 +299,11 @@ def run(
     writers.quiet_library_logs()
     if not _verbose():
       _log_unraisable(_WORKDIR.value)
+    if config is not None and config.get("preset") == "tiny":
+      logging.warning(
+        "the tiny preset only checks that the pipeline runs (a few steps of tiny networks): its "
+        "PSNRs and choices mean nothing; drop ':tiny' for a real run"
+      )
     try:
       main(config, _WORKDIR.value)
     except Interrupted as e:

@@ -136,6 +136,7 @@ def test_the_console_shows_time_and_message_and_the_workdir_log_keeps_absls_pref
   assert r.returncode == 0, r.stderr
   lines = [line for line in r.stderr.splitlines() if "network: EDSR" in line]
   assert lines and all(re.fullmatch(r"\d\d:\d\d:\d\d network: EDSR.*", line) for line in lines)
+  assert "warning: the tiny preset only checks that the pipeline runs" in r.stderr
   log = (w / "log.txt").read_text()
   assert re.search(r"^I\d{4} [\d:.]+ +\d+ \w+\.py:\d+\] network: EDSR", log, re.MULTILINE)
 
