@@ -107,7 +107,8 @@ def plot_candidates(
   ax.set_xlabel(label)
   ax.set_ylabel("validation PSNR with shared weights (dB)")
   ax.grid(alpha=0.3)
-  ax.legend(loc="lower right", fontsize=8)
+  # below the panel: candidates fill the lower right as often as any other corner
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
   if history is not None:
     ax.set_title("candidates")
     _controller_panel(axes[0, 1], history)
@@ -116,9 +117,11 @@ def plot_candidates(
 
 
 def _controller_panel(ax, history: list[dict]) -> None:
-  """Draw the controller's mean reward and baseline per epoch, and its entropy on a second axis."""
+  """Draw the strategy's mean reward (and a controller's baseline) per epoch, and its entropy on a
+  second axis."""
   epochs = [h["epoch"] for h in history]
-  ax.set_title("controller")
+  learned = any("controller_baseline" in h for h in history)
+  ax.set_title("controller" if learned else "strategy (no learned policy)")
   ax.set_xlabel("epoch")
   ax.set_ylabel("reward")
   ax.grid(alpha=0.3)
@@ -142,6 +145,13 @@ def _controller_panel(ax, history: list[dict]) -> None:
     ax2.set_ylabel("policy entropy (nats)", color="tab:orange")
     # A converged policy's entropy moves in the 4th decimal: plain ticks, not "+2.25e1" offsets.
     ax2.ticklabel_format(axis="y", useOffset=False)
+    # At least 1% of the entropy (+ 1e-3 nats) tall: a change of 3e-6 nats is not a steep fall.
+    values = [v for v in _column(history, "controller_entropy_mean") if math.isfinite(v)]
+    if values:
+      lo, hi = min(values), max(values)
+      span = max(hi - lo, 0.01 * abs(hi) + 1e-3)
+      mid = (lo + hi) / 2
+      ax2.set_ylim(mid - 0.6 * span, mid + 0.6 * span)
   ax.ticklabel_format(axis="y", useOffset=False)
   # Below the panel: reward and entropy cross anywhere, and "best" sees only one axes' lines.
   top.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8)
@@ -309,7 +319,11 @@ def plot_pareto(pareto: dict, path: Path, title: str = ""):
     front = sorted(pareto["front"], key=lambda i: gm[i])
     if front:
       # Post steps: at a given cost the best reachable PSNR is that of the dearest front point below.
-      ax.step(gm[front], ps[front], where="post", color="tab:green", lw=1.2, label="front")
+      # markers too: a front of one point has no step to draw
+      ax.step(
+        gm[front], ps[front], where="post", color="tab:green", lw=1.2, marker="o", mfc="none",
+        label="front",
+      )  # fmt: skip
   # Neighbouring lambdas often pick networks a few G apart (or the same one): each label gets its
   # own height, joined to its star by a line, instead of overprinting the others.
   for i, p in enumerate(sorted(pareto["points"], key=lambda p: p["lambda"])):
@@ -495,12 +509,14 @@ def plot_ranking(
   if bicubic_psnr is not None and math.isfinite(bicubic_psnr):
     shown = [r["standalone_psnr"] for r in finite] or [bicubic_psnr]
     lo, hi = min(shown), max(shown)
-    # Far below the networks (they differ by hundredths of a dB, bicubic by a dB) a line would
-    # squash them into one row: the title says where it is instead.
-    if bicubic_psnr >= lo - 2 * (hi - lo + 0.05):
+    # Far from the networks (they differ by hundredths of a dB, bicubic by a dB or more) a line
+    # would squash them into one row: the title says where it is instead.
+    margin = 2 * (hi - lo + 0.05)
+    if lo - margin <= bicubic_psnr <= hi + margin:
       ax.axhline(bicubic_psnr, color="tab:purple", ls=":", label="bicubic")
     else:
-      heading += f"\n(bicubic {bicubic_psnr:.2f} dB, below)"
+      where = "below" if bicubic_psnr < lo else "above"
+      heading += f"\n(bicubic {bicubic_psnr:.2f} dB, {where})"
   ax.set_xlim(-0.6, 0.6)
   ax.set_xticks([])
   ax.set_ylabel("stand-alone PSNR (dB)")

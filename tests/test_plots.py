@@ -326,3 +326,31 @@ def test_plot_ranking_without_correlations_or_random_architectures(tmp_path):
   assert "uniformly random" not in _legend(baseline)
   # Bicubic far below the networks is named in the title, not drawn (it would squash them).
   assert "bicubic" not in _legend(baseline) and "(bicubic 27.00 dB, below)" in baseline.get_title()
+
+
+def test_plots_say_what_they_show_when_the_numbers_are_extreme(tmp_path):
+  # random search has no policy: its panel is not a controller's, and a flat entropy stays flat
+  history = [
+    {"epoch": e, "reward": 30.0 + e, "controller_entropy_mean": 20.0 - 1e-6 * e} for e in (1, 2, 3)
+  ]
+  fig = plots.plot_candidates(_candidates(), tmp_path / "c.png", history=history)
+  scatter, panel = _panels(fig)
+  assert panel.get_title() == "strategy (no learned policy)"
+  (twin,) = [ax for ax in fig.axes if ax not in _panels(fig)]
+  lo, hi = twin.get_ylim()
+  assert hi - lo >= 0.2  # 1% of 20 nats: a 3e-6 change is drawn flat, not as a fall
+  # the legend sits below the scatter, not over its points
+  assert scatter.get_legend().get_bbox_to_anchor().y1 < scatter.get_window_extent().y0 + 1
+  # bicubic far above the networks (a tiny search) is named, not drawn up the axis
+  fig = plots.plot_ranking(_ranking_rows(), tmp_path / "r.png", bicubic_psnr=45.0)
+  _, baseline = _panels(fig)
+  assert "bicubic" not in _legend(baseline) and "(bicubic 45.00 dB, above)" in baseline.get_title()
+  # a front of one point still shows in the sweep plot
+  pareto = {
+    "candidates": [{"gmacs_480": 1.0, "psnr": 30.0}, {"gmacs_480": 2.0, "psnr": 29.0}],
+    "front": [0],
+    "points": [],
+  }
+  fig = plots.plot_pareto(pareto, tmp_path / "p.png")
+  (front,) = [line for line in fig.axes[0].get_lines() if line.get_label() == "front"]
+  assert front.get_marker() == "o"
