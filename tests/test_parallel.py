@@ -41,7 +41,9 @@ def test_one_and_two_devices_agree():
   loss2, params2 = _run(jax.devices()[:2])
   np.testing.assert_allclose(loss1, loss2, rtol=1e-5)
   chex.assert_trees_all_close(params1, params2, atol=1e-5, rtol=1e-5)
-  assert loss1[-1] != loss1[0]  # the steps did train
+  # the steps did train: the loss falls every step (0.396, 0.390, 0.377 here; the batches' own
+  # spread is about 0.005)
+  assert loss1[0] > loss1[1] > loss1[2]
 
 
 def test_batch_must_split_evenly():
