@@ -335,6 +335,8 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
     )
   record = SEARCH_METHODS.get(method)
   check_numbers(config)
+  if config.get("retrain_overrides"):  # the retrain command's keys fail now, not after the search
+    check_numbers(config.retrain_overrides, prefix="retrain_overrides.")
   if not record.multi_process and parallel.several_processes(config):
     raise ConfigError(
       f"config.method={method} runs on one process (its sub-runs write files from every "

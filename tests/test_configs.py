@@ -104,6 +104,11 @@ def test_every_presets_numbers_pass_and_every_bad_one_is_named(path, preset):
   assert tried or path.name in ("evaluate.py", "upscale.py")  # they train nothing
 
 
+# Owner-checked keys where 0 means something: EDSR without residual blocks; DARTS' retrain size
+# 0 = the search network's; a retrain's arch_channels 0 = the architecture file's width.
+ZERO_IS_A_NETWORK = ("model_kwargs.blocks", "retrain.*", "retrain_overrides.arch_channels")
+
+
 def _owner_checks(config) -> None:
   """Run the checks that own the keys of OWNER_CHECKED, as the launchers run them."""
   check_scale(config.scale, "config.scale")
@@ -111,6 +116,8 @@ def _owner_checks(config) -> None:
     nasr.spaces.get(config.space.name, **loop.space_kwargs(config))
   if config.get("retrain"):
     nasr.spaces.get(config.space.name, **darts.retrain_kwargs(config))
+  if config.get("retrain_overrides"):  # the train keys a search's retrain command passes
+    check_numbers(config.retrain_overrides, prefix="retrain_overrides.")
   if config.get("model") and not config.get("arch"):
     network = training.build_network(config, config.scale)
     jax.eval_shape(network.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
@@ -127,6 +134,8 @@ def test_owner_checked_numbers_work_or_are_named_by_their_owner(path, preset):
   for key, _, leaf in list(_numeric_leaves(config)):
     if not _ruled(key, OWNER_CHECKED):
       continue
+    if key.startswith("model_kwargs.") and config.get("arch"):
+      continue  # an architecture file decides the network: model_kwargs are not read
     for value in (-1, 0, float("nan")):
       fresh = nasr.load_config(path, preset)  # (a value set with ignore_type changes the type)
       node = next(n for k, n, _ in _numeric_leaves(fresh) if k == key)
@@ -136,6 +145,9 @@ def test_owner_checked_numbers_work_or_are_named_by_their_owner(path, preset):
         _owner_checks(fresh)  # e.g. EDSR with 0 residual blocks is a network
       except ConfigError as e:
         assert leaf in str(e), f"config.{key}={value}: {e}"
+      else:
+        # a negative or NaN size or scale is never a network; 0 is, for the keys that say so
+        assert value == 0 and _ruled(key, ZERO_IS_A_NETWORK), f"config.{key}={value} was accepted"
       tried += 1
   # diagnose.py's own numbers are all ruled (NUMBER_RULES); its train section is GP-NAS's kind.
   # bench_eval.py names its space without sizes (the table fixes them).
@@ -191,3 +203,11 @@ def test_hnas_final_preset_retrains_hnas_a():
   config.arch_channels = -1
   with pytest.raises(ConfigError, match="arch_channels"):
     training.build_network(config, config.scale)
+
+
+def test_a_search_checks_its_retrain_commands_numbers_before_searching(tmp_path):
+  config = nasr.load_config("hnas", "tiny", lock=False)
+  config.retrain_overrides.arch_channels = -1
+  with pytest.raises(ConfigError, match=r"config\.retrain_overrides\.arch_channels must be"):
+    nasr.run_search(config, tmp_path / "w")
+  assert not (tmp_path / "w").exists()
