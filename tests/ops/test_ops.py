@@ -1,4 +1,5 @@
-"""Tests of the leaf layers: pixel shuffle ordering and the shape of every op."""
+"""Tests of the leaf layers: pixel shuffle ordering, the shape of every op, and values against numpy
+references written from their definitions."""
 
 import functools
 
@@ -267,3 +268,77 @@ def test_functional_conv_forms_compute_xlas_conv(kernel, options, form):
     assert "dot_general" in names and not convs
   else:
     assert any("custom_vjp" in n for n in names) and not convs
+
+
+# ------------------------------------------------------------------------------------------------
+# Values against references written from the papers' definitions in numpy (float64).
+
+
+def _np_conv(x, kernel, bias=None, dilation=1, depthwise=False):
+  """Return the 'SAME' stride-1 convolution of NHWC x with an HWIO kernel, tap by tap."""
+  k = kernel.shape[0]
+  pad = dilation * (k - 1) // 2
+  xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  h, w = x.shape[1:3]
+  out = 0.0
+  for i in range(k):
+    for j in range(k):
+      patch = xp[:, i * dilation : i * dilation + h, j * dilation : j * dilation + w]
+      out = out + (patch * kernel[i, j, 0] if depthwise else patch @ kernel[i, j])
+  return out if bias is None else out + bias
+
+
+def _np(v):
+  return {k: _np(x) for k, x in v.items()} if isinstance(v, dict) else np.asarray(v, np.float64)
+
+
+def _sigmoid(z):
+  return 1.0 / (1.0 + np.exp(-z))
+
+
+def _random_variables(module, x, seed=0):
+  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+    lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), jnp.float32), shapes
+  )
+
+
+def test_mean_shift_subtracts_then_adds_the_div2k_mean():
+  x = X[..., :3]
+  mean = np.array([0.4488, 0.4371, 0.4040])
+  np.testing.assert_allclose(ops.MeanShift(-1.0).apply({}, x), x - mean, atol=1e-6)
+  np.testing.assert_allclose(ops.MeanShift(1.0).apply({}, x), x + mean, atol=1e-6)
+
+
+def test_convs_blocks_and_attention_equal_their_definitions():
+  x = X
+  xd = x.astype(np.float64)
+  relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
+
+  def check(module, reference):
+    v = _random_variables(module, x)
+    np.testing.assert_allclose(module.apply(v, x), reference(_np(v["params"])), atol=2e-5)
+
+  check(ops.Conv(5, dilation=2), lambda p: _np_conv(xd, p["kernel"], p["bias"], dilation=2))
+  check(
+    ops.SepConv(6),
+    lambda p: _np_conv(
+      _np_conv(xd, p["depthwise"]["kernel"], p["depthwise"]["bias"], depthwise=True),
+      p["pointwise"]["kernel"],
+      p["pointwise"]["bias"],
+    ),
+  )
+
+  def branch(p):
+    return _np_conv(relu(_np_conv(xd, **p["conv1"])), **p["conv2"])
+
+  check(ops.ResBlock(8, res_scale=0.1), lambda p: xd + 0.1 * branch(p))
+
+  def attend(y, p):
+    s = y.mean(axis=(1, 2), keepdims=True)
+    s = relu(_np_conv(s, **p["squeeze"]))
+    return y * _sigmoid(_np_conv(s, **p["excite"]))
+
+  check(ops.ChannelAttention(8), lambda p: attend(xd, p))
+  check(ops.RCAB(8), lambda p: xd + attend(branch(p), p["attention"]))
