@@ -112,8 +112,10 @@ def test_mutual_information_learns_the_whole_grid_faster_than_a_random_design():
   rmse = _synthetic_runs()["rmse"]  # [rounds, 2 * SEEDS]: the GP's error over the whole grid
   mi, rnd = rmse[:, :SEEDS].mean(axis=1), rmse[:, SEEDS:].mean(axis=1)
   # From the fourth round (16 evaluations) on, the same GP fed by MI sampling is more accurate
-  # than fed by uniformly random architectures (the first, corner-heavy batch is not).
-  assert np.all(mi[3:] < rnd[3:]), (mi, rnd)
+  # than fed by uniformly random architectures (the first, corner-heavy batch is not). Over those
+  # rounds together, with a margin (measured here: 0.63 of the error; per round 0.61-0.70), so a
+  # host whose float32 Cholesky rounds otherwise cannot flip one close round.
+  assert mi[3:].mean() < 0.8 * rnd[3:].mean(), (mi, rnd)
   assert mi[-1] < 0.8 * rnd[-1], (mi, rnd)
 
 
