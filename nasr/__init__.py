@@ -9,6 +9,7 @@ one code path:
 """
 
 from nasr import (
+  compute,
   core,
   data,
   estimation,
@@ -36,6 +37,7 @@ __all__ = [
   "NasrError",
   "TokenError",
   "TokenSpec",
+  "compute",
   "core",
   "count_macs",
   "count_params",

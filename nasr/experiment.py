@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
+from nasr import compute, inference, parallel, searches, training, workdirs, writers
 from nasr import data as data_lib
-from nasr import inference, parallel, searches, training, writers
 from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import ConfigError, DataError
 from nasr.estimation import cost
@@ -189,7 +189,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   benchmarks = [b.strip() for b in str(config.benchmarks).split(",") if b.strip()]
   if not benchmarks:
     raise ConfigError("config.benchmarks is empty: give one or more folders (comma-separated)")
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   upscale, scale, model_cost = make_upscaler(config)
   datasets = {}
   for spec in benchmarks:  # load (and so validate) every benchmark before scoring any
@@ -264,9 +264,9 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
   else:
     raise DataError(f"input {src} does not exist")
   images = [(f, data_lib.read_image(f)) for f in files]  # read all first: fail before any work
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   out_dir = Path(config.output) if config.get("output") else workdir / "sr"
-  out_dir = writers.prepare_workdir(out_dir, "config.output")  # before any work, not after it
+  out_dir = workdirs.prepare(out_dir, "config.output")  # before any work, not after it
   upscale_fn, scale, _ = make_upscaler(config)
   written = []
   for f, img in images:
@@ -303,10 +303,10 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
   # (config.distributed or a cluster's environment) must start jax.distributed first.
   parallel.initialize_from_config(config)
   if config.get("kernels") is not None:
-    training.log_compute(config)
+    compute.log_compute(config)
   if config.get("lambdas"):  # a trade-off sweep: one search of `method` per lambda
     return sweep.run_sweep(config, workdir, record.run)
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   done = loop.finished(config, workdir)
   if done is not None:
     logging.info(
