@@ -14,7 +14,7 @@ from pathlib import Path
 import ml_collections
 
 from nasr.core.registry import Registry
-from nasr.searches import darts, gp, loop, one_shot
+from nasr.searches import darts, from_scratch, loop, one_shot
 
 Config = ml_collections.ConfigDict
 
@@ -61,7 +61,7 @@ SEARCH_METHODS.register(
     run=darts.run, arch_file="genotype.json", multi_process=True, scorer=darts.shared_weight_scorer
   ),
 )
-SEARCH_METHODS.register("gp", SearchMethod(run=gp.run, arch_file="topk/0.json"))
+SEARCH_METHODS.register("gp", SearchMethod(run=from_scratch.run, arch_file="topk/0.json"))
 
 
 def with_shared_weights() -> list[str]:
