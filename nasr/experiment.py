@@ -323,7 +323,7 @@ def next_commands(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
   arch = record.arch_path(w)
   if config.get("lambdas") or not arch.is_file():
     return []
-  flags = "".join(f" {f}" for f in record.retrain_overrides(config))
+  flags = "".join(f" {f}" for f in searches.methods.retrain_flags(config))
   return [
     f"nasr train --config=train --config.arch={arch}{flags} --workdir={w / 'retrain'}",
     f"nasr evaluate --config=evaluate --config.checkpoint={w / 'retrain'} "

@@ -6,9 +6,9 @@
              is its `gp` strategy (nasr.searches.gp: the GP's hooks and report)
 
 `SEARCH_METHODS` maps `config.method` to its one record (`methods.SearchMethod`: run, shared-weight
-scorer, multi-process support, architecture file, retrain overrides); `launch.search`,
-`nasr.experiment.run_search` and `diagnose` read it. A new paper is a space file and a config (plus a
-strategy if its policy is new), not a new module here: see docs/architecture.md.
+scorer, multi-process support, architecture file); `launch.search`, `nasr.experiment.run_search`
+and `diagnose` read it. A new paper is a space file and a config (plus a strategy if its policy is
+new), not a new module here: see docs/architecture.md.
 """
 
 # Importing gp registers the GP strategy's hooks of the from-scratch search (from_scratch.HOOKS).
