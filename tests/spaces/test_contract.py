@@ -5,6 +5,7 @@ settings (configs/common.py TINY_SPACES, what the tiny presets search): a space 
 an entry there fails here until it gets one.
 """
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -118,8 +119,6 @@ def test_declared_capabilities_are_the_spaces_own(name):
 
 
 def _fields(space):
-  import dataclasses
-
   return dataclasses.fields(space) if dataclasses.is_dataclass(space) else ()
 
 
