@@ -122,6 +122,18 @@ def _fields(space):
   return dataclasses.fields(space) if dataclasses.is_dataclass(space) else ()
 
 
+def test_a_space_declares_its_settings_as_dataclass_fields():
+  assert spaces.space_fields("drn") == [f.name for f in dataclasses.fields(SPACES.get("drn"))]
+
+  class NotADataclass:
+    def __init__(self, blocks: int = 4):
+      self.blocks = blocks
+
+  with pytest.raises(TypeError, match="register a dataclass"):
+    spaces.register("not_a_dataclass")(NotADataclass)
+  assert "not_a_dataclass" not in SPACES
+
+
 def test_every_registered_space_has_tiny_settings():
   assert set(NAMES) <= set(TINY), sorted(set(NAMES) - set(TINY))
 
