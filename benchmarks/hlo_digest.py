@@ -22,7 +22,7 @@ import numpy as np
 import optax
 
 import nasr
-from nasr import parallel, spaces, training
+from nasr import compute, parallel, spaces, training
 from nasr.estimation import darts, losses
 from nasr.estimation import train as train_lib
 from nasr.experiment import load_config
@@ -92,16 +92,16 @@ def main() -> None:
   mesh = parallel.make_mesh()
   cfg = load_config(configs / "train.py", "default", lock=False)
   net = training.build_network(cfg, 2)
-  params = training.init_params(net, 24, 0)
-  tx, _ = training.make_tx(cfg, 1000)
-  step = training.compile_train_step(net, tx, training.make_config_loss(cfg), mesh)
+  params = compute.init_params(net, 24, 0)
+  tx, _ = compute.make_tx(cfg, 1000)
+  step = compute.compile_train_step(net, tx, compute.make_config_loss(cfg), mesh)
   st = train_lib.create_train_state(params, tx)
   bb = {"lr": jnp.zeros((16, 24, 24, 3), jnp.uint8), "hr": jnp.zeros((16, 48, 48, 3), jnp.uint8)}
   print("train:default step", *digest(step.lower(st, bb, jax.random.PRNGKey(0)).compile()))
   cfg = load_config(configs / "deconas.py", "default", lock=False)
   space = spaces.get("deconas", blocks=4, nodes=4, channels=16)
   opts = (
-    training.supernet_options(cfg, space)
+    compute.supernet_options(cfg, space)
     if hasattr(training, "supernet_options")
     else dict(cfg.supernet)
   )
@@ -109,8 +109,8 @@ def main() -> None:
   net = space.supernet(2, **opts)
   shapes = jax.eval_shape(net.init, jax.random.PRNGKey(0), jnp.zeros((1, p, p, 3)), tok)["params"]
   params = _zeros(shapes)
-  tx, _ = training.make_tx(cfg, 1000)
-  step = training.compile_train_step(net, tx, training.make_config_loss(cfg), mesh, supernet=True)
+  tx, _ = compute.make_tx(cfg, 1000)
+  step = compute.compile_train_step(net, tx, compute.make_config_loss(cfg), mesh, supernet=True)
   print(
     "deconas:default step",
     *digest(

@@ -11,7 +11,7 @@ time of the same step on this kind of device with the ratio ours / reference (be
   supernet    the supernet train step at the search size of HNAS (Supplementary B): L=12 layers,
               4 nodes, C=8, x2, batch 16 of 48x48 LR patches, Adam, L1; a fresh architecture
               every step (one compile serves them all), proposed inside the step by the
-              controller, as the one-shot search compiles it (nasr.training.compile_sampled_step)
+              controller, as the one-shot search compiles it (nasr.compute.compile_sampled_step)
   controller  one controller step as the reference's controller_trainer.py takes it: propose
               `--controller_batch` children, score them with the supernet's shared weights on a
               batch of `--batch` LR patches (Y-PSNR), cost them (the reward's exact multiply-adds,
@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from nasr import parallel, spaces, strategies, training
+from nasr import compute, parallel, spaces, strategies
 from nasr.estimation import losses
 from nasr.estimation import train as train_lib
 from nasr.searches import one_shot
@@ -156,7 +156,7 @@ def _train_timer(network, params, sizes: dict, space=None):
   key = jax.random.PRNGKey(0)
   box = {"state": state}
   if space is None:
-    step = training.compile_train_step(network, tx, losses.l1, mesh)
+    step = compute.compile_train_step(network, tx, losses.l1, mesh)
     args = [(batches[i], key) for i in range(n)]
   else:
     strategy = _strategy(space)
@@ -165,7 +165,7 @@ def _train_timer(network, params, sizes: dict, space=None):
       tokens, aux = strategy.propose(policy, k, num)
       return _as_reference(space, tokens), aux
 
-    step = training.compile_sampled_step(network, tx, losses.l1, propose, mesh)
+    step = compute.compile_sampled_step(network, tx, losses.l1, propose, mesh)
     policy = jax.device_put(strategy.init(train_lib.init_key(1)), repl)
     args = [(policy, batches[i], key, jax.random.fold_in(key, i)) for i in range(n)]
 
@@ -278,7 +278,7 @@ def _retrain_part(sizes: dict):
     space, arch = spaces.load_arch(HNAS_A, channels=sizes["retrain_channels"])
     name = "HNAS-A"
   net = space.build(arch, _SCALE.value, shifted=_SHIFTED.value)
-  params = training.init_params(net, sizes["patch"], 0)
+  params = compute.init_params(net, sizes["patch"], 0)
   setup = {
     "arch": name,
     "channels": sizes["retrain_channels"],

@@ -13,7 +13,7 @@ Sections (x2, L1 loss; variants in the order they run):
            accelerator one lax.switch per op over its gathered slots with XLA's depthwise convs)
            at N4M4C64 and N16M8C64, batch 16 of 64x64, as the one-shot search runs it: the
            config's controller proposes a new architecture inside every step (one compile,
-           training.compile_sampled_step); `child`: the stand-alone network of one sampled
+           compute.compile_sampled_step); `child`: the stand-alone network of one sampled
            N4M4C64 architecture.
   darts    DARTS-SR bilevel step (alpha update, then weight update), 8 cells x 64 channels, 4 nodes,
            improved ops, two batches of 16 x 64x64, configs/darts_sr.py:paper's supernet options
@@ -67,7 +67,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from nasr import parallel, spaces, strategies, training
+from nasr import compute, parallel, spaces, strategies, training
 from nasr.configs import darts_sr as darts_config
 from nasr.configs import deconas as deconas_config
 from nasr.configs import hnas as hnas_config
@@ -224,21 +224,21 @@ def _batches(n: int, sizes: dict, mesh, seed: int) -> list[dict]:
 def _train_case(network, params, config, sizes, n, setup, space=None) -> Case:
   """Return the Case of `network`'s train step as nasr trains it; with `space`, a supernet's as
   the one-shot search runs it: the config's strategy proposes each step's architecture inside the
-  step (`training.compile_sampled_step`), a new one every step from the step's folded key."""
+  step (`compute.compile_sampled_step`), a new one every step from the step's folded key."""
   mesh = parallel.make_mesh()
   repl = parallel.replicated(mesh)
-  tx, _ = training.make_tx(config, 1000)
-  loss = training.make_config_loss(config)
+  tx, _ = compute.make_tx(config, 1000)
+  loss = compute.make_config_loss(config)
   state = jax.device_put(train_lib.create_train_state(params, tx), repl)
   key = jax.device_put(jax.random.PRNGKey(0), repl)
   batches = _batches(n, sizes, mesh, seed=1)
   if space is None:
-    step = training.compile_train_step(network, tx, loss, mesh)
+    step = compute.compile_train_step(network, tx, loss, mesh)
     args = [(b, key) for b in batches]
   else:
     spec = space.token_spec()
     strategy = strategies.get(config.strategy.name, spec, **loop.strategy_options(config))
-    step = training.compile_sampled_step(network, tx, loss, strategy.propose, mesh)
+    step = compute.compile_sampled_step(network, tx, loss, strategy.propose, mesh)
     policy = jax.device_put(strategy.init(train_lib.init_key(1)), repl)
     keys = [jax.device_put(jax.random.fold_in(key, i), repl) for i in range(n)]
     args = [(policy, b, key, k) for b, k in zip(batches, keys, strict=True)]
@@ -257,7 +257,7 @@ def _compute(config):
 def _setup(config, setup: dict) -> dict:
   """Return a row's setup with the kernel forms and compute dtype it ran with (JSON values)."""
   out = {k: (jnp.dtype(v).name if k == "dtype" else v) for k, v in setup.items()}
-  out.update(kernels=training.kernels(config), compute_dtype=config.compute_dtype)
+  out.update(kernels=compute.kernels(config), compute_dtype=config.compute_dtype)
   return out
 
 
@@ -269,7 +269,7 @@ def _edsr(key: str, n: int) -> Case:
   config.model_kwargs = {"blocks": s["blocks"], "channels": s["channels"]}
   config.compute_dtype = dtype
   network = training.build_network(config, SCALE)
-  params = training.init_params(network, s["patch"], 0)
+  params = compute.init_params(network, s["patch"], 0)
   setup = {"blocks": s["blocks"], "channels": s["channels"]}
   return _train_case(network, params, config, s, n, _setup(config, setup))
 
@@ -283,13 +283,13 @@ def _deconas(key: str, n: int) -> Case:
   space = spaces.get("deconas", blocks=blocks, nodes=nodes, channels=channels)
   if key == "child":
     tokens = space.token_spec().sample(rng)
-    dtype = training.compute_dtype(config)
+    dtype = compute.compute_dtype(config)
     network = space.build(space.decode(tokens), SCALE, dtype=dtype)
-    params = training.init_params(network, s["patch"], 0)
+    params = compute.init_params(network, s["patch"], 0)
     setup = {"blocks": blocks, "nodes": nodes, "channels": channels, "tokens": tokens.tolist()}
     setup["depthwise"] = "conv"  # DeCoNASNet's default, as configs/train.py retrains it
     return _train_case(network, params, config, s, n, _setup(config, setup))
-  options = training.supernet_options(config, space)
+  options = compute.supernet_options(config, space)
   network = space.supernet(SCALE, **options)
   x0 = jnp.zeros((1, s["patch"], s["patch"], 3), jnp.float32)
   max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)
@@ -311,7 +311,7 @@ def _darts(key: str, n: int) -> Case:
     nodes=s["nodes"],
     node_reduce=config.space.node_reduce,
   )
-  options = training.supernet_options(_compute(config), space)
+  options = compute.supernet_options(_compute(config), space)
   if "shifted" in s:
     options["shifted"] = s["shifted"]
   network = space.supernet(SCALE, **options)
@@ -388,8 +388,8 @@ def _gpnas_net(section: str, n: int) -> Case:
       reduction=s["reduction"],
     )
   arch = space.decode([0, 0, 0, 0])
-  network = space.build(arch, SCALE, dtype=training.compute_dtype(_compute(config)))
-  params = training.init_params(network, s["patch"], 0)
+  network = space.build(arch, SCALE, dtype=compute.compute_dtype(_compute(config)))
+  params = compute.init_params(network, s["patch"], 0)
   return _train_case(network, params, config, s, n, _setup(config, {"arch": arch.to_dict()}))
 
 
@@ -411,7 +411,7 @@ def _hnas(key: str, n: int) -> Case:
   s = _sizes("hnas")
   config = hnas_config.get_config("tiny" if _TINY.value else "paper")
   space = spaces.get("hnas", layers=s["layers"], nodes=s["nodes"], channels=s["channels"])
-  options = training.supernet_options(_compute(config), space)
+  options = compute.supernet_options(_compute(config), space)
   network = space.supernet(SCALE, **options)
   x0 = jnp.zeros((1, s["patch"], s["patch"], 3), jnp.float32)
   max_tokens = jnp.asarray(space.encode(space.max_arch()), jnp.int32)

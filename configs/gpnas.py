@@ -39,7 +39,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     }
   )
   c.strategy = ml_collections.ConfigDict()
-  c.strategy.name = "gp"  # the only strategy of this search; its options in strategy.gp
+  # GP-NAS; any registered strategy runs this search (--config.strategy.name=random: the
+  # random-search baseline, reported by measured PSNR in W/candidates.json and W/topk.json).
+  c.strategy.name = "gp"
   g = c.strategy.gp = ml_collections.ConfigDict()
   g.kernel = "matern52"  # rbf | matern32 | matern52 | exponential
   g.acquisition = "mi"  # mi (variance reduction over the grid) | variance | ucb | ei

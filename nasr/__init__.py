@@ -10,6 +10,7 @@ one code path:
 
 from nasr import (
   bench,
+  compute,
   core,
   data,
   estimation,
@@ -49,6 +50,7 @@ __all__ = [
   "bench",
   "bench_build",
   "bench_evaluate",
+  "compute",
   "core",
   "count_macs",
   "count_params",

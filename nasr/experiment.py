@@ -21,7 +21,7 @@ import ml_collections
 import numpy as np
 from absl import flags, logging
 
-from nasr import bench, inference, parallel, searches, training, writers
+from nasr import bench, compute, inference, parallel, searches, training, workdirs, writers
 from nasr import data as data_lib
 from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import ConfigError, DataError, NasrError
@@ -220,7 +220,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       "config.benchmarks is empty: give one or more folders of HR images (comma-separated, e.g. "
       "--config.benchmarks=path/to/Set5,path/to/Set14) or 'embedded'"
     )
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   upscale, scale, model_cost = make_upscaler(config)
   datasets = {}
   for spec in benchmarks:  # load (and so validate) every benchmark before scoring any
@@ -294,9 +294,9 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
     files = [src]
   else:
     raise DataError(f"input {src} does not exist")
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   out_dir = Path(config.output) if config.get("output") else workdir / "sr"
-  out_dir = writers.prepare_workdir(out_dir, "config.output")  # before any work, not after it
+  out_dir = workdirs.prepare(out_dir, "config.output")  # before any work, not after it
   upscale_fn, scale, _ = make_upscaler(config)
   written, unreadable = [], []
   for f in files:  # one image in memory at a time
@@ -346,10 +346,10 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
   # (config.distributed or a cluster's environment) must start jax.distributed first.
   parallel.initialize_from_config(config)
   if config.get("kernels") is not None:
-    training.log_compute(config)
+    compute.log_compute(config)
   if config.get("lambdas"):  # a trade-off sweep: one search of `method` per lambda
     return sweep.run_sweep(config, workdir, record.run)
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   done = loop.finished(config, workdir)
   if done is not None:
     logging.info(
@@ -366,7 +366,7 @@ def next_commands(config: ml_collections.ConfigDict, workdir: str | os.PathLike)
   arch = record.arch_path(w)
   if config.get("lambdas") or not arch.is_file():
     return []
-  flags = "".join(f" {f}" for f in record.retrain_overrides(config))
+  flags = "".join(f" {f}" for f in searches.methods.retrain_flags(config))
   return [
     f"nasr train --config=train --config.arch={arch}{flags} --workdir={w / 'retrain'}",
     f"nasr evaluate --config=evaluate --config.checkpoint={w / 'retrain'} "

@@ -232,7 +232,7 @@ AGREE_EVERY = 8
 class AgreedInterrupts:
   """SIGINT / SIGTERM stops that every process of a run acts on at the same step.
 
-  Wraps a `writers.Interrupts`. On one process it is that object. With several, a signal one
+  Wraps a `workdirs.Interrupts`. On one process it is that object. With several, a signal one
   process caught counts once the processes have agreed on it, every `every`-th `requested`
   check (the loops check once per step, identically on every process): acting on its own, a
   process would save a checkpoint the others never join and all would wait forever.

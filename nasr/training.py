@@ -1,8 +1,9 @@
 """The trainer: train a network from a config, resumably and data-parallel; load a trained one.
 
-`experiment.train` (the launcher's entry point) and GP-NAS (which trains every candidate) both call
-`train(config, workdir)`; the one-shot search compiles its supernet step with
-`compile_sampled_step` (the architecture proposed inside the step).
+`experiment.train` (the launcher's entry point) and the from-scratch searches (which train every
+candidate) both call `train(config, workdir)`. What the trainer shares with the searches lives in
+rooms of its own: the compute dtype, kernels, loss, optimiser and compiled steps in
+`nasr.compute`, the workdir's claim, lock and signals in `nasr.workdirs`.
 """
 
 import json
@@ -14,22 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
+from nasr import compute, inference, parallel, spaces, workdirs, writers
 from nasr import data as data_lib
-from nasr import inference, parallel, spaces, writers
 from nasr.checkpoint import Checkpointer
 from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import CheckpointMismatchError, ConfigError, DivergedError, Interrupted
-from nasr.estimation import cost, losses
+from nasr.estimation import cost
 from nasr.estimation import evaluate as scoring
 from nasr.estimation import train as train_lib
 
 
 # ---------------------------------------------------------------------------------------------------
-# Networks and optimisers.
+# Networks.
 # ---------------------------------------------------------------------------------------------------
 def _shifted_depthwise(config: ml_collections.ConfigDict) -> bool:
   """Return whether `config.depthwise` (conv | shifted) asks for shifted depthwise convs."""
@@ -39,86 +39,13 @@ def _shifted_depthwise(config: ml_collections.ConfigDict) -> bool:
   return mode == "shifted"
 
 
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-KERNELS = ("auto", "cpu", "accelerator")
 RESULT_FILE = "train_result.json"  # <workdir>/train_result.json: written when a run ends
-
-
-def compute_dtype(config: ml_collections.ConfigDict):
-  """Return the dtype networks compute in: config.compute_dtype (parameters stay float32)."""
-  name = config.get("compute_dtype", "float32") or "float32"
-  if name not in COMPUTE_DTYPES:
-    raise ConfigError(
-      f"config.compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {name!r}"
-    )
-  return COMPUTE_DTYPES[name]
-
-
-def kernels(config: ml_collections.ConfigDict, backend: str | None = None) -> str:
-  """Return "cpu" or "accelerator": config.kernels, where "auto" follows the JAX backend.
-
-  The CPU forms are what each config tunes for XLA:CPU (shifted depthwise convs, tap-matmul kernel
-  gradients in rolled loops: `depthwise`, `supernet.shifted`); the accelerator forms are XLA's own
-  convolutions (`feature_group_count` depthwise convs, no tap loops).
-  """
-  mode = config.get("kernels", "auto") or "auto"
-  if mode not in KERNELS:
-    raise ConfigError(f"config.kernels must be one of {', '.join(KERNELS)}, got {mode!r}")
-  if mode == "auto":
-    return "cpu" if (backend or jax.default_backend()) == "cpu" else "accelerator"
-  return mode
-
-
-def log_compute(config: ml_collections.ConfigDict) -> None:
-  """Log the compute dtype and the kernel forms this run uses (and why)."""
-  mode = config.get("kernels", "auto") or "auto"
-  chosen = kernels(config)
-  why = f"auto on the {jax.default_backend()} backend" if mode == "auto" else "config.kernels"
-  forms = (
-    "the config's CPU forms"
-    if chosen == "cpu"
-    else "XLA's own convolutions (grouped depthwise convs, no tap loops, gathered supernet slots)"
-  )
-  logging.info(
-    "compute: %s, parameters float32; kernels: %s (%s): %s",
-    jnp.dtype(compute_dtype(config)).name,
-    chosen,
-    why,
-    forms,
-  )
-
-
-def supernet_options(config: ml_collections.ConfigDict, space) -> dict:
-  """Return the keyword arguments of `space.supernet`: config.supernet, the compute dtype, and
-  the accelerator forms when `kernels` resolves to "accelerator" (options the space lacks are
-  left out); an option of config.supernet that the space's supernet does not take fails here."""
-  options = dict(config.get("supernet", {}) or {})
-  accepted = space.supernet_options()
-  unknown = sorted(set(options) - accepted)
-  if unknown:
-    raise ConfigError(
-      f"config.supernet.{unknown[0]}: the {type(space).__name__} supernet has no such option; "
-      f"it takes {', '.join(sorted(accepted)) or 'none'}"
-    )
-  if "dtype" in accepted:
-    options["dtype"] = compute_dtype(config)
-  if kernels(config) == "accelerator":
-    for key, value in _ACCELERATOR_FORMS.items():
-      if key in accepted:
-        options[key] = value
-  return options
-
-
-# What "accelerator" sets in a supernet's options: no CPU-only forms; DeCoNAS's child-only work
-# as one lax.switch per op over its gathered slots (a lax.cond per slot on the CPU, where the
-# per-slot form's smaller kernels are no slower: BENCHMARKS.md).
-_ACCELERATOR_FORMS = {"shifted": False, "gathered": True}
 
 
 def build_network(config: ml_collections.ConfigDict, scale: int):
   """Return the Flax module the config names: `config.arch` (a search result) or `config.model`."""
-  dtype = compute_dtype(config)
-  shifted = _shifted_depthwise(config) and kernels(config) == "cpu"
+  dtype = compute.compute_dtype(config)
+  shifted = _shifted_depthwise(config) and compute.kernels(config) == "cpu"
   if config.get("arch"):
     width = int(config.get("arch_channels", 0) or 0)
     if width < 0:
@@ -131,77 +58,6 @@ def build_network(config: ml_collections.ConfigDict, scale: int):
   if "dtype" in spaces.model_fields(config.model):
     kwargs.setdefault("dtype", dtype)  # model_kwargs.dtype, if given, wins
   return spaces.build_model(config.model, scale=scale, **kwargs)
-
-
-def _apply_fn(network) -> Callable:
-  def apply(params, x, rng, arch):
-    del rng  # the baselines and searched networks are deterministic
-    if arch is None:
-      return network.apply({"params": params}, x)
-    return network.apply({"params": params}, x, arch)  # a supernet: the architecture is data
-
-  return apply
-
-
-def init_params(network, patch: int, seed: int):
-  """Return the network's initial parameters for LR patches of side `patch`."""
-  x = jnp.zeros((1, patch, patch, 3), jnp.float32)
-  return jax.jit(network.init)(train_lib.init_key(seed), x).get("params", {})
-
-
-def make_tx(config: ml_collections.ConfigDict, total_steps: int):
-  """Return (Adam transformation, learning-rate schedule) of `config.optim`."""
-  o = config.optim
-  schedule = train_lib.make_schedule(
-    o.lr,
-    o.schedule,
-    total_steps,
-    o.decay_every,
-    o.decay_factor,
-    o.warmup_steps,
-    lr_end=o.get("lr_end", 0.0),  # configs older than lr_end: cosine to 0
-  )
-  return train_lib.make_adam(
-    schedule, o.b1, o.b2, weight_decay=o.weight_decay, grad_clip=o.grad_clip
-  ), schedule
-
-
-def make_config_loss(config: ml_collections.ConfigDict) -> Callable:
-  """Return the loss `config.loss` names, mixed by `config.ms_ssim_weight` where it applies."""
-  return losses.make_loss(config.loss, config.get("ms_ssim_weight", None))
-
-
-def compile_train_step(network, tx, loss_fn, mesh, supernet: bool = False) -> Callable:
-  """Return the jitted step(state, batch, rng[, arch]): params replicated, batch split, state donated.
-
-  With `supernet=True` the step takes the sampled architecture as a fourth (replicated) array.
-  """
-  repl, split = parallel.replicated(mesh), parallel.data_sharded(mesh)
-  return jax.jit(
-    train_lib.make_train_step(_apply_fn(network), tx, loss_fn),
-    in_shardings=(repl, split, repl, repl) if supernet else (repl, split, repl),
-    out_shardings=(repl, repl),
-    donate_argnums=(0,),
-  )
-
-
-def compile_sampled_step(network, tx, loss_fn, propose: Callable, mesh) -> Callable:
-  """Return the jitted step(state, policy, batch, rng, key) of a supernet that samples its own
-  architecture: tokens = propose(policy, key, 1)[0] inside the step, so a search's shared-weight
-  steps need no host round trip (params and policy replicated, batch split, state donated)."""
-  train = train_lib.make_train_step(_apply_fn(network), tx, loss_fn)
-
-  def step(state, policy, batch, rng, key):
-    tokens, _ = propose(policy, key, 1)
-    return train(state, batch, rng, tokens[0])
-
-  repl, split = parallel.replicated(mesh), parallel.data_sharded(mesh)
-  return jax.jit(
-    step,
-    in_shardings=(repl, repl, split, repl, repl),
-    out_shardings=(repl, repl),
-    donate_argnums=(0,),
-  )
 
 
 def _triples(pairs: data_lib.SRPairs):
@@ -219,8 +75,8 @@ def _start(config: ml_collections.ConfigDict, workdir) -> tuple[int, Path, Calla
     raise ConfigError("config.model=bicubic has no parameters to train; use launch.evaluate")
   # Several processes (config.distributed or a cluster's environment) start before any JAX call.
   parallel.initialize_from_config(config)
-  workdir = writers.prepare_workdir(workdir)
-  return scale, workdir, make_config_loss(config)
+  workdir = workdirs.prepare(workdir)
+  return scale, workdir, compute.make_config_loss(config)
 
 
 def _input(config: ml_collections.ConfigDict, scale: int, mesh):
@@ -244,57 +100,6 @@ def _input(config: ml_collections.ConfigDict, scale: int, mesh):
   return sampler, val_pairs
 
 
-class RunWorkdir:
-  """A workdir this process holds for one run: claimed (its kind checked, locked) with its
-  checkpoints. Training and every search open theirs through it."""
-
-  def __init__(self, workdir: Path, kind: str, config: dict, keep: int):
-    self.workdir, self.config = Path(workdir), config
-    is_chief = jax.process_index() == 0
-    self.saved_config = writers.claim_workdir(self.workdir, kind, config) if is_chief else None
-    try:
-      self.ckpt = Checkpointer(self.workdir, max_to_keep=keep)
-    except BaseException:
-      writers.release_workdir(self.workdir)
-      raise
-
-  def restore_latest(
-    self, target: Any, check_meta: Callable[[dict], None] | None = None
-  ) -> tuple[int, Any, dict] | None:
-    """Return (step, state, meta) of the newest intact checkpoint restored into `target`'s
-    structure, or None when there is none.
-
-    `check_meta(meta)` runs on the saved metadata before the arrays are read, so a workdir that
-    holds an incompatible run fails with the caller's own message rather than a shape error. A
-    checkpoint that does not fit `target` raises ConfigError naming the config keys that differ.
-    On any error the workdir is released.
-    """
-    try:
-      step = self.ckpt.latest_step()
-      if step is not None and check_meta is not None:
-        try:
-          saved = self.ckpt.restore_meta(step)
-        except Exception:  # noqa: BLE001 - damage: restore_latest names it and falls back
-          saved = None
-        if saved is not None:
-          check_meta(saved)
-      return self.ckpt.restore_latest(target)
-    except CheckpointMismatchError as e:
-      self.close()
-      msg = writers.explain_mismatch(self.workdir, self.saved_config, self.config, e)
-      raise ConfigError(msg) from None
-    except BaseException:
-      self.close()
-      raise
-
-  def close(self) -> None:
-    """Finish pending checkpoint saves and release the workdir."""
-    try:
-      self.ckpt.close()
-    finally:
-      writers.release_workdir(self.workdir)
-
-
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Train the configured network, resuming from `<workdir>/checkpoints`; return final metrics."""
   scale, workdir, loss_fn = _start(config, workdir)
@@ -304,9 +109,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
 
   # --- Model and optimizer. ----------------------------------------------------------------------
   network = build_network(config, scale)
-  log_compute(config)
-  params = init_params(network, config.data.patch_size, config.seed)
-  tx, schedule = make_tx(config, config.steps)
+  compute.log_compute(config)
+  params = compute.init_params(network, config.data.patch_size, config.seed)
+  tx, schedule = compute.make_tx(config, config.steps)
   state = train_lib.create_train_state(params, tx)
   rng = jax.random.PRNGKey(config.seed)
   n_params = cost.count_params(params)
@@ -315,7 +120,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   # --- Checkpoint: resume from the newest intact one. --------------------------------------------
   is_chief = jax.process_index() == 0
   config_dict = json.loads(config.to_json_best_effort())
-  run_dir = RunWorkdir(workdir, "training", config_dict, config.keep_checkpoints)
+  run_dir = workdirs.RunWorkdir(workdir, "training", config_dict, config.keep_checkpoints)
   ckpt = run_dir.ckpt
   meta = {"best_psnr": -math.inf, "best_step": -1, "val": {}}
   found = run_dir.restore_latest({"train": state, "rng": rng})
@@ -334,7 +139,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
 
   # --- Steps: compiled once, state donated, batch split over the data axis. ------------------------
   state, rng = parallel.replicate((state, rng), mesh)
-  train_step = compile_train_step(network, tx, loss_fn, mesh)
+  train_step = compute.compile_train_step(network, tx, loss_fn, mesh)
   lo = jax.process_index() * local_batch
 
   def validate(params) -> dict:
@@ -348,7 +153,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   t_start = time.time()
   try:
     with (
-      parallel.AgreedInterrupts(writers.Interrupts()) as interrupts,
+      parallel.AgreedInterrupts(workdirs.Interrupts()) as interrupts,
       parallel.Prefetch(next_batch, start, config.steps, workers=config.data.workers) as batches,
     ):
       state = _loop(
@@ -477,8 +282,8 @@ def load_trained(workdir: str | os.PathLike, which: str = "latest"):
   config = ml_collections.ConfigDict(json.loads(cfg_file.read_text()))
   scale = check_scale(config.scale, "config.scale")
   network = build_network(config, scale)
-  params = init_params(network, config.data.patch_size, config.seed)
-  tx, _ = make_tx(config, config.steps)
+  params = compute.init_params(network, config.data.patch_size, config.seed)
+  tx, _ = compute.make_tx(config, config.steps)
   state = train_lib.create_train_state(params, tx)
   if which == "best":
     return network, _load_best(workdir, params), config

@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 
 import nasr
-from nasr import spaces, training
+from nasr import compute, spaces, training
 from nasr.core.errors import ConfigError
 from tests import pins
 
@@ -23,31 +23,31 @@ def _config(name="train", preset="tiny", **values):
 def test_kernels_auto_follows_the_backend_and_a_bad_value_is_named():
   config = _config()
   assert config.kernels == "auto" and config.compute_dtype == "float32"
-  assert training.kernels(config, backend="cpu") == "cpu"
-  assert training.kernels(config, backend="gpu") == "accelerator"
-  assert training.kernels(config, backend="tpu") == "accelerator"
-  assert training.kernels(_config(kernels="cpu"), backend="gpu") == "cpu"
-  assert training.kernels(_config(kernels="accelerator"), backend="cpu") == "accelerator"
+  assert compute.kernels(config, backend="cpu") == "cpu"
+  assert compute.kernels(config, backend="gpu") == "accelerator"
+  assert compute.kernels(config, backend="tpu") == "accelerator"
+  assert compute.kernels(_config(kernels="cpu"), backend="gpu") == "cpu"
+  assert compute.kernels(_config(kernels="accelerator"), backend="cpu") == "accelerator"
   with pytest.raises(ConfigError, match="config.kernels must be one of auto, cpu, accelerator"):
-    training.kernels(_config(kernels="gpu"))
+    compute.kernels(_config(kernels="gpu"))
   with pytest.raises(ConfigError, match="config.compute_dtype must be one of float32, bfloat16"):
-    training.compute_dtype(_config(compute_dtype="float16"))
+    compute.compute_dtype(_config(compute_dtype="float16"))
 
 
 def test_supernet_options_drop_the_cpu_forms_on_an_accelerator():
   config = _config("deconas")
   space = spaces.get("deconas", blocks=2, nodes=2, channels=4)
   assert config.supernet.shifted  # the DeCoNAS search's CPU form
-  cpu = training.supernet_options(config, space)
+  cpu = compute.supernet_options(config, space)
   assert cpu["shifted"] is True and cpu["dtype"] == jnp.float32
   config.kernels, config.compute_dtype = "accelerator", "bfloat16"
-  fast = training.supernet_options(config, space)
+  fast = compute.supernet_options(config, space)
   assert fast["shifted"] is False and fast["dtype"] == jnp.bfloat16
   assert fast["gathered"] is True and cpu["gathered"] is False  # one lax.switch per op
   assert fast["skip_inactive"] == cpu["skip_inactive"]  # other options are the config's
   config.supernet = ml_collections.ConfigDict()
   drn = spaces.get("drn")  # a supernet without depthwise convs is given no `shifted`
-  assert training.supernet_options(config, drn) == {"dtype": jnp.bfloat16}
+  assert compute.supernet_options(config, drn) == {"dtype": jnp.bfloat16}
 
 
 def test_build_network_computes_in_the_configs_dtype_and_forms(tmp_path):

@@ -1,4 +1,5 @@
-"""GP-NAS end to end through launch.search (tiny preset), and resuming after SIGKILL."""
+"""GP-NAS end to end through launch.search (tiny preset), resuming after SIGKILL, and the same
+from-scratch search run by another strategy."""
 
 import json
 
@@ -80,3 +81,31 @@ def test_tiny_search_ends_where_its_stable_pin_says(reference):
 
 def test_tiny_search_is_bit_identical_to_its_pin_on_a_recorded_host(reference):
   pins.check_exact("gpnas", reference)  # the refactors kept the tiny search bit-identical
+
+
+def test_the_from_scratch_search_runs_the_random_strategy(tmp_path):
+  """Any registered strategy runs the loop; without hooks of its own it gets the default report."""
+  w = tmp_path / "random"
+  check_ok(run_launcher("search", TINY, "--config.strategy.name=random", f"--workdir={w}"))
+  candidates = json.loads((w / "candidates.json").read_text())
+  assert [c["candidate"] for c in candidates] == [0, 1, 2, 3]
+  for c in candidates:
+    train = json.loads(
+      (w / "candidates" / f"{c['candidate']:03d}" / "train_result.json").read_text()
+    )
+    assert c["psnr"] == train["val"]["psnr"] and np.isfinite(c["psnr"])
+    assert "proposed_log_prob" in c  # the default records what the strategy said of its proposal
+  topk = json.loads((w / "topk.json").read_text())
+  assert len(topk) == 2 and topk[0]["measured_psnr"] == max(c["psnr"] for c in candidates)
+  assert topk[0]["measured_psnr"] >= topk[1]["measured_psnr"]
+  assert topk[0]["tokens"] != topk[1]["tokens"]
+  for rank, r in enumerate(topk):
+    space, arch = spaces.load_arch(w / "topk" / f"{rank}.json")  # ready for launch.train
+    assert space.encode(arch).tolist() == r["tokens"] and r["arch_file"] == str(
+      w / "topk" / f"{rank}.json"
+    )
+  assert not (w / "gp.json").exists()  # the GP's report is the gp strategy's hook
+  history = [json.loads(line) for line in (w / "metrics.jsonl").read_text().splitlines()]
+  assert [h["step"] for h in history] == [1, 2] and history[-1]["count"] == 4
+  summary = json.loads((w / "search_result.json").read_text())
+  assert summary["best_name"] == topk[0]["name"] and summary["observed"] == 4

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from nasr import parallel, training
+from nasr import compute, parallel
 from nasr.core.errors import ConfigError
 from nasr.data import PatchSampler, SRPairs
 from nasr.estimation import losses
@@ -21,7 +21,7 @@ def _run(devices, steps=3):
   params = network.init(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32))["params"]
   tx = train_lib.make_adam(train_lib.make_schedule(1e-3, "constant"))
   state = jax.device_put(train_lib.create_train_state(params, tx), parallel.replicated(mesh))
-  step = training.compile_train_step(network, tx, losses.LOSSES.get("l1"), mesh)
+  step = compute.compile_train_step(network, tx, losses.LOSSES.get("l1"), mesh)
   rng = np.random.default_rng(0)
   out = []
   for _ in range(steps):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasr import writers
+from nasr import workdirs
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import CheckpointError, CheckpointMismatchError, WorkdirError
 
@@ -92,20 +92,20 @@ def test_another_networks_checkpoint_is_a_mismatch_and_nothing_moves(tmp_path):
 
 
 def test_a_workdir_holds_one_kind_of_run_and_the_diff_names_the_keys(tmp_path):
-  assert writers.claim_workdir(tmp_path, "training", {"scale": 2, "m": {"c": 8}}) is None
-  writers.release_workdir(tmp_path)
+  assert workdirs.claim(tmp_path, "training", {"scale": 2, "m": {"c": 8}}) is None
+  workdirs.release(tmp_path)
   with pytest.raises(WorkdirError, match="holds a training run, not a darts_sr search"):
-    writers.claim_workdir(tmp_path, "darts_sr search", {})
-  before = writers.claim_workdir(tmp_path, "training", {"scale": 2, "m": {"c": 16}})
-  writers.release_workdir(tmp_path)
-  assert writers.config_diff(before, {"scale": 2, "m": {"c": 16}}) == ["m.c: 8 -> 16"]
+    workdirs.claim(tmp_path, "darts_sr search", {})
+  before = workdirs.claim(tmp_path, "training", {"scale": 2, "m": {"c": 16}})
+  workdirs.release(tmp_path)
+  assert workdirs.config_diff(before, {"scale": 2, "m": {"c": 16}}) == ["m.c: 8 -> 16"]
 
 
 _HOLD = """
 import sys, time
 from pathlib import Path
-from nasr import writers
-writers.claim_workdir(Path(sys.argv[1]), "training", {})
+from nasr import workdirs
+workdirs.claim(Path(sys.argv[1]), "training", {})
 print("held", flush=True)
 time.sleep(60)
 """
@@ -119,12 +119,12 @@ def test_a_live_run_holds_the_workdir_and_a_killed_one_leaves_no_stale_lock(tmp_
   try:
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(WorkdirError, match=f"in use by a running process \\(pid {holder.pid}\\)"):
-      writers.claim_workdir(tmp_path, "training", {})
+      workdirs.claim(tmp_path, "training", {})
   finally:
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-  writers.claim_workdir(tmp_path, "training", {})  # the kernel released the killed run's lock
-  writers.release_workdir(tmp_path)
+  workdirs.claim(tmp_path, "training", {})  # the kernel released the killed run's lock
+  workdirs.release(tmp_path)
 
 
 def _mount_tmpfs(path: Path, size: str) -> bool:

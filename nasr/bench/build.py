@@ -33,7 +33,7 @@ import numpy as np
 from absl import logging
 
 from nasr import data as data_lib
-from nasr import spaces, writers
+from nasr import spaces, workdirs, writers
 from nasr.bench import table as table_lib
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost, proxies
@@ -253,7 +253,7 @@ def _spawn(workdir: Path, count: int) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Build (or finish building) the table in `workdir`; return its summary."""
   _check(config)
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   space = _space(config)
   members = parse_members(config.members, space.size)
   saved = workdir / CONFIG_FILE
@@ -261,7 +261,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   if saved.exists():
     before = table_lib.protocol(ml_collections.ConfigDict(json.loads(saved.read_text())))
     if before != protocol:
-      diff = writers.config_diff(before, protocol)
+      diff = workdirs.config_diff(before, protocol)
       raise ConfigError(
         f"{workdir} holds runs of another protocol ({'; '.join(diff)}); use a new workdir"
       )

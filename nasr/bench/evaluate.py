@@ -25,7 +25,7 @@ import numpy as np
 import scipy.stats
 from absl import logging
 
-from nasr import plots, spaces, strategies, writers
+from nasr import plots, spaces, strategies, workdirs, writers
 from nasr.bench import table as table_lib
 from nasr.core.errors import ConfigError
 from nasr.searches import loop
@@ -158,7 +158,7 @@ def weight_sharing(
     runs = []
     for seed in range(int(ws.seeds)):
       c = _search_config(load, spec, config.preset, seed, dict(t.raw["protocol"]["space"]))
-      wd = writers.prepare_workdir(workdir / "searches" / f"{spec.replace('/', '_')}_{seed}")
+      wd = workdirs.prepare(workdir / "searches" / f"{spec.replace('/', '_')}_{seed}")
       method = SEARCH_METHODS.get(c.method)
       result = loop.finished(c, wd) or method.run(c, wd)
       scorer = method.scorer(c, wd, result)
@@ -253,7 +253,7 @@ def run(
   metric = _check(config, t)
   if not t.complete():
     logging.warning("the table is not complete: %d of %d members", len(t.ids), t.size)
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   truth = t.psnr(metric)
   result = {
     "table": str(config.table or table_lib.SHIPPED),

@@ -33,8 +33,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from nasr import compute, parallel, plots, spaces
 from nasr import data as data_lib
-from nasr import parallel, plots, spaces, training
 from nasr.core.checks import check_scale
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost, metrics
@@ -102,14 +102,14 @@ def compile_bilevel_step(step, mesh) -> Any:
 
 
 def _prepare(config: ml_collections.ConfigDict) -> dict:
-  """Return the run's parts; everything a user can get wrong fails here, before any training."""
+  """Return the run's parts; everything a user can get wrong fails here, before a step runs."""
   scale = check_scale(config.scale, "config.scale")
   mode = darts_lib.check_mode(config.alpha_mode)
   darts_lib.check_exact_form(config.exact_form)
   name = config.space.name
   space = require(spaces.get(name, **space_kwargs(config)), DifferentiableSpace, "darts")
   spaces.get(name, **retrain_kwargs(config))  # a bad retrain size fails now, not at the end
-  loss_fn = training.make_config_loss(config)
+  loss_fn = compute.make_config_loss(config)
   mesh = parallel.make_mesh()
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
   if config.epochs < 1 or config.steps_per_epoch < 1:
@@ -147,7 +147,7 @@ def _prepare(config: ml_collections.ConfigDict) -> dict:
 def _init(config: ml_collections.ConfigDict, parts: dict) -> tuple[Any, dict, Any]:
   """Return (supernet, {"search": state, "rng": rng}, bilevel step function)."""
   space, p = parts["space"], config.data.patch_size
-  supernet = space.supernet(parts["scale"], **training.supernet_options(config, space))
+  supernet = space.supernet(parts["scale"], **compute.supernet_options(config, space))
   rng = jax.random.PRNGKey(config.seed)
   alpha = space.init_alpha(jax.random.fold_in(rng, 1), config.alpha_init_std)
   x0 = jnp.zeros((1, p, p, 3), jnp.float32)

@@ -36,7 +36,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from nasr import plots, spaces, writers
+from nasr import plots, spaces, workdirs, writers
 from nasr.core.checks import check_numbers
 from nasr.core.errors import ConfigError, TokenError
 from nasr.estimation import ranking
@@ -56,9 +56,9 @@ def finished_search(search_dir: str | os.PathLike) -> tuple[ml_collections.Confi
     raise ConfigError(
       f"config.search must be the workdir of a finished search, got {str(search_dir)!r}"
     )
-  result_file, run_file = search_dir / loop.RESULT_FILE, search_dir / writers.RUN_FILE
+  result_file, run_file = search_dir / loop.RESULT_FILE, search_dir / workdirs.RUN_FILE
   if not run_file.is_file():
-    raise ConfigError(f"{search_dir} holds no search ({writers.RUN_FILE} is missing)")
+    raise ConfigError(f"{search_dir} holds no search ({workdirs.RUN_FILE} is missing)")
   if not result_file.is_file():
     raise ConfigError(
       f"{search_dir}: the search has not finished ({loop.RESULT_FILE} is missing); run the search "
@@ -139,7 +139,7 @@ def _random_search(
   """Return the tokens the `random` strategy derives at the searched run's budget (resuming)."""
   r = ml_collections.ConfigDict(search.to_dict())
   r.strategy = ml_collections.ConfigDict({"name": "random"})  # no options: no section
-  sub = writers.prepare_workdir(workdir / "random_search")
+  sub = workdirs.prepare(workdir / "random_search")
   done = loop.finished(r, sub)
   if done is None:
     logging.info("random search at the same budget in %s", sub)
@@ -153,7 +153,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   search, result = finished_search(config.get("search", ""))
   _check(config)
   search_dir = Path(config.search).resolve()
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   if workdir.resolve() == search_dir:
     raise ConfigError(
       "--workdir must not be the search's workdir (config.search); use a sub-folder"
@@ -161,11 +161,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   # The search workdir is only read, but a live run there would change its checkpoint under us.
   loop.finished(search, search_dir)
   config_dict = json.loads(config.to_json_best_effort())
-  writers.claim_workdir(workdir, KIND, config_dict)
+  workdirs.claim(workdir, KIND, config_dict)
   try:
     return _diagnose(config, search, result, search_dir, workdir, t0)
   finally:
-    writers.release_workdir(workdir)
+    workdirs.release(workdir)
 
 
 def _diagnose(config, search, result, search_dir: Path, workdir: Path, t0: float) -> dict:

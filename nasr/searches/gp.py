@@ -1,14 +1,11 @@
-"""GP-NAS search: a Gaussian process over an enumerable grid, fed by training real candidates.
+"""GP-NAS: the `gp` strategy's part of a from-scratch search (nasr.searches.from_scratch).
 
-Each round (a) the GP strategy proposes `batch` unobserved architectures (mutual-information
-sampling; the first round is a space-filling design under the prior), (b) each is written to
-W/candidates/<i>/arch.json and trained from scratch with `nasr.training.train` under the proxy budget
-of `config.train`, its final validation PSNR becoming the observation, and (c) the GP is updated
-and its hyper-parameters refitted. The GP state and the observations are checkpointed after every
-round; a candidate's training resumes from its own checkpoints, so a search killed at any moment
-resumes and reaches the same observations as an uninterrupted one.
-
-Finally the whole grid is ranked by predicted PSNR. Outputs:
+The GP over an enumerable grid proposes `batch` unobserved architectures a round (mutual-
+information sampling; the first round is a space-filling design under the prior), the search
+trains each from scratch, and the GP is updated and its hyper-parameters refitted. What the GP
+adds to the loop is registered here as its hooks: its buffer holds every planned observation, an
+observation records the GP's prediction when it proposed the candidate, and the report ranks the
+whole grid by predicted PSNR. Outputs:
   W/gp.json     every observed candidate (measured PSNR, posterior and leave-one-out predictions),
                 the top of the grid by predicted PSNR, the fitted hyper-parameters
   W/topk.json   the k architectures for the ensemble: the best predicted architecture of each family
@@ -19,167 +16,36 @@ Any space with an enumerable token grid fits (config.space.name); the strategy i
 """
 
 import math
-import os
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 
-from nasr import data as data_lib
-from nasr import plots, spaces, strategies, writers
-from nasr.core.checks import check_scale
-from nasr.core.errors import ConfigError
+from nasr import plots, spaces, writers
 from nasr.estimation import ranking
-from nasr.searches import loop
+from nasr.searches import from_scratch, loop
+from nasr.searches.from_scratch import finite
 from nasr.spaces.base import Families
 from nasr.strategies import gp as gp_lib
 
 
-def strategy_kwargs(config: ml_collections.ConfigDict) -> dict:
+def strategy_options(config: ml_collections.ConfigDict) -> dict:
   """Return the GP strategy's keyword arguments; its capacity holds every planned observation."""
   kwargs = loop.strategy_options(config)
   kwargs["capacity"] = max(1, int(config.rounds) * int(config.batch))
   return kwargs
 
 
-def candidate_config(
-  config: ml_collections.ConfigDict, arch_file: Path
-) -> ml_collections.ConfigDict:
-  """Return the proxy training config of one candidate: config.train with its arch, scale, seed."""
-  t = ml_collections.ConfigDict(config.train.to_dict())
-  t.arch = str(arch_file)
-  t.scale = int(config.scale)
-  t.seed = int(config.seed)  # every candidate sees the same batches: a fairer comparison
-  return t
-
-
-def _check(config: ml_collections.ConfigDict) -> None:
-  for key in ("rounds", "batch", "topk"):
-    value = config.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-      raise ConfigError(f"config.{key} must be a positive integer, got {value!r}")
-  if "train" not in config:
-    raise ConfigError("config.train (the candidates' proxy training config) is missing")
-  if config.strategy.get("name", "gp") != "gp":
-    raise ConfigError(
-      f"the gp search needs config.strategy.name = 'gp', got {config.strategy.name!r}"
-    )
-
-
-def _finite(v) -> float | None:
-  v = float(v)
-  return v if math.isfinite(v) else None
-
-
-def _train_candidate(config, cand_dir: Path, arch_file: Path) -> tuple[float, bool]:
-  """Return (final validation PSNR, diverged) of one candidate, training or resuming it."""
-  result, diverged = loop.train_from_scratch(candidate_config(config, arch_file), cand_dir)
-  if diverged:
-    logging.warning("candidate %s diverged; its reward is NaN", cand_dir.name)
-  return loop.val_psnr(result), diverged
-
-
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-  """Search the grid with GP-NAS; return a summary (top-k, best predicted PSNR, wall time)."""
-  _check(config)
-  scale = check_scale(config.scale, "config.scale")
-  skw = loop.space_kwargs(config)
-  space = spaces.get(config.space.name, **skw)
-  strategy = strategies.get("gp", space.token_spec(), **strategy_kwargs(config))
-  grid = gp_lib.grid_tokens(space.token_spec())
-  # Bad data should fail now, not after the first candidate's compilation.
-  train_cfg = candidate_config(config, Path("arch.json"))
-  data_lib.load_train_val(train_cfg.data, scale, train_cfg.seed)
-  logging.info(
-    "GP-NAS over %s: %d architectures; %d rounds x %d candidates",
-    config.space.name,
-    len(grid),
-    config.rounds,
-    config.batch,
-  )
-  s_state = strategy.init(jax.random.PRNGKey(config.seed))
-  capacity = int(s_state.rewards.shape[0])
-  search = loop.SearchRun(
-    config, workdir, config.rounds, "round", {"observations": [], "capacity": capacity}
-  )
-  s_state = search.resume({"strategy": s_state}, _capacity_check(capacity, search.workdir))
-  s_state = jax.device_put(s_state["strategy"], jax.devices()[0])
-  propose = jax.jit(strategy.propose, static_argnums=2)
-  update = jax.jit(strategy.update)
-  rng = jax.random.PRNGKey(config.seed)
-  (search.workdir / "candidates").mkdir(exist_ok=True)
-  t0 = time.time()
-  with search:  # rounds: propose -> train each candidate -> update the GP -> checkpoint
-    for rnd in range(search.done, config.rounds):
-      tokens, aux = propose(s_state, jax.random.fold_in(rng, rnd), config.batch)
-      rows, rewards = _measure(config, space, skw, search, rnd, np.asarray(tokens), aux)
-      s_state, m = update(s_state, jnp.asarray(tokens), jnp.asarray(rewards, jnp.float32))
-      search.meta["observations"].extend(rows)
-      finite = [r for r in rewards if math.isfinite(r)]
-      scalars = {k: float(v) for k, v in m.items()}
-      scalars["round_best_psnr"] = max(finite) if finite else float("nan")
-      search.end(rnd + 1, {"strategy": s_state}, {"round": rnd + 1, **scalars}, {}, scalars)
-  observations = search.meta["observations"]
-  summary = report(space, skw, config, s_state, observations, grid, search.workdir)
-  summary.update(search_wall_s=round(time.time() - t0, 1), rounds=config.rounds)
-  search.write_json(loop.RESULT_FILE, summary)
-  return summary
-
-
-def _capacity_check(capacity: int, workdir: Path):
-  """Return a check that a resumed workdir was planned for the same number of candidates."""
-
-  def check(meta: dict) -> None:
-    saved = meta.get("capacity", capacity)
-    if saved != capacity:
-      raise ConfigError(
-        f"{workdir} holds a search planned for {saved} candidates; config.rounds x config.batch "
-        f"= {capacity} now: use a new workdir (or the old rounds and batch)"
-      )
-
-  return check
-
-
-def _measure(config, space, skw, search, rnd: int, tokens: np.ndarray, aux):
-  """Train each proposed candidate (or resume it); return (observation rows, measured PSNRs)."""
-  scale = int(config.scale)
-  informed = any(o["psnr"] is not None for o in search.meta["observations"])
-  rows, rewards = [], []
-  for j, t in enumerate(tokens):
-    index = rnd * config.batch + j
-    arch = space.decode(t)
-    if search.stop_requested:  # between candidates; each one's training stops and saves itself
-      search.pause(0, None)
-    cand_dir = search.workdir / "candidates" / f"{index:03d}"
-    cand_dir.mkdir(parents=True, exist_ok=True)
-    arch_file = cand_dir / "arch.json"
-    spaces.save_arch(arch_file, config.space.name, skw, arch)
-    logging.info("round %d candidate %d: %s", rnd + 1, index, arch.describe())
-    t_c = time.time()
-    psnr, diverged = _train_candidate(config, cand_dir, arch_file)
-    rewards.append(psnr)
-    rows.append(
-      {
-        "candidate": index,
-        "round": rnd + 1,
-        "tokens": [int(v) for v in t],
-        "arch": arch.to_dict(),
-        "name": arch.describe(),
-        "params": int(space.count_params(arch, scale)),
-        "psnr": _finite(psnr),
-        "diverged": diverged,
-        # The GP's prediction when it proposed the candidate (before measuring it).
-        "proposed_mean": _finite(aux["mean"][j]) if informed else None,
-        "proposed_std": _finite(aux["std"][j]) if informed else None,
-        "workdir": str(cand_dir),
-        "train_s": round(time.time() - t_c, 1),
-      }
-    )
-  return rows, rewards
+def proposal_fields(aux: dict[str, np.ndarray], j: int, observed: list[dict]) -> dict:
+  """Return the GP's prediction for proposal `j` when it proposed it (None before any
+  measurement: the prior's numbers say nothing)."""
+  informed = any(o["psnr"] is not None for o in observed)
+  return {
+    "proposed_mean": finite(aux["mean"][j]) if informed else None,
+    "proposed_std": finite(aux["std"][j]) if informed else None,
+  }
 
 
 def select_topk(rows: list[dict], k: int) -> list[dict]:
@@ -205,26 +71,33 @@ def select_topk(rows: list[dict], k: int) -> list[dict]:
   return sorted(chosen, key=lambda r: -r["pred_psnr"])
 
 
-def report(space, skw, config, s_state, observations, grid, workdir: Path) -> dict:
-  """Predict the whole grid, write gp.json, topk.json (+ topk/<r>.json) and gp.png; return a summary."""
-  scale = int(config.scale)
-  mean, var = jax.jit(gp_lib.predict)(s_state, jnp.asarray(grid))
-  mean, std = np.asarray(mean, np.float64), np.sqrt(np.asarray(var, np.float64))
+def _with_predictions(observations, s_state, choices, mean, std) -> list[dict]:
+  """Return the observation rows with the GP's posterior and leave-one-out predictions."""
   loo_mean, loo_var = (np.asarray(a, np.float64) for a in jax.jit(gp_lib.loo_predict)(s_state))
-  index = {tuple(r["tokens"]): r for r in observations}
-  choices = space.token_spec().choices
   observed = []
   for i, r in enumerate(observations):
     g = int(gp_lib.grid_index(np.asarray(r["tokens"]), choices))
     observed.append(
       {
         **r,
-        "pred_mean": _finite(mean[g]),
-        "pred_std": _finite(std[g]),
-        "loo_mean": _finite(loo_mean[i]) if i < len(loo_mean) else None,
-        "loo_std": _finite(math.sqrt(loo_var[i])) if i < len(loo_var) and loo_var[i] >= 0 else None,
+        "pred_mean": finite(mean[g]),
+        "pred_std": finite(std[g]),
+        "loo_mean": finite(loo_mean[i]) if i < len(loo_mean) else None,
+        "loo_std": finite(math.sqrt(loo_var[i])) if i < len(loo_var) and loo_var[i] >= 0 else None,
       }
     )
+  return observed
+
+
+def report(done: from_scratch.Observed) -> dict:
+  """Predict the whole grid, write gp.json, topk.json (+ topk/<r>.json) and gp.png; return a summary."""
+  space, skw, config, s_state = done.space, done.space_kwargs, done.config, done.state
+  observations, workdir, scale = done.observations, done.workdir, int(done.config.scale)
+  grid = gp_lib.grid_tokens(space.token_spec())
+  mean, var = jax.jit(gp_lib.predict)(s_state, jnp.asarray(grid))
+  mean, std = np.asarray(mean, np.float64), np.sqrt(np.asarray(var, np.float64))
+  index = {tuple(r["tokens"]): r for r in observations}
+  observed = _with_predictions(observations, s_state, space.token_spec().choices, mean, std)
   order = np.argsort(-mean, kind="stable")
 
   def grid_row(g: int) -> dict:
@@ -298,8 +171,8 @@ def _write_topk(config, space, skw, topk: list[dict], topk_dir: Path) -> None:
       cand_dir = topk_dir / f"{rank}_train"
       arch_file = cand_dir.with_suffix(".arch.json")
       spaces.save_arch(arch_file, config.space.name, skw, arch)
-      psnr, _ = _train_candidate(config, cand_dir, arch_file)
-      r["measured_psnr"], r["candidate_workdir"] = _finite(psnr), str(cand_dir)
+      psnr, _ = from_scratch.train_candidate(config, cand_dir, arch_file)
+      r["measured_psnr"], r["candidate_workdir"] = finite(psnr), str(cand_dir)
     spaces.save_arch(
       r["arch_file"],
       config.space.name,
@@ -320,3 +193,9 @@ def _best_of_missing_families(space, grid, order, pool: list[dict]) -> list[int]
       found.add(fam)
       out.append(int(g))
   return out
+
+
+from_scratch.HOOKS.register(
+  "gp",
+  from_scratch.StrategyHooks(options=strategy_options, proposal=proposal_fields, report=report),
+)

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from nasr import parallel, strategies, training, writers
+from nasr import parallel, strategies, training, workdirs, writers
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import CheckpointMismatchError, ConfigError, DivergedError, Interrupted
 from nasr.estimation import train as train_lib
@@ -51,19 +51,19 @@ class SearchRun:
     meta: dict | None = None,
     steps_per_unit: int = 1,
   ):
-    self.workdir: Path = writers.prepare_workdir(workdir)
+    self.workdir: Path = workdirs.prepare(workdir)
     self.is_chief = parallel.is_chief()
     self.total, self.unit = int(total), unit
     self.steps_per_unit = max(int(steps_per_unit), 1)
     self.meta: dict[str, Any] = {unit: 0, "history": [], **(meta or {})}
     kind = _kind(config)
     config_dict = json.loads(config.to_json_best_effort())
-    self._run_dir = training.RunWorkdir(self.workdir, kind, config_dict, config.keep_checkpoints)
+    self._run_dir = workdirs.RunWorkdir(self.workdir, kind, config_dict, config.keep_checkpoints)
     self.ckpt = self._run_dir.ckpt
     self.writer: writers.MetricWriter | None = None
     self.progress: writers.Progress | None = None
     # Several processes stop at the same step; one process stops at once (nasr.parallel).
-    self.interrupts = parallel.AgreedInterrupts(writers.Interrupts())
+    self.interrupts = parallel.AgreedInterrupts(workdirs.Interrupts())
 
   @property
   def done(self) -> int:
@@ -278,8 +278,8 @@ def _finished_here(config: ml_collections.ConfigDict, workdir: Path) -> dict | N
   if not result.is_file():
     return None
   config_dict = json.loads(config.to_json_best_effort())
-  before = writers.claim_workdir(workdir, _kind(config), config_dict)
-  writers.release_workdir(workdir)
+  before = workdirs.claim(workdir, _kind(config), config_dict)
+  workdirs.release(workdir)
   checkpoints = [p.stat().st_mtime for p in (workdir / "checkpoints").glob("[0-9]*")]
   # The process layout does not change what a search computes: a finished search is finished
   # whether it is asked again by one process or by several.

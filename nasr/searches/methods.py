@@ -3,7 +3,8 @@
 A new kind of search registers one `SearchMethod` here; nothing else keeps a list of methods:
 `experiment.run_search` runs it (refusing several processes unless it supports them), `diagnose`
 scores architectures with its shared weights (if it has them), and `launch.search` prints the
-commands that retrain the architecture it leaves behind.
+commands that retrain the architecture it leaves behind (with `retrain_flags`, which read the
+config alike for every method).
 """
 
 import dataclasses
@@ -14,13 +15,14 @@ from pathlib import Path
 import ml_collections
 
 from nasr.core.registry import Registry
-from nasr.searches import darts, gp, loop, one_shot
+from nasr.searches import darts, from_scratch, loop, one_shot
 
 Config = ml_collections.ConfigDict
 
 
-def _train_overrides(config: Config) -> tuple[str, ...]:
-  """Return `--config.<key>=<value>` flags of config.retrain_overrides (train-config keys)."""
+def retrain_flags(config: Config) -> tuple[str, ...]:
+  """Return the `nasr train` flags a search's retrain needs beyond its architecture file (a retrain
+  width): `--config.<key>=<value>` of config.retrain_overrides, the same for every method."""
   overrides = config.get("retrain_overrides") or {}
   return tuple(f"--config.{k}={v}" for k, v in sorted(overrides.items()))
 
@@ -37,8 +39,6 @@ class SearchMethod:
   # (config, workdir, search_result) -> Scorer of a finished search's shared weights, for
   # `nasr diagnose`; None when there are none (every candidate was trained stand-alone).
   scorer: Callable[[Config, os.PathLike, dict], loop.Scorer] | None = None
-  # config -> flags of `nasr train` that the architecture file does not carry (a retrain width).
-  retrain_overrides: Callable[[Config], tuple[str, ...]] = _train_overrides
 
   def arch_path(self, workdir: str | os.PathLike) -> Path:
     """Return where a finished search in `workdir` keeps its architecture file."""
@@ -61,7 +61,7 @@ SEARCH_METHODS.register(
     run=darts.run, arch_file="genotype.json", multi_process=True, scorer=darts.shared_weight_scorer
   ),
 )
-SEARCH_METHODS.register("gp", SearchMethod(run=gp.run, arch_file="topk/0.json"))
+SEARCH_METHODS.register("gp", SearchMethod(run=from_scratch.run, arch_file="topk/0.json"))
 
 
 def with_shared_weights() -> list[str]:

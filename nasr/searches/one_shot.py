@@ -35,8 +35,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from nasr import compute, parallel, plots, spaces, strategies, writers
 from nasr import data as data_lib
-from nasr import parallel, plots, spaces, strategies, training, writers
 from nasr.core.checks import check_scale
 from nasr.estimation import cost, metrics
 from nasr.estimation import train as train_lib
@@ -88,13 +88,13 @@ class _Parts:
 
 
 def _prepare(config: ml_collections.ConfigDict) -> _Parts:
-  """Return the run's parts; everything a user can get wrong fails here, before any training."""
+  """Return the run's parts; everything a user can get wrong fails here, before a step runs."""
   scale = check_scale(config.scale, "config.scale")
   space = spaces.get(config.space.name, **loop.space_kwargs(config))
   require(space, SupernetSpace, "one-shot")
   spec = space.token_spec()
   strategy = strategies.get(config.strategy.name, spec, **loop.strategy_options(config))
-  loss_fn = training.make_config_loss(config)
+  loss_fn = compute.make_config_loss(config)
   mesh = parallel.make_mesh()
   local_batch = parallel.check_batch_size(config.data.batch_size, mesh)
   train_pairs, val_pairs = data_lib.load_train_val(config.data, scale, config.seed)
@@ -110,7 +110,7 @@ def _prepare(config: ml_collections.ConfigDict) -> _Parts:
     len(train_pairs),
     len(val_pairs),
   )
-  supernet = space.supernet(scale, **training.supernet_options(config, space))
+  supernet = space.supernet(scale, **compute.supernet_options(config, space))
   o = config.optim
   total_w_steps = config.epochs * config.train_steps_per_epoch
   schedule = train_lib.make_schedule(
@@ -150,7 +150,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   # Everything the steps touch lives on the same devices (restored arrays come back committed).
   state = parallel.replicate(state, p.mesh)
   steps = {
-    "train": training.compile_sampled_step(p.supernet, p.tx, p.loss_fn, p.strategy.propose, p.mesh),
+    "train": compute.compile_sampled_step(p.supernet, p.tx, p.loss_fn, p.strategy.propose, p.mesh),
     "propose": jax.jit(p.strategy.propose, static_argnums=2),
     "update": jax.jit(p.strategy.update),
     "psnr": jax.jit(make_psnr_fn(p.supernet, p.scale)),

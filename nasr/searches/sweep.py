@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from nasr import plots, spaces, writers
+from nasr import plots, spaces, workdirs, writers
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost
 from nasr.searches.reward import COST_TERMS
@@ -101,7 +101,7 @@ def run_sweep(
   lambdas = parse_lambdas(config.lambdas)
   _check_sweepable(config)
   configs = [lambda_config(config, lam) for lam in lambdas]  # all checked before any search
-  workdir = writers.prepare_workdir(workdir)
+  workdir = workdirs.prepare(workdir)
   for lam, cfg in zip(lambdas, configs, strict=True):
     sub = workdir / lambda_dir_name(lam)
     if (sub / "search_result.json").exists():

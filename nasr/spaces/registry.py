@@ -9,7 +9,6 @@ and `load_arch` reads it back as (space, arch); extra keys such as "psnr" are al
 """
 
 import dataclasses
-import inspect
 import json
 import os
 from pathlib import Path
@@ -20,16 +19,28 @@ from nasr.core.errors import ConfigError, TokenError
 from nasr.core.registry import Registry
 
 SPACES: Registry[Any] = Registry("search space")
-register = SPACES.register
+
+
+def register(name: str):
+  """Return a class decorator that registers a space class as `name` and returns the class.
+
+  A space is a dataclass: its init fields are the settings it declares (config.space.<field>),
+  which `space_fields` and `get` read without inspecting a signature.
+  """
+
+  def decorator(cls):
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+      raise TypeError(
+        f"space {name!r}: register a dataclass (its fields are the space's settings), got {cls!r}"
+      )
+    return SPACES.register(name, cls)
+
+  return decorator
 
 
 def space_fields(name: str) -> list[str]:
-  """Return the keyword arguments the registered space `name` accepts."""
-  factory = SPACES.get(name)
-  if dataclasses.is_dataclass(factory):
-    return [f.name for f in dataclasses.fields(factory) if f.init]
-  params = inspect.signature(factory).parameters.values()
-  return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+  """Return the settings the registered space `name` declares: its dataclass's init fields."""
+  return [f.name for f in dataclasses.fields(SPACES.get(name)) if f.init]
 
 
 def get(name: str, **kwargs):

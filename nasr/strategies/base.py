@@ -56,6 +56,10 @@ def options(name: str) -> tuple[str, ...]:
   Raises:
     ConfigError: `name` is not registered.
   """
+  # The factory's keyword parameters are where a strategy declares its options, with their
+  # defaults and docs beside them; a second list given at registration would only drift from it.
+  # Reading that signature is not probing for a capability: every strategy has options, and this
+  # names them.
   return tuple(p for p in inspect.signature(STRATEGIES.get(name)).parameters if p != "spec")
 
 
@@ -66,7 +70,7 @@ def get(name: str, spec: TokenSpec, **kwargs) -> Strategy:
     ConfigError: `name` is not registered, or a keyword is not an option of that strategy.
   """
   factory = STRATEGIES.get(name)
-  try:
+  try:  # checked against the declaration before the call: a TypeError inside is not a bad option
     inspect.signature(factory).bind(spec, **kwargs)
   except TypeError as e:
     raise ConfigError(f"strategy {name!r}: {e}; its options are {list(options(name))}") from None

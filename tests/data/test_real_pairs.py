@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from nasr import data, training
+from nasr import compute, data
 from nasr.core.errors import ConfigError, DataError
 from nasr.estimation import losses
 
@@ -120,10 +120,10 @@ def test_ms_ssim_l1_mix_weight_comes_from_the_config():
     cfg = ml_collections.ConfigDict({"loss": "ms_ssim_l1", "ms_ssim_weight": weight})
     if weight is None:
       cfg = ml_collections.ConfigDict({"loss": "ms_ssim_l1"})
-    assert float(training.make_config_loss(cfg)(pred, target)) == pytest.approx(want, rel=1e-5)
+    assert float(compute.make_config_loss(cfg)(pred, target)) == pytest.approx(want, rel=1e-5)
   cfg = ml_collections.ConfigDict({"loss": "l1", "ms_ssim_weight": 0.5})  # ignored for other losses
-  assert float(training.make_config_loss(cfg)(pred, target)) == pytest.approx(l1, rel=1e-6)
+  assert float(compute.make_config_loss(cfg)(pred, target)) == pytest.approx(l1, rel=1e-6)
   with pytest.raises(ConfigError, match="ms_ssim_weight"):
-    training.make_config_loss(
+    compute.make_config_loss(
       ml_collections.ConfigDict({"loss": "ms_ssim_l1", "ms_ssim_weight": 2.0})
     )

@@ -5,6 +5,7 @@ settings (configs/common.py TINY_SPACES, what the tiny presets search): a space 
 an entry there fails here until it gets one.
 """
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -118,9 +119,19 @@ def test_declared_capabilities_are_the_spaces_own(name):
 
 
 def _fields(space):
-  import dataclasses
-
   return dataclasses.fields(space) if dataclasses.is_dataclass(space) else ()
+
+
+def test_a_space_declares_its_settings_as_dataclass_fields():
+  assert spaces.space_fields("drn") == [f.name for f in dataclasses.fields(SPACES.get("drn"))]
+
+  class NotADataclass:
+    def __init__(self, blocks: int = 4):
+      self.blocks = blocks
+
+  with pytest.raises(TypeError, match="register a dataclass"):
+    spaces.register("not_a_dataclass")(NotADataclass)
+  assert "not_a_dataclass" not in SPACES
 
 
 def test_every_registered_space_has_tiny_settings():
