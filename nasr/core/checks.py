@@ -21,6 +21,13 @@ def check_scale(scale, key: str = "scale") -> int:
   return int(scale)
 
 
+def positive_int(value, key: str) -> int:
+  """Return `value` as an int, or raise ConfigError naming `key` unless it is an integer >= 1."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+  return int(value)
+
+
 def finite_json(obj):
   """Return `obj` with every NaN / infinite float replaced by None (strict JSON: RFC 8259).
 

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nasr.core.checks import positive_int
 from nasr.core.errors import ConfigError, TokenError
 from nasr.core.types import TokenSpec
 from nasr.ops.frame import SRFrame, sr_frame
@@ -260,9 +261,7 @@ class _CostPiece(nn.Module):
 
 
 def _positive_int(value, key: str) -> int:
-  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-    raise ConfigError(f"bench space: {key} must be a positive integer, got {value!r}")
-  return int(value)
+  return positive_int(value, f"bench space: {key}")
 
 
 @register("bench")

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nasr.core.checks import positive_int
 from nasr.core.errors import ConfigError, TokenError
 from nasr.core.types import TokenSpec
 from nasr.ops.conv import SepConv
@@ -708,9 +709,7 @@ class DartsSRNet(SRFrame, nn.Module):
 
 
 def _positive_int(value, key: str) -> int:
-  if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-    raise ConfigError(f"darts_sr: {key} must be a positive integer, got {value!r}")
-  return int(value)
+  return positive_int(value, f"darts_sr: {key}")
 
 
 @register("darts_sr")
