@@ -195,6 +195,7 @@ def _best_of_missing_families(space, grid, order, pool: list[dict]) -> list[int]
   return out
 
 
+# What the from-scratch search does for config.strategy.name = "gp" beyond propose -> train -> update.
 from_scratch.HOOKS.register(
   "gp",
   from_scratch.StrategyHooks(options=strategy_options, proposal=proposal_fields, report=report),
