@@ -50,12 +50,14 @@ RUN_FILE = "run.json"  # {"kind": "train" | "<method> search", "config": {...}}
 _LOCKS: dict[Path, int] = {}  # workdir -> the open lock file this process holds
 
 
-def claim(workdir: Path, kind: str, config: Any) -> dict | None:
+def claim(workdir: Path, kind: str, config: Any, record: bool = True) -> dict | None:
   """Lock `workdir` for this process and record the run; return the config it held before.
 
   Raises WorkdirError when the workdir holds another kind of run (a training run's workdir given
   to a search) or a live process holds its lock. The lock is an OS file lock: a killed run
-  leaves none behind. Release it with `release`.
+  leaves none behind. Release it with `release`. With `record=False` run.json is left as it was
+  (`record_run` writes it once the run is known to fit the workdir): a refused run changes
+  nothing, so a second attempt names the same differing keys.
   """
   workdir = Path(workdir)
   if workdir not in _LOCKS:
@@ -73,10 +75,10 @@ def claim(workdir: Path, kind: str, config: Any) -> dict | None:
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _LOCKS[workdir] = fd
   previous = None
-  record = workdir / RUN_FILE
-  if record.is_file():
+  run_file = workdir / RUN_FILE
+  if run_file.is_file():
     try:
-      previous = json.loads(record.read_text())
+      previous = json.loads(run_file.read_text())
     except (OSError, ValueError):
       previous = None  # unreadable: the checkpoints themselves still say whether they fit
   if isinstance(previous, dict) and previous.get("kind") not in (None, kind):
@@ -84,8 +86,14 @@ def claim(workdir: Path, kind: str, config: Any) -> dict | None:
     raise WorkdirError(
       f"workdir {workdir} holds a {previous['kind']} run, not a {kind}; use another --workdir"
     )
-  writers.write_json(record, {"kind": kind, "config": config})
+  if record:
+    record_run(workdir, kind, config)
   return previous.get("config") if isinstance(previous, dict) else None
+
+
+def record_run(workdir: Path, kind: str, config: Any) -> None:
+  """Write <workdir>/run.json: the kind of run that holds the workdir and its config."""
+  writers.write_json(Path(workdir) / RUN_FILE, {"kind": kind, "config": config})
 
 
 def release(workdir: Path) -> None:
@@ -177,9 +185,10 @@ class RunWorkdir:
   checkpoints. Training and every search open theirs through it."""
 
   def __init__(self, workdir: Path, kind: str, config: dict, keep: int):
-    self.workdir, self.config = Path(workdir), config
-    is_chief = jax.process_index() == 0
-    self.saved_config = claim(self.workdir, kind, config) if is_chief else None
+    self.workdir, self.config, self.kind = Path(workdir), config, kind
+    self.is_chief = jax.process_index() == 0
+    # run.json is written once the checkpoints are known to fit (restore_latest): not before
+    self.saved_config = claim(self.workdir, kind, config, record=False) if self.is_chief else None
     try:
       self.ckpt = Checkpointer(self.workdir, max_to_keep=keep)
     except BaseException:
@@ -206,7 +215,10 @@ class RunWorkdir:
           saved = None
         if saved is not None:
           check_meta(saved)
-      return self.ckpt.restore_latest(target)
+      found = self.ckpt.restore_latest(target)
+      if self.is_chief:
+        record_run(self.workdir, self.kind, self.config)
+      return found
     except CheckpointMismatchError as e:
       self.close()
       msg = explain_mismatch(self.workdir, self.saved_config, self.config, e)

@@ -295,3 +295,25 @@ def test_a_config_file_whose_code_fails_ends_in_one_line_naming_file_and_line(
   # `nasr config` and nasr.load_config (Colab) say the same
   with pytest.raises(nasr.ConfigError, match=f"line {line}: {kind.split(':')[0]}"):
     nasr.load_config(str(cfg))
+
+
+def test_a_refused_resume_changes_nothing_and_names_the_keys_every_time(trained, tmp_path):
+  w = tmp_path / "run"
+  shutil.copytree(trained, w)
+  before = (w / "run.json").read_bytes()
+  for _ in range(2):
+    r = run_launcher("train", TINY, "--config.model_kwargs.channels=16", f"--workdir={w}")
+    _no_traceback_one_line(r, "model_kwargs.channels: 8 -> 16")
+    assert (w / "run.json").read_bytes() == before
+
+
+def test_a_refused_search_resume_changes_nothing_and_names_the_keys_every_time(tmp_path):
+  w = tmp_path / "search"
+  args = ("--config=configs/deconas.py:tiny", f"--workdir={w}")
+  r = run_launcher("search", *args)
+  assert r.returncode == 0, r.stderr[-2000:]
+  before = (w / "run.json").read_bytes()
+  for _ in range(2):
+    r = run_launcher("search", *args, "--config.space.channels=4")
+    _no_traceback_one_line(r, "space.channels: 8 -> 4")
+    assert (w / "run.json").read_bytes() == before

@@ -278,7 +278,7 @@ def _finished_here(config: ml_collections.ConfigDict, workdir: Path) -> dict | N
   if not result.is_file():
     return None
   config_dict = json.loads(config.to_json_best_effort())
-  before = workdirs.claim(workdir, _kind(config), config_dict)
+  before = workdirs.claim(workdir, _kind(config), config_dict, record=False)  # only reads
   workdirs.release(workdir)
   checkpoints = [p.stat().st_mtime for p in (workdir / "checkpoints").glob("[0-9]*")]
   # The process layout does not change what a search computes: a finished search is finished
