@@ -131,9 +131,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   if found is not None:
     start, restored, meta = found
     state, rng = restored["train"], restored["rng"]
-    if is_chief:
-      writers.truncate_metrics(workdir, start)
     logging.info("resumed from the checkpoint at step %d", start)
+  if is_chief:  # records past the restored step (all, from scratch) are a killed run's
+    writers.truncate_metrics(workdir, start if found is not None else -1)
   if is_chief:
     writers.write_json(workdir / "config.json", config_dict)
 

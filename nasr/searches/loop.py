@@ -83,6 +83,8 @@ class SearchRun:
     """
     found = self._run_dir.restore_latest(state, check_meta)
     if found is None:
+      if self.is_chief:  # a run killed before its first checkpoint left records: not this one's
+        writers.truncate_metrics(self.workdir, -1)
       return state
     _, restored, meta = found
     self.meta.update(meta)
