@@ -132,9 +132,13 @@ def two_families(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def singles(two_families):
-  """Return one multi-level upscaler (tiles + self-ensemble) per trained network, and the networks."""
+  """Return one multi-level upscaler (tiles + self-ensemble) per trained network, and the networks.
+
+  Unclipped: a model ensemble averages the networks' raw outputs (and clips the average).
+  """
   loaded = [nasr.experiment.load_trained(w)[:2] for w in two_families]
-  return [nasr.experiment.network_upscaler(n, p, **LEVELS) for n, p in loaded], loaded
+  upscalers = [nasr.experiment.network_upscaler(n, p, clip=False, **LEVELS) for n, p in loaded]
+  return upscalers, loaded
 
 
 def _ensemble(checkpoints, **overrides):
@@ -156,7 +160,7 @@ def test_model_ensemble_of_two_families_is_their_average(two_families, singles):
   # Each level changes the output of a trained network, so each setting really reaches it.
   network, p = singles[1][0]
   for off in ({"tile": 0}, {"self_ensemble": False}):
-    other = nasr.experiment.network_upscaler(network, p, **{**LEVELS, **off})(lr)
+    other = nasr.experiment.network_upscaler(network, p, clip=False, **{**LEVELS, **off})(lr)
     assert np.abs(other - outs[0]).max() > 1e-4, off
   with pytest.raises(nasr.ConfigError, match="stride"):
     _ensemble(two_families, tile=16, stride=17)

@@ -127,7 +127,8 @@ def test_weight_sharing_searches_run_on_the_bench_space_and_rank_every_member(ta
   c = bench_eval.get_config("tiny")
   c.table = str(table_file)
   c.strategy_names = ("random",)
-  c.weight_sharing.searches = ("bench_one_shot/random", "bench_darts")
+  # DARTS here; the one-shot search on the bench space: tests/searches/test_one_shot.py
+  c.weight_sharing.searches = ("bench_darts",)
   text = nasr.bench_evaluate(c, tmp_path / "w")
   result = json.loads((tmp_path / "w" / "evaluate.json").read_text())
   for r in result["weight_sharing"]:
