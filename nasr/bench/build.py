@@ -19,6 +19,7 @@ reported (bit-equality is not expected across machines; a rebuilt member should 
 the seed-to-seed spread).
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -108,14 +109,34 @@ def _score(apply, params, images, scale: int, tile: int) -> list[float]:
   return [round(r["psnr"], 4), round(r["ssim"], 5)]
 
 
+@functools.lru_cache(maxsize=2)
+def _compiled(space, member: int, scale: int, shifted: bool, lr: float, schedule: str, steps: int):
+  """Return (arch, net, init, apply, step, tx) of `member`: compiled once for all its seeds."""
+  arch = space.decode(bench_space.from_id(member))
+  net = space.build(arch, scale, shifted=shifted)
+  tx = train_lib.make_adam(train_lib.make_schedule(lr, schedule, steps))
+
+  @jax.jit
+  def step(params, opt_state, lr, hr):
+    def loss(q):
+      return jnp.mean(jnp.abs(net.apply(q, train_lib.to_unit(lr)) - train_lib.to_unit(hr)))
+
+    value, grads = jax.value_and_grad(loss)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return jax.tree.map(jnp.add, params, updates), opt_state, value
+
+  return arch, net, jax.jit(net.init), jax.jit(net.apply), step, tx
+
+
 def train_member(config, space, member: int, seed: int, parts: dict) -> dict:
   """Return the record of one stand-alone training of `member` with `seed` (see the module doc)."""
   scale = int(config.scale)
-  arch = space.decode(bench_space.from_id(member))
-  net = space.build(arch, scale, shifted=bool(config.shifted))
+  o = config.optim
+  arch, net, init, apply, step, tx = _compiled(
+    space, member, scale, bool(config.shifted), float(o.lr), str(o.schedule), int(config.steps)
+  )
   p = config.data.patch_size
-  params = jax.jit(net.init)(train_lib.init_key(seed), jnp.zeros((1, p, p, 3)))
-  apply = jax.jit(net.apply)
+  params = init(train_lib.init_key(seed), jnp.zeros((1, p, p, 3)))
   sampler = data_lib.PatchSampler(
     parts["train"], p, config.data.batch_size, seed, config.data.augment
   )
@@ -130,19 +151,6 @@ def train_member(config, space, member: int, seed: int, parts: dict) -> dict:
     "macs": round(cost.macs_per_pixel(space.build(arch, scale), params, (1, 32, 32, 3)), 1),
     "proxies": proxies.all_proxies(apply, params, lr0, hr0),
   }
-  o = config.optim
-  schedule = train_lib.make_schedule(o.lr, o.schedule, config.steps)
-  tx = train_lib.make_adam(schedule)
-
-  @jax.jit
-  def step(params, opt_state, lr, hr):
-    def loss(q):
-      return jnp.mean(jnp.abs(net.apply(q, train_lib.to_unit(lr)) - train_lib.to_unit(hr)))
-
-    value, grads = jax.value_and_grad(loss)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return jax.tree.map(jnp.add, params, updates), opt_state, value
-
   opt_state = tx.init(params)
   curve, t0, train_s = [], time.perf_counter(), 0.0
   points = set(config.curve)

@@ -43,13 +43,16 @@ def interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
   return mean, float(lo), float(hi)
 
 
-def search_once(strategy, signal, truth, queries: int, batch: int, seed: int) -> list[int]:
-  """Return the pick (member id) after each of `queries` distinct queries of one search."""
+def search_once(strategy, signal, queries: int, batch: int, seed: int) -> list[int]:
+  """Return the pick (member id) after each of `queries` distinct queries of one search.
+
+  `strategy`'s propose/update are called as given: jit them once for all the searches
+  (`score_strategy` does).
+  """
   rng = np.random.default_rng([seed, 7])
   key = jax.random.key(seed)
   state = strategy.init(key)
-  propose = jax.jit(strategy.propose, static_argnums=2)
-  update = jax.jit(strategy.update)
+  propose, update = strategy.propose, strategy.update
   seen: dict[int, float] = {}
   picks: list[int] = []
   best, best_value = -1, -np.inf
@@ -82,13 +85,17 @@ def score_strategy(config, name: str, t: table_lib.Table, truth: np.ndarray) -> 
   """Return the regret curve and final-pick statistics of strategy `name` over the search seeds."""
   space = spaces.get("bench", **{k: v for k, v in config.space.items() if k != "name"})
   strategy = strategies.get(name, space.token_spec(), **_options(config, name))
+  # compiled once for every search seed
+  strategy = strategy._replace(
+    propose=jax.jit(strategy.propose, static_argnums=2), update=jax.jit(strategy.update)
+  )
   signal = t.per_seed("val")
   q, seeds = int(config.queries), int(config.search_seeds)
   top = float(np.nanmax(truth))
   regret = np.zeros((seeds, q))
   final = []
   for s in range(seeds):
-    picks = search_once(strategy, signal, truth, q, int(config.batch), s)
+    picks = search_once(strategy, signal, q, int(config.batch), s)
     regret[s] = top - truth[picks]
     final.append(picks[-1])
   pct = [float(100.0 * np.mean(truth[~np.isnan(truth)] <= truth[m])) for m in final]
