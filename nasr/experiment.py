@@ -248,7 +248,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
   out = {
     "params": int(model_cost["params"]),
     "macs_per_lr_pixel": float(model_cost["macs_per_lr_pixel"]),
-    # The HNAS paper's convention: one forward pass on a 480x480 LR image, in G.
+    # One forward pass on a 480x480 LR image, in G, every conv counted (HNAS's Table II figures
+    # are a tenth of this without deconvolutions: nasr.searches.reward.table_ii_mult_adds).
     "gmacs_480": float(model_cost["gmacs_480"]),
     "scale": scale,
     "results": results,

@@ -186,6 +186,21 @@ def test_hnas_reward_and_controller_decay_follow_lam_and_epochs():
   assert config.data.val == "" and config.data.val_fraction == 0.6
 
 
+def test_hnas_paper_preset_runs_the_released_search_schedule():
+  config = nasr.load_config("configs/hnas.py", "paper")
+  # Per epoch 200 weight steps and 300 controller steps, 400 epochs (search.py, option.py).
+  assert (config.epochs, config.train_steps_per_epoch, config.controller_steps_per_epoch) == (
+    400,
+    200,
+    300,
+  )
+  h = config.strategy.hierarchical
+  # No tanh on the logits; the baseline decays at 0.95 and starts again every epoch.
+  assert (h.tanh_constant, h.baseline_decay, h.baseline_reset_every) == (0.0, 0.95, 300)
+  config.controller_steps_per_epoch = 50  # the reset follows the epoch's length
+  assert config.strategy.hierarchical.baseline_reset_every == 50
+
+
 def test_hnas_final_preset_retrains_hnas_a():
   config = nasr.load_config("configs/hnas.py", "final")
   assert config.preset == "final" and config.optim.schedule == "cosine"
@@ -199,6 +214,8 @@ def test_hnas_final_preset_retrains_hnas_a():
   n = sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes))
   wide = nasr.spaces.get("hnas", layers=12, nodes=4, channels=64)
   assert n == wide.count_params(arch, config.scale) > 20 * space.count_params(arch, config.scale)
+  assert n == 974_019  # the authors' HNAS-A (released code, x2): tests/spaces/test_hnas.py
+  assert config.steps == 300_000  # their README's 300 epochs of 1,000 mini-batches
   assert network.shifted  # its depthwise convs in the CPU form that trains 5.8x faster
   config.arch_channels = -1
   with pytest.raises(ConfigError, match="arch_channels"):

@@ -117,6 +117,7 @@ NUMBER_RULES = {
   "strategy.*.decay_steps": ("int", ">=0"),
   "strategy.*.entropy_weight": ("float", ">=0"),
   "strategy.*.baseline_decay": ("float", ">=0"),
+  "strategy.*.baseline_reset_every": ("int", ">=0"),
   "strategy.*.tanh_constant": ("float", ">=0"),
   "strategy.*.temperature": ("float", ">=0"),
   "strategy.*.grad_clip": ("float", ">=0"),

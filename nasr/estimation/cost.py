@@ -31,7 +31,8 @@ from nasr.core.errors import ConfigError
 
 Params = Any
 
-# HNAS's convention (Guo et al., Table II): one forward pass on a 3 x 480 x 480 LR image.
+# One forward pass on a 3 x 480 x 480 LR image: the size HNAS's code names for its Table II
+# (whose figures are a tenth of this count without deconvolutions: reward.table_ii_mult_adds).
 PAPER_INPUT = (1, 480, 480, 3)
 
 
@@ -139,7 +140,7 @@ def count_macs(module, params: Params, input_shape, **apply_kwargs) -> int:
 
 
 def gmacs_480(module, params: Params | None = None, **apply_kwargs) -> float:
-  """Return the G multiply-adds of one forward pass on a 480x480 LR image (HNAS's convention).
+  """Return the G multiply-adds of one forward pass on a 480x480 LR image (every conv counted).
 
   Counted at that size, not scaled from a smaller probe: a global pooling (channel attention) costs
   the same at any size, so multiply-adds are not always proportional to the pixels. Without

@@ -64,6 +64,7 @@ def sr_frame(
   dtype: Dtype = jnp.float32,
   *,
   head: str = "head",
+  head_bias: bool = True,
   body_conv: str | None = "body",
   upsample_at: str = "end",
   skip: str = "head",
@@ -81,6 +82,7 @@ def sr_frame(
     scale: the upscaling factor of the final upsampler.
     dtype: compute dtype (parameters stay float32).
     head: the head conv's name ("sfe1" in DeCoNAS).
+    head_bias: whether the head conv has a bias (HNAS's released stem has none).
     body_conv: the name of the 3x3 conv after the body ("gff_conv" in DeCoNAS), None for none.
     upsample_at: "end" (a sub-pixel upsampler named "upsample" before the tail) or "body".
     skip: "head" adds the head features to the body output (interpolated when the body
@@ -99,7 +101,7 @@ def sr_frame(
     raise ConfigError(f"skip_method must be one of {RESIZE_METHODS}, got {skip_method!r}")
   masked = (lambda h: h) if mask is None else (lambda h: h * mask.astype(h.dtype))
   x = MeanShift(-1.0, dtype=dtype)(x)
-  h0 = masked(Conv(features, 3, dtype=dtype, name=head)(x))
+  h0 = masked(Conv(features, 3, use_bias=head_bias, dtype=dtype, name=head)(x))
   h = body(h0)
   if body_conv is not None:
     h = masked(Conv(features, 3, dtype=dtype, name=body_conv)(h))

@@ -16,15 +16,18 @@ class ConvParams(nn.Module):
 
   shape: tuple[int, ...]  # kernel shape [k, k, Cin / groups, Cout] (the largest any child needs)
   stack: tuple[int, ...] = ()  # leading axes of independently initialised copies (scanned blocks)
+  use_bias: bool = True  # create the bias (else None is returned in its place)
 
   @nn.compact
-  def __call__(self) -> tuple[jax.Array, jax.Array]:
-    """Return (kernel [*stack, *shape], bias [*stack, Cout]), float32."""
+  def __call__(self) -> tuple[jax.Array, jax.Array | None]:
+    """Return (kernel [*stack, *shape], bias [*stack, Cout] or None), float32."""
     init = nn.initializers.lecun_normal()
     if self.stack:
       # Each copy's fan-in is that of one kernel, as if every block had created its own.
       init = nn.initializers.lecun_normal(batch_axis=tuple(range(len(self.stack))))
     kernel = self.param("kernel", init, (*self.stack, *self.shape), jnp.float32)
+    if not self.use_bias:
+      return kernel, None
     bias = self.param(
       "bias", nn.initializers.zeros_init(), (*self.stack, self.shape[-1]), jnp.float32
     )

@@ -13,8 +13,10 @@ computed once per architecture: from one trace of the child, or, for a space wit
 (HNAS, DeCoNAS), as a sum of per-op pieces each traced once per run. `norm` says how a cost term enters the sum:
 
   max        (default) divided by the most complex child's (space.max_arch()): in [0, 1]
-  paper      HNAS's stated units: multiply-adds of one forward pass on a 3 x 480 x 480 LR image
-             in G (Eq. 1 and Table II); parameters in M
+  paper      G multiply-adds of one forward pass on a 3 x 480 x 480 LR image (every conv of the
+             network, deconvolutions included); parameters in M. HNAS's Table II is not in these
+             units: its figures are a tenth of this without the deconvolutions
+             (`table_ii_mult_adds`)
   reference  the units of HNAS's released code (controller_trainer.py): multiply-adds of one
              forward pass on a 3 x 48 x 48 LR image times 0.5e-8, about 1/20 of "paper";
              parameters in M
@@ -33,6 +35,7 @@ import numpy as np
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost
 from nasr.spaces.base import CostPieces, CostTable
+from nasr.spaces.hnas import HNAS, TABLE_II_SIDE
 
 COST_TERMS = ("params", "macs")
 TERMS = ("psnr", *COST_TERMS, "entropy")
@@ -83,6 +86,19 @@ def _piece_cost(cache: dict, side: int, scale: int, key: tuple, module, shape) -
   if key not in cache:
     cache[key] = _module_cost(module, shape)
   return cache[key]
+
+
+def table_ii_mult_adds(space: HNAS, arch, scale: int, cache: dict | None = None) -> float:
+  """Return HNAS Table II's "Mult-Adds" of build(arch, scale), in its units.
+
+  The authors' counter hooks nn.Conv2d only (their deconvolutions are not counted) on a 48 x 48
+  LR input, times 1e-8 (see HNAS.table_ii_pieces): HNAS-A 30.63, HNAS-B 48.22 at x2, C=64
+  (Table II: 30.6, 48.2). The true count of every conv at 480 x 480 is `cost.gmacs_480`.
+  """
+  cache = {} if cache is None else cache
+  side = TABLE_II_SIDE
+  pieces = space.table_ii_pieces(arch, scale)
+  return sum(_piece_cost(cache, side, scale, *piece)[1] for piece in pieces) * 1e-8
 
 
 def child_macs_per_pixel(space, arch, scale: int) -> float:

@@ -7,8 +7,9 @@ For each lambda the config's reward becomes R = lam * PSNR - (1 - lam) * Cost (e
 W/lambda_<lam>/. A killed sweep resumes: a finished lambda (its search_result.json exists) is read,
 not searched again, and the one that was running resumes from its own checkpoint.
 
-Then every derived candidate and each lambda's best architecture are costed at the paper's
-convention (HNAS, Guo et al.): the multiply-adds of one forward pass on a 480x480 LR image, in G.
+Then every derived candidate and each lambda's best architecture are costed as G multiply-adds of
+one forward pass on a 480x480 LR image (every conv counted); an HNAS point also gets `table_ii`,
+its cost in the units of HNAS's Table II (`reward.table_ii_mult_adds`).
 W/pareto.json holds the points, all candidates and the non-dominated front (max PSNR, min GMACs);
 W/pareto.png draws them. The PSNRs are those the search reports (shared weights, validation crops),
 so they rank architectures within a sweep, not against retrained networks.
@@ -28,7 +29,8 @@ from absl import logging
 from nasr import plots, spaces, workdirs, writers
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost
-from nasr.searches.reward import COST_TERMS
+from nasr.searches.reward import COST_TERMS, table_ii_mult_adds
+from nasr.spaces.hnas import HNAS
 
 # The paper's three settings; any other lambda is labelled by its value.
 PAPER_LABELS = {0.2: "HNAS-A", 0.6: "HNAS-B", 0.9: "HNAS-C"}
@@ -134,7 +136,7 @@ def _title(config: ml_collections.ConfigDict) -> str:
 def collect(workdir: Path, lambdas: Sequence[float], configs: Sequence, scale: int) -> dict:
   """Return the pareto.json record of the finished sub-runs of `workdir`."""
   counter = Gmacs480(scale)
-  points, candidates = [], []
+  points, candidates, table_ii_cache = [], [], {}
   for lam, cfg in zip(lambdas, configs, strict=True):
     sub = workdir / lambda_dir_name(lam)
     best_path, best, rows = _read_sub_run(sub, cfg)
@@ -154,6 +156,8 @@ def collect(workdir: Path, lambdas: Sequence[float], configs: Sequence, scale: i
         "best_json": str(best_path),
       }
     )
+    if isinstance(space, HNAS):
+      points[-1]["table_ii"] = table_ii_mult_adds(space, arch, scale, table_ii_cache)
     for r in rows:
       candidates.append(
         {

@@ -2,39 +2,48 @@
 Super-Resolution", IEEE SPL 2020): a normal cell, an upsampling cell and where the latter goes.
 
 Network (NHWC RGB in [0, 1]; the DIV2K mean is subtracted at the input and added back at the
-output, like the other spaces):
+output, like the other spaces), as the authors' released code builds it (guoyongcs/HNAS-SR
+`src/model/arch.py`; the paper is silent on these details or agrees) with the space's defaults:
 
-  s_-2 = s_-1 = stem conv3x3(x)                                    C channels, LR
+  s_-2 = s_-1 = stem conv3x3(x), no bias                            nodes * C channels, LR
   layer i = 1..L: the upsampling cell if i == position, else the normal cell
     s_i = cell_i(s_i-2, s_i-1)
-    after the upsampling cell, s_i-1 (still LR) is resized to HR before the next cell reads it
-    as its "two back" input (bilinear): the skip crosses the resolution change
-  y = conv3x3(s_L) to 3 channels + bicubic(x)                      `skip="image"` (default)
+    the cell after the upsampling cell reads the upsampling cell's output as both inputs
+  y = conv3x3(s_L) to 3 channels                                     no global residual
 
 Every position 1..L gives an HR output: L is the last layer, 1 upsamples the stem output.
 
-A cell has two inputs (node 0 = the cell two back, node 1 = the previous cell) and `nodes`
-intermediate nodes; intermediate node j (0-based, node 2 + j) sums two edges, each an op applied
-to a node chosen among 0..j+1 (both edges may read the same node); the cell output is a 1x1 conv
-of the concatenated intermediate nodes back to C channels (C=8: 32 channels after the concat).
+A cell has two inputs (node 0 = the cell two back, node 1 = the previous cell), each through ReLU
+and its own 1x1 conv (nodes * C -> C, no bias), and `nodes` intermediate nodes; intermediate node
+j (0-based, node 2 + j) sums two edges, each an op applied to a node chosen among 0..j+1 (both
+edges may read the same node); the cell output is the concat of the intermediate nodes (nodes * C
+channels: 32 at the search width C=8, 256 at the retrain width 64).
+
+nasr's earlier forms are options of the space (see HNAS): `cell_preprocess="concat_conv"` (one
+1x1 conv of the concat back to C, stem and tail C wide), `conv_bias=True`, `deconv_kernel="2s"`,
+`after_upsampling="resize"` (the LR cell, bilinearly resized, as the two-back input after the
+upsampling cell), `skip="image"` (bicubic(x) added to the output), `reduction=4`.
 
 Normal-cell ops (Table I), all C -> C at the input's resolution:
   identity
   dil_conv_3x3 / dil_conv_5x5   ReLU, depthwise k x k with dilation 2, pointwise 1x1 (as the
                                  authors' code; "dilated convolution" in the paper)
-  sep_conv_3x3 / sep_conv_5x5   (ReLU, depthwise k x k, pointwise 1x1) twice
+  sep_conv_3x3 / sep_conv_5x5   (ReLU, depthwise k x k, pointwise 1x1) twice; separable and
+                                 dilated convs have no bias, as released
   udpb                           DBPN's up-projection then down-projection unit (Haris et al.,
                                  CVPR 2018): up: h0 = deconv(x), l0 = conv(h0), h1 = deconv(l0 - x),
                                  out h1 + h0; down: l0 = conv(x), h0 = deconv(l0), l1 = conv(h0 -
                                  x), out l1 + l0; stride = the network's scale, kernel 6 / 7 / 8
                                  for x2 / x3 / x4 with padding 2 (DBPN), PReLU after every conv.
                                  The authors' released code dropped it; we keep it.
-  rcab                           RCAN's residual channel-attention block (reduction `reduction`)
+  rcab                           RCAN's residual channel-attention block (reduction `reduction`,
+                                 3 as released)
 Upsampling-cell ops, on the edges that read the cell inputs (LR -> HR, x scale):
   area, bilinear, nearest        interpolation; for an integer factor area equals nearest
                                  (every output pixel lies inside one input pixel), as in PyTorch
   sub_pixel                      conv3x3 to s*s*C then pixel shuffle (x4: two x2 stages)
-  deconvolution                  one stride-s transposed conv, kernel 2s ('SAME')
+  deconvolution                  one stride-s transposed conv: kernel 3 at x2, 5 at x4 (padding 1,
+                                 output padding 1, as released; x3: see `deconv_kernel`)
 and on the edges between intermediate nodes (already HR) their stride-1 forms, as the authors'
 code runs them: the interpolations and sub_pixel are the identity, deconvolution a stride-1 3x3
 transposed conv.
@@ -88,10 +97,15 @@ NORMAL_OPS = (
   "rcab",
 )
 UP_OPS = ("area", "bilinear", "nearest", "sub_pixel", "deconvolution")
+# The network's forms (see HNAS): the first of each is the released code's.
+CELL_PREPROCESS = ("relu_conv", "concat_conv")
+DECONV_KERNELS = ("released", "2s")
+AFTER_UPSAMPLING = ("repeat", "resize")
 SLOTS = ("a", "b")  # the two edges of an intermediate node
 # DBPN's projection (kernel, padding) per scale: a stride-s conv keeps H -> H / s exactly.
 _PROJECTION = {2: (6, 2), 3: (7, 2), 4: (8, 2)}
 _INNER_DECONV = "deconvolution_inner"  # the stride-1 form of deconvolution between HR nodes
+TABLE_II_SIDE = 48  # HNAS's Table II counts multiply-adds on a 48 x 48 LR input (times 1e-8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +120,10 @@ class _Ctx:
   # Dense-conv gradients as tap matmuls: the supernet's edges run in a rolled loop, where XLA:CPU
   # computes conv kernel gradients ~37x slower (BENCHMARKS.md); the same function.
   tap_grad: bool = False
+  # The network's forms (see HNAS): the released code's by default.
+  cell_preprocess: str = "relu_conv"
+  conv_bias: bool = False
+  deconv_kernel: str = "released"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,12 +134,12 @@ def _conv(x, p, ctx: _Ctx, **form):
   """Return nasr.ops.functional.conv of x with p's kernel and bias in the context's forms."""
   # 1x1 convs as matmuls (on every backend): most of a sep_conv step is its pointwise convs.
   kw = dict(dtype=ctx.dtype, tap_grad=ctx.tap_grad, stride_one=ctx.shifted, matmul_1x1=True)
-  return conv(x, p["kernel"], p["bias"], **kw, **form)
+  return conv(x, p["kernel"], p.get("bias"), **kw, **form)
 
 
 def _depthwise(x, p, ctx: _Ctx, dilation: int):
   """Return nasr.ops.functional.depthwise of x with p's kernel and bias in the context's forms."""
-  return depthwise(x, p["kernel"], dilation, p["bias"], dtype=ctx.dtype, shifted=ctx.shifted)
+  return depthwise(x, p["kernel"], dilation, p.get("bias"), dtype=ctx.dtype, shifted=ctx.shifted)
 
 
 def _dil_conv(p, x, ctx):
@@ -181,12 +199,30 @@ def _sub_pixel(p, x, ctx):
   return x
 
 
+def _deconv_form(scale: int, form: str) -> tuple[int, tuple[int, int]]:
+  """Return (kernel, (low, high) padding of the input-dilated conv) of a stride-`scale` deconv.
+
+  "released": the authors' nn.ConvTranspose2d(k, s, padding=1, output_padding=1), k = 3 at x2 and
+  5 at x4, as a conv over the s-dilated input padded (k - 2, k - 1): s * H rows. At x3 their code
+  uses k = 3 without output padding, 3H - 2 rows, so no network of theirs upsamples x3 this way.
+  "2s": kernel 2s, 'SAME' as jax.lax.conv_transpose pads it (nasr's earlier form; any scale).
+  """
+  if form == "2s":
+    lo = -(-(3 * scale - 2) // 2)
+    return 2 * scale, (lo, 3 * scale - 2 - lo)
+  if scale == 3:
+    raise ConfigError(
+      "hnas: the released deconvolution (kernel 3, stride 3, padding 1) gives 3H - 2 rows at x3, "
+      "so the authors' code cannot upsample x3 through it; set space.deconv_kernel='2s' (kernel 6) "
+      "for x3, or use an architecture without a deconvolution on a cell input"
+    )
+  k = {2: 3, 4: 5}[scale]
+  return k, (k - 2, k - 1)
+
+
 def _deconv(p, x, ctx):
-  s = ctx.scale
-  # 'SAME' for kernel 2s, stride s (as jax.lax.conv_transpose pads it): output s * H.
-  lo = -(-(3 * s - 2) // 2)
-  pads = (lo, 3 * s - 2 - lo)
-  return _conv(x, p["deconv"], ctx, padding=(pads, pads), lhs_dilation=s)
+  _, pads = _deconv_form(ctx.scale, ctx.deconv_kernel)
+  return _conv(x, p["deconv"], ctx, padding=(pads, pads), lhs_dilation=ctx.scale)
 
 
 def _inner_deconv(p, x, ctx):
@@ -225,78 +261,109 @@ INNER_FNS: dict[str, Callable] = {
 }
 
 
-def _op_spec(op: str, c: int, scale: int, reduction: int) -> tuple:
-  """Return ((param name, shape), ...) of op `op` (names starting "prelu": PReLU slopes)."""
+def _op_spec(op: str, ctx: _Ctx) -> tuple:
+  """Return ((param name, shape, bias), ...) of op `op` (names starting "prelu": PReLU slopes).
+
+  Biases follow the released code: its separable and dilated convs have none (`conv_bias` adds
+  them); RCAB, sub-pixel, the deconvolutions and DBPN's projections have them.
+  """
+  c, scale, bias = ctx.channels, ctx.scale, ctx.conv_bias
   if op in ("identity", "area", "bilinear", "nearest"):
     return ()
   if op.startswith("dil_conv"):
     k = int(op[-1])
-    return (("dw", (k, k, 1, c)), ("pw", (1, 1, c, c)))
+    return (("dw", (k, k, 1, c), bias), ("pw", (1, 1, c, c), bias))
   if op.startswith("sep_conv"):
     k = int(op[-1])
     return tuple(
-      (f"{n}{i}", shape)
+      (f"{n}{i}", shape, bias)
       for i in (1, 2)
       for n, shape in (("dw", (k, k, 1, c)), ("pw", (1, 1, c, c)))
     )
   if op == "udpb":
     k = _PROJECTION[scale][0]
-    convs = tuple((f"{d}{i}", (k, k, c, c)) for d in ("up", "down") for i in (1, 2, 3))
-    return (*convs, ("prelu", (6,)))
+    convs = tuple((f"{d}{i}", (k, k, c, c), True) for d in ("up", "down") for i in (1, 2, 3))
+    return (*convs, ("prelu", (6,), False))
   if op == "rcab":
-    r = max(1, c // reduction)
+    r = max(1, c // ctx.reduction)
     return (
-      ("conv1", (3, 3, c, c)),
-      ("conv2", (3, 3, c, c)),
-      ("squeeze", (1, 1, c, r)),
-      ("excite", (1, 1, r, c)),
+      ("conv1", (3, 3, c, c), True),
+      ("conv2", (3, 3, c, c), True),
+      ("squeeze", (1, 1, c, r), True),
+      ("excite", (1, 1, r, c), True),
     )
   if op == "sub_pixel":
     stages = (2, 2) if scale == 4 else (scale,)
-    return tuple((f"conv{i}", (3, 3, c, r * r * c)) for i, r in enumerate(stages))
+    return tuple((f"conv{i}", (3, 3, c, r * r * c), True) for i, r in enumerate(stages))
   if op == "deconvolution":
-    return (("deconv", (2 * scale, 2 * scale, c, c)),)
+    k = _deconv_form(scale, ctx.deconv_kernel)[0]
+    return (("deconv", (k, k, c, c), True),)
   if op == _INNER_DECONV:
-    return (("conv", (3, 3, c, c)),)
+    return (("conv", (3, 3, c, c), True),)
   raise ValueError(f"unknown op {op!r}")
+
+
+def _cell_convs(ctx: _Ctx, nodes: int) -> tuple:
+  """Return ((name, shape, bias), ...) of a cell's own convs (besides its edges' ops).
+
+  "relu_conv" (the released code): each of the two inputs through ReLU and a 1x1 conv from the
+  cell width nodes * C to C, no bias; the cell's output is the concat of its nodes.
+  "concat_conv" (nasr's earlier form): one 1x1 conv of the concatenated nodes back to C.
+  """
+  c = ctx.channels
+  if ctx.cell_preprocess == "relu_conv":
+    return tuple((f"pre{i}", (1, 1, nodes * c, c), ctx.conv_bias) for i in (0, 1))
+  return (("out", (1, 1, nodes * c, c), True),)
+
+
+def _cell_width(ctx: _Ctx, nodes: int) -> int:
+  """Return the channels between cells: the concat (relu_conv) or C (concat_conv)."""
+  return nodes * ctx.channels if ctx.cell_preprocess == "relu_conv" else ctx.channels
+
+
+def _conv_params(convs: tuple, stack: tuple) -> dict:
+  """Return {name: {"kernel", "bias"}} of `convs` ((name, shape, bias), ...), created here."""
+  out = {}
+  for name, shape, bias in convs:
+    kernel, b = ConvParams(shape, stack, use_bias=bias, name=name)()
+    out[name] = {"kernel": kernel, "bias": b}
+  return out
 
 
 class _OpParams(nn.Module):
   """Create one op's parameters (convs as `ConvParams`, PReLU slopes at 0.25)."""
 
-  spec: tuple  # ((name, shape), ...) from _op_spec
+  spec: tuple  # ((name, shape, bias), ...) from _op_spec
   stack: tuple[int, ...] = ()  # leading axes: the supernet's layers
 
   @nn.compact
   def __call__(self) -> dict:
-    """Return {name: {"kernel", "bias"} or slopes}."""
+    """Return {name: {"kernel", "bias"} (bias None where the conv has none) or slopes}."""
     out = {}
-    for name, shape in self.spec:
+    for name, shape, bias in self.spec:
       if name.startswith("prelu"):
         init = nn.initializers.constant(0.25)
         out[name] = self.param(name, init, (*self.stack, *shape), jnp.float32)
       else:
-        kernel, bias = ConvParams(shape, self.stack, name=name)()
-        out[name] = {"kernel": kernel, "bias": bias}
+        kernel, b = ConvParams(shape, self.stack, use_bias=bias, name=name)()
+        out[name] = {"kernel": kernel, "bias": b}
     return out
 
 
 class _CellParams(nn.Module):
-  """Create a cell's parameters: {edge: {op: params}} for the given ops per edge, and "out"."""
+  """Create a cell's parameters: {edge: {op: params}} for the given ops per edge, and its own
+  convs (the preprocessing "pre0" / "pre1", or "out")."""
 
   edges: tuple  # ((edge name, ((op, spec), ...)), ...)
-  out_shape: tuple[int, ...]  # the output 1x1 conv's kernel shape
-  stack: tuple[int, ...] = ()
+  convs: tuple  # ((name, shape, bias), ...) from _cell_convs
 
   @nn.compact
   def __call__(self) -> dict:
     """Return the parameter tree, created on first use."""
     out = {}
     for edge, ops in self.edges:
-      out[edge] = _EdgeParams(ops, self.stack, name=edge)()
-    kernel, bias = ConvParams(self.out_shape, self.stack, name="out")()
-    out["out"] = {"kernel": kernel, "bias": bias}
-    return out
+      out[edge] = _EdgeParams(ops, name=edge)()
+    return {**out, **_conv_params(self.convs, ())}
 
 
 class _EdgeParams(nn.Module):
@@ -311,8 +378,17 @@ class _EdgeParams(nn.Module):
     return {op: _OpParams(spec, self.stack, name=op)() if spec else {} for op, spec in self.ops}
 
 
+def _cell_in(p: dict, s0, s1, ctx: _Ctx) -> tuple:
+  """Return the cell's two inputs as its edges read them (preprocessed under relu_conv)."""
+  if ctx.cell_preprocess == "relu_conv":
+    return tuple(_conv(nn.relu(s), p[f"pre{i}"], ctx) for i, s in enumerate((s0, s1)))
+  return s0.astype(ctx.dtype), s1.astype(ctx.dtype)
+
+
 def _cell_out(nodes: list, p: dict, ctx: _Ctx):
-  return _conv(jnp.concatenate(nodes, axis=-1), p["out"], ctx)
+  """Return the cell output: the concat of its nodes, or its 1x1 conv (concat_conv)."""
+  out = jnp.concatenate(nodes, axis=-1)
+  return out if ctx.cell_preprocess == "relu_conv" else _conv(out, p["out"], ctx)
 
 
 def _edge_name(j: int, slot: int) -> str:
@@ -394,20 +470,20 @@ class HNASArch(ArchJSON):
 # Stand-alone child network (architecture static).
 
 
-def _child_cell_params(cell: tuple, kind: str, c: int, scale: int, reduction: int, name: str):
+def _child_cell_params(cell: tuple, kind: str, ctx: _Ctx, name: str):
   edges = []
   for j, node in enumerate(cell):
     for slot in range(2):
       inp, op = node[2 * slot], node[2 * slot + 1]
       if kind == "up" and inp >= 2:
         op = _INNER_DECONV if op == "deconvolution" else None
-      spec = _op_spec(op, c, scale, reduction) if op else ()
+      spec = _op_spec(op, ctx) if op else ()
       edges.append((_edge_name(j, slot), ((op, spec),) if spec else ()))
-  return _CellParams(tuple(edges), (1, 1, len(cell) * c, c), name=name)
+  return _CellParams(tuple(edges), _cell_convs(ctx, len(cell)), name=name)
 
 
 def _run_child_cell(cell: tuple, kind: str, p: dict, s0, s1, ctx: _Ctx):
-  states = [s0.astype(ctx.dtype), s1.astype(ctx.dtype)]
+  states = list(_cell_in(p, s0, s1, ctx))
   for j, node in enumerate(cell):
     total = None
     for slot in range(2):
@@ -428,45 +504,90 @@ def _resize_like(x, like, dtype):
   return interpolate(x, like.shape[1] // x.shape[1], "bilinear").astype(dtype)
 
 
+def _after_up(s1, out, after_upsampling: str, dtype) -> tuple:
+  """Return the inputs (two back, previous) of the cell after the upsampling cell.
+
+  "repeat" (the released code): the upsampling cell's output twice. "resize" (nasr's earlier
+  form): the LR cell before it, bilinearly resized, as the two-back input.
+  """
+  if after_upsampling == "repeat":
+    return out, out
+  return _resize_like(s1, out, dtype), out
+
+
+def _check_forms(cell_preprocess, conv_bias, deconv_kernel, after_upsampling, where: str):
+  """Raise ConfigError naming the field when a form option is not one of its values."""
+  for key, value, allowed in (
+    ("cell_preprocess", cell_preprocess, CELL_PREPROCESS),
+    ("deconv_kernel", deconv_kernel, DECONV_KERNELS),
+    ("after_upsampling", after_upsampling, AFTER_UPSAMPLING),
+  ):
+    if value not in allowed:
+      raise ConfigError(f"{where}: {key} must be one of {allowed}, got {value!r}")
+  if not isinstance(conv_bias, bool | np.bool_):
+    raise ConfigError(f"{where}: conv_bias must be True or False, got {conv_bias!r}")
+
+
 class HNASNet(SRFrame, nn.Module):
   """An HNAS network of a fixed architecture: NHWC [0, 1] RGB to `scale` times it (float32)."""
 
   arch: HNASArch  # the architecture (static, hashable)
   channels: int = 8  # width C of every op (the cell concat has nodes * C)
   scale: int = 2  # 2, 3 or 4
-  reduction: int = 4  # RCAB channel-attention reduction
-  skip: str = "image"  # the global residual: "image" (bicubic input), "head" or "none"
+  reduction: int = 3  # RCAB channel-attention reduction (the released code's)
+  skip: str = "none"  # the global residual: "none" (as released), "image" (bicubic input), "head"
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
+  cell_preprocess: str = "relu_conv"  # see HNAS
+  conv_bias: bool = False  # see HNAS
+  deconv_kernel: str = "released"  # see HNAS
+  after_upsampling: str = "repeat"  # see HNAS
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Return the super-resolved NHWC batch."""
     a, c = self.arch, self.channels
-    ctx = _Ctx(c, self.scale, self.reduction, self.dtype, self.shifted)
+    _check_forms(
+      self.cell_preprocess, self.conv_bias, self.deconv_kernel, self.after_upsampling, "HNASNet"
+    )
+    ctx = _Ctx(
+      c,
+      self.scale,
+      self.reduction,
+      self.dtype,
+      self.shifted,
+      cell_preprocess=self.cell_preprocess,
+      conv_bias=self.conv_bias,
+      deconv_kernel=self.deconv_kernel,
+    )
 
     def body(h0):
       s0 = s1 = h0
       for i in range(a.layers):
         up = i + 1 == a.position
         cell, kind = (a.upsampling, "up") if up else (a.normal, "normal")
-        cp = _child_cell_params(cell, kind, c, self.scale, self.reduction, f"cell{i}")
+        cp = _child_cell_params(cell, kind, ctx, f"cell{i}")
         out = _run_child_cell(cell, kind, cp(), s0, s1, ctx)
-        s0, s1 = (_resize_like(s1, out, self.dtype) if up else s1), out
+        s0, s1 = _after_up(s1, out, self.after_upsampling, self.dtype) if up else (s1, out)
       return s1
 
-    return _frame(x, body, c, self.scale, self.dtype, self.skip)
+    return _frame(x, body, ctx, a.nodes, self.skip)
 
 
-def _frame(x, body, channels: int, scale: int, dtype, skip: str):
-  """Return HNAS's frame around `body` (stem conv, body at LR -> HR, tail, global skip)."""
+def _frame(x, body, ctx: _Ctx, nodes: int, skip: str):
+  """Return HNAS's frame around `body` (stem conv, body at LR -> HR, tail, global skip).
+
+  The stem and tail have the width between cells (nodes * C under relu_conv, as the released
+  code's stem of 4C); the stem has a bias only with conv_bias (the released stem has none).
+  """
   return sr_frame(
     x,
     body,
-    channels,
-    scale,
-    dtype,
+    _cell_width(ctx, nodes),
+    ctx.scale,
+    ctx.dtype,
     head="stem",
+    head_bias=ctx.conv_bias,
     body_conv=None,
     upsample_at="body",
     skip=skip,
@@ -479,12 +600,13 @@ def _frame(x, body, channels: int, scale: int, dtype, skip: str):
 
 
 class _Piece(nn.Module):
-  """One additive piece of a child: an edge op, a cell's output conv, the skip resize, the frame."""
+  """One additive piece of a child: an edge op, a cell's own convs, the skip resize, the frame."""
 
-  form: str  # "normal" | "up" | "inner" (an upsampling cell's HR edge) | "out" | "resize" | "frame"
+  form: str  # "normal", "up", "inner" (an upsampling cell's HR edge), "cell", "resize", "frame"
   op: str  # the edge's op ("" for the others)
   ctx: _Ctx
-  skip: str = "image"
+  skip: str = "none"
+  nodes: int = 1  # intermediate nodes per cell (the frame's and a cell's widths)
 
   @nn.compact
   def __call__(self, x):
@@ -493,19 +615,15 @@ class _Piece(nn.Module):
     if self.form == "frame":
       # The body's work is in the other pieces; nearest upsampling contracts nothing.
       body = functools.partial(interpolate, factor=ctx.scale, method="nearest")
-      return _frame(x, body, ctx.channels, ctx.scale, ctx.dtype, self.skip)
+      return _frame(x, body, ctx, self.nodes, self.skip)
     if self.form == "resize":
       return interpolate(x, ctx.scale, "bilinear").astype(ctx.dtype)  # as _resize_like
-    if self.form == "out":
-      p = _OpParams((("out", (1, 1, x.shape[-1], ctx.channels)),), name="out")()
-      return _conv(x, p["out"], ctx)
+    if self.form == "cell":  # x: the cell width; preprocessing reads it twice, "out" once
+      p = _conv_params(_cell_convs(ctx, self.nodes), ())
+      return [_conv(nn.relu(x) if k.startswith("pre") else x, v, ctx) for k, v in p.items()]
     fns = {"normal": NORMAL_FNS, "up": UP_FNS, "inner": INNER_FNS}[self.form]
     name = _INNER_DECONV if self.form == "inner" else self.op
-    spec = (
-      ()
-      if self.form == "inner" and self.op != "deconvolution"
-      else _op_spec(name, ctx.channels, ctx.scale, ctx.reduction)
-    )
+    spec = () if self.form == "inner" and self.op != "deconvolution" else _op_spec(name, ctx)
     return fns[self.op](_OpParams(spec, name=name)() if spec else {}, x, ctx)
 
 
@@ -628,42 +746,40 @@ def _super_cell(kind: str, p: dict, s0, s1, tokens: jax.Array, ctx: _Ctx) -> jax
   time does not grow with the number of nodes.
   """
   n = tokens.shape[0] // 2
-  inputs = jnp.stack([s0.astype(ctx.dtype), s1.astype(ctx.dtype)])
+  inputs = jnp.stack(_cell_in(p, s0, s1, ctx))
   if kind == "normal":
     lr = jnp.concatenate([inputs, jnp.zeros((n, *inputs.shape[1:]), ctx.dtype)])
     hr = lr[:0]
   else:
     lr = inputs
     s = ctx.scale
-    b, h, w, c = s0.shape
+    _, b, h, w, c = inputs.shape
     hr = jnp.zeros((n, b, h * s, w * s, c), ctx.dtype)
   lr, hr = _run_edges(kind, p["edges"], tokens, lr, hr, ctx)
   nodes = lr[2:] if kind == "normal" else hr
   return _cell_out(list(nodes), p, ctx)
 
 
-def _supernet_cell_params(
-  kind: str, layers: int, nodes: int, c: int, scale: int, reduction: int, name: str
-):
+def _supernet_cell_params(kind: str, layers: int, nodes: int, ctx: _Ctx, name: str):
   ops = NORMAL_OPS if kind == "normal" else (*UP_OPS, _INNER_DECONV)
-  specs = tuple((o, _op_spec(o, c, scale, reduction)) for o in ops)
-  return _BankParams(specs, (1, 1, nodes * c, c), layers, 2 * nodes, name=name)
+  specs = tuple((o, _op_spec(o, ctx)) for o in ops)
+  return _BankParams(specs, _cell_convs(ctx, nodes), layers, 2 * nodes, name=name)
 
 
 class _BankParams(nn.Module):
-  """Create a supernet cell bank: every op of every edge [L, edges, ...] and "out" [L, ...]."""
+  """Create a supernet cell bank: every op of every edge [L, edges, ...] and the cell's own convs
+  [L, ...]."""
 
   ops: tuple  # ((op, spec), ...)
-  out_shape: tuple[int, ...]
+  convs: tuple  # ((name, shape, bias), ...) from _cell_convs
   layers: int
   edges: int
 
   @nn.compact
   def __call__(self) -> dict:
-    """Return {"edges": {op: params}, "out": {"kernel", "bias"}}."""
+    """Return {"edges": {op: params}, conv name: {"kernel", "bias"}, ...}."""
     edges = _EdgeParams(self.ops, (self.layers, self.edges), name="edges")()
-    kernel, bias = ConvParams(self.out_shape, (self.layers,), name="out")()
-    return {"edges": edges, "out": {"kernel": kernel, "bias": bias}}
+    return {"edges": edges, **_conv_params(self.convs, (self.layers,))}
 
 
 class HNASSupernet(SRFrame, nn.Module):
@@ -679,14 +795,18 @@ class HNASSupernet(SRFrame, nn.Module):
   nodes: int = 4  # intermediate nodes per cell
   channels: int = 8  # width C
   scale: int = 2  # 2, 3 or 4
-  reduction: int = 4  # RCAB channel-attention reduction
-  skip: str = "image"  # the global residual (see HNASNet)
+  reduction: int = 3  # RCAB channel-attention reduction
+  skip: str = "none"  # the global residual (see HNASNet)
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   remat: bool = False  # recompute each cell in the backward pass instead of storing it
   shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
   # Layers per scan iteration: 0 unrolls both scans (XLA:CPU computes conv kernel gradients much
   # slower inside a rolled loop), 1 keeps them rolled (faster compile, less memory).
   unroll: int = 0
+  cell_preprocess: str = "relu_conv"  # see HNAS
+  conv_bias: bool = False  # see HNAS
+  deconv_kernel: str = "released"  # see HNAS
+  after_upsampling: str = "repeat"  # see HNAS
 
   @nn.compact
   def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -697,7 +817,24 @@ class HNASSupernet(SRFrame, nn.Module):
       raise TokenError(f"the hnas supernet expects {8 * n + 1} tokens, got shape {tokens.shape}")
     normal_t, up_t = tokens[: 4 * n].reshape(n, 4), tokens[4 * n : 8 * n].reshape(n, 4)
     pos = tokens[8 * n]  # 0-based layer of the upsampling cell
-    ctx = _Ctx(c, self.scale, self.reduction, dt, self.shifted, tap_grad=self.shifted)
+    _check_forms(
+      self.cell_preprocess,
+      self.conv_bias,
+      self.deconv_kernel,
+      self.after_upsampling,
+      "HNASSupernet",
+    )
+    ctx = _Ctx(
+      c,
+      self.scale,
+      self.reduction,
+      dt,
+      self.shifted,
+      tap_grad=self.shifted,
+      cell_preprocess=self.cell_preprocess,
+      conv_bias=self.conv_bias,
+      deconv_kernel=self.deconv_kernel,
+    )
 
     def cell_tokens(t):  # [nodes, 4] -> per edge (input, op) [2 * nodes, 2]
       return t.reshape(2 * n, 2)
@@ -721,20 +858,19 @@ class HNASSupernet(SRFrame, nn.Module):
       return step
 
     def body(h0):
-      args = (big_l, n, c, self.scale, self.reduction)
-      normal_p = _supernet_cell_params("normal", *args, name="normal")()
-      up_p = _supernet_cell_params("up", *args, name="upsampling")()
+      normal_p = _supernet_cell_params("normal", big_l, n, ctx, name="normal")()
+      up_p = _supernet_cell_params("up", big_l, n, ctx, name="upsampling")()
       layers = (jnp.arange(big_l), normal_p)
       unroll = self.unroll or big_l
       h0 = h0.astype(dt)
       (s0, s1), _ = jax.lax.scan(phase(True), (h0, h0), layers, unroll=unroll)
       p_up = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, pos, 0, False), up_p)
       out = up(p_up, s0, s1)
-      carry = (_resize_like(s1, out, dt), out)
+      carry = _after_up(s1, out, self.after_upsampling, dt)
       (_, s1), _ = jax.lax.scan(phase(False), carry, layers, unroll=unroll)
       return s1
 
-    return _frame(x, body, c, self.scale, dt, self.skip)
+    return _frame(x, body, ctx, n, self.skip)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -746,19 +882,42 @@ class HNASSupernet(SRFrame, nn.Module):
 class HNAS(CostTable):
   """The HNAS search space: normal and upsampling cells of `nodes` nodes, L layers, a position.
 
+  The defaults build the authors' network (guoyongcs/HNAS-SR `src/model/arch.py`, `enas.py`,
+  `operations.py`) where the paper is silent or agrees: HNAS-A/B/C at C=64 have the released
+  code's parameter counts exactly (tests/spaces/test_hnas.py). nasr's earlier choices stay as
+  options (docs/fidelity.md lists every departure).
+
   Attributes:
     layers: number of cells L (paper: 12).
     nodes: intermediate nodes per cell (paper: 4, "B - 2").
     channels: width C of every op (paper: 8 to search, 64 to retrain).
-    reduction: RCAB channel-attention reduction.
-    skip: the global residual: "image" (bicubic-upscaled input), "head" (stem features), "none".
+    reduction: RCAB channel-attention reduction (the released code: 3; RCAN's own is 16).
+    skip: the global residual: "none" (neither the paper nor the code has one), "image"
+      (bicubic-upscaled input added to the output: short runs learn faster from it), "head"
+      (stem features).
+    cell_preprocess: "relu_conv" (released): each cell input through ReLU and a 1x1 conv from
+      nodes * C to C, the cell output the concat of its nodes (nodes * C), stem 3 -> nodes * C,
+      tail nodes * C -> 3; "concat_conv": one 1x1 conv of the concat back to C and a C-wide
+      stem and tail (fewer parameters, about 14% at HNAS-A).
+    conv_bias: False (released): no bias on the stem, the preprocessing and the separable /
+      dilated convs; True: every conv has one.
+    deconv_kernel: the stride-s deconvolution's kernel: "released" (3 at x2, 5 at x4, padding 1,
+      output padding 1; at x3 the authors' form gives 3H - 2 rows, so a deconvolution on an
+      upsampling cell input is refused there), "2s" (kernel 2s, any scale).
+    after_upsampling: the inputs of the cell after the upsampling cell: "repeat" (released: the
+      upsampling cell's output twice), "resize" (the LR cell before it, bilinearly resized, as
+      the two-back input: a skip across the resolution change).
   """
 
   layers: int = 12
   nodes: int = 4
   channels: int = 8
-  reduction: int = 4
-  skip: str = "image"
+  reduction: int = 3
+  skip: str = "none"
+  cell_preprocess: str = "relu_conv"
+  conv_bias: bool = False
+  deconv_kernel: str = "released"
+  after_upsampling: str = "repeat"
 
   def __post_init__(self):
     for key in ("layers", "nodes", "channels", "reduction"):
@@ -767,6 +926,31 @@ class HNAS(CostTable):
         raise ConfigError(f"hnas: {key} must be a positive integer, got {value!r}")
     if self.skip not in SKIPS:
       raise ConfigError(f"hnas: skip must be one of {SKIPS}, got {self.skip!r}")
+    _check_forms(
+      self.cell_preprocess, self.conv_bias, self.deconv_kernel, self.after_upsampling, "hnas"
+    )
+
+  def _ctx(self, scale: int, dtype: Dtype = jnp.float32, shifted: bool = False) -> _Ctx:
+    """Return the op context of this space's forms at `scale`."""
+    return _Ctx(
+      self.channels,
+      scale,
+      self.reduction,
+      dtype,
+      shifted,
+      cell_preprocess=self.cell_preprocess,
+      conv_bias=self.conv_bias,
+      deconv_kernel=self.deconv_kernel,
+    )
+
+  def _forms(self) -> dict:
+    """Return the form options as HNASNet / HNASSupernet keywords."""
+    return {
+      "cell_preprocess": self.cell_preprocess,
+      "conv_bias": self.conv_bias,
+      "deconv_kernel": self.deconv_kernel,
+      "after_upsampling": self.after_upsampling,
+    }
 
   def token_spec(self) -> TokenSpec:
     """Return the spec: normal-cell tokens (group 0), upsampling-cell (1), position (2)."""
@@ -840,8 +1024,22 @@ class HNAS(CostTable):
     self, arch: HNASArch, scale: int, dtype: Dtype = jnp.float32, shifted: bool = False
   ) -> HNASNet:
     """Return the stand-alone network of `arch` at `scale` (shifted: CPU depthwise form)."""
+    self._check(arch)
+    if any(
+      inp < 2 and op == "deconvolution"
+      for node in arch.upsampling
+      for inp, op in (node[:2], node[2:])
+    ):
+      _deconv_form(check_subpixel_scale(scale), self.deconv_kernel)  # x3: a clear error now
     return HNASNet(
-      self._check(arch), self.channels, scale, self.reduction, self.skip, dtype, shifted
+      arch,
+      self.channels,
+      scale,
+      self.reduction,
+      self.skip,
+      dtype,
+      shifted,
+      **self._forms(),
     )
 
   def supernet(
@@ -861,17 +1059,20 @@ class HNAS(CostTable):
       shifted: depthwise convs as shifted multiply-adds (the same function; fast on XLA:CPU).
       unroll: layers per scan iteration; 0 unrolls the layers (see HNASSupernet).
     """
+    scale = check_subpixel_scale(scale)
+    _deconv_form(scale, self.deconv_kernel)  # every op exists in the supernet: x3 fails now
     return HNASSupernet(
       self.layers,
       self.nodes,
       self.channels,
-      check_subpixel_scale(scale),
+      scale,
       self.reduction,
       self.skip,
       dtype,
       remat,
       shifted,
       unroll,
+      **self._forms(),
     )
 
   def supernet_options(self) -> frozenset[str]:
@@ -880,39 +1081,65 @@ class HNAS(CostTable):
 
   def _piece(self, scale: int, side: int, form: str, op: str = "", at_hr: bool = False) -> tuple:
     """Return (key, module, input shape) of one cost piece: "frame", "resize", an edge of form
-    "normal" | "up" | "inner" (at LR or HR), or a cell's "out" conv."""
-    c = self.channels
-    ctx = _Ctx(c, scale, self.reduction, jnp.float32, False)
+    "normal" | "up" | "inner" (at LR or HR), or a cell's own convs ("cell")."""
+    c, n = self.channels, self.nodes
+    ctx = self._ctx(scale)
     res = (1, side * scale, side * scale, c) if at_hr else (1, side, side, c)
+    width = _cell_width(ctx, n)
     if form == "frame":
-      return ("frame",), _Piece("frame", "", ctx, self.skip), (1, side, side, 3)
+      return ("frame",), _Piece("frame", "", ctx, self.skip, n), (1, side, side, 3)
     if form == "resize":
-      return ("resize",), _Piece("resize", "", ctx), res
-    if form == "out":
-      return ("out", res[1]), _Piece("out", "", ctx), (*res[:3], self.nodes * c)
+      return ("resize",), _Piece("resize", "", ctx), (*res[:3], width)
+    if form == "cell":
+      return ("cell", res[1]), _Piece("cell", "", ctx, nodes=n), (*res[:3], n * c)
     return (form, op, res[1]), _Piece(form, op, ctx), res
 
-  def cost_pieces(self, arch: HNASArch, scale: int, side: int) -> list[tuple]:
+  def _cell_convs_at_hr(self, layer: int, position: int) -> bool:
+    """Return whether layer `layer`'s own convs run at HR: preprocessing reads the cell's
+    inputs (LR up to the upsampling cell), the concat conv its output."""
+    if self.cell_preprocess == "relu_conv":
+      return layer > position
+    return layer >= position
+
+  def cost_pieces(
+    self, arch: HNASArch, scale: int, side: int, deconvolutions: bool = True
+  ) -> list[tuple]:
     """Return [(key, module, input shape)]: pieces whose costs add up to build(arch)'s.
 
     On a 1 x side x side LR image, the child's parameters and multiply-adds are the sums over
     these pieces' (a piece counted as often as it occurs); equal keys are equal pieces, so a
     caller that caches by key traces each distinct op once instead of every new child whole.
+    `deconvolutions=False` leaves out the upsampling cell's deconvolutions (what HNAS's own
+    counter missed: see `table_ii_pieces`).
     """
     self._check(arch)
     piece = functools.partial(self._piece, check_subpixel_scale(scale), side)
-    pieces = [piece("frame"), piece("resize")]
+    pieces = [piece("frame")]
+    if self.after_upsampling == "resize":
+      pieces.append(piece("resize"))
     for i in range(arch.layers):
-      up = i + 1 == arch.position
-      at_hr = i + 1 > arch.position or up
+      layer = i + 1
+      up = layer == arch.position
       for node in arch.upsampling if up else arch.normal:
         for inp, op in (node[:2], node[2:]):
+          if up and op == "deconvolution" and not deconvolutions:
+            continue
           if up:  # an upsampling edge reads the LR cell inputs; between its nodes it is at HR
             pieces.append(piece("inner", op, True) if inp >= 2 else piece("up", op, False))
           else:
-            pieces.append(piece("normal", op, at_hr))
-      pieces.append(piece("out", at_hr=at_hr))
+            pieces.append(piece("normal", op, layer > arch.position))
+      pieces.append(piece("cell", at_hr=self._cell_convs_at_hr(layer, arch.position)))
     return pieces
+
+  def table_ii_pieces(self, arch: HNASArch, scale: int) -> list[tuple]:
+    """Return the cost pieces HNAS's Table II counts, on its 48 x 48 LR probe.
+
+    The authors' `compute_flops` (controller_trainer.py) hooks nn.Conv2d only, so their
+    deconvolutions (nn.ConvTranspose2d) are not counted, and Table II gives that count on a
+    48 x 48 LR input times 1e-8: one tenth of the G multiply-adds at 480 x 480 that their comment
+    equates it with. `estimation`-side callers sum these (nasr.searches.reward.table_ii_mult_adds).
+    """
+    return self.cost_pieces(arch, scale, TABLE_II_SIDE, deconvolutions=False)
 
   def cost_table(self, piece_cost, scale: int, side: int):
     """Return cost(tokens) -> (parameters, multiply-adds per LR pixel) in jnp (traceable).
@@ -928,19 +1155,22 @@ class HNAS(CostTable):
     def row(*args) -> np.ndarray:
       return np.asarray(piece_cost(*self._piece(scale, side, *args)), np.float32)
 
+    fixed = row("frame") + (row("resize") if self.after_upsampling == "resize" else 0)
     tables = {
-      "fixed": row("frame") + row("resize"),
+      "fixed": fixed,
       "normal": np.stack([np.stack([row("normal", op, hr) for op in NORMAL_OPS]) for hr in (0, 1)]),
       "up": np.stack([row("up", op, False) for op in UP_OPS]),
       "inner": np.stack([row("inner", op, True) for op in UP_OPS]),
-      "out_lr": row("out", "", False),
-      "out_hr": row("out", "", True),
+      "convs_lr": row("cell", "", False),
+      "convs_hr": row("cell", "", True),
     }
+    # The upsampling cell's own convs: at LR (preprocessing its inputs) or HR (its output's).
+    up_convs = "convs_lr" if self.cell_preprocess == "relu_conv" else "convs_hr"
 
     def cost(tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
       t = {k: jnp.asarray(v) for k, v in tables.items()}
       fixed, normal, up, inner = t["fixed"], t["normal"], t["up"], t["inner"]
-      out_lr, out_hr = t["out_lr"], t["out_hr"]
+      convs_lr, convs_hr = t["convs_lr"], t["convs_hr"]
       normal_ops = tokens[1 : 4 * n : 2]  # (input, op) pairs: the ops at odd positions
       up_in, up_ops = tokens[4 * n : 8 * n : 2], tokens[4 * n + 1 : 8 * n : 2]
       position = tokens[8 * n] + 1
@@ -948,10 +1178,10 @@ class HNAS(CostTable):
       up_cell = jnp.sum(jnp.where(up_in[:, None] >= 2, inner[up_ops], up[up_ops]), axis=0)
       total = (
         fixed
-        + (position - 1) * (cell_lr + out_lr)
+        + (position - 1) * (cell_lr + convs_lr)
         + up_cell
-        + out_hr
-        + (layers - position) * (cell_hr + out_hr)
+        + t[up_convs]
+        + (layers - position) * (cell_hr + convs_hr)
       )
       return total[0], total[1] / (side * side)
 
@@ -975,7 +1205,7 @@ class HNAS(CostTable):
     for i in range(arch.layers):
       up = i + 1 == arch.position
       bank = p["upsampling" if up else "normal"]
-      cell_p = {"out": jax.tree.map(lambda a, i=i: a[i], bank["out"])}
+      cell_p = {k: jax.tree.map(lambda a, i=i: a[i], v) for k, v in bank.items() if k != "edges"}
       for j, node in enumerate(arch.upsampling if up else arch.normal):
         for t in range(2):
           inp, op = node[2 * t], node[2 * t + 1]

@@ -144,6 +144,7 @@ def make_hierarchical(
   lr_end: float = 1.5e-4,
   decay_steps: int = 0,
   baseline_decay: float = 0.99,
+  baseline_reset_every: int = 0,
   entropy_weight: float = 0.0,
   grad_clip: float = 0.0,
 ) -> Strategy:
@@ -154,13 +155,16 @@ def make_hierarchical(
     hidden: width of each cell-level LSTM; the network-level one has (groups - 1) * hidden (HNAS:
       100).
     layers: stacked layers per LSTM (HNAS: 1).
-    tanh_constant: logits are squashed to c * tanh(logits / temperature); None: no squashing.
-      HNAS does not state one; 1.1 is ENAS's cell controller's.
+    tanh_constant: logits are squashed to c * tanh(logits / temperature); None or 0: no
+      squashing (HNAS's released code). 1.1 is ENAS's cell controller's.
     temperature: divides the logits before the tanh; None or 0: 1.
     learning_rate: Adam's first step size (HNAS: 3e-4).
     lr_end: the step size reached after `decay_steps` updates by cosine decay (HNAS: 1.5e-4).
     decay_steps: updates over which the step size decays; 0: constant `learning_rate`.
-    baseline_decay: moving-average decay of the reward baseline (ENAS: 0.99).
+    baseline_decay: moving-average decay of the reward baseline (ENAS: 0.99; HNAS's released
+      code: 0.95).
+    baseline_reset_every: restart the baseline from the batch reward every this many updates
+      (HNAS's released code: every epoch); 0: never.
     entropy_weight: weight of the loss's entropy bonus (HNAS puts entropy in the reward instead).
     grad_clip: clip gradients to this global norm; 0 turns clipping off.
   """
@@ -176,15 +180,23 @@ def make_hierarchical(
     raise ConfigError(f"hierarchical: baseline_decay must be in [0, 1), got {baseline_decay}")
   if grad_clip < 0:
     raise ConfigError(f"hierarchical: grad_clip must be >= 0 (0 = off), got {grad_clip}")
+  if baseline_reset_every < 0:
+    raise ConfigError(
+      f"hierarchical: baseline_reset_every must be >= 0 (0 = never), got {baseline_reset_every}"
+    )
   if temperature is not None and temperature < 0:
     raise ConfigError(f"hierarchical: temperature must be positive (0 = none), got {temperature}")
   group_specs(spec)  # Raises ConfigError now, not at the first jit, for an empty group.
   model = HierarchicalController(
-    spec, hidden=hidden, layers=layers, tanh_constant=tanh_constant, temperature=temperature or None
+    spec,
+    hidden=hidden,
+    layers=layers,
+    tanh_constant=tanh_constant or None,
+    temperature=temperature or None,
   )
   schedule = learning_rate
   if decay_steps > 0:
     schedule = optax.cosine_decay_schedule(learning_rate, decay_steps, alpha=lr_end / learning_rate)
   clip = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
   tx = optax.chain(*clip, optax.adam(schedule))
-  return policy_gradient(model, tx, baseline_decay, entropy_weight)
+  return policy_gradient(model, tx, baseline_decay, entropy_weight, baseline_reset_every)

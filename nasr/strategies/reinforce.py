@@ -95,7 +95,11 @@ def make_reinforce(
 
 
 def policy_gradient(
-  model: nn.Module, tx: optax.GradientTransformation, baseline_decay: float, entropy_weight: float
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  baseline_decay: float,
+  entropy_weight: float,
+  baseline_reset_every: int = 0,
 ) -> Strategy:
   """Return a REINFORCE strategy over a policy `model`'s parameters, trained with `tx`.
 
@@ -106,6 +110,8 @@ def policy_gradient(
     tx: the optimizer (with any schedule and clipping).
     baseline_decay: moving-average decay of the reward baseline.
     entropy_weight: weight of the entropy bonus.
+    baseline_reset_every: every this many updates the baseline starts again from the batch's
+      reward (HNAS's released code resets it each epoch); 0: never.
   """
 
   def init(rng: jax.Array) -> ReinforceState:
@@ -132,7 +138,10 @@ def policy_gradient(
     rewards = jnp.asarray(rewards, jnp.float32)
     mean_reward = jnp.mean(rewards)
     moved = baseline_decay * state.baseline + (1.0 - baseline_decay) * mean_reward
-    baseline = jnp.where(state.baseline_ready, moved, mean_reward)
+    ready = state.baseline_ready
+    if baseline_reset_every > 0:  # the update count is in the state: a resumed run resets alike
+      ready = ready & (state.step % baseline_reset_every != 0)
+    baseline = jnp.where(ready, moved, mean_reward)
     # The advantage is a constant of the loss: gradients flow through log pi only.
     advantage = jax.lax.stop_gradient(rewards - baseline)
 

@@ -38,9 +38,11 @@ SCALES = (2, 3, 4)
 LR = (2, 5, 6)  # batch, height, width of the test input
 
 
-def _space(name):
+def _space(name, scale=2):
   if name not in TINY:
     pytest.fail(f"space {name!r} is registered but has no tiny settings in TINY_SPACES")
+  if name == "hnas" and scale == 3:  # the released deconvolution cannot upsample x3 (see HNAS)
+    return spaces.get(name, **TINY[name], deconv_kernel="2s")
   return spaces.get(name, **TINY[name])
 
 
@@ -86,6 +88,7 @@ def test_cost_pieces_and_cost_table_add_up_to_the_childs_cost(name):
     pytest.skip(f"{name} has no cost pieces: the reward traces each child whole")
   cache, rng = {}, np.random.default_rng(5)
   for scale, side in ((2, 32), (3, 17), (4, 12)):
+    space = _space(name, scale)
     samples = [space.encode(space.max_arch()), *_sample(space, rng, 3)]
     if isinstance(space, CostTable):
       piece_cost = functools.partial(reward._piece_cost, cache, side, scale)
@@ -141,7 +144,7 @@ def test_every_registered_space_has_tiny_settings():
 @pytest.mark.parametrize("scale", SCALES)
 @pytest.mark.parametrize("name", NAMES)
 def test_space_keeps_the_contract(name, scale):
-  space = _space(name)
+  space = _space(name, scale)
   assert isinstance(space, SearchSpace)
   rng = np.random.default_rng(scale)
   arch = space.decode(_sample(space, rng, 1)[0])
@@ -182,7 +185,7 @@ SUPERNET_CASES = [
 
 @pytest.mark.parametrize("name,scale", SUPERNET_CASES)
 def test_supernet_compiles_once_and_equals_every_child(name, scale):
-  space = _space(name)
+  space = _space(name, scale)
   model = space.supernet(scale)
   x = _lr(1)
   y = jnp.asarray(

@@ -4,6 +4,9 @@ The promises every space keeps (round trips, supernet == child on random archite
 tests/spaces/test_contract.py; this file tests what is HNAS's own.
 """
 
+import json
+from pathlib import Path
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -14,7 +17,7 @@ import pytest
 from nasr import spaces
 from nasr.core.errors import ConfigError, TokenError
 from nasr.estimation import cost
-from nasr.searches.reward import Reward, child_cost
+from nasr.searches.reward import Reward, child_cost, table_ii_mult_adds
 from nasr.spaces import hnas
 
 SCALES = (2, 3, 4)
@@ -28,8 +31,26 @@ def _params(module, *args, seed=0, std=0.1):
   return jax.tree.map(lambda s: jnp.asarray(std * rng.standard_normal(s.shape), s.dtype), shapes)
 
 
+# nasr's earlier forms, kept as options: everything the released code does differently.
+EARLIER = dict(
+  cell_preprocess="concat_conv",
+  conv_bias=True,
+  deconv_kernel="2s",
+  after_upsampling="resize",
+  skip="image",
+  reduction=4,
+)
+
+
+def _ctx(scale, shifted=False):
+  """Return an op context in the released forms (x3: kernel-2s deconvolutions, see HNAS)."""
+  return hnas._Ctx(
+    C, scale, 4, jnp.float32, shifted, deconv_kernel="2s" if scale == 3 else "released"
+  )
+
+
 def _op_params(op, scale, seed=0):
-  spec = hnas._op_spec(op, C, scale, 4)
+  spec = hnas._op_spec(op, _ctx(scale))
   if not spec:
     return {}
   return _params(hnas._OpParams(spec), seed=seed)["params"]
@@ -41,7 +62,7 @@ def _x(h=5, w=6, seed=0):
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_every_normal_op_keeps_the_shape_and_acts(scale):
-  ctx = hnas._Ctx(C, scale, 4, jnp.float32, False)
+  ctx = _ctx(scale)
   x = _x()
   for op in hnas.NORMAL_OPS:
     y = hnas.NORMAL_FNS[op](_op_params(op, scale), x, ctx)
@@ -53,7 +74,7 @@ def test_every_normal_op_keeps_the_shape_and_acts(scale):
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_every_upsampling_op_scales_and_inner_forms_keep_the_shape(scale):
-  ctx = hnas._Ctx(C, scale, 4, jnp.float32, False)
+  ctx = _ctx(scale)
   x = _x()
   for op in hnas.UP_OPS:
     y = hnas.UP_FNS[op](_op_params(op, scale), x, ctx)
@@ -69,8 +90,7 @@ def test_every_upsampling_op_scales_and_inner_forms_keep_the_shape(scale):
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_cpu_forms_are_the_same_functions(scale):
-  plain = hnas._Ctx(C, scale, 4, jnp.float32, False)
-  shifted = hnas._Ctx(C, scale, 4, jnp.float32, True)
+  plain, shifted = _ctx(scale), _ctx(scale, shifted=True)
   x = _x(seed=5)
   for table in (hnas.NORMAL_FNS, hnas.UP_FNS):
     for op, fn in table.items():
@@ -80,7 +100,7 @@ def test_cpu_forms_are_the_same_functions(scale):
 
 def test_udpb_is_the_dbpn_up_then_down_projection():
   scale = 2
-  ctx = hnas._Ctx(C, scale, 4, jnp.float32, False)
+  ctx = _ctx(scale)
   p = _op_params("udpb", scale, seed=3)
   x = _x(seed=4)
   a = p["prelu"]
@@ -125,7 +145,7 @@ def _space(**kw):
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_every_position_gives_the_hr_size(scale):
-  space = _space()
+  space = _space(deconv_kernel="2s" if scale == 3 else "released")
   rng = np.random.default_rng(scale)
   x = jnp.asarray(rng.uniform(size=(1, 5, 7, 3)), jnp.float32)
   base = space.decode(space.token_spec().sample(rng))
@@ -177,12 +197,15 @@ def test_supernet_step_compiles_once_over_twenty_triples_and_shares_weights():
   chex.clear_trace_counter()
 
 
-@pytest.mark.parametrize("shifted", [False, True])
-def test_supernet_gradients_are_the_childs(shifted):
+@pytest.mark.parametrize(
+  "shifted,forms", [(False, {}), (True, {}), (False, EARLIER)], ids=["plain", "shifted", "earlier"]
+)
+def test_supernet_gradients_are_the_childs(shifted, forms):
   # The supernet's edges have a hand-written reverse mode (hnas._run_edges): its gradient must be
-  # the stand-alone child's, on the child's weights, and zero on every weight the child lacks.
+  # the stand-alone child's, on the child's weights, and zero on every weight the child lacks; in
+  # the released forms (defaults) and nasr's earlier ones.
   scale = 2
-  space = _space()
+  space = _space(**forms)
   model = space.supernet(scale, shifted=shifted)
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.uniform(size=(2, 5, 6, 3)), jnp.float32)
@@ -219,14 +242,15 @@ def test_reward_cost_is_the_childs_exact_multiply_adds():
   space = _space(layers=4)
   reward = Reward({"psnr": 0.6, "macs": -0.4}, space, scale)
   # By hand: identity edges and nearest upsampling leave only the convs of the frame and the
-  # cells' 1x1 output convs; the upsampling cell at layer 2 puts 1 cell at LR and 3 at HR.
+  # cells' input 1x1 convs (2 per cell, F = nodes * C -> C, at the cell inputs' resolution); the
+  # upsampling cell at layer 2 reads LR inputs, so 2 cells preprocess at LR and 2 at HR.
   cell = ((0, "identity", 1, "identity"), (2, "identity", 0, "identity"))
   up = ((0, "nearest", 1, "nearest"), (2, "bilinear", 1, "area"))
   arch = hnas.HNASArch(4, 2, cell, up, 2)
-  s2 = scale * scale
-  per_lr_pixel = 9 * 3 * C + 2 * C * C + 3 * s2 * 2 * C * C + s2 * 9 * C * 3
+  s2, f = scale * scale, 2 * C
+  per_lr_pixel = 9 * 3 * f + 2 * (2 * f * C) + s2 * 2 * (2 * f * C) + s2 * 9 * f * 3
   assert reward.costs(space.encode(arch))["macs"] == per_lr_pixel
-  # The paper's units: G multiply-adds of one 480 x 480 LR image.
+  # G multiply-adds of one 480 x 480 LR image.
   paper = Reward({"psnr": 0.6, "macs": -0.4}, space, scale, norm="paper")
   gmacs = paper.costs(space.encode(arch))["macs_ratio"]
   assert gmacs == pytest.approx(per_lr_pixel * 480 * 480 / 1e9, rel=1e-12)
@@ -247,10 +271,12 @@ def test_reward_cost_is_the_childs_exact_multiply_adds():
 
 
 @pytest.mark.parametrize("scale", SCALES)
-def test_cost_pieces_add_up_to_the_childs_parameters_and_multiply_adds(scale):
+@pytest.mark.parametrize("forms", [{}, EARLIER], ids=["released", "earlier"])
+def test_cost_pieces_add_up_to_the_childs_parameters_and_multiply_adds(scale, forms):
   # The reward sums cached per-op pieces instead of tracing each child: the sums must be exact,
   # at the probe side and at others (RCAB's pooled 1x1 convs do not scale with the pixels).
-  space = _space(layers=4, skip="head" if scale == 3 else "image")
+  forms = {**forms, "deconv_kernel": "2s", "skip": "head"} if scale == 3 else forms
+  space = _space(layers=4, **forms)
   cache = {}
   tokens = space.token_spec().sample(np.random.default_rng(scale), 4)
   for side, t in zip((32, 48, 17, 32), tokens, strict=True):
@@ -291,3 +317,109 @@ def test_tokens_round_trip_and_bad_tokens_name_the_position():
     hnas.HNASArch(12, 1, ((0, "conv", 1, "rcab"),), ((0, "area", 1, "nearest"),), 1)
   with pytest.raises(ConfigError, match="skip"):
     spaces.get("hnas", skip="bicubic")
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's networks equal the authors' (guoyongcs/HNAS-SR at 2b34e1b, `src/model/arch.py`, run
+# as released): trainable parameters (MeanShift excluded) and multiply-adds of every conv once.
+
+ARCHS = Path(__file__).resolve().parents[2] / "configs" / "archs"
+AUTHORS_PARAMS = {  # (channels, scale): HNAS-A, B, C; None where their code cannot run
+  (64, 2): (974_019, 2_141_290, 2_542_545),
+  (64, 3): (None, None, 2_727_185),
+  (64, 4): (1_105_091, 2_502_250, 2_690_257),
+  (8, 2): (27_227, 47_033, 46_799),
+}
+
+
+def _paper_arch(name, position=None):
+  arch = json.loads((ARCHS / f"hnas_{name}.json").read_text())["arch"]
+  return hnas.HNASArch.from_dict({**arch, **({"position": position} if position else {})})
+
+
+@pytest.mark.parametrize("channels,scale", list(AUTHORS_PARAMS))
+def test_paper_networks_have_the_authors_parameter_counts(channels, scale):
+  space = spaces.get("hnas", channels=channels)
+  for name, want in zip("abc", AUTHORS_PARAMS[channels, scale], strict=True):
+    arch = _paper_arch(name)
+    if want is None:  # a kernel-3 stride-3 deconvolution on a cell input: 3H - 2 rows
+      with pytest.raises(ConfigError, match="deconv_kernel='2s'"):
+        space.build(arch, scale)
+      continue
+    assert space.count_params(arch, scale) == want, f"HNAS-{name.upper()}"
+
+
+def test_paper_networks_multiply_adds_and_table_ii_units():
+  # Every conv of the network once at 480 x 480 LR, x2, C=64 (the authors' network measured with
+  # forward hooks: nn.Conv2d plus nn.ConvTranspose2d), and Table II's units (Conv2d only, 48 x 48,
+  # times 1e-8). HNAS-C's 83.6 is its upsampling cell at position 10, not the caption's 12.
+  space = spaces.get("hnas", channels=64)
+  cache = {}
+  for name, position, total, table_ii in (
+    ("a", None, 357.26, 30.6),
+    ("b", None, 490.65, 48.2),
+    ("c", None, 626.75, None),
+    ("c", 10, None, 83.6),
+  ):
+    arch = _paper_arch(name, position)
+    if total is not None:
+      per_pixel = child_cost(space, arch, 2, 480, cache)[1]
+      assert per_pixel * 480 * 480 / 1e9 == pytest.approx(total, rel=0.005), name
+    if table_ii is not None:
+      assert table_ii_mult_adds(space, arch, 2, cache) == pytest.approx(table_ii, rel=0.005), name
+  # The pieces are the built network's: one full trace agrees.
+  assert cost.gmacs_480(space.build(_paper_arch("a"), 2)) == pytest.approx(357.26, rel=0.005)
+
+
+def test_released_deconvolution_is_torchs_conv_transpose():
+  # nn.ConvTranspose2d(k, s, padding=1, output_padding=1): out[s*i + a - 1] += x[i] * W[a], cropped
+  # to s * H; our conv over the dilated input holds W flipped.
+  rng = np.random.default_rng(0)
+  for scale, k in ((2, 3), (4, 5)):
+    ctx = _ctx(scale)
+    p = _op_params("deconvolution", scale, seed=scale)
+    kernel = np.asarray(p["deconv"]["kernel"])
+    assert kernel.shape == (k, k, C, C)
+    x = rng.uniform(size=(1, 3, 4, C)).astype(np.float32)
+    want = np.zeros((1, 3 * scale + k, 4 * scale + k, C), np.float64)
+    w = kernel[::-1, ::-1]
+    for i in range(3):
+      for j in range(4):
+        for a in range(k):
+          for b in range(k):
+            want[0, scale * i + a, scale * j + b] += x[0, i, j] @ w[a, b]
+    want = want[:, 1 : 1 + 3 * scale, 1 : 1 + 4 * scale] + np.asarray(p["deconv"]["bias"])
+    got = hnas.UP_FNS["deconvolution"](p, jnp.asarray(x), ctx)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_the_cell_after_upsampling_reads_its_output_twice():
+  # Released: both inputs of the next cell are the upsampling cell's output, so with equal
+  # preprocessing weights a cell reading node 0 equals one reading node 1; "resize" feeds it the
+  # LR cell before (resized) as node 0, and they differ.
+  up = ((0, "sub_pixel", 1, "nearest"),)
+  reads0, reads1 = ((0, "sep_conv_3x3", 0, "identity"),), ((1, "sep_conv_3x3", 1, "identity"),)
+  x = jnp.asarray(np.random.default_rng(1).uniform(size=(1, 5, 6, 3)), jnp.float32)
+  for after, same in (("repeat", True), ("resize", False)):
+    space = spaces.get("hnas", layers=2, nodes=1, channels=C, after_upsampling=after)
+    outs = []
+    for cell in (reads0, reads1):
+      net = space.build(hnas.HNASArch(2, 1, cell, up, 1), 2)
+      v = _params(net, x, seed=4)
+      layer = v["params"]["cell1"]
+      layer["pre0"] = layer["pre1"]
+      outs.append(np.asarray(net.apply(v, x)))
+    assert np.allclose(outs[0], outs[1], atol=1e-6) == same, after
+
+
+def test_form_options_are_checked_and_x3_deconvolution_is_refused_early():
+  with pytest.raises(ConfigError, match="cell_preprocess"):
+    spaces.get("hnas", cell_preprocess="concat")
+  with pytest.raises(ConfigError, match="after_upsampling"):
+    spaces.get("hnas", after_upsampling="bilinear")
+  space = spaces.get("hnas", layers=3, nodes=2, channels=C)
+  with pytest.raises(ConfigError, match="3H - 2 rows at x3"):
+    space.supernet(3)
+  assert spaces.get("hnas", layers=3, nodes=2, channels=C, deconv_kernel="2s").supernet(3)
+  # HNAS-C upsamples without a deconvolution on a cell input: it builds at x3 (as the authors').
+  assert spaces.get("hnas").build(_paper_arch("c"), 3)

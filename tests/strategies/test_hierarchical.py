@@ -161,6 +161,28 @@ def test_cosine_decay_reaches_lr_end():
   chex.assert_trees_all_equal(second.params, third.params)
 
 
+def test_the_baseline_starts_again_every_epoch_as_released():
+  # HNAS's controller_trainer.py sets the baseline to None at each epoch's start: the first update
+  # of an epoch takes the batch reward as the baseline, the others move it with decay 0.95.
+  spec = TokenSpec(choices=(2, 3))
+  tokens = jnp.asarray(spec.sample(np.random.default_rng(1), 4))
+  means = [1.0, 3.0, 7.0, 15.0, 31.0]
+  for every in (0, 2):
+    strategy = make_hierarchical(spec, hidden=4, baseline_decay=0.95, baseline_reset_every=every)
+    update = jax.jit(strategy.update)
+    state = jax.jit(strategy.init)(jax.random.key(0))
+    got, want = [], None
+    for i, m in enumerate(means):
+      state, metrics = update(state, tokens, jnp.full((4,), m, jnp.float32))
+      got.append(float(metrics["baseline"]))
+      restart = want is None or (every and i % every == 0)
+      want = m if restart else 0.95 * want + 0.05 * m
+      assert got[-1] == pytest.approx(want, rel=1e-6), (every, i)
+  assert got[2] == 7.0 and got[4] == 31.0  # the resets happened (reset_every=2)
+  with pytest.raises(ConfigError, match="baseline_reset_every"):
+    make_hierarchical(spec, baseline_reset_every=-1)
+
+
 def test_bad_options_are_config_errors():
   with pytest.raises(ConfigError, match="group 1"):
     make_hierarchical(TokenSpec(choices=(2, 2), groups=(0, 2)))
