@@ -74,8 +74,8 @@ def test_sweep_writes_one_point_per_lambda_with_its_own_reward(swept):
     # Close to the per-pixel count scaled up, not equal: a global pooling's dense layers cost the
     # same at any size, and the 32x32 probe's count spreads them over its few pixels.
     assert p["gmacs_480"] == pytest.approx(best["macs_per_lr_pixel"] * 480 * 480 / 1e9, rel=1e-3)
-    # HNAS's Table II units: a tenth of that, less the deconvolutions their counter missed.
-    assert 0 < p["table_ii"] <= p["gmacs_480"] / 10 * 1.001
+    # HNAS's Table II units are an HNAS point's only (tests/spaces/test_hnas.py checks them).
+    assert "table_ii" not in p
   rows = [
     json.loads((workdir / f"lambda_{lam:g}" / "candidates.json").read_text()) for lam in LAMBDAS
   ]
