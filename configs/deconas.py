@@ -36,6 +36,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     patch_size=32,
   )
   c.space.fusion_search = False  # True: the paper's FF1, the LFF / GFF connections are searched
+  # The network as the authors' code builds it; True: nasr's network before issue 26 (a 1x1 conv
+  # before every DNB, eq. (3) literally; biases on the depthwise convs). nasr/spaces/deconas.py.
+  c.space.fuse_before_first = False
+  c.space.depthwise_bias = False
   # R = PSNR - alpha * params/params_max, alpha = 2: the paper's CB1 (CB0: params = 0);
   # nasr.searches.reward lists the terms.
   c.reward = ml_collections.ConfigDict({"terms": {"psnr": 1.0, "params": -2.0}})

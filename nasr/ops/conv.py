@@ -63,9 +63,12 @@ class SepConv(nn.Module):
   channels: int  # output channels (of the pointwise conv)
   kernel: int = 3  # depthwise kernel size
   dilation: int = 1  # depthwise kernel dilation
-  use_bias: bool = True  # biases on both convs
+  use_bias: bool = True  # biases on the convs
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   shifted: bool = False  # the depthwise conv as shifted multiply-adds (fast on CPU, same function)
+  # With use_bias, the depthwise conv's bias too; without it one bias follows the pointwise conv,
+  # the same function (a linear pointwise conv absorbs a depthwise bias) with fewer parameters.
+  depthwise_bias: bool = True
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -76,7 +79,7 @@ class SepConv(nn.Module):
       self.kernel,
       self.dilation,
       groups=cin,
-      use_bias=self.use_bias,
+      use_bias=self.use_bias and self.depthwise_bias,
       dtype=self.dtype,
       shifted=self.shifted,
       name="depthwise",

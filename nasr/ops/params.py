@@ -16,7 +16,7 @@ class ConvParams(nn.Module):
 
   shape: tuple[int, ...]  # kernel shape [k, k, Cin / groups, Cout] (the largest any child needs)
   stack: tuple[int, ...] = ()  # leading axes of independently initialised copies (scanned blocks)
-  use_bias: bool = True  # create the bias (else None is returned in its place)
+  use_bias: bool = True  # create the bias (else it is None), as `Conv.use_bias`
 
   @nn.compact
   def __call__(self) -> tuple[jax.Array, jax.Array | None]:
@@ -40,11 +40,13 @@ class SepConvParams(nn.Module):
   kernel: int  # depthwise kernel size
   in_channels: int  # depthwise channels (the largest input width, e.g. slots * C)
   channels: int  # pointwise output channels
+  depthwise_bias: bool = True  # as `SepConv.depthwise_bias` (else the dw bias is None)
 
   @nn.compact
-  def __call__(self) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
-    """Return ((dw kernel [k, k, 1, Cin], dw bias [Cin]), (pw kernel [1, 1, Cin, C], pw bias))."""
+  def __call__(self) -> tuple[tuple[jax.Array, jax.Array | None], tuple[jax.Array, jax.Array]]:
+    """Return ((dw kernel [k, k, 1, Cin], dw bias [Cin] or None), (pw kernel [1, 1, Cin, C], pw
+    bias))."""
     k, cin = self.kernel, self.in_channels
-    dw = ConvParams((k, k, 1, cin), name="depthwise")()
+    dw = ConvParams((k, k, 1, cin), use_bias=self.depthwise_bias, name="depthwise")()
     pw = ConvParams((1, 1, cin, self.channels), name="pointwise")()
     return dw, pw

@@ -5,9 +5,15 @@ Network (RDN-like, no batch norm, NHWC RGB in [0, 1]; the DIV2K mean is subtract
 added back at the output, like the EDSR baseline; the mean shift has no parameters):
 
   SFENet  F_-1 = conv3x3(x), F_0 = conv3x3(F_-1)
-  DeCoNet F_d = DNB_d(conv1x1(concat(F_0..F_d-1)))                       paper eq. (3), d = 1..N
+  DeCoNet F_1 = DNB_1(F_0), F_d = DNB_d(conv1x1(concat(F_0..F_d-1)))                  d = 2..N
   GFF     F_GF = conv3x3(conv1x1(concat(g_0 F_0, .., g_N-1 F_N-1, F_N))) + F_-1     eq. (4)
   UPNet   conv3x3 to r*r*C, pixel shuffle (x4: two x2 stages), conv3x3 to 3 channels.
+
+DeCoNet as the authors' released code builds it (github.com/Junem360/DeCoNAS,
+src/DIV2K/child_network.py: a "block connection" after every DNB). Eq. (3) writes the 1x1 conv
+before DNB 1 too; the code has none there, and after DNB N it creates one whose output nothing
+reads: its parameters are the network's (the authors' checkpoint holds them, the paper's 1,713K
+counts them), its multiply-adds are not. `DeCoNAS.fuse_before_first` builds eq. (3) literally.
 
 A DNB has M mix nodes; node 0 is the DNB input and node m reads nodes 0..m-1. For each pair
 (m, j) three bits say which of the ops [conv3x3, sepconv3x3, dilconv3x3 (rate 3)] read node j;
@@ -21,12 +27,15 @@ output F_N always feeds GFF; likewise the M LFF bits l_0..l_M-1 gate nodes 0..M-
 node always feeds LFF. Without fusion search every gate is 1. So every bit the controller emits
 matters; none is forced.
 
-Parameter count of the paper's DeCoNASNet (N=4, M=4, C=64, x2): 1,698,947, 0.82% below the
-paper's 1,713K. This follows eq. (3)-(4) literally: a 1x1 conv before every DNB including the
-first, and F_0 in the GFF concat. Other readings: no 1x1 before DNB 1 and GFF over F_1..F_N only
-gives 1,690,691 (-1.30%); RCAN's channel-attention reduction 16 gives 1,665,923; a reduction of
-C/2 gives 1,723,715 (+0.63%) but contradicts the C/4 of the reference semantics. The remaining gap
-is not explained by the text (the released code is not available here).
+Parameters of the paper's DeCoNASNet (N=4, M=4, C=64, x2): 1,713,795, the paper's 1,713K and,
+variable for variable, the authors' released x2 checkpoint (outputs/x2/model.ckpt-931000.index):
+SFENet 1,792 + 36,928; per DNB 352,640 (mix nodes 80,720, 80,656, 48,464 and 122,256, each
+with a channel attention of reduction 4 with biases, 2,128; LFF 20,544); the 1x1 convs after the
+DNBs 8,256, 12,352, 16,448 and 20,544 (the unused one); GFF 20,544 + 36,928; UPNet 147,712 +
+1,731. nasr's network before issue 26 had 1,698,947, the options `fuse_before_first` and
+`depthwise_bias` together: 16,384 fewer in the 1x1 convs between DNBs (C*C*(1+2+3+4) + 4C
+instead of C*C*(2+3+4+5) + 4C) and 1,536 more in depthwise biases (6 separable input slots per
+DNB, C each, 4 DNBs), which the authors' separable conv does not have.
 
 Tokens (bit form, what strategies search): G = M(M+1)/2 groups of 3 bits ordered (m=1,j=0),
 (m=2,j=0), (m=2,j=1), (m=3,j=0), ...; with `fusion_search`, then the M LFF bits and the N GFF bits.
@@ -148,9 +157,13 @@ def _node_plan(arch: DeCoNASArch) -> dict[int, list[tuple[int, list[int]]]]:
   return plan
 
 
-def _child_op(k: int, channels: int, dtype: Dtype, name: str, shifted: bool) -> nn.Module:
+def _child_op(
+  k: int, channels: int, dtype: Dtype, name: str, shifted: bool, depthwise_bias: bool
+) -> nn.Module:
   if OPS[k] == "sepconv3x3":
-    return SepConv(channels, 3, dtype=dtype, shifted=shifted, name=name)
+    return SepConv(
+      channels, 3, dtype=dtype, shifted=shifted, depthwise_bias=depthwise_bias, name=name
+    )
   return Conv(channels, 3, DILATION[k], dtype=dtype, name=name)
 
 
@@ -162,6 +175,7 @@ class DeCoNASBlock(nn.Module):
   reduction: int = 4  # channel-attention reduction
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
+  depthwise_bias: bool = False  # the separable convs' depthwise convs have biases too
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -177,7 +191,8 @@ class DeCoNASBlock(nn.Module):
         outs = []
         for k, inputs in plan[m]:
           h = nn.relu(jnp.concatenate([feats[j] for j in inputs], axis=-1))
-          op = _child_op(k, self.channels, self.dtype, f"node{m}_{OPS[k]}", self.shifted)
+          name = f"node{m}_{OPS[k]}"
+          op = _child_op(k, self.channels, self.dtype, name, self.shifted, self.depthwise_bias)
           outs.append(op(h))
         h = nn.relu(sum(outs) / len(outs))
         feats.append(
@@ -197,6 +212,8 @@ class DeCoNASNet(SRFrame, nn.Module):
   reduction: int = 4  # channel-attention reduction (C -> C / reduction -> C)
   dtype: Dtype = jnp.float32  # compute dtype (parameters stay float32)
   shifted: bool = False  # depthwise convs as shifted multiply-adds (the same function)
+  fuse_before_first: bool = False  # 1x1 convs before DNBs 1..N (eq. (3) literally), none after N
+  depthwise_bias: bool = False  # the separable convs' depthwise convs have biases too
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -205,10 +222,29 @@ class DeCoNASNet(SRFrame, nn.Module):
 
     def body(f_m1):
       feats = [Conv(c, 3, dtype=dt, name="sfe2")(f_m1)]
+      h = feats[0]  # the authors' DNB 1 reads F_0 itself
       for d in range(n):
-        h = _fuse(c, dt, d, feats)
-        block = DeCoNASBlock(self.arch, c, self.reduction, dt, self.shifted, name=f"block{d}")
+        if self.fuse_before_first:
+          h = Conv(c, 1, dtype=dt, name=f"fuse{d}")(jnp.concatenate(feats, axis=-1))
+        block = DeCoNASBlock(
+          self.arch,
+          c,
+          self.reduction,
+          dt,
+          self.shifted,
+          depthwise_bias=self.depthwise_bias,
+          name=f"block{d}",
+        )
         feats.append(block(h))
+        if self.fuse_before_first:
+          continue
+        if d < n - 1:
+          h = Conv(c, 1, dtype=dt, name=f"connect{d}")(jnp.concatenate(feats, axis=-1))
+        else:
+          # The authors' code creates a connection after the last DNB too but reads nothing from
+          # it: its parameters are the network's (in their checkpoint and the paper's 1,713K),
+          # its multiply-adds are not (nothing computes it).
+          ConvParams((1, 1, (n + 1) * c, c), name=f"connect{d}")()
       sel = [feats[d] for d in range(n) if self.arch.gff[d]] + [feats[n]]
       return Conv(c, 1, dtype=dt, name="gff_fuse")(jnp.concatenate(sel, axis=-1))
 
@@ -219,11 +255,14 @@ class DeCoNASNet(SRFrame, nn.Module):
 class _CostPiece(nn.Module):
   """One additive piece of a DeCoNASNet's cost (`DeCoNAS.cost_pieces`); its output is unused."""
 
-  kind: str  # "frame" (everything outside the DNBs and fusions), "conv1x1", "op", "attention"
+  # "frame" (everything outside the DNBs and fusions), "conv1x1", "unused1x1" (a 1x1 conv's
+  # parameters, never applied), "op", "attention"
+  kind: str
   channels: int
   scale: int = 2
   reduction: int = 4
   op: int = 0  # OPS index of an "op" piece
+  depthwise_bias: bool = False  # of a separable "op" piece
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -234,14 +273,12 @@ class _CostPiece(nn.Module):
       return sr_frame(x, body, c, self.scale, head="sfe1", body_conv="gff_conv")
     if self.kind == "conv1x1":
       return Conv(c, 1, name="conv")(x)
+    if self.kind == "unused1x1":
+      ConvParams((1, 1, x.shape[-1], c), name="conv")()
+      return x
     if self.kind == "op":
-      return _child_op(self.op, c, jnp.float32, "op", False)(x)
+      return _child_op(self.op, c, jnp.float32, "op", False, self.depthwise_bias)(x)
     return ChannelAttention(c, self.reduction, jnp.float32, name="attention")(x)
-
-
-def _fuse(c: int, dtype: Dtype, d: int, feats: list[jax.Array]) -> jax.Array:
-  """Return the input of DNB d (0-based): conv1x1 over concat(F_0..F_d)."""
-  return Conv(c, 1, dtype=dtype, name=f"fuse{d}")(jnp.concatenate(feats[: d + 1], axis=-1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -306,6 +343,7 @@ class DeCoNASSuperBlock(nn.Module):
   shifted: bool = False  # depthwise convs as shifted multiply-adds (fast on CPU, same function)
   tap_grad: bool = False  # dense-conv gradients as tap matmuls (fast in a rolled loop on CPU)
   gathered: bool = False  # with skip_inactive: one conv per op over its gathered slots
+  depthwise_bias: bool = False  # the separable convs' depthwise convs have biases too
 
   def _op(
     self, m: int, k: int, xs: list[jax.Array], bits: jax.Array, stack: jax.Array | None = None
@@ -320,22 +358,25 @@ class DeCoNASSuperBlock(nn.Module):
       g = _permute(stack, order, 0)
       buf = jnp.moveaxis(g, 0, 3).reshape(*g.shape[1:4], m * c)
     if OPS[k] == "sepconv3x3":
-      (dw, dwb), (pw, pwb) = SepConvParams(3, m * c, c, name=name)()
+      (dw, dwb), (pw, pwb) = SepConvParams(3, m * c, c, self.depthwise_bias, name=name)()
       sl = lambda j: slice(j * c, (j + 1) * c)  # noqa: E731
+      cut = lambda b, s: None if b is None else b[s]  # noqa: E731 - the depthwise bias, if any
 
       if self.skip_inactive and self.gathered:
-        dw, dwb = _take_slots(dw, order, c, 3), _take_slots(dwb, order, c, 0)
-        pw = _take_slots(pw, order, c, 2)
+        dw, pw = _take_slots(dw, order, c, 3), _take_slots(pw, order, c, 2)
+        dwb = None if dwb is None else _take_slots(dwb, order, c, 0)
 
         def width(i):
           n = i * c
-          h = depthwise(buf[..., :n], dw[..., :n], 1, dwb[:n], dtype=dt, shifted=self.shifted)
+          b = cut(dwb, slice(n))
+          h = depthwise(buf[..., :n], dw[..., :n], 1, b, dtype=dt, shifted=self.shifted)
           return conv(h, pw[:, :, :n, :], dtype=dt, tap_grad=tg)
 
         return _by_count(count, m, width, xs[0]) + pwb.astype(dt)
 
       def slot(j):
-        h = depthwise(xs[j], dw[..., sl(j)], 1, dwb[sl(j)], dtype=dt, shifted=self.shifted)
+        b = cut(dwb, sl(j))
+        h = depthwise(xs[j], dw[..., sl(j)], 1, b, dtype=dt, shifted=self.shifted)
         return conv(h, pw[:, :, sl(j), :], dtype=dt, tap_grad=tg)
 
       if self.skip_inactive:
@@ -393,11 +434,13 @@ class DeCoNASSuperBlock(nn.Module):
 
 
 class _DenseStep(nn.Module):
-  """One DNB of the supernet as a scan step: fuse the features so far, run the block, store it.
+  """One DNB of the supernet as a scan step: run the block on its input, store its output, and
+  fuse the features so far into the next block's input (with `fuse_before_first`: fuse first).
 
-  The carry is (stack, d): stack [N+1, B, H, W, C] holds F_0..F_N (zeros where not yet computed)
-  and d counts the DNBs done. The fuse kernel exists at its largest width (N+1)*C; slots after d
-  are masked, which equals the child's conv1x1 over concat(F_0..F_d).
+  The carry is (stack, h, d): stack [N+1, B, H, W, C] holds F_0..F_N (zeros where not yet
+  computed), h is the next DNB's input and d counts the DNBs done. The fuse kernel exists at its
+  largest width (N+1)*C; the slots after F_d+1 (F_d) are masked, which equals the child's
+  connect{d} (fuse{d}): a conv1x1 over concat(F_0..F_d+1) (concat(F_0..F_d)).
   """
 
   nodes: int
@@ -409,15 +452,23 @@ class _DenseStep(nn.Module):
   shifted: bool
   tap_grad: bool
   gathered: bool
+  fuse_before_first: bool
+  depthwise_bias: bool
 
   @nn.compact
   def __call__(self, carry, ops: jax.Array, lff: jax.Array):
-    """Return ((stack with F_d+1 written, d + 1), None)."""
-    stack, d = carry
+    """Return ((stack with F_d+1 written, the next DNB's input, d + 1), None)."""
+    stack, h, d = carry
     c, n, dt = self.channels, self.blocks, self.dtype
     kernel, bias = ConvParams((1, 1, (n + 1) * c, c), name="fuse")()
-    mask = jnp.arange(n + 1) <= d
-    h = conv(_stack_concat(stack, mask), kernel, bias, dtype=dt, tap_grad=self.tap_grad)
+
+    def fuse(stack, upto):
+      mask = jnp.arange(n + 1) <= upto
+      y = conv(_stack_concat(stack, mask), kernel, bias, dtype=dt, tap_grad=self.tap_grad)
+      return y.astype(stack.dtype)
+
+    if self.fuse_before_first:
+      h = fuse(stack, d)
     block = DeCoNASSuperBlock(
       self.nodes,
       c,
@@ -427,13 +478,16 @@ class _DenseStep(nn.Module):
       self.shifted,
       self.tap_grad,
       self.gathered,
+      self.depthwise_bias,
       name="block",
     )
     y = block(h, ops, lff)
-    return (
-      jax.lax.dynamic_update_index_in_dim(stack, y.astype(stack.dtype), d + 1, 0),
-      d + 1,
-    ), None
+    stack = jax.lax.dynamic_update_index_in_dim(stack, y.astype(stack.dtype), d + 1, 0)
+    if not self.fuse_before_first:
+      # After the last DNB this is the connection nothing reads (see DeCoNASNet): one idle 1x1
+      # conv per step, the price of a scan body that is the same at every step.
+      h = fuse(stack, d + 1)
+    return (stack, h, d + 1), None
 
 
 def _stack_concat(stack: jax.Array, mask: jax.Array) -> jax.Array:
@@ -473,6 +527,8 @@ class DeCoNASSupernet(SRFrame, nn.Module):
   # over them picked by their count (lax.switch): M*3 conditionals and convs per DNB instead of
   # one per (node, input, op), the child's FLOPs either way (BENCHMARKS.md).
   gathered: bool = False
+  fuse_before_first: bool = False  # 1x1 convs before DNBs 1..N (eq. (3) literally), none after N
+  depthwise_bias: bool = False  # the separable convs' depthwise convs have biases too
 
   def __post_init__(self):
     if self.unroll is not None and not 1 <= self.unroll <= self.blocks:
@@ -524,10 +580,12 @@ class DeCoNASSupernet(SRFrame, nn.Module):
         self.shifted,
         tap_grad,
         self.gathered,
+        self.fuse_before_first,
+        self.depthwise_bias,
         name="dense",
       )
       stack = jnp.zeros((n + 1, *f0.shape), f0.dtype).at[0].set(f0)
-      (stack, _), _ = dense((stack, jnp.int32(0)), ops, lff)
+      (stack, _, _), _ = dense((stack, f0, jnp.int32(0)), ops, lff)
       kernel, bias = ConvParams((1, 1, (n + 1) * c, c), name="gff_fuse")()
       gmask = jnp.concatenate([gff, jnp.ones((1,), gff.dtype)])  # F_N always feeds GFF
       return conv(_stack_concat(stack, gmask), kernel, bias, dtype=dt)
@@ -556,6 +614,14 @@ class DeCoNAS(CostTable):
     channels: feature width C.
     fusion_search: also search which nodes feed LFF and which DNBs feed GFF.
     reduction: channel-attention reduction (the bottleneck has C // reduction channels).
+    fuse_before_first: eq. (3) read literally: a 1x1 conv over concat(F_0..F_d-1) before every
+      DNB d, the first included, and none after the last (nasr's network before issue 26; N*C*C
+      fewer parameters). Off, as the authors' code: DNB 1 reads F_0 itself, a 1x1 conv over
+      concat(F_0..F_d) follows every DNB d, and nothing reads the last one's output.
+    depthwise_bias: the separable convs' depthwise convs have biases too, before the pointwise
+      conv's (nasr's network before issue 26): the same function class with C more parameters
+      per input slot of a separable conv. Off, as the authors' code: one bias, after the
+      pointwise conv.
   """
 
   blocks: int = 4
@@ -563,14 +629,17 @@ class DeCoNAS(CostTable):
   channels: int = 64
   fusion_search: bool = False
   reduction: int = 4
+  fuse_before_first: bool = False
+  depthwise_bias: bool = False
 
   def __post_init__(self):
     for key in ("blocks", "nodes", "channels", "reduction"):
       value = getattr(self, key)
       if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ConfigError(f"deconas: {key} must be a positive integer, got {value!r}")
-    if not isinstance(self.fusion_search, bool | np.bool_):
-      raise ConfigError(f"deconas: fusion_search must be a bool, got {self.fusion_search!r}")
+    for key in ("fusion_search", "fuse_before_first", "depthwise_bias"):
+      if not isinstance(getattr(self, key), bool | np.bool_):
+        raise ConfigError(f"deconas: {key} must be a bool, got {getattr(self, key)!r}")
 
   @property
   def num_groups(self) -> int:
@@ -670,7 +739,16 @@ class DeCoNAS(CostTable):
     `shifted` computes depthwise convs as shifted multiply-adds (nasr.ops.cpu_kernels): the same
     function and parameters; which form trains faster depends on the network and the device.
     """
-    return DeCoNASNet(self._check(arch), self.channels, scale, self.reduction, dtype, shifted)
+    return DeCoNASNet(
+      self._check(arch),
+      self.channels,
+      scale,
+      self.reduction,
+      dtype,
+      shifted,
+      self.fuse_before_first,
+      self.depthwise_bias,
+    )
 
   def supernet(
     self,
@@ -710,6 +788,8 @@ class DeCoNAS(CostTable):
       shifted,
       unroll,
       gathered,
+      self.fuse_before_first,
+      self.depthwise_bias,
     )
 
   def supernet_options(self) -> frozenset[str]:
@@ -724,7 +804,7 @@ class DeCoNAS(CostTable):
         _CostPiece("frame", self.channels, scale, self.reduction),
         (1, side, side, 3),
       )
-    module = _CostPiece(kind, self.channels, scale, self.reduction, op)
+    module = _CostPiece(kind, self.channels, scale, self.reduction, op, self.depthwise_bias)
     return (kind, slots, op), module, (1, side, side, slots * self.channels)
 
   def cost_pieces(self, arch: DeCoNASArch, scale: int, side: int) -> list[tuple]:
@@ -741,9 +821,14 @@ class DeCoNAS(CostTable):
     block = [piece("op", len(inputs), k) for ops in plan.values() for k, inputs in ops]
     block += [piece("attention")] * len(plan)
     block.append(piece("conv1x1", sum(arch.lff) + 1))  # LFF; node M always feeds it
+    n = arch.blocks
     pieces = [piece("frame")]
-    for d in range(arch.blocks):
-      pieces += [piece("conv1x1", d + 1), *block]  # the fuse before DNB d, then the DNB
+    for d in range(n):
+      if self.fuse_before_first:
+        pieces += [piece("conv1x1", d + 1), *block]  # fuse{d} over F_0..F_d, then DNB d
+      else:
+        # DNB d, then connect{d} over F_0..F_d+1 (after the last DNB: its parameters only).
+        pieces += [*block, piece("conv1x1" if d < n - 1 else "unused1x1", d + 2)]
     pieces.append(piece("conv1x1", sum(arch.gff) + 1))  # GFF's 1x1 conv; F_N always feeds it
     return pieces
 
@@ -768,6 +853,10 @@ class DeCoNAS(CostTable):
       "ops": np.stack([table("op", range(1, m_ + 1), k) for k in range(3)]),  # [3, M, 2]
       "attention": table("attention", [1])[0],
     }
+    if self.fuse_before_first:
+      between = np.sum(tables["conv1x1"][:n_], axis=0)  # fuse{d}: d + 1 slots
+    else:  # connect{d}: d + 2 slots; the last one's parameters only
+      between = np.sum(tables["conv1x1"][1:n_], axis=0) + table("unused1x1", [n_ + 1])[0]
 
     def cost(tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
       t = {k: jnp.asarray(v) for k, v in tables.items()}
@@ -792,7 +881,7 @@ class DeCoNAS(CostTable):
           jnp.where(count[k] > 0, ops_t[k, jnp.maximum(count[k] - 1, 0)], 0.0) for k in range(3)
         )
         block = block + jnp.where(live[m] & has[m], node, 0.0)
-      total = frame + jnp.sum(conv1x1[:n_], axis=0) + n_ * block + conv1x1[jnp.sum(gff)]
+      total = frame + between + n_ * block + conv1x1[jnp.sum(gff)]
       return total[0], total[1] / (side * side)
 
     return cost
@@ -814,7 +903,8 @@ class DeCoNAS(CostTable):
     self._check(arch)
     if "params" in supernet_params:
       return {"params": self.child_params(supernet_params["params"], arch)}
-    c, p = self.channels, _unstack(supernet_params, self.blocks, self.channels)
+    c = self.channels
+    p = _unstack(supernet_params, self.blocks, c, self.fuse_before_first)
     out = {k: v for k, v in p.items() if not k.startswith("block") and k != "gff_fuse"}
     sel = [d for d in range(self.blocks) if arch.gff[d]] + [self.blocks]
     out["gff_fuse"] = {"kernel": _slots(p["gff_fuse"]["kernel"], sel, c, 2), **_bias(p["gff_fuse"])}
@@ -830,7 +920,7 @@ class DeCoNAS(CostTable):
             bp[name] = {
               "depthwise": {
                 "kernel": _slots(dw["kernel"], inputs, c, 3),
-                "bias": _slots(dw["bias"], inputs, c, 0),
+                **({"bias": _slots(dw["bias"], inputs, c, 0)} if "bias" in dw else {}),
               },
               "pointwise": {"kernel": _slots(pw["kernel"], inputs, c, 2), **_bias(pw)},
             }
@@ -842,20 +932,22 @@ class DeCoNAS(CostTable):
     return out
 
 
-def _unstack(params: dict, blocks: int, channels: int) -> dict:
-  """Return the supernet params with the scanned "dense" stack split into fuse{d} and block{d}.
+def _unstack(params: dict, blocks: int, channels: int, fuse_before_first: bool) -> dict:
+  """Return the supernet params with the scanned "dense" stack split into block{d} and the 1x1
+  convs between DNBs: connect{d} (fuse{d} with `fuse_before_first`).
 
-  fuse{d} keeps the first (d+1)*C input rows of the stacked fuse kernel: the slots the supernet
-  does not mask at step d.
+  connect{d} keeps the first (d+2)*C input rows of the stacked fuse kernel, fuse{d} the first
+  (d+1)*C: the slots the supernet does not mask at step d.
   """
   if "dense" not in params:
     return params
   out = {k: v for k, v in params.items() if k != "dense"}
   dense = params["dense"]
+  name, extra = ("fuse", 1) if fuse_before_first else ("connect", 2)
   for d in range(blocks):
     fuse = dense["fuse"]
-    out[f"fuse{d}"] = {
-      "kernel": fuse["kernel"][d, :, :, : (d + 1) * channels],
+    out[f"{name}{d}"] = {
+      "kernel": fuse["kernel"][d, :, :, : (d + extra) * channels],
       "bias": fuse["bias"][d],
     }
     out[f"block{d}"] = jax.tree_util.tree_map(lambda a, d=d: a[d], dense["block"])

@@ -89,6 +89,28 @@ def test_sepconv_is_depthwise_then_pointwise():
   assert v["params"]["pointwise"]["kernel"].shape == (1, 1, 8, 6)
 
 
+def test_sepconv_without_depthwise_bias_is_the_same_function_with_fewer_parameters():
+  _, v = _apply(ops.SepConv(6, kernel=5), X)
+  p = v["params"]
+  _, v1 = _apply(ops.SepConv(6, kernel=5, depthwise_bias=False), X)
+  assert "bias" not in v1["params"]["depthwise"] and v1["params"]["pointwise"]["bias"].shape == (6,)
+  # The linear pointwise conv absorbs the depthwise bias: b_pw' = W_pw^T b_dw + b_pw.
+  dwb = np.random.default_rng(2).normal(size=8).astype(np.float32)
+  p = {**p, "depthwise": {**p["depthwise"], "bias": dwb}}
+  folded = {
+    "depthwise": {"kernel": p["depthwise"]["kernel"]},
+    "pointwise": {
+      "kernel": p["pointwise"]["kernel"],
+      "bias": p["pointwise"]["bias"] + dwb @ np.asarray(p["pointwise"]["kernel"])[0, 0],
+    },
+  }
+  want = ops.SepConv(6, kernel=5).apply({"params": p}, X)
+  got = ops.SepConv(6, kernel=5, depthwise_bias=False).apply({"params": folded}, X)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  bare = ops.SepConvParams(5, 8, 6, depthwise_bias=False).init(jax.random.PRNGKey(0))["params"]
+  assert jax.tree.map(np.shape, bare) == jax.tree.map(np.shape, v1["params"])
+
+
 def test_residual_op_adds_input():
   y, v = _apply(ops.ResidualOp(ops.Conv(8)), X)
   conv_y = ops.Conv(8).apply({"params": v["params"]["op"]}, X)
