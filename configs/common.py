@@ -159,6 +159,12 @@ def one_shot_config(
   c.train_steps_per_epoch = train_steps_per_epoch  # shared-weight steps, one sampled child each
   c.controller_steps_per_epoch = controller_steps_per_epoch  # strategy updates per epoch
   c.controller_batch = 1  # children per controller step (ENAS: 1)
+  # How the shared-weight steps pick their child: "policy" (the strategy's samples, ENAS),
+  # "uniform" (single-path uniform sampling, SPOS: the weights train apart from the strategy) or
+  # "fair" (FairNAS's strict fairness: within each cycle of steps every choice of every decision
+  # is trained equally often). `warmup_epochs`: first epochs that train the weights on uniform
+  # samples and skip the strategy's steps.
+  c.sampling = ml_collections.ConfigDict({"mode": "policy", "warmup_epochs": 0})
   c.supernet = ml_collections.ConfigDict()  # options of space.supernet(scale, **c.supernet)
   c.keep_checkpoints = 2
   c.derive = ml_collections.ConfigDict()

@@ -62,6 +62,7 @@ NUMBER_RULES = {
   "train_steps_per_epoch": ("int", ">0"),
   "controller_steps_per_epoch": ("int", ">=0"),
   "controller_batch": ("int", ">0"),
+  "sampling.warmup_epochs": ("int", ">=0"),
   "val_patch": ("int", ">0"),
   "derive.candidates": ("int", ">0"),
   "data.patch_size": ("int", ">0"),

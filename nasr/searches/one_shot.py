@@ -38,6 +38,7 @@ from absl import logging
 from nasr import compute, parallel, plots, spaces, strategies, writers
 from nasr import data as data_lib
 from nasr.core.checks import check_scale
+from nasr.core.errors import ConfigError
 from nasr.estimation import cost, metrics
 from nasr.estimation import train as train_lib
 from nasr.estimation.evaluate import score_images
@@ -52,8 +53,44 @@ PROBE_SAMPLES = 200
 # Folded into the seed's key for the probe: a stream of its own, so the run's three streams (split
 # from the seed's key) and everything they decide are those of a run without diagnostics.
 _PROBE_STREAM = 0x9B0BE
+_FAIR_STREAM = 0xFA12  # the fair sampler's cycle orders: a stream of their own
 # An entropy above this fraction of its maximum after half the run: the policy has not moved.
 STUCK_RATIO = 0.999
+# How the shared-weight steps pick their child (config.sampling.mode), by index in the step.
+SAMPLING = ("policy", "uniform", "fair")
+
+
+def child_sampler(spec, propose: Callable) -> Callable:
+  """Return sample(policy, key, num) -> (tokens [num, L], {}) for `compute.compile_sampled_step`.
+
+  `policy` is (strategy state, mode, step, fair key): mode 0 samples from the strategy
+  (`propose`), 1 uniformly, 2 fairly: within each cycle of `max(spec.choices)` steps each decision
+  takes every choice index once in a random order per cycle, reduced modulo its own number of
+  choices (exactly FairNAS's strict fairness where a decision has the most choices, nearly so
+  elsewhere). The mode is data: one compiled step serves every mode of a run.
+  """
+  choices = jnp.asarray(spec.choices, jnp.int32)
+  width, n = max(spec.choices), len(spec)
+
+  def sample(policy, key, num):
+    s_state, mode, step, fair_key = policy
+    from_policy, _ = propose(s_state, key, num)
+    uniform = jax.random.randint(jax.random.fold_in(key, 1), (num, n), 0, choices, jnp.int32)
+    cycle = jax.random.fold_in(fair_key, step // width)
+    orders = jax.vmap(lambda i: jax.random.permutation(jax.random.fold_in(cycle, i), width))(
+      jnp.arange(n)
+    )
+    fair = jnp.broadcast_to(orders[:, step % width].astype(jnp.int32) % choices, (num, n))
+    tokens = jnp.select([mode == 0, mode == 1], [from_policy.astype(jnp.int32), uniform], fair)
+    return tokens, {}
+
+  return sample
+
+
+def sampling_mode(config: ml_collections.ConfigDict, epoch: int) -> str:
+  """Return how epoch `epoch`'s shared-weight steps sample (uniform during the warm-up)."""
+  s = config.sampling
+  return "uniform" if epoch < int(s.warmup_epochs) else str(s.mode)
 
 
 def make_psnr_fn(supernet, scale: int) -> Callable:
@@ -90,6 +127,10 @@ class _Parts:
 def _prepare(config: ml_collections.ConfigDict) -> _Parts:
   """Return the run's parts; everything a user can get wrong fails here, before a step runs."""
   scale = check_scale(config.scale, "config.scale")
+  if config.sampling.mode not in SAMPLING:
+    raise ConfigError(
+      f"config.sampling.mode must be one of {', '.join(SAMPLING)}, got {config.sampling.mode!r}"
+    )
   space = spaces.get(config.space.name, **loop.space_kwargs(config))
   require(space, SupernetSpace, "one-shot")
   spec = space.token_spec()
@@ -150,7 +191,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   # Everything the steps touch lives on the same devices (restored arrays come back committed).
   state = parallel.replicate(state, p.mesh)
   steps = {
-    "train": compute.compile_sampled_step(p.supernet, p.tx, p.loss_fn, p.strategy.propose, p.mesh),
+    "train": compute.compile_sampled_step(
+      p.supernet, p.tx, p.loss_fn, child_sampler(p.space.token_spec(), p.strategy.propose), p.mesh
+    ),
     "propose": jax.jit(p.strategy.propose, static_argnums=2),
     "update": jax.jit(p.strategy.update),
     "psnr": jax.jit(make_psnr_fn(p.supernet, p.scale)),
@@ -170,15 +213,20 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
       state, w_loss = _train_shared(p, steps, state, epoch, w_rng, search, at, carry)
       t_w = carry.get("t_w", time.time() - t_epoch)
       t_c0 = time.time()
-      state, record = _train_strategy(
-        p,
-        steps,
-        state,
-        epoch,
-        c_rng,
-        search,
-        max(at - n_w, 0),
-        {**carry, "t_w": t_w, "supernet_loss": w_loss},
+      warmup = epoch < config.sampling.warmup_epochs  # the weights warm up; the strategy waits
+      state, record = (
+        (state, dict.fromkeys(("reward", "val_psnr", "complexity"), float("nan")))
+        if warmup
+        else _train_strategy(
+          p,
+          steps,
+          state,
+          epoch,
+          c_rng,
+          search,
+          max(at - n_w, 0),
+          {**carry, "t_w": t_w, "supernet_loss": w_loss},
+        )
       )
       t_c = time.time() - t_c0
       record = {
@@ -186,7 +234,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
         "supernet_loss": w_loss,
         **record,
         "supernet_steps_per_sec": n_w / max(t_w, 1e-9),
-        "controller_steps_per_sec": n_c / max(t_c, 1e-9),
+        "controller_steps_per_sec": (0 if warmup else n_c) / max(t_c, 1e-9),
         **_policy_record(p, steps, state["strategy"], probe_rng),
       }
       shown = {"reward": record["reward"], "psnr": record["val_psnr"]}
@@ -260,6 +308,8 @@ def _train_shared(
   if "supernet_loss" in carry:  # the phase was over when the run stopped: its loss was saved
     return state, float(carry["supernet_loss"])
   w_state, losses = state["w"], list(carry.get("w_losses", []))
+  mode = jnp.int32(SAMPLING.index(sampling_mode(p.config, epoch)))
+  fair_key = jax.random.fold_in(w_rng, _FAIR_STREAM)
 
   def batch(step: int):
     local = p.sampler.batch(step, (lo, lo + local_batch))
@@ -277,7 +327,8 @@ def _train_shared(
       batch = batches.get(step)
       with loop.on_device():
         key = jax.random.fold_in(w_rng, step)
-        w_state, m = steps["train"](w_state, state["strategy"], batch, w_rng, key)
+        policy = (state["strategy"], mode, jnp.int32(step), fair_key)
+        w_state, m = steps["train"](w_state, policy, batch, w_rng, key)
       losses.append(m["loss"])
   loss = search.finite(losses, epoch * n) if n else float("nan")
   return {**state, "w": w_state}, loss

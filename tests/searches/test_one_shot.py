@@ -13,6 +13,7 @@ from jax._src.array import ArrayImpl
 
 from nasr import spaces, strategies
 from nasr.configs.common import TINY_SPACES
+from nasr.core.errors import ConfigError
 from nasr.estimation import cost
 from nasr.experiment import load_config
 from nasr.searches import loop, one_shot
@@ -240,3 +241,44 @@ def test_a_search_reads_nothing_on_the_host_between_its_steps(tmp_path, monkeypa
   assert np.isfinite(result["best_psnr"])
   with pytest.raises(AssertionError, match="read on the host"), _no_host_reads():
     float(jnp.ones(()))
+
+
+def test_child_sampler_modes_policy_uniform_and_strictly_fair():
+  spec = spaces.get("deconas", **TINY_SPACES["deconas"]).token_spec()
+  strategy = strategies.get("reinforce", spec, hidden=8, layers=1)
+  s_state = strategy.init(jax.random.key(0))
+  sample = jax.jit(one_shot.child_sampler(spec, strategy.propose), static_argnums=2)
+  fair_key = jax.random.key(7)
+  key = jax.random.key(3)
+
+  def tokens(mode, step=0, k=key):
+    return np.asarray(sample((s_state, jnp.int32(mode), jnp.int32(step), fair_key), k, 1)[0][0])
+
+  want, _ = strategy.propose(s_state, key, 1)
+  np.testing.assert_array_equal(tokens(0), want[0])  # "policy": the strategy's own sample
+  uniform = np.stack([tokens(1, k=jax.random.key(i)) for i in range(64)])
+  assert np.all(uniform < np.asarray(spec.choices)) and len({tuple(t) for t in uniform}) > 32
+  # "fair": in each cycle of max(choices) steps, every decision takes each choice equally often.
+  width = max(spec.choices)
+  for cycle in range(2):
+    seen = np.stack([tokens(2, cycle * width + i) for i in range(width)])
+    for d, c in enumerate(spec.choices):
+      counts = np.bincount(seen[:, d], minlength=c)
+      assert counts.max() - counts.min() <= (0 if width % c == 0 else 1), (d, counts)
+  assert not np.array_equal(  # a new order each cycle
+    [tokens(2, i) for i in range(width)], [tokens(2, width + i) for i in range(width)]
+  )
+
+
+def test_a_warm_up_trains_the_weights_uniformly_before_the_strategy_learns(tmp_path):
+  c = _config("deconas", "reinforce")
+  c.epochs, c.sampling.warmup_epochs, c.sampling.mode = 3, 1, "fair"
+  one_shot.run(c, tmp_path)
+  history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [h["step"] for h in history] == [1, 2, 3]
+  # Epoch 1 warms the weights up: no strategy step (no reward); then the strategy learns.
+  assert history[0]["reward"] is None and "controller_loss" not in history[0]
+  assert all(np.isfinite(h["reward"]) for h in history[1:])
+  c.sampling.mode = "best"
+  with pytest.raises(ConfigError, match="sampling.mode must be one of policy, uniform, fair"):
+    one_shot.run(c, tmp_path / "bad")
