@@ -15,6 +15,7 @@ learning curve (a shorter run as a low-fidelity proxy of the full one).
 """
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -133,16 +134,49 @@ def predictors(t: table_lib.Table, truth: np.ndarray) -> dict:
 ConfigLoader = Callable[[str, str], ml_collections.ConfigDict]
 
 
+def _override(c: ml_collections.ConfigDict, spec: str, assignment: str) -> None:
+  """Set `key=value` (a dotted key the config has) in `c`, typed as the value it replaces."""
+  key, sep, text = assignment.partition("=")
+  *path, leaf = key.split(".")
+  node = c
+  for part in path:
+    node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+  if not sep or not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    raise ConfigError(
+      f"weight_sharing search {spec!r}: {assignment!r} is not key=value of a key its config has"
+    )
+  old = node[leaf]
+  if isinstance(old, bool):
+    value = {"true": True, "false": False}.get(text.lower())
+  else:
+    try:
+      value = type(old)(text) if isinstance(old, int | float | str) else None
+    except ValueError:
+      value = None
+  if value is None:
+    raise ConfigError(
+      f"weight_sharing search {spec!r}: {key}={text!r} is not a {type(old).__name__}"
+    )
+  node[leaf] = value
+
+
 def _search_config(
   load: ConfigLoader, spec: str, preset: str, seed: int, space: dict
 ) -> ml_collections.ConfigDict:
-  """Return the search config of `spec` ("<config>[/<strategy>]") at `preset` with `seed`."""
-  name, _, strategy = spec.partition("/")
+  """Return the search config of `spec` at `preset` with `seed`.
+
+  `spec` is "<config>[/<strategy>]" and then any " key=value" overrides (a supernet-training try:
+  "bench_one_shot/random sampling.mode=fair train_steps_per_epoch=120").
+  """
+  head, *assignments = spec.split()
+  name, _, strategy = head.partition("/")
   c = load(name, preset)
   with c.unlocked():
     c.seed = seed
     if strategy:
       c.strategy.name = strategy
+    for a in assignments:
+      _override(c, spec, a)
   got = {k: v for k, v in c.space.items()}
   if got != space:
     raise ConfigError(
@@ -165,7 +199,8 @@ def weight_sharing(
     runs = []
     for seed in range(int(ws.seeds)):
       c = _search_config(load, spec, config.preset, seed, dict(t.raw["protocol"]["space"]))
-      wd = workdirs.prepare(workdir / "searches" / f"{spec.replace('/', '_')}_{seed}")
+      name = re.sub(r"[^\w.=-]+", "_", spec)  # overrides name the workdir too
+      wd = workdirs.prepare(workdir / "searches" / f"{name}_{seed}")
       method = SEARCH_METHODS.get(c.method)
       result = loop.finished(c, wd) or method.run(c, wd)
       scorer = method.scorer(c, wd, result)

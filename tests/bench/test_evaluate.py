@@ -140,3 +140,24 @@ def test_weight_sharing_searches_run_on_the_bench_space_and_rank_every_member(ta
   table_file.write_text(json.dumps(table))
   with pytest.raises(ConfigError, match="the table's is"):
     nasr.bench_evaluate(c, tmp_path / "w2")
+
+
+def test_a_weight_sharing_search_spec_carries_typed_overrides():
+  # A supernet-training try is one line of config.weight_sharing.searches.
+  load = nasr.load_config
+  c = evaluate._search_config(
+    load,
+    "bench_one_shot/random sampling.mode=fair sampling.warmup_epochs=2 train_steps_per_epoch=7",
+    "tiny",
+    3,
+    dict(load("bench_one_shot", "tiny").space),
+  )
+  assert (c.seed, c.strategy.name, c.sampling.mode) == (3, "random", "fair")
+  assert (c.sampling.warmup_epochs, c.train_steps_per_epoch) == (2, 7)
+  for bad, match in (
+    ("bench_one_shot sampling.modes=fair", "not key=value of a key"),
+    ("bench_one_shot epochs=many", "epochs='many' is not a int"),
+    ("bench_one_shot epochs", "not key=value"),
+  ):
+    with pytest.raises(ConfigError, match=match):
+      evaluate._search_config(load, bad, "tiny", 0, dict(load("bench_one_shot", "tiny").space))
