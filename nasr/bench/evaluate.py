@@ -198,7 +198,8 @@ def weight_sharing(
   for spec in ws.searches:
     runs = []
     for seed in range(int(ws.seeds)):
-      c = _search_config(load, spec, config.preset, seed, dict(t.raw["protocol"]["space"]))
+      preset = ws.get("preset") or config.preset
+      c = _search_config(load, spec, preset, seed, dict(t.raw["protocol"]["space"]))
       name = re.sub(r"[^\w.=-]+", "_", spec)  # overrides name the workdir too
       wd = workdirs.prepare(workdir / "searches" / f"{name}_{seed}")
       method = SEARCH_METHODS.get(c.method)
@@ -320,11 +321,12 @@ def run(
       )
     result["weight_sharing"] = weight_sharing(config, t, truth, workdir, load)
   writers.write_json(workdir / "evaluate.json", result)
-  plots.plot_regret(
-    {r["strategy"]: r["regret_curve"] for r in result["strategies"]},
-    workdir / "regret.png",
-    f"regret against queries ({metric} PSNR, {config.search_seeds} searches, 95% intervals)",
-  )
+  if result["strategies"]:  # the tries preset scores weight sharing only: no regret to draw
+    plots.plot_regret(
+      {r["strategy"]: r["regret_curve"] for r in result["strategies"]},
+      workdir / "regret.png",
+      f"regret against queries ({metric} PSNR, {config.search_seeds} searches, 95% intervals)",
+    )
   text = report(result)
   (Path(workdir) / "evaluate.txt").write_text(text + "\n")
   return text

@@ -161,3 +161,14 @@ def test_a_weight_sharing_search_spec_carries_typed_overrides():
   ):
     with pytest.raises(ConfigError, match=match):
       evaluate._search_config(load, bad, "tiny", 0, dict(load("bench_one_shot", "tiny").space))
+
+
+def test_the_tries_preset_runs_without_black_box_strategies(table_file, tmp_path):
+  c = bench_eval.get_config("tries")
+  assert c.strategy_names == () and c.weight_sharing.preset == "default"
+  assert len(c.weight_sharing.searches) >= 4  # each try one line, judged by its tau
+  c.table, c.weight_sharing.seeds = str(table_file), 0  # the searches themselves: tested above
+  text = nasr.bench_evaluate(c, tmp_path / "w")
+  result = json.loads((tmp_path / "w" / "evaluate.json").read_text())
+  assert result["strategies"] == [] and "synflow" in text
+  assert not (tmp_path / "w" / "regret.png").exists()  # nothing to draw
