@@ -35,6 +35,16 @@ from nasr.configs import train as train_config
 
 PRESETS = (*common.PRESETS, "final")
 ARCHS = Path(__file__).resolve().parent / "archs"
+# The network's forms, the released code's (docs/fidelity.md; nasr's earlier forms in comments):
+# --config.space.cell_preprocess=concat_conv etc. switch each back.
+FORMS = {
+  "cell_preprocess": "relu_conv",  # or "concat_conv": one 1x1 conv of the cell's concat
+  "conv_bias": False,  # True: biases on the stem, preprocessing, separable and dilated convs
+  "deconv_kernel": "released",  # 3 at x2, 5 at x4; "2s": kernel 2s (needed for x3)
+  "after_upsampling": "repeat",  # "resize": the LR cell, resized, as the next cell's two-back input
+  "skip": "none",  # "image": bicubic(x) added to the output (short runs learn faster)
+  "reduction": 3,  # RCAB's channel-attention reduction (nasr's earlier 4)
+}
 HNAS_A = str(ARCHS / "hnas_a.json")
 
 
@@ -45,7 +55,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
     return _final()
   c = common.one_shot_config(
     preset,
-    {"name": "hnas", "layers": 12, "nodes": 4, "channels": 8},
+    {"name": "hnas", "layers": 12, "nodes": 4, "channels": 8, **FORMS},
     "hierarchical",
     epochs=400,
     train_steps_per_epoch=200,
