@@ -28,6 +28,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # One-shot searches: the same search with the `random` strategy (same supernet steps and scored
   # children) in W/random_search, its derived architecture trained stand-alone as well.
   c.random_search = True
+  # A benchmark table (`nasr bench build`'s table.json; "" = the one nasr ships, if any): when the
+  # searched space is the table's, its stand-alone PSNRs are looked up instead of trained and the
+  # whole space is ranked with the shared weights.
+  c.table = ""
   c.distributed = common.distributed_config()
   # The stand-alone proxy budget: the same steps, patches and seed for every architecture.
   t = train_config.get_config("quick" if preset == "default" else preset)

@@ -388,7 +388,8 @@ def diagnose(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> d
       "the diagnostics run on one process (their stand-alone runs write files from every "
       "process): set config.distributed.num_processes=1"
     )
-  return diagnostics.run(config, workdir)
+  # A benchmark table of the searched space replaces the stand-alone training by lookups.
+  return diagnostics.run(config, workdir, bench.table.standalone_lookup(config.get("table")))
 
 
 # ---------------------------------------------------------------------------------------------------

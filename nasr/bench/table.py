@@ -14,6 +14,7 @@ result. `Table` turns it into arrays indexed by member id for the strategies' lo
 import datetime
 import json
 import platform
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -21,7 +22,9 @@ import jax
 import ml_collections
 import numpy as np
 
+from nasr import spaces
 from nasr.core.errors import ConfigError
+from nasr.spaces import bench as bench_space
 
 FORMAT = 1
 SHIPPED = "srbench_x2.json"
@@ -216,3 +219,23 @@ def compare(table: dict, shipped: dict | None) -> dict:
     "check_max_abs_db": round(float(diff[ok].max()), 4),
     "check_mean_abs_db": round(float(diff[ok].mean()), 4),
   }
+
+
+def standalone_lookup(path: str | Path | None = None) -> Callable | None:
+  """Return lookup(space, tokens [N, L]) -> the table's stand-alone val PSNRs [N] (NaN where a
+  member is missing; None for another space), or None when there is no table (`nasr diagnose`
+  then trains its architectures itself)."""
+  raw = load(path or None)
+  if raw is None:
+    return None
+  t = Table(raw)
+  truth = t.psnr("val")
+  p = dict(raw["protocol"]["space"])
+  table_space = spaces.get(p.pop("name"), **p)
+
+  def lookup(space, tokens: np.ndarray) -> np.ndarray | None:
+    if space != table_space:
+      return None
+    return np.asarray([truth[bench_space.arch_id(row)] for row in np.asarray(tokens)], np.float64)
+
+  return lookup

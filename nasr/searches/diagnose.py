@@ -22,18 +22,28 @@ Given a finished one-shot (DeCoNAS, HNAS) or DARTS-SR search in `config.search`,
 
 A search whose shared weights rank badly, or whose choice does not beat random at this budget, is a
 finding to report, not an error.
+
+With a benchmark table of the searched space (`nasr bench build`; the entry point passes
+`standalone`, a lookup of its stand-alone PSNRs), step 4 trains nothing: each architecture's
+stand-alone PSNR is the table's, and ranking.json's "table" also ranks every member of the space
+with the shared weights (Kendall tau and Spearman rho over the whole space, the searched
+architecture's true rank).
 """
 
 import hashlib
+import itertools
 import json
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
+import scipy.stats
 from absl import logging
 
 from nasr import plots, spaces, workdirs, writers
@@ -147,7 +157,18 @@ def _random_search(
   return np.asarray(done["best_tokens"], np.int32)
 
 
-def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+# space, tokens [N, L] -> stand-alone PSNRs [N] (NaN where unknown), or None when the lookup does
+# not hold that space: a benchmark table's (nasr.experiment builds it; searches do not import bench).
+StandAlone = Callable[[Any, np.ndarray], np.ndarray | None]
+# Spaces up to this size are ranked whole against a table (each member scored once).
+MAX_RANKED = 20_000
+
+
+def run(
+  config: ml_collections.ConfigDict,
+  workdir: str | os.PathLike,
+  standalone: StandAlone | None = None,
+) -> dict:
   """Diagnose the search in config.search; write ranking.json / ranking.png; return the summary."""
   t0 = time.time()
   search, result = finished_search(config.get("search", ""))
@@ -163,15 +184,20 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   config_dict = json.loads(config.to_json_best_effort())
   workdirs.claim(workdir, KIND, config_dict)
   try:
-    return _diagnose(config, search, result, search_dir, workdir, t0)
+    return _diagnose(config, search, result, search_dir, workdir, t0, standalone)
   finally:
     workdirs.release(workdir)
 
 
-def _diagnose(config, search, result, search_dir: Path, workdir: Path, t0: float) -> dict:
-  """Score, sample, train stand-alone, report (the workdir is claimed)."""
+def _diagnose(
+  config, search, result, search_dir: Path, workdir: Path, t0: float, standalone
+) -> dict:
+  """Score, sample, train stand-alone (or look up), report (the workdir is claimed)."""
   method = search.method
   scorer = SEARCH_METHODS.get(method).scorer(search, search_dir, result)
+  table = standalone(scorer.space, scorer.searched[None]) if standalone else None
+  if table is not None:
+    logging.info("stand-alone PSNRs: the benchmark table's (nothing is trained)")
   rng = np.random.default_rng(int(config.get("seed", 0)))
   pool = uniform_architectures(scorer.space, rng, config.pool)
   if len(pool) < max(config.samples, config.random):
@@ -208,10 +234,16 @@ def _diagnose(config, search, result, search_dir: Path, workdir: Path, t0: float
       r["shared_psnr"] = float(p)
 
   train = standalone_config(config, search, scorer.scale)
-  trained = [
-    _train(scorer, train, row, workdir, i, len(rows)) for i, row in enumerate(rows.values())
-  ]
+  if table is not None:
+    trained = _looked_up(scorer, list(rows.values()), standalone)
+  else:
+    trained = [
+      _train(scorer, train, row, workdir, i, len(rows)) for i, row in enumerate(rows.values())
+    ]
   report = _report(config, search, scorer, trained, shared, search_dir, time.time() - t0)
+  if table is not None:
+    report["standalone"] = {"source": "benchmark table"}
+    report["table"] = _rank_space(scorer, standalone)
   if jax.process_index() == 0:
     writers.write_json(workdir / RESULT_FILE, report)
     plots.plot_ranking(
@@ -223,6 +255,49 @@ def _diagnose(config, search, result, search_dir: Path, workdir: Path, t0: float
       bicubic_psnr=report["bicubic_psnr"],
     )
   return _summary(report, workdir)
+
+
+def _looked_up(scorer: loop.Scorer, rows: list[dict], standalone: StandAlone) -> list[dict]:
+  """Return `rows` completed with the table's stand-alone PSNRs (as `_train` completes them)."""
+  psnr = standalone(scorer.space, np.stack([r["tokens"] for r in rows]))
+  out = []
+  for row, p in zip(rows, psnr, strict=True):
+    arch = scorer.space.decode(row["tokens"])
+    out.append(
+      {
+        "id": "table",
+        "roles": row["roles"],
+        "tokens": [int(v) for v in row["tokens"]],
+        "shared_psnr": row["shared_psnr"],
+        "standalone_psnr": float(p),
+        "params": int(scorer.space.count_params(arch, scorer.scale)),
+        "diverged": False,
+        "bicubic_psnr": None,
+        "workdir": None,
+      }
+    )
+  return out
+
+
+def _rank_space(scorer: loop.Scorer, standalone: StandAlone) -> dict | None:
+  """Return tau / rho of shared-weight vs table PSNR over every member, and the searched one's
+  true rank; None for a space too large to score whole."""
+  spec = scorer.space.token_spec()
+  if spec.size > MAX_RANKED:
+    return None
+  members = np.asarray(list(itertools.product(*(range(c) for c in spec.choices))), np.int32)
+  shared = np.asarray(scorer.score(members), np.float64)
+  truth = np.asarray(standalone(scorer.space, members), np.float64)
+  ok = np.isfinite(shared) & np.isfinite(truth)
+  searched = float(standalone(scorer.space, scorer.searched[None])[0])
+  return {
+    "members": int(ok.sum()),
+    "kendall_tau": float(scipy.stats.kendalltau(shared[ok], truth[ok]).statistic),
+    "spearman_rho": float(scipy.stats.spearmanr(shared[ok], truth[ok]).statistic),
+    "searched_psnr": searched,
+    "searched_rank": int(1 + np.sum(truth[ok] > searched)),
+    "best_psnr": float(truth[ok].max()),
+  }
 
 
 def _train(scorer: loop.Scorer, train, row: dict, workdir: Path, i: int, n: int) -> dict:
@@ -349,6 +424,10 @@ def _summary(report: dict, workdir: Path) -> dict:
   if "searched_beats" in b:
     out["searched_beats"] = f"{b['searched_beats']} of {b['random_n']} random architectures"
   out["bicubic_psnr"] = report["bicubic_psnr"]
+  if report.get("table"):  # the whole space ranked against the benchmark table
+    t = report["table"]
+    out["table_kendall_tau"], out["table_spearman_rho"] = t["kendall_tau"], t["spearman_rho"]
+    out["searched_true_rank"] = f"{t['searched_rank']} of {t['members']} members"
   out["ranking_json"] = str(workdir / RESULT_FILE)
   out["wall_s"] = report["wall_s"]
   return out

@@ -5,10 +5,13 @@ import json
 import numpy as np
 import pytest
 
+import nasr
 from nasr import spaces
 from nasr.core import ConfigError
 from nasr.experiment import load_config
 from nasr.searches import diagnose
+from nasr.spaces import bench as bench_space
+from tests.bench.test_evaluate import made_up_table
 
 
 def _config(search) -> "diagnose.ml_collections.ConfigDict":
@@ -64,3 +67,31 @@ def test_the_pool_is_distinct_valid_and_uniform():
   # A space smaller than the request gives all it has.
   tiny = spaces.get("darts_sr", ops="skip_connect,none", cells=1, channels=4, nodes=1)
   assert len(diagnose.uniform_architectures(tiny, np.random.default_rng(0), 50)) == 2
+
+
+def test_a_benchmark_table_replaces_stand_alone_training(tmp_path):
+  # A one-shot search of the bench space, diagnosed against a table of that space: nothing is
+  # trained stand-alone (no sub-run), every architecture's stand-alone PSNR is the table's, and
+  # the whole space is ranked with the shared weights.
+  search = load_config("bench_one_shot", "tiny", lock=False)
+  search.epochs, search.train_steps_per_epoch, search.controller_steps_per_epoch = 1, 2, 1
+  search.derive.candidates = 2
+  nasr.run_search(search, tmp_path / "s")
+  raw = made_up_table()
+  table_file = tmp_path / "table.json"
+  table_file.write_text(json.dumps(raw))
+  config = _config(tmp_path / "s")
+  config.random_search, config.table = False, str(table_file)
+  summary = nasr.diagnose(config, tmp_path / "d")
+  report = json.loads((tmp_path / "d" / "ranking.json").read_text())
+  assert not (tmp_path / "d" / "standalone").exists() and report["standalone"]["source"]
+  truth = {m["id"]: np.mean([r["curve"][-1][1] for r in m["runs"]]) for m in raw["members"]}
+  for row in report["architectures"]:
+    assert row["standalone_psnr"] == pytest.approx(truth[bench_space.arch_id(row["tokens"])])
+  t = report["table"]
+  assert t["members"] == 216 and -1 <= t["kendall_tau"] <= 1 and 1 <= t["searched_rank"] <= 216
+  assert summary["searched_true_rank"] == f"{t['searched_rank']} of 216 members"
+  # A table of another space is not used: the architectures are trained as before.
+  assert (
+    nasr.bench.table.standalone_lookup(table_file)(spaces.get("bench"), np.zeros((1, 3))) is None
+  )
