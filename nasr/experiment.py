@@ -11,8 +11,11 @@ public API: the trainer lives in `nasr.training`, data sources in `nasr.data`, s
 `nasr.searches`.
 """
 
+import hashlib
 import importlib.util
+import json
 import os
+import socket
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -359,19 +362,110 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
   return record.run(config, workdir)
 
 
+# A retrain estimated to take longer than LONG_RETRAIN_S gets a short variant of SHORT_RETRAIN_S.
+LONG_RETRAIN_S = 30 * 60
+SHORT_RETRAIN_S = 10 * 60
+RETRAIN_TIMING = "retrain_timing.json"  # W/retrain_timing.json: the timed step, reused later
+
+
+def short_retrain_steps(steps: int, step_s: float) -> int | None:
+  """Return the steps of a retrain of about SHORT_RETRAIN_S seconds at `step_s` a step, or None
+  when the full `steps` take at most LONG_RETRAIN_S (or a step is too slow for a short run)."""
+  if steps * step_s <= LONG_RETRAIN_S:
+    return None
+  n = int(SHORT_RETRAIN_S / step_s)
+  if n < 10:  # a step a minute: ten minutes of it trains nothing worth evaluating
+    return None
+  unit = 10 ** max(len(str(n)) - 2, 0)  # two significant digits: 243 -> 240, 1937 -> 1900
+  return n // unit * unit
+
+
+def retrain_lines(
+  arch: Path,
+  workdir: Path,
+  flags: tuple[str, ...],
+  retrain: ml_collections.ConfigDict,
+  step_s: float | None,
+) -> list[str]:
+  """Return the lines that print the retrain and evaluate commands of `arch`, with the retrain's
+  time at `step_s` seconds a step (no estimate when None) and a short retrain when it is long."""
+
+  def commands(dest: Path, train_flags: tuple[str, ...] = flags) -> list[str]:
+    shown = "".join(f" {f}" for f in train_flags)
+    return [
+      f"  nasr train --config=train --config.arch={arch}{shown} --workdir={dest}",
+      f"  nasr evaluate --config=evaluate --config.checkpoint={dest} --workdir={dest / 'eval'}",
+    ]
+
+  if step_s is None:
+    return [
+      "next: retrain the architecture found, then score it against bicubic:",
+      *commands(workdir / "retrain"),
+    ]
+  steps = int(retrain.steps)
+  lines = [
+    f"next: retrain the architecture found ({steps} steps, "
+    f"{writers.rough_duration(steps * step_s)} on this host), then score it against bicubic:",
+    *commands(workdir / "retrain"),
+  ]
+  short = short_retrain_steps(steps, step_s)
+  if short is not None:
+    # The short run's step count replaces any the search's overrides set.
+    rest = tuple(f for f in flags if not f.startswith("--config.steps="))
+    lines += [
+      f"or first a short retrain ({short} steps, {writers.rough_duration(short * step_s)}; a "
+      "rougher network, for a first look):",
+      *commands(workdir / "retrain_short", (*rest, f"--config.steps={short}")),
+    ]
+  p = retrain.data.patch_size
+  lines.append(
+    f"(estimates from {step_s:.3g} s a training step of this network, timed on this host at "
+    f"batch {retrain.data.batch_size} of {p}x{p} LR patches; validation not counted)"
+  )
+  return lines
+
+
+def _retrain_step_s(retrain: ml_collections.ConfigDict, workdir: Path, flags) -> float | None:
+  """Return the seconds a retrain step of the found network takes here (timed once per workdir,
+  host and command; None when it cannot be timed)."""
+  key = {
+    "arch_sha256": hashlib.sha256(Path(retrain.arch).read_bytes()).hexdigest(),
+    "flags": list(flags),
+    "host": socket.gethostname(),
+  }
+  cache = workdir / RETRAIN_TIMING
+  try:
+    saved = json.loads(cache.read_text())
+    if saved.get("key") == key:
+      return float(saved["step_s"])
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    pass  # none yet, or unreadable: timed again below
+  logging.info("timing a retrain step of the architecture found (for the next commands)")
+  try:
+    step_s = training.time_step(retrain)
+  except Exception as e:  # noqa: BLE001 - the search is done: a missing estimate must not fail it
+    logging.warning("could not time a retrain step (%s): the next commands come without one", e)
+    return None
+  if parallel.is_chief():
+    writers.write_json(cache, {"key": key, "step_s": step_s})
+  return step_s
+
+
 def next_commands(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[str]:
-  """Return the commands that retrain and evaluate what a finished search found (none: a sweep)."""
+  """Return the lines printed after a finished search (none after a sweep): the commands that
+  retrain and evaluate what it found, with the retrain's estimated time on this host, and a short
+  retrain beside them when that time is long."""
   record = SEARCH_METHODS.get(config.method)
   w = Path(workdir)
   arch = record.arch_path(w)
   if config.get("lambdas") or not arch.is_file():
     return []
-  flags = "".join(f" {f}" for f in searches.methods.retrain_flags(config))
-  return [
-    f"nasr train --config=train --config.arch={arch}{flags} --workdir={w / 'retrain'}",
-    f"nasr evaluate --config=evaluate --config.checkpoint={w / 'retrain'} "
-    f"--workdir={w / 'retrain' / 'eval'}",
-  ]
+  flags = searches.methods.retrain_flags(config)
+  # The config those commands train with: the shipped `train` with the search's overrides.
+  retrain = load_config("train", lock=False)
+  retrain.arch = str(arch)
+  retrain.update_from_flattened_dict(dict((config.get("retrain_overrides") or {}).items()))
+  return retrain_lines(arch, w, flags, retrain, _retrain_step_s(retrain, w, flags))
 
 
 def diagnose(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:

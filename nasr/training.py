@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from nasr import compute, inference, parallel, spaces, workdirs, writers
@@ -265,6 +266,37 @@ def _loop(
         "command to resume"
       )
   return state
+
+
+def time_step(config: ml_collections.ConfigDict, repeats: int = 3) -> float:
+  """Return the seconds one training step of `config`'s network takes here (compile excluded).
+
+  The median of `repeats` steps after an untimed first one (which compiles), on this process's
+  devices at the config's batch and patch size; no data is read and no workdir is touched.
+  """
+  scale = check_scale(config.scale, "config.scale")
+  network = build_network(config, scale)
+  params = compute.init_params(network, config.data.patch_size, config.seed)
+  tx, _ = compute.make_tx(config, config.steps)
+  b, p = int(config.data.batch_size), int(config.data.patch_size)
+  devices = jax.local_devices()
+  mesh = parallel.make_mesh(devices if b % len(devices) == 0 else devices[:1])
+  step = compute.compile_train_step(network, tx, compute.make_config_loss(config), mesh)
+  state = jax.device_put(train_lib.create_train_state(params, tx), parallel.replicated(mesh))
+  # A step's time does not depend on the pixels: zeros stand in for patches.
+  batch = {
+    "lr": np.zeros((b, p, p, 3), np.uint8),
+    "hr": np.zeros((b, p * scale, p * scale, 3), np.uint8),
+  }
+  batch = jax.device_put(batch, parallel.data_sharded(mesh))
+  rng = jax.random.PRNGKey(config.seed)
+  times = []
+  for _ in range(repeats + 1):
+    t0 = time.perf_counter()
+    state, metrics = step(state, batch, rng)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times[1:]))
 
 
 BEST_DIR = "best"  # <workdir>/best: the parameters of the best validation PSNR

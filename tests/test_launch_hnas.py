@@ -38,7 +38,8 @@ ARGS = [
 def searched(tmp_path_factory):
   """Return the workdir of the uninterrupted tiny search."""
   w = tmp_path_factory.mktemp("hnas") / "search"
-  check_ok(run_launcher("search", *ARGS, f"--workdir={w}"))
+  r = check_ok(run_launcher("search", *ARGS, f"--workdir={w}"))
+  (w.parent / "search.out").write_text(r.stdout)
   return w
 
 
@@ -61,6 +62,15 @@ def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
 
   result = retrain_and_evaluate(w / "best.json", tmp_path / "retrain")
   assert result["params"] == rows[0]["params"] == space.count_params(arch, 2)
+
+
+def test_the_next_commands_say_the_retrain_takes_hours_and_offer_a_short_one(searched):
+  # The 64-channel retrain of 3000 steps takes hours on a CPU: a short variant comes with it.
+  out = (searched.parent / "search.out").read_text().split("next:")[1]
+  assert "(3000 steps, about " in out and " h on this host)" in out
+  assert "or first a short retrain (" in out
+  (short,) = [line for line in out.splitlines() if line.endswith("/retrain_short")]
+  assert "--config.arch_channels=64 --config.steps=" in short
 
 
 def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):

@@ -7,12 +7,13 @@ resume test compares it with a search stopped by SIGINT after its second epoch a
 import json
 import shutil
 import signal
+from pathlib import Path
 
 import chex
 import numpy as np
 import pytest
 
-from nasr import spaces
+from nasr import experiment, spaces
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import Interrupted
 from nasr.estimation import ranking
@@ -53,9 +54,49 @@ def _summary(stdout: str) -> dict:
   return {k: v for k, _, v in (line.partition(": ") for line in lines) if not k.endswith("_json")}
 
 
+def test_retrain_lines_estimate_the_time_and_add_a_short_retrain_when_it_is_long():
+  retrain = load_config("train", lock=False)  # 3000 steps, batch 16 of 32x32
+  w, flags = Path("W"), ("--config.arch_channels=64",)
+  lines = experiment.retrain_lines(w / "best.json", w, flags, retrain, step_s=3.13)
+  assert lines == [
+    "next: retrain the architecture found (3000 steps, about 2.6 h on this host), then score it "
+    "against bicubic:",
+    "  nasr train --config=train --config.arch=W/best.json --config.arch_channels=64 "
+    "--workdir=W/retrain",
+    "  nasr evaluate --config=evaluate --config.checkpoint=W/retrain --workdir=W/retrain/eval",
+    "or first a short retrain (190 steps, about 10 min; a rougher network, for a first look):",
+    "  nasr train --config=train --config.arch=W/best.json --config.arch_channels=64 "
+    "--config.steps=190 --workdir=W/retrain_short",
+    "  nasr evaluate --config=evaluate --config.checkpoint=W/retrain_short "
+    "--workdir=W/retrain_short/eval",
+    "(estimates from 3.13 s a training step of this network, timed on this host at batch 16 of "
+    "32x32 LR patches; validation not counted)",
+  ]
+  # 25 minutes: no short variant; a step count the search set is replaced in the short one.
+  quick = experiment.retrain_lines(w / "best.json", w, (), retrain, step_s=0.5)
+  assert "(3000 steps, about 25 min on this host)" in quick[0] and len(quick) == 4
+  long = experiment.retrain_lines(w / "best.json", w, ("--config.steps=9000",), retrain, 3.13)
+  assert long[4].endswith(" --config.steps=190 --workdir=W/retrain_short")
+  assert "--config.steps=9000" not in long[4]
+  # Not timed: the commands alone.
+  assert experiment.retrain_lines(w / "best.json", w, flags, retrain, None) == [
+    "next: retrain the architecture found, then score it against bicubic:",
+    *lines[1:3],
+  ]
+
+
+def test_a_short_retrain_takes_about_ten_minutes_in_two_significant_digits():
+  assert experiment.short_retrain_steps(3000, 3.13) == 190
+  assert experiment.short_retrain_steps(3000, 0.6) is None  # 30 min: not long
+  assert experiment.short_retrain_steps(3000, 0.61) == 980
+  assert experiment.short_retrain_steps(400_000, 0.0071) == 84_000
+  assert experiment.short_retrain_steps(100, 70.0) is None  # 8 steps would say nothing
+
+
 def test_a_finished_search_relaunched_shows_its_summary_and_the_next_commands(searched, tmp_path):
   first = (searched.parent / "first_run.out").read_text()
-  assert "next: retrain the architecture found" in first
+  assert "next: retrain the architecture found (3000 steps, about " in first
+  assert " on this host), then score it against bicubic:" in first
   assert (
     "nasr train --config=train --config.arch=search/best.json --workdir=search/retrain" in first
   )
