@@ -268,34 +268,36 @@ def _loop(
   return state
 
 
-def time_step(config: ml_collections.ConfigDict, repeats: int = 3) -> float:
-  """Return the seconds one training step of `config`'s network takes here (compile excluded).
-
-  The median of `repeats` steps after an untimed first one (which compiles), on this process's
-  devices at the config's batch and patch size; no data is read and no workdir is touched.
-  """
+def time_step(
+  config: ml_collections.ConfigDict, batch: int, patch: int, budget_s: float = 5.0
+) -> float:
+  """Return the seconds a training step of `config`'s network takes here on `batch` LR patches
+  of side `patch`: the median of up to three steps within `budget_s` (at least one), after an
+  untimed first one; compile excluded, no data read, no workdir touched."""
   scale = check_scale(config.scale, "config.scale")
   network = build_network(config, scale)
-  params = compute.init_params(network, config.data.patch_size, config.seed)
+  params = compute.init_params(network, patch, config.seed)
   tx, _ = compute.make_tx(config, config.steps)
-  b, p = int(config.data.batch_size), int(config.data.patch_size)
   devices = jax.local_devices()
-  mesh = parallel.make_mesh(devices if b % len(devices) == 0 else devices[:1])
+  mesh = parallel.make_mesh(devices if batch % len(devices) == 0 else devices[:1])
   step = compute.compile_train_step(network, tx, compute.make_config_loss(config), mesh)
   state = jax.device_put(train_lib.create_train_state(params, tx), parallel.replicated(mesh))
   # A step's time does not depend on the pixels: zeros stand in for patches.
-  batch = {
-    "lr": np.zeros((b, p, p, 3), np.uint8),
-    "hr": np.zeros((b, p * scale, p * scale, 3), np.uint8),
-  }
-  batch = jax.device_put(batch, parallel.data_sharded(mesh))
+  hr = patch * scale
+  arrays = {"lr": np.zeros((batch, patch, patch, 3), np.uint8)}
+  arrays["hr"] = np.zeros((batch, hr, hr, 3), np.uint8)
+  arrays = jax.device_put(arrays, parallel.data_sharded(mesh))
   rng = jax.random.PRNGKey(config.seed)
+  compiled = step.lower(state, arrays, rng).compile()
   times = []
-  for _ in range(repeats + 1):
+  # The first run after compiling pays one-time costs (buffers, threads): up to 10x a small step.
+  for _ in range(4):
     t0 = time.perf_counter()
-    state, metrics = step(state, batch, rng)
+    state, metrics = compiled(state, arrays, rng)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
+    if len(times) > 1 and sum(times[1:]) >= budget_s:
+      break
   return float(np.median(times[1:]))
 
 

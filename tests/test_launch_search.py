@@ -54,10 +54,15 @@ def _summary(stdout: str) -> dict:
   return {k: v for k, _, v in (line.partition(": ") for line in lines) if not k.endswith("_json")}
 
 
+def _timed(step_s: float, scaled: bool = False, platform: str = "cpu") -> dict:
+  size = {"batch": 1, "patch": 16} if scaled else {"batch": 16, "patch": 32}
+  return {"step_s": step_s, "scaled": scaled, "platform": platform, **size}
+
+
 def test_retrain_lines_estimate_the_time_and_add_a_short_retrain_when_it_is_long():
   retrain = load_config("train", lock=False)  # 3000 steps, batch 16 of 32x32
   w, flags = Path("W"), ("--config.arch_channels=64",)
-  lines = experiment.retrain_lines(w / "best.json", w, flags, retrain, step_s=3.13)
+  lines = experiment.retrain_lines(w / "best.json", w, flags, retrain, _timed(3.13))
   assert lines == [
     "next: retrain the architecture found (3000 steps, about 2.6 h on this host), then score it "
     "against bicubic:",
@@ -73,11 +78,24 @@ def test_retrain_lines_estimate_the_time_and_add_a_short_retrain_when_it_is_long
     "32x32 LR patches; validation not counted)",
   ]
   # 25 minutes: no short variant; a step count the search set is replaced in the short one.
-  quick = experiment.retrain_lines(w / "best.json", w, (), retrain, step_s=0.5)
+  quick = experiment.retrain_lines(w / "best.json", w, (), retrain, _timed(0.5))
   assert "(3000 steps, about 25 min on this host)" in quick[0] and len(quick) == 4
-  long = experiment.retrain_lines(w / "best.json", w, ("--config.steps=9000",), retrain, 3.13)
+  long = experiment.retrain_lines(
+    w / "best.json", w, ("--config.steps=9000",), retrain, _timed(3.13)
+  )
   assert long[4].endswith(" --config.steps=190 --workdir=W/retrain_short")
   assert "--config.steps=9000" not in long[4]
+  # Scaled from a small probe: on a CPU a lower bound, elsewhere an estimate.
+  slow = experiment.retrain_lines(w / "best.json", w, flags, retrain, _timed(124.0, scaled=True))
+  assert "(3000 steps, at least 4.3 days on this host)" in slow[0] and len(slow) == 4
+  assert (
+    "scaled from one timed on this host at batch 1 of 16x16 LR patches to batch 16 of 32x32"
+    in (slow[-1])
+  )
+  assert "a lower bound" in slow[-1]
+  gpu = experiment.retrain_lines(w / "best.json", w, flags, retrain, _timed(20.0, True, "gpu"))
+  assert "(3000 steps, about 16.7 h on this host)" in gpu[0]
+  assert "(30 steps, about 10 min;" in gpu[3] and "lower bound" not in gpu[-1]
   # Not timed: the commands alone.
   assert experiment.retrain_lines(w / "best.json", w, flags, retrain, None) == [
     "next: retrain the architecture found, then score it against bicubic:",
