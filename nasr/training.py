@@ -133,6 +133,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     start, restored, meta = found
     state, rng = restored["train"], restored["rng"]
     logging.info("resumed from the checkpoint at step %d", start)
+    notice = workdirs.length_notice(
+      workdir, run_dir.saved_config, config_dict, "steps", start, "step"
+    )
+    if notice:
+      logging.warning("%s", notice)
   if is_chief:  # records past the restored step (all, from scratch) are a killed run's
     writers.truncate_metrics(workdir, start if found is not None else -1)
   if is_chief:

@@ -133,6 +133,7 @@ def test_a_finished_search_relaunched_shows_its_summary_and_the_next_commands(se
     "search", "--config=deconas:tiny", "--config.epochs=4", "--workdir=search", cwd=tmp_path
   )
   assert "resumed the search after epoch 3" in check_ok(more).stderr and "epoch 4/4" in more.stderr
+  assert f"resuming {w} after epoch 3 of a run now 4 epochs long (was 3): " in more.stderr
 
 
 def test_diagnose_ranks_shared_weights_and_compares_the_searched_with_random(searched, tmp_path):
