@@ -359,6 +359,7 @@ def plot_controller(
   title: str = "",
   *,
   decisions: Sequence[str] | None = None,
+  choices: Sequence[Sequence[str]] | None = None,
   samples: int | None = None,
   threshold: float | None = None,
 ):
@@ -366,8 +367,9 @@ def plot_controller(
 
   Returns the Figure (None without matplotlib). Rows of `history` carry "entropy_ratio" and
   "decision_probs" (one list of probabilities per decision); `decisions` names the heatmap's rows
-  (numbered when not given); `samples`, the number of sequences the probabilities were counted
-  from, goes into the colour bar's label; `threshold` draws the ratio above which a search warns.
+  and `choices` each decision's choices (`TokenSpec.choice_labels`; numbered when not given);
+  `samples`, the number of sequences the probabilities were counted from, goes into the colour
+  bar's label; `threshold` draws the ratio above which a search warns.
   """
   with_probs = [h for h in history if h.get("decision_probs")]
   rows = len(with_probs[-1]["decision_probs"]) if with_probs else 0
@@ -403,15 +405,19 @@ def plot_controller(
   ax = axes[0, 1]
   if with_probs:
     last = with_probs[-1]
-    _probs_heatmap(fig, ax, last["decision_probs"], decisions, last["epoch"], samples)
+    _probs_heatmap(fig, ax, last["decision_probs"], decisions, choices, last["epoch"], samples)
   else:
     ax.set_axis_off()
   _save(fig, path, title or "controller")
   return fig
 
 
-def _probs_heatmap(fig, ax, probs, decisions, epoch: int, samples: int | None) -> None:
-  """Draw per-decision choice probabilities as a heatmap, blank where a decision has no choice."""
+def _probs_heatmap(fig, ax, probs, decisions, choices, epoch: int, samples: int | None) -> None:
+  """Draw per-decision choice probabilities as a heatmap, blank where a decision has no choice.
+
+  Choices every decision shares (the same ops on every edge) name the columns; otherwise each
+  cell names its choice and each row's label says its most probable one.
+  """
   width = max(len(p) for p in probs)
   grid = np.full((len(probs), width), np.nan)
   for d, p in enumerate(probs):
@@ -420,9 +426,19 @@ def _probs_heatmap(fig, ax, probs, decisions, epoch: int, samples: int | None) -
   label = "probability" if samples is None else f"probability ({samples} samples)"
   fig.colorbar(image, ax=ax, label=label)
   ax.set_facecolor("white")  # masked cells (choices a decision does not have) stay blank
-  ax.set_xticks(range(width))
-  if decisions is not None and len(probs) <= 60:
-    ax.set_yticks(range(len(probs)), list(decisions), fontsize=7)
+  named = choices is not None and len(choices) == len(probs)
+  shared = (
+    named and all(tuple(c) == tuple(choices[0]) for c in choices) and len(choices[0]) == width
+  )
+  if shared:
+    ax.set_xticks(range(width), list(choices[0]), rotation=45, ha="right", fontsize=7)
+  else:
+    ax.set_xticks(range(width))
+  rows = list(decisions) if decisions is not None else [str(d) for d in range(len(probs))]
+  if named and not shared:  # the row's favourite by name: readable however many cells there are
+    rows = [f"{r}: {choices[d][int(np.argmax(probs[d]))]}" for d, r in enumerate(rows)]
+  if (decisions is not None or named) and len(probs) <= 60:
+    ax.set_yticks(range(len(probs)), rows, fontsize=7)
   ax.set_xlabel("choice")
   ax.set_ylabel("decision")
   ax.set_title(f"choice probabilities at epoch {epoch}")
@@ -430,7 +446,10 @@ def _probs_heatmap(fig, ax, probs, decisions, epoch: int, samples: int | None) -
     for (d, k), v in np.ndenumerate(grid):
       if np.isfinite(v):
         colour = "black" if v > 0.6 else "white"  # readable on viridis' yellow and its blue
-        ax.text(k, d, f"{v:.2f}", ha="center", va="center", fontsize=6, color=colour)
+        text = f"{choices[d][k]}\n{v:.2f}" if named and not shared else f"{v:.2f}"
+        ax.text(
+          k, d, text, ha="center", va="center", fontsize=5 if "\n" in text else 6, color=colour
+        )
 
 
 # How each role of a diagnosed architecture is drawn in `plot_ranking`: (label, marker, colour).

@@ -258,6 +258,29 @@ def test_plot_controller_draws_entropy_ratio_and_last_epochs_probabilities(tmp_p
   assert fig.get_suptitle() == "deconas x2"
 
 
+def test_plot_controller_names_the_choices_of_each_decision(tmp_path):
+  names = ("input a", "op a", "position")
+  choices = (("cell k-2", "cell k-1"), ("identity", "sep3", "sep5", "dil3", "dil5", "udpb", "rcab"))
+  choices += (("layer 1", "layer 2", "layer 3"),)
+  history = _controller_history()
+  history[-1]["decision_probs"][1] = [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.4]
+  fig = plots.plot_controller(history, tmp_path / "c.png", decisions=names, choices=choices)
+  heat = _panels(fig)[1]
+  # Choices differ by decision: each row names its most probable one, each cell its own.
+  rows = [t.get_text() for t in heat.get_yticklabels()]
+  assert rows == ["input a: cell k-2", "op a: rcab", "position: layer 1"]
+  cells = {t.get_text() for t in heat.texts}
+  assert {"rcab\n0.40", "udpb\n0.10", "cell k-1\n0.50", "layer 3\n0.33"} <= cells
+  # Choices every decision shares name the columns.
+  ops = ("zero", "skip", "conv3x3")
+  shared = [{**h, "decision_probs": [[0.2, 0.3, 0.5]] * 3} for h in history]
+  fig = plots.plot_controller(shared, tmp_path / "d.png", decisions=names, choices=[ops] * 3)
+  heat = _panels(fig)[1]
+  assert [t.get_text() for t in heat.get_xticklabels()] == list(ops)
+  assert [t.get_text() for t in heat.get_yticklabels()] == list(names)
+  assert {t.get_text() for t in heat.texts} == {"0.20", "0.30", "0.50"}
+
+
 def test_plot_controller_without_probabilities_or_names(tmp_path):
   history = [{k: v for k, v in h.items() if k != "decision_probs"} for h in _controller_history()]
   fig = plots.plot_controller(history, tmp_path / "c.png")

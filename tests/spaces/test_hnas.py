@@ -291,3 +291,17 @@ def test_tokens_round_trip_and_bad_tokens_name_the_position():
     hnas.HNASArch(12, 1, ((0, "conv", 1, "rcab"),), ((0, "area", 1, "nearest"),), 1)
   with pytest.raises(ConfigError, match="skip"):
     spaces.get("hnas", skip="bicubic")
+
+
+def test_the_spec_names_every_choice_as_decode_reads_it():
+  space = spaces.get("hnas", layers=12, nodes=4, channels=8)
+  spec = space.token_spec()
+  inputs = lambda i: "cell k-2" if i == 0 else "cell k-1" if i == 1 else f"node{i - 2}"  # noqa: E731
+  for tokens in spec.sample(np.random.default_rng(0), 20):
+    arch = space.decode(tokens)
+    named = [spec.choice_labels(i)[t] for i, t in enumerate(tokens)]
+    for c, cell in enumerate((arch.normal, arch.upsampling)):
+      for j, (ia, op_a, ib, op_b) in enumerate(cell):
+        at = 4 * (4 * c + j)  # 4 nodes a cell, 4 tokens a node
+        assert named[at : at + 4] == [inputs(ia), op_a, inputs(ib), op_b]
+    assert named[-1] == f"layer {arch.position}"
