@@ -248,13 +248,21 @@ def plot_gp(
   title: str = "",
   *,
   families: Sequence[str] | None = None,
+  grid_mean: Sequence[float] | None = None,
+  grid_std: Sequence[float] | None = None,
+  observed_grid: Sequence[int] | None = None,
 ):
-  """Draw leave-one-out predicted against measured PSNR, one marker per family (GP-NAS).
+  """Draw leave-one-out predicted against measured PSNR, one marker per family (GP-NAS), and,
+  given the GP's predictions over its grid, those predictions beside the measurements.
 
   Returns the Figure (None without matplotlib). `families` names each observed row's family
-  (default: its "family", or its arch's, when present).
+  (default: its "family", or its arch's, when present). `grid_mean` / `grid_std` are the
+  posterior mean and standard deviation of every grid architecture; `observed_grid` the grid row
+  of each observed row: the second panel draws the grid by predicted PSNR, its +-2 sd band and
+  the measured PSNRs where their architectures rank.
   """
-  drawn = _figure(path, (5.5, 5.5))
+  with_grid = grid_mean is not None and grid_std is not None
+  drawn = _figure(path, (11, 5) if with_grid else (5.5, 5.5), 1, 2 if with_grid else 1)
   if drawn is None:
     return None
   fig, axes = drawn
@@ -297,8 +305,41 @@ def plot_gp(
   ax.set_xlabel("measured validation PSNR (dB)")
   ax.set_ylabel("predicted PSNR (dB)")
   ax.grid(alpha=0.3)
-  _save(fig, path, title or "GP-NAS", ax)
+  if not with_grid:
+    _save(fig, path, title or "GP-NAS", ax)
+    return fig
+  ax.set_title("leave-one-out predictions")
+  _grid_panel(axes[0, 1], observed, grid_mean, grid_std, observed_grid)
+  _save(fig, path, title or "GP-NAS")
   return fig
+
+
+def _grid_panel(ax, observed, grid_mean, grid_std, observed_grid) -> None:
+  """Draw the GP's mean +- 2 sd over the grid, best predicted first, and the measured PSNRs."""
+  mean = np.asarray(grid_mean, np.float64)
+  std = np.asarray(grid_std, np.float64)
+  order = np.argsort(-mean, kind="stable")  # rank 1: the best predicted architecture
+  rank = np.empty(len(order), np.int64)
+  rank[order] = np.arange(1, len(order) + 1)
+  x = np.arange(1, len(order) + 1)
+  ax.plot(x, mean[order], color="tab:blue", lw=1.2, label="predicted mean")
+  ax.fill_between(
+    x, mean[order] - 2 * std[order], mean[order] + 2 * std[order], color="tab:blue", alpha=0.2,
+    lw=0, label="+-2 sd",
+  )  # fmt: skip
+  if observed_grid is not None:
+    seen = [
+      (int(rank[g]), o["psnr"])
+      for o, g in zip(observed, observed_grid, strict=True)
+      if o["psnr"] is not None
+    ]
+    if seen:
+      ax.scatter(*zip(*seen, strict=True), s=18, color="crimson", zorder=3, label="measured")
+  ax.set_xlabel(f"grid architecture, by predicted PSNR (of {len(order)})")
+  ax.set_ylabel("validation PSNR (dB)")
+  ax.set_title("GP over the grid")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="upper right", fontsize=8)
 
 
 def plot_pareto(pareto: dict, path: Path, title: str = ""):

@@ -195,6 +195,27 @@ def test_plot_gp_marks_each_family(tmp_path):
   assert _legend(_panels(again)[0]) == _legend(ax)
 
 
+def test_plot_gp_draws_the_grids_predictions_beside_the_measurements(tmp_path):
+  observed = _observed()  # the last row diverged: no measurement to draw
+  mean = np.array([30.0, 31.5, 29.0, 30.8, 31.2, 28.5])
+  std = np.array([0.5, 0.2, 1.0, 0.1, 0.3, 0.8])
+  fig = plots.plot_gp(
+    observed, tmp_path / "gp.png", grid_mean=mean, grid_std=std, observed_grid=[0, 1, 3, 5, 0]
+  )
+  loo, grid = _panels(fig)
+  assert loo.get_title() == "leave-one-out predictions" and grid.get_title() == "GP over the grid"
+  assert _legend(grid) == ["predicted mean", "+-2 sd", "measured"]
+  (line,) = grid.get_lines()
+  np.testing.assert_allclose(line.get_xdata(), [1, 2, 3, 4, 5, 6])
+  np.testing.assert_allclose(line.get_ydata(), [31.5, 31.2, 30.8, 30.0, 29.0, 28.5])
+  band = grid.collections[0].get_paths()[0].vertices[:, 1]
+  assert band.max() == pytest.approx(31.9) and band.min() == pytest.approx(26.9)  # +-2 sd
+  # Measured PSNRs sit at their architectures' ranks: grid rows 0, 1, 3, 5 rank 4, 1, 3, 6.
+  dots = grid.collections[-1].get_offsets()
+  np.testing.assert_allclose(dots, [[4, 30.0], [1, 31.0], [3, 30.5], [6, 29.0]])
+  assert grid.get_xlabel() == "grid architecture, by predicted PSNR (of 6)"
+
+
 def test_plot_gp_without_families_or_measurements(tmp_path):
   rows = [{k: v for k, v in o.items() if k != "arch"} for o in _observed()]
   fig = plots.plot_gp(rows, tmp_path / "a.png")
