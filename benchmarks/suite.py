@@ -1,7 +1,7 @@
 r"""The benchmark suite: one command times the training steps of every network family of nasr.
 
   python -m benchmarks.suite                            # every section at full size (one GPU)
-  python -m benchmarks.suite --sections=edsr,deconas --out=/tmp/suite.json
+  python -m benchmarks.suite --sections=edsr,deconas --out=/tmp/suite.json   # or --out=<folder>
   python -m benchmarks.suite --sections=darts --section_timeout_s=darts=900   # all DARTS modes
   JAX_NUM_CPU_DEVICES=1 python -m benchmarks.suite --tiny --jobs=2   # CPU smoke run (as in CI)
 
@@ -134,7 +134,13 @@ _TINY = flags.DEFINE_bool("tiny", False, "Tiny sizes: a CPU smoke run of every c
 _STEPS = flags.DEFINE_integer(
   "steps", None, "Timed steps per row (default 5; at least 5 unless --tiny, which defaults to 2)."
 )
-_OUT = flags.DEFINE_string("out", "benchmark_suite.json", "Where to write the rows (JSON list).")
+_OUT = flags.DEFINE_string(
+  "out",
+  "",
+  "Where to write the rows (a JSON list): a file, or a folder to write the default name in. "
+  "Default: benchmark_suite.json in the current folder, benchmark_suite_tiny.json with --tiny "
+  "(a smoke run never overwrites a full run's rows).",
+)
 _TIMEOUT = flags.DEFINE_list(
   "section_timeout_s",
   [],
@@ -747,6 +753,31 @@ def _steps() -> int:
   return steps
 
 
+def output_path(out: str, tiny: bool) -> Path:
+  """Return the file --out names: `out` itself, or the default name inside a folder (or the
+  current folder when `out` is empty)."""
+  name = "benchmark_suite_tiny.json" if tiny else "benchmark_suite.json"
+  if not out:
+    return Path.cwd() / name
+  path = Path(out).expanduser()
+  if path.is_dir() or out.endswith(os.sep):
+    return path.absolute() / name
+  return path.absolute()
+
+
+def _check_writable(out: Path) -> None:
+  """Raise UsageError naming --out when `out` cannot be written (before minutes of timing)."""
+  try:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    existed = out.exists()
+    with out.open("a"):  # appends nothing: an earlier file stays as it is until the rows come
+      pass
+    if not existed:
+      out.unlink()
+  except OSError as e:
+    raise app.UsageError(f"--out={_OUT.value}: cannot write {out}: {e.strerror or e}") from None
+
+
 def main(argv):
   del argv
   steps = _steps()
@@ -764,12 +795,12 @@ def main(argv):
     raise app.UsageError("--batch and --patch must be positive (0: each section's own)")
   if _JOBS.value > 1 and not _TINY.value:
     raise app.UsageError("--jobs > 1 shares the device between sections: only with --tiny")
+  out = output_path(_OUT.value, _TINY.value)
+  _check_writable(out)
   budget = ", ".join(f"{s} {limits[s]:g} s" for s in sections)
   print(f"[suite] {'tiny' if _TINY.value else 'full'} sizes, {steps} timed steps; limits: {budget}")
   t0 = time.monotonic()
   rows = _strict(run_sections(sections, limits, steps, _JOBS.value))
-  out = Path(_OUT.value)
-  out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(rows, indent=2, allow_nan=False) + "\n")
   first = next((r for r in rows if r["device"]), {})
   print(

@@ -10,10 +10,8 @@ def main(config, workdir):
   result = experiment.run_search(config, workdir)
   for key, value in result.items():
     print(f"{key}: {value}")
-  commands = experiment.next_commands(config, workdir)
-  if commands:
-    print("next: retrain the architecture found, then score it against bicubic:")
-    print("\n".join(f"  {c}" for c in commands))
+  for line in experiment.next_commands(config, workdir):
+    print(line)
 
 
 def methods() -> str:

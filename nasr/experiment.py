@@ -11,12 +11,16 @@ public API: the trainer lives in `nasr.training`, data sources in `nasr.data`, s
 `nasr.searches`.
 """
 
+import hashlib
 import importlib.util
+import json
 import os
+import socket
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
 import ml_collections
 import numpy as np
 from absl import flags, logging
@@ -360,19 +364,144 @@ def run_search(config: ml_collections.ConfigDict, workdir: str | os.PathLike) ->
   return record.run(config, workdir)
 
 
+# A retrain estimated to take longer than LONG_RETRAIN_S gets a short variant of SHORT_RETRAIN_S.
+LONG_RETRAIN_S = 30 * 60
+SHORT_RETRAIN_S = 10 * 60
+RETRAIN_TIMING = "retrain_timing.json"  # W/retrain_timing.json: the timed step, reused later
+# A retrain step that a small probe (batch 1, half the patch side) puts above this is not timed at
+# full size (on the 2-core CPU one HNAS child's took minutes): the probe, scaled, stands for it.
+FULL_TIMING_MAX_S = 10.0
+
+
+def short_retrain_steps(steps: int, step_s: float) -> int | None:
+  """Return the steps of a retrain of about SHORT_RETRAIN_S seconds at `step_s` a step, or None
+  when the full `steps` take at most LONG_RETRAIN_S (or a step is too slow for a short run)."""
+  if steps * step_s <= LONG_RETRAIN_S:
+    return None
+  n = int(SHORT_RETRAIN_S / step_s)
+  if n < 10:  # a step a minute: ten minutes of it trains nothing worth evaluating
+    return None
+  unit = 10 ** max(len(str(n)) - 2, 0)  # two significant digits: 243 -> 240, 1937 -> 1900
+  return n // unit * unit
+
+
+def retrain_lines(
+  arch: Path,
+  workdir: Path,
+  flags: tuple[str, ...],
+  retrain: ml_collections.ConfigDict,
+  timing: dict | None,
+) -> list[str]:
+  """Return the lines that print the retrain and evaluate commands of `arch`, with the retrain's
+  time from `timing` (`_time_retrain_step`'s; no estimate when None) and a short retrain when it
+  is long."""
+
+  def commands(dest: Path, train_flags: tuple[str, ...] = flags) -> list[str]:
+    shown = "".join(f" {f}" for f in train_flags)
+    return [
+      f"  nasr train --config=train --config.arch={arch}{shown} --workdir={dest}",
+      f"  nasr evaluate --config=evaluate --config.checkpoint={dest} --workdir={dest / 'eval'}",
+    ]
+
+  if timing is None:
+    return [
+      "next: retrain the architecture found, then score it against bicubic:",
+      *commands(workdir / "retrain"),
+    ]
+  step_s, scaled = float(timing["step_s"]), bool(timing["scaled"])
+  # Measured on the 2-core CPU, a larger batch cost more per pixel (4x at batch 16 of 32x32 for
+  # one HNAS child than at batch 1 of 16x16): there a scaled probe is a lower bound.
+  bound = scaled and timing["platform"] == "cpu"
+
+  def duration(steps: int) -> str:
+    said = writers.rough_duration(steps * step_s)
+    return said.replace("about", "at least", 1) if bound else said
+
+  steps = int(retrain.steps)
+  lines = [
+    f"next: retrain the architecture found ({steps} steps, {duration(steps)} on this host), "
+    "then score it against bicubic:",
+    *commands(workdir / "retrain"),
+  ]
+  short = short_retrain_steps(steps, step_s)
+  if short is not None:
+    # The short run's step count replaces any the search's overrides set.
+    rest = tuple(f for f in flags if not f.startswith("--config.steps="))
+    lines += [
+      f"or first a short retrain ({short} steps, {duration(short)}; a rougher network, for a "
+      "first look):",
+      *commands(workdir / "retrain_short", (*rest, f"--config.steps={short}")),
+    ]
+  b, p = retrain.data.batch_size, retrain.data.patch_size
+  if scaled:
+    pb, pp = timing["batch"], timing["patch"]
+    how = (
+      f"scaled from one timed on this host at batch {pb} of {pp}x{pp} LR patches to batch {b} of "
+      f"{p}x{p}" + ("; larger batches cost more per pixel on a CPU: a lower bound" if bound else "")
+    )
+  else:
+    how = f"timed on this host at batch {b} of {p}x{p} LR patches"
+  lines.append(
+    f"(estimates from {step_s:.3g} s a training step of this network, {how}; validation not "
+    "counted)"
+  )
+  return lines
+
+
+def _time_retrain_step(retrain: ml_collections.ConfigDict) -> dict:
+  """Return {"step_s", "scaled", "batch", "patch", "platform"}: the seconds a retrain step takes
+  here, timed at the retrain's batch and patch or, when a small probe says that step is slow,
+  the probe's time scaled by pixels (`scaled`; then batch and patch are the probe's)."""
+  b, p = int(retrain.data.batch_size), int(retrain.data.patch_size)
+  pb, pp = 1, max(p // 2, 1)
+  probe = training.time_step(retrain, pb, pp) * (b * p * p) / (pb * pp * pp)
+  timing = {"scaled": probe > FULL_TIMING_MAX_S, "platform": jax.default_backend()}
+  if timing["scaled"]:
+    return {"step_s": probe, "batch": pb, "patch": pp, **timing}
+  return {"step_s": training.time_step(retrain, b, p), "batch": b, "patch": p, **timing}
+
+
+def _retrain_timing(retrain: ml_collections.ConfigDict, workdir: Path, flags) -> dict | None:
+  """Return `_time_retrain_step`'s timing of the found network (once per workdir, host and
+  command: kept in W/retrain_timing.json), or None when it cannot be timed."""
+  key = {
+    "arch_sha256": hashlib.sha256(Path(retrain.arch).read_bytes()).hexdigest(),
+    "flags": list(flags),
+    "host": socket.gethostname(),
+  }
+  cache = workdir / RETRAIN_TIMING
+  try:
+    saved = json.loads(cache.read_text())
+    if saved.get("key") == key:
+      return saved["timing"]
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    pass  # none yet, or unreadable: timed again below
+  logging.info("timing a retrain step of the architecture found (for the next commands)")
+  try:
+    timing = _time_retrain_step(retrain)
+  except Exception as e:  # noqa: BLE001 - the search is done: a missing estimate must not fail it
+    logging.warning("could not time a retrain step (%s): the next commands come without one", e)
+    return None
+  if parallel.is_chief():
+    writers.write_json(cache, {"key": key, "timing": timing})
+  return timing
+
+
 def next_commands(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[str]:
-  """Return the commands that retrain and evaluate what a finished search found (none: a sweep)."""
+  """Return the lines printed after a finished search (none after a sweep): the commands that
+  retrain and evaluate what it found, with the retrain's estimated time on this host, and a short
+  retrain beside them when that time is long."""
   record = SEARCH_METHODS.get(config.method)
   w = Path(workdir)
   arch = record.arch_path(w)
   if config.get("lambdas") or not arch.is_file():
     return []
-  flags = "".join(f" {f}" for f in searches.methods.retrain_flags(config))
-  return [
-    f"nasr train --config=train --config.arch={arch}{flags} --workdir={w / 'retrain'}",
-    f"nasr evaluate --config=evaluate --config.checkpoint={w / 'retrain'} "
-    f"--workdir={w / 'retrain' / 'eval'}",
-  ]
+  flags = searches.methods.retrain_flags(config)
+  # The config those commands train with: the shipped `train` with the search's overrides.
+  retrain = load_config("train", lock=False)
+  retrain.arch = str(arch)
+  retrain.update_from_flattened_dict(dict((config.get("retrain_overrides") or {}).items()))
+  return retrain_lines(arch, w, flags, retrain, _retrain_timing(retrain, w, flags))
 
 
 def diagnose(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:

@@ -248,13 +248,21 @@ def plot_gp(
   title: str = "",
   *,
   families: Sequence[str] | None = None,
+  grid_mean: Sequence[float] | None = None,
+  grid_std: Sequence[float] | None = None,
+  observed_grid: Sequence[int] | None = None,
 ):
-  """Draw leave-one-out predicted against measured PSNR, one marker per family (GP-NAS).
+  """Draw leave-one-out predicted against measured PSNR, one marker per family (GP-NAS), and,
+  given the GP's predictions over its grid, those predictions beside the measurements.
 
   Returns the Figure (None without matplotlib). `families` names each observed row's family
-  (default: its "family", or its arch's, when present).
+  (default: its "family", or its arch's, when present). `grid_mean` / `grid_std` are the
+  posterior mean and standard deviation of every grid architecture; `observed_grid` the grid row
+  of each observed row: the second panel draws the grid by predicted PSNR, its +-2 sd band and
+  the measured PSNRs where their architectures rank.
   """
-  drawn = _figure(path, (5.5, 5.5))
+  with_grid = grid_mean is not None and grid_std is not None
+  drawn = _figure(path, (11, 5) if with_grid else (5.5, 5.5), 1, 2 if with_grid else 1)
   if drawn is None:
     return None
   fig, axes = drawn
@@ -297,8 +305,41 @@ def plot_gp(
   ax.set_xlabel("measured validation PSNR (dB)")
   ax.set_ylabel("predicted PSNR (dB)")
   ax.grid(alpha=0.3)
-  _save(fig, path, title or "GP-NAS", ax)
+  if not with_grid:
+    _save(fig, path, title or "GP-NAS", ax)
+    return fig
+  ax.set_title("leave-one-out predictions")
+  _grid_panel(axes[0, 1], observed, grid_mean, grid_std, observed_grid)
+  _save(fig, path, title or "GP-NAS")
   return fig
+
+
+def _grid_panel(ax, observed, grid_mean, grid_std, observed_grid) -> None:
+  """Draw the GP's mean +- 2 sd over the grid, best predicted first, and the measured PSNRs."""
+  mean = np.asarray(grid_mean, np.float64)
+  std = np.asarray(grid_std, np.float64)
+  order = np.argsort(-mean, kind="stable")  # rank 1: the best predicted architecture
+  rank = np.empty(len(order), np.int64)
+  rank[order] = np.arange(1, len(order) + 1)
+  x = np.arange(1, len(order) + 1)
+  ax.plot(x, mean[order], color="tab:blue", lw=1.2, label="predicted mean")
+  ax.fill_between(
+    x, mean[order] - 2 * std[order], mean[order] + 2 * std[order], color="tab:blue", alpha=0.2,
+    lw=0, label="+-2 sd",
+  )  # fmt: skip
+  if observed_grid is not None:
+    seen = [
+      (int(rank[g]), o["psnr"])
+      for o, g in zip(observed, observed_grid, strict=True)
+      if o["psnr"] is not None
+    ]
+    if seen:
+      ax.scatter(*zip(*seen, strict=True), s=18, color="crimson", zorder=3, label="measured")
+  ax.set_xlabel(f"grid architecture, by predicted PSNR (of {len(order)})")
+  ax.set_ylabel("validation PSNR (dB)")
+  ax.set_title("GP over the grid")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="upper right", fontsize=8)
 
 
 def plot_pareto(pareto: dict, path: Path, title: str = ""):
@@ -359,6 +400,7 @@ def plot_controller(
   title: str = "",
   *,
   decisions: Sequence[str] | None = None,
+  choices: Sequence[Sequence[str]] | None = None,
   samples: int | None = None,
   threshold: float | None = None,
 ):
@@ -366,8 +408,9 @@ def plot_controller(
 
   Returns the Figure (None without matplotlib). Rows of `history` carry "entropy_ratio" and
   "decision_probs" (one list of probabilities per decision); `decisions` names the heatmap's rows
-  (numbered when not given); `samples`, the number of sequences the probabilities were counted
-  from, goes into the colour bar's label; `threshold` draws the ratio above which a search warns.
+  and `choices` each decision's choices (`TokenSpec.choice_labels`; numbered when not given);
+  `samples`, the number of sequences the probabilities were counted from, goes into the colour
+  bar's label; `threshold` draws the ratio above which a search warns.
   """
   with_probs = [h for h in history if h.get("decision_probs")]
   rows = len(with_probs[-1]["decision_probs"]) if with_probs else 0
@@ -403,15 +446,19 @@ def plot_controller(
   ax = axes[0, 1]
   if with_probs:
     last = with_probs[-1]
-    _probs_heatmap(fig, ax, last["decision_probs"], decisions, last["epoch"], samples)
+    _probs_heatmap(fig, ax, last["decision_probs"], decisions, choices, last["epoch"], samples)
   else:
     ax.set_axis_off()
   _save(fig, path, title or "controller")
   return fig
 
 
-def _probs_heatmap(fig, ax, probs, decisions, epoch: int, samples: int | None) -> None:
-  """Draw per-decision choice probabilities as a heatmap, blank where a decision has no choice."""
+def _probs_heatmap(fig, ax, probs, decisions, choices, epoch: int, samples: int | None) -> None:
+  """Draw per-decision choice probabilities as a heatmap, blank where a decision has no choice.
+
+  Choices every decision shares (the same ops on every edge) name the columns; otherwise each
+  cell names its choice and each row's label says its most probable one.
+  """
   width = max(len(p) for p in probs)
   grid = np.full((len(probs), width), np.nan)
   for d, p in enumerate(probs):
@@ -420,9 +467,19 @@ def _probs_heatmap(fig, ax, probs, decisions, epoch: int, samples: int | None) -
   label = "probability" if samples is None else f"probability ({samples} samples)"
   fig.colorbar(image, ax=ax, label=label)
   ax.set_facecolor("white")  # masked cells (choices a decision does not have) stay blank
-  ax.set_xticks(range(width))
-  if decisions is not None and len(probs) <= 60:
-    ax.set_yticks(range(len(probs)), list(decisions), fontsize=7)
+  named = choices is not None and len(choices) == len(probs)
+  shared = (
+    named and all(tuple(c) == tuple(choices[0]) for c in choices) and len(choices[0]) == width
+  )
+  if shared:
+    ax.set_xticks(range(width), list(choices[0]), rotation=45, ha="right", fontsize=7)
+  else:
+    ax.set_xticks(range(width))
+  rows = list(decisions) if decisions is not None else [str(d) for d in range(len(probs))]
+  if named and not shared:  # the row's favourite by name: readable however many cells there are
+    rows = [f"{r}: {choices[d][int(np.argmax(probs[d]))]}" for d, r in enumerate(rows)]
+  if (decisions is not None or named) and len(probs) <= 60:
+    ax.set_yticks(range(len(probs)), rows, fontsize=7)
   ax.set_xlabel("choice")
   ax.set_ylabel("decision")
   ax.set_title(f"choice probabilities at epoch {epoch}")
@@ -430,7 +487,10 @@ def _probs_heatmap(fig, ax, probs, decisions, epoch: int, samples: int | None) -
     for (d, k), v in np.ndenumerate(grid):
       if np.isfinite(v):
         colour = "black" if v > 0.6 else "white"  # readable on viridis' yellow and its blue
-        ax.text(k, d, f"{v:.2f}", ha="center", va="center", fontsize=6, color=colour)
+        text = f"{choices[d][k]}\n{v:.2f}" if named and not shared else f"{v:.2f}"
+        ax.text(
+          k, d, text, ha="center", va="center", fontsize=5 if "\n" in text else 6, color=colour
+        )
 
 
 # How each role of a diagnosed architecture is drawn in `plot_ranking`: (label, marker, colour).

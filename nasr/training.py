@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from nasr import compute, inference, parallel, spaces, workdirs, writers
@@ -132,6 +133,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     start, restored, meta = found
     state, rng = restored["train"], restored["rng"]
     logging.info("resumed from the checkpoint at step %d", start)
+    notice = workdirs.length_notice(
+      workdir, run_dir.saved_config, config_dict, "steps", start, "step"
+    )
+    if notice:
+      logging.warning("%s", notice)
   if is_chief:  # records past the restored step (all, from scratch) are a killed run's
     writers.truncate_metrics(workdir, start if found is not None else -1)
   if is_chief:
@@ -265,6 +271,39 @@ def _loop(
         "command to resume"
       )
   return state
+
+
+def time_step(
+  config: ml_collections.ConfigDict, batch: int, patch: int, budget_s: float = 5.0
+) -> float:
+  """Return the seconds a training step of `config`'s network takes here on `batch` LR patches
+  of side `patch`: the median of up to three steps within `budget_s` (at least one), after an
+  untimed first one; compile excluded, no data read, no workdir touched."""
+  scale = check_scale(config.scale, "config.scale")
+  network = build_network(config, scale)
+  params = compute.init_params(network, patch, config.seed)
+  tx, _ = compute.make_tx(config, config.steps)
+  devices = jax.local_devices()
+  mesh = parallel.make_mesh(devices if batch % len(devices) == 0 else devices[:1])
+  step = compute.compile_train_step(network, tx, compute.make_config_loss(config), mesh)
+  state = jax.device_put(train_lib.create_train_state(params, tx), parallel.replicated(mesh))
+  # A step's time does not depend on the pixels: zeros stand in for patches.
+  hr = patch * scale
+  arrays = {"lr": np.zeros((batch, patch, patch, 3), np.uint8)}
+  arrays["hr"] = np.zeros((batch, hr, hr, 3), np.uint8)
+  arrays = jax.device_put(arrays, parallel.data_sharded(mesh))
+  rng = jax.random.PRNGKey(config.seed)
+  compiled = step.lower(state, arrays, rng).compile()
+  times = []
+  # The first run after compiling pays one-time costs (buffers, threads): up to 10x a small step.
+  for _ in range(4):
+    t0 = time.perf_counter()
+    state, metrics = compiled(state, arrays, rng)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+    if len(times) > 1 and sum(times[1:]) >= budget_s:
+      break
+  return float(np.median(times[1:]))
 
 
 BEST_DIR = "best"  # <workdir>/best: the parameters of the best validation PSNR

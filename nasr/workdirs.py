@@ -128,6 +128,26 @@ def _flatten(d: Mapping, prefix: str = "") -> dict:
   return out
 
 
+def length_notice(
+  workdir: Path, before: Mapping | None, after: Mapping, key: str, done: int, unit: str
+) -> str | None:
+  """Return the line that says a resume changes the run's length (config `key`, counted in
+  `unit`s, `done` of them finished), or None when the length is unchanged or unknown."""
+  if not before or key not in before or key not in after or before[key] == after[key]:
+    return None
+  new = after[key]
+  where = f"at {unit} {done}" if unit == "step" else f"after {unit} {done}"
+  line = f"resuming {workdir} {where} of a run now {new} {unit}s long (was {before[key]}): "
+  if done >= new:
+    return line + "it is past its new end, so nothing more is run"
+  # A learning-rate schedule over the whole run bends where it resumes: the result is neither
+  # that of the old length nor that of a fresh run of the new one.
+  return (
+    line + "it goes on to the new end, and a schedule over the run's length changes from here; "
+    f"use a new --workdir for a fresh run of {new} {unit}s"
+  )
+
+
 def explain_mismatch(
   workdir: Path, before: Mapping | None, after: Mapping, error: Exception
 ) -> str:

@@ -166,6 +166,19 @@ def _duration(seconds: float) -> str:
   return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def rough_duration(seconds: float) -> str:
+  """Return a duration as a person would say it of an estimate: "about 12 min", "about 2.7 h"."""
+  if not math.isfinite(seconds) or seconds < 0:
+    raise ValueError(f"a duration must be a finite number of seconds >= 0, got {seconds}")
+  if seconds < 60:
+    return "under a minute"
+  if seconds < 3600:
+    return f"about {round(seconds / 60)} min"
+  if seconds < 48 * 3600:
+    return f"about {seconds / 3600:.1f} h"
+  return f"about {seconds / 86400:.1f} days"
+
+
 class _DropChattyInfo:
   """A logging filter that keeps warnings and errors from libraries that log every save at INFO,
   without the tracebacks they attach (three per failed Orbax save)."""

@@ -88,6 +88,25 @@ def test_a_section_past_its_limit_is_a_timeout_row(tmp_path):
   _check_table_last(result.stdout, rows)
 
 
+def test_out_names_a_file_or_a_folder_and_defaults_to_the_current_folder(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert suite.output_path("", tiny=False) == tmp_path / "benchmark_suite.json"
+  # A smoke run does not overwrite a full run's rows.
+  assert suite.output_path("", tiny=True) == tmp_path / "benchmark_suite_tiny.json"
+  assert suite.output_path(str(tmp_path), tiny=True) == tmp_path / "benchmark_suite_tiny.json"
+  assert suite.output_path("runs/", tiny=False) == tmp_path / "runs" / "benchmark_suite.json"
+  assert suite.output_path("a/b.json", tiny=True) == tmp_path / "a" / "b.json"
+
+
+def test_an_out_that_cannot_be_written_fails_before_any_section_runs(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("")
+  result = _run_suite(blocker / "suite.json", "--sections=edsr")
+  assert result.returncode != 0
+  assert f"--out={blocker / 'suite.json'}: cannot write" in result.stderr, result.stderr[-2000:]
+  assert "[suite]" not in result.stdout  # nothing was timed
+
+
 @pytest.mark.parametrize(
   "cost, expected",
   [

@@ -38,7 +38,8 @@ ARGS = [
 def searched(tmp_path_factory):
   """Return the workdir of the uninterrupted tiny search."""
   w = tmp_path_factory.mktemp("hnas") / "search"
-  check_ok(run_launcher("search", *ARGS, f"--workdir={w}"))
+  r = check_ok(run_launcher("search", *ARGS, f"--workdir={w}"))
+  (w.parent / "search.out").write_text(r.stdout)
   return w
 
 
@@ -61,6 +62,18 @@ def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
 
   result = retrain_and_evaluate(w / "best.json", tmp_path / "retrain")
   assert result["params"] == rows[0]["params"] == space.count_params(arch, 2)
+
+
+def test_the_next_commands_estimate_the_64_channel_retrain_on_this_host(searched):
+  out = (searched.parent / "search.out").read_text().split("next:")[1]
+  head = out.splitlines()[0]
+  assert (
+    head.startswith(" retrain the architecture found (3000 steps, ") and " on this host)" in head
+  )
+  # Timed at the retrain's width (the search's 4 channels would say nothing), once: kept for later.
+  saved = json.loads((searched / "retrain_timing.json").read_text())
+  assert saved["key"]["flags"] == ["--config.arch_channels=64"]
+  assert f"(estimates from {saved['timing']['step_s']:.3g} s a training step" in out
 
 
 def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):

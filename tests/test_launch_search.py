@@ -7,12 +7,13 @@ resume test compares it with a search stopped by SIGINT after its second epoch a
 import json
 import shutil
 import signal
+from pathlib import Path
 
 import chex
 import numpy as np
 import pytest
 
-from nasr import spaces
+from nasr import experiment, spaces
 from nasr.checkpoint import Checkpointer
 from nasr.core.errors import Interrupted
 from nasr.estimation import ranking
@@ -53,9 +54,67 @@ def _summary(stdout: str) -> dict:
   return {k: v for k, _, v in (line.partition(": ") for line in lines) if not k.endswith("_json")}
 
 
+def _timed(step_s: float, scaled: bool = False, platform: str = "cpu") -> dict:
+  size = {"batch": 1, "patch": 16} if scaled else {"batch": 16, "patch": 32}
+  return {"step_s": step_s, "scaled": scaled, "platform": platform, **size}
+
+
+def test_retrain_lines_estimate_the_time_and_add_a_short_retrain_when_it_is_long():
+  retrain = load_config("train", lock=False)  # 3000 steps, batch 16 of 32x32
+  w, flags = Path("W"), ("--config.arch_channels=64",)
+  lines = experiment.retrain_lines(w / "best.json", w, flags, retrain, _timed(3.13))
+  assert lines == [
+    "next: retrain the architecture found (3000 steps, about 2.6 h on this host), then score it "
+    "against bicubic:",
+    "  nasr train --config=train --config.arch=W/best.json --config.arch_channels=64 "
+    "--workdir=W/retrain",
+    "  nasr evaluate --config=evaluate --config.checkpoint=W/retrain --workdir=W/retrain/eval",
+    "or first a short retrain (190 steps, about 10 min; a rougher network, for a first look):",
+    "  nasr train --config=train --config.arch=W/best.json --config.arch_channels=64 "
+    "--config.steps=190 --workdir=W/retrain_short",
+    "  nasr evaluate --config=evaluate --config.checkpoint=W/retrain_short "
+    "--workdir=W/retrain_short/eval",
+    "(estimates from 3.13 s a training step of this network, timed on this host at batch 16 of "
+    "32x32 LR patches; validation not counted)",
+  ]
+  # 25 minutes: no short variant; a step count the search set is replaced in the short one.
+  quick = experiment.retrain_lines(w / "best.json", w, (), retrain, _timed(0.5))
+  assert "(3000 steps, about 25 min on this host)" in quick[0] and len(quick) == 4
+  long = experiment.retrain_lines(
+    w / "best.json", w, ("--config.steps=9000",), retrain, _timed(3.13)
+  )
+  assert long[4].endswith(" --config.steps=190 --workdir=W/retrain_short")
+  assert "--config.steps=9000" not in long[4]
+  # Scaled from a small probe: on a CPU a lower bound, elsewhere an estimate.
+  slow = experiment.retrain_lines(w / "best.json", w, flags, retrain, _timed(124.0, scaled=True))
+  assert "(3000 steps, at least 4.3 days on this host)" in slow[0] and len(slow) == 4
+  assert (
+    "scaled from one timed on this host at batch 1 of 16x16 LR patches to batch 16 of 32x32"
+    in (slow[-1])
+  )
+  assert "a lower bound" in slow[-1]
+  gpu = experiment.retrain_lines(w / "best.json", w, flags, retrain, _timed(20.0, True, "gpu"))
+  assert "(3000 steps, about 16.7 h on this host)" in gpu[0]
+  assert "(30 steps, about 10 min;" in gpu[3] and "lower bound" not in gpu[-1]
+  # Not timed: the commands alone.
+  assert experiment.retrain_lines(w / "best.json", w, flags, retrain, None) == [
+    "next: retrain the architecture found, then score it against bicubic:",
+    *lines[1:3],
+  ]
+
+
+def test_a_short_retrain_takes_about_ten_minutes_in_two_significant_digits():
+  assert experiment.short_retrain_steps(3000, 3.13) == 190
+  assert experiment.short_retrain_steps(3000, 0.6) is None  # 30 min: not long
+  assert experiment.short_retrain_steps(3000, 0.61) == 980
+  assert experiment.short_retrain_steps(400_000, 0.0071) == 84_000
+  assert experiment.short_retrain_steps(100, 70.0) is None  # 8 steps would say nothing
+
+
 def test_a_finished_search_relaunched_shows_its_summary_and_the_next_commands(searched, tmp_path):
   first = (searched.parent / "first_run.out").read_text()
-  assert "next: retrain the architecture found" in first
+  assert "next: retrain the architecture found (3000 steps, about " in first
+  assert " on this host), then score it against bicubic:" in first
   assert (
     "nasr train --config=train --config.arch=search/best.json --workdir=search/retrain" in first
   )
@@ -74,6 +133,7 @@ def test_a_finished_search_relaunched_shows_its_summary_and_the_next_commands(se
     "search", "--config=deconas:tiny", "--config.epochs=4", "--workdir=search", cwd=tmp_path
   )
   assert "resumed the search after epoch 3" in check_ok(more).stderr and "epoch 4/4" in more.stderr
+  assert f"resuming {w} after epoch 3 of a run now 4 epochs long (was 3): " in more.stderr
 
 
 def test_diagnose_ranks_shared_weights_and_compares_the_searched_with_random(searched, tmp_path):

@@ -115,3 +115,19 @@ def test_the_best_checkpoint_is_kept_beside_the_latest_and_evaluate_picks_either
   ev.which = "worst"
   with pytest.raises(experiment.ConfigError, match="config.which must be one of latest, best"):
     experiment.make_upscaler(ev)
+
+
+def test_a_resume_into_a_run_of_another_length_says_so_in_one_line(tmp_path):
+  w = tmp_path / "w"
+  check_ok(run_launcher("train", TINY, f"--workdir={w}"))  # 6 steps
+  longer = check_ok(run_launcher("train", TINY, "--config.steps=8", f"--workdir={w}")).stderr
+  notices = [line for line in longer.splitlines() if "resuming " in line]
+  assert len(notices) == 1, longer[-2000:]
+  expected = f"resuming {w} at step 6 of a run now 8 steps long (was 6): it goes on to the new end"
+  assert expected in notices[0]
+  assert "train 8/8" in longer
+  # Resumed at its own length: nothing to say. Shorter than done: nothing more is trained.
+  same = check_ok(run_launcher("train", TINY, "--config.steps=8", f"--workdir={w}")).stderr
+  assert "resuming " not in same
+  shorter = check_ok(run_launcher("train", TINY, "--config.steps=4", f"--workdir={w}")).stderr
+  assert "at step 8 of a run now 4 steps long (was 8): it is past its new end" in shorter

@@ -1,8 +1,13 @@
 """examples/quickstart.ipynb runs end to end (tiny sizes), as a Colab user would run it."""
 
+import importlib.util
 import json
+import subprocess
+import sys
+from unittest import mock
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.launch_utils import REPO, launch_env
@@ -39,3 +44,30 @@ def test_the_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
   ]
   assert len(images) == 2  # the side-by-side figure and the search's candidates.png
   assert json.loads((tmp_path / "deconas" / "best.json").read_text())["space"] == "deconas"
+
+
+def _run_install_cell(cwd, monkeypatch):
+  """Run the notebook's install cell in `cwd` as if nasr were not installed; return pip's argv."""
+  cell = nbformat.read(NOTEBOOK, as_version=4).cells[2].source
+  assert "pip" in cell and "NASR_SOURCE" in cell
+  monkeypatch.chdir(cwd)
+  find_spec = importlib.util.find_spec
+  missing = lambda name, *a: None if name == "nasr" else find_spec(name, *a)  # noqa: E731
+  with (
+    mock.patch.object(importlib.util, "find_spec", missing),
+    mock.patch.object(subprocess, "check_call") as pip,
+  ):
+    exec(compile(cell, "install cell", "exec"), {})
+  return pip.call_args.args[0]
+
+
+def test_the_install_cell_installs_the_checkout_it_sits_in_or_nasr_source(tmp_path, monkeypatch):
+  monkeypatch.delenv("NASR_SOURCE", raising=False)
+  argv = _run_install_cell(REPO / "examples", monkeypatch)
+  assert argv == [sys.executable, "-m", "pip", "install", "-q", str(REPO)]
+  monkeypatch.setenv("NASR_SOURCE", "git+https://example.org/me/nasr.git")
+  assert _run_install_cell(tmp_path, monkeypatch)[-1] == "git+https://example.org/me/nasr.git"
+  # Outside a checkout and without NASR_SOURCE it says what to set, instead of asking PyPI.
+  monkeypatch.delenv("NASR_SOURCE")
+  with pytest.raises(RuntimeError, match="set NASR_SOURCE"):
+    _run_install_cell(tmp_path, monkeypatch)

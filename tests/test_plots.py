@@ -195,6 +195,27 @@ def test_plot_gp_marks_each_family(tmp_path):
   assert _legend(_panels(again)[0]) == _legend(ax)
 
 
+def test_plot_gp_draws_the_grids_predictions_beside_the_measurements(tmp_path):
+  observed = _observed()  # the last row diverged: no measurement to draw
+  mean = np.array([30.0, 31.5, 29.0, 30.8, 31.2, 28.5])
+  std = np.array([0.5, 0.2, 1.0, 0.1, 0.3, 0.8])
+  fig = plots.plot_gp(
+    observed, tmp_path / "gp.png", grid_mean=mean, grid_std=std, observed_grid=[0, 1, 3, 5, 0]
+  )
+  loo, grid = _panels(fig)
+  assert loo.get_title() == "leave-one-out predictions" and grid.get_title() == "GP over the grid"
+  assert _legend(grid) == ["predicted mean", "+-2 sd", "measured"]
+  (line,) = grid.get_lines()
+  np.testing.assert_allclose(line.get_xdata(), [1, 2, 3, 4, 5, 6])
+  np.testing.assert_allclose(line.get_ydata(), [31.5, 31.2, 30.8, 30.0, 29.0, 28.5])
+  band = grid.collections[0].get_paths()[0].vertices[:, 1]
+  assert band.max() == pytest.approx(31.9) and band.min() == pytest.approx(26.9)  # +-2 sd
+  # Measured PSNRs sit at their architectures' ranks: grid rows 0, 1, 3, 5 rank 4, 1, 3, 6.
+  dots = grid.collections[-1].get_offsets()
+  np.testing.assert_allclose(dots, [[4, 30.0], [1, 31.0], [3, 30.5], [6, 29.0]])
+  assert grid.get_xlabel() == "grid architecture, by predicted PSNR (of 6)"
+
+
 def test_plot_gp_without_families_or_measurements(tmp_path):
   rows = [{k: v for k, v in o.items() if k != "arch"} for o in _observed()]
   fig = plots.plot_gp(rows, tmp_path / "a.png")
@@ -256,6 +277,29 @@ def test_plot_controller_draws_entropy_ratio_and_last_epochs_probabilities(tmp_p
   colourbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
   assert colourbars[0].get_ylabel() == "probability (200 samples)"
   assert fig.get_suptitle() == "deconas x2"
+
+
+def test_plot_controller_names_the_choices_of_each_decision(tmp_path):
+  names = ("input a", "op a", "position")
+  choices = (("cell k-2", "cell k-1"), ("identity", "sep3", "sep5", "dil3", "dil5", "udpb", "rcab"))
+  choices += (("layer 1", "layer 2", "layer 3"),)
+  history = _controller_history()
+  history[-1]["decision_probs"][1] = [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.4]
+  fig = plots.plot_controller(history, tmp_path / "c.png", decisions=names, choices=choices)
+  heat = _panels(fig)[1]
+  # Choices differ by decision: each row names its most probable one, each cell its own.
+  rows = [t.get_text() for t in heat.get_yticklabels()]
+  assert rows == ["input a: cell k-2", "op a: rcab", "position: layer 1"]
+  cells = {t.get_text() for t in heat.texts}
+  assert {"rcab\n0.40", "udpb\n0.10", "cell k-1\n0.50", "layer 3\n0.33"} <= cells
+  # Choices every decision shares name the columns.
+  ops = ("zero", "skip", "conv3x3")
+  shared = [{**h, "decision_probs": [[0.2, 0.3, 0.5]] * 3} for h in history]
+  fig = plots.plot_controller(shared, tmp_path / "d.png", decisions=names, choices=[ops] * 3)
+  heat = _panels(fig)[1]
+  assert [t.get_text() for t in heat.get_xticklabels()] == list(ops)
+  assert [t.get_text() for t in heat.get_yticklabels()] == list(names)
+  assert {t.get_text() for t in heat.texts} == {"0.20", "0.30", "0.50"}
 
 
 def test_plot_controller_without_probabilities_or_names(tmp_path):

@@ -4,6 +4,7 @@ import json
 from unittest import mock
 
 import numpy as np
+import pytest
 
 from nasr import writers
 
@@ -21,6 +22,15 @@ def test_progress_reports_fast_training_as_steps_per_second():
     progress = writers.Progress(1000)
     line = progress.update(250)
   assert line.startswith("train 250/1000 | 25.00 steps/s | ETA")
+
+
+def test_rough_duration_says_an_estimate_in_the_unit_a_person_would():
+  assert writers.rough_duration(30) == "under a minute"
+  assert writers.rough_duration(600) == "about 10 min"
+  assert writers.rough_duration(9390) == "about 2.6 h"
+  assert writers.rough_duration(3 * 86400) == "about 3.0 days"
+  with pytest.raises(ValueError, match="finite number of seconds"):
+    writers.rough_duration(float("nan"))
 
 
 def _strict_load(text: str):

@@ -38,6 +38,8 @@ class TokenSpec:
       upsampling cell, network level); default: one group (0) for every position.
     op_heads: the heads that choose operations (ENAS and DeCoNAS squash their logits more: the
       `reinforce` strategy's `op_tanh_reduce`); default: none.
+    choice_names: per position, a name for each of its choices (what a plot shows: "rcab",
+      "node0"); default: none, the choices are numbered.
   """
 
   choices: tuple[int, ...]
@@ -46,16 +48,25 @@ class TokenSpec:
   heads: tuple[int, ...] = ()
   groups: tuple[int, ...] = ()
   op_heads: tuple[int, ...] = ()
+  choice_names: tuple[tuple[str, ...], ...] = ()
 
   def __post_init__(self):
     n = len(self.choices)
     if n == 0 or any(int(c) < 1 for c in self.choices):
       raise ValueError(f"a TokenSpec needs positions with at least one choice, got {self.choices}")
-    for field in ("names", "steps", "heads", "groups"):
+    for field in ("names", "steps", "heads", "groups", "choice_names"):
       value = getattr(self, field)
       if value and len(value) != n:
         raise ValueError(f"TokenSpec.{field} must have one entry per position ({n})")
     object.__setattr__(self, "choices", tuple(int(c) for c in self.choices))
+    names = tuple(tuple(str(c) for c in row) for row in self.choice_names)
+    for i, row in enumerate(names):
+      if len(row) != self.choices[i]:
+        raise ValueError(
+          f"TokenSpec.choice_names of position {i} ({self.name(i)}) has {len(row)} names for "
+          f"{self.choices[i]} choices"
+        )
+    object.__setattr__(self, "choice_names", names)
     if not self.steps:
       object.__setattr__(self, "steps", tuple(range(n)))
     if not self.heads:
@@ -102,6 +113,12 @@ class TokenSpec:
   def name(self, i: int) -> str:
     """Return the name of position i."""
     return self.names[i] if self.names else f"position {i}"
+
+  def choice_labels(self, i: int) -> tuple[str, ...]:
+    """Return the names of position i's choices ("0", "1", ... where the spec names none)."""
+    if self.choice_names:
+      return self.choice_names[i]
+    return tuple(str(k) for k in range(self.choices[i]))
 
   def validate(self, tokens: Sequence[int] | np.ndarray) -> np.ndarray:
     """Return `tokens` as an int32 array, or raise TokenError naming the bad position."""

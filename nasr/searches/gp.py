@@ -11,7 +11,8 @@ whole grid by predicted PSNR. Outputs:
   W/topk.json   the k architectures for the ensemble: the best predicted architecture of each family
                 first (heterogeneous models ensemble better), then the next best; W/topk/<r>.json
                 are their architecture files for launch.train (--config.arch=W/topk/0.json)
-  W/gp.png      leave-one-out predicted against measured PSNR, one marker per family
+  W/gp.png      leave-one-out predicted against measured PSNR, one marker per family, and the
+                GP's mean +- 2 sd over the whole grid with the measured PSNRs where they rank
 Any space with an enumerable token grid fits (config.space.name); the strategy is space-agnostic.
 """
 
@@ -97,7 +98,8 @@ def report(done: from_scratch.Observed) -> dict:
   mean, var = jax.jit(gp_lib.predict)(s_state, jnp.asarray(grid))
   mean, std = np.asarray(mean, np.float64), np.sqrt(np.asarray(var, np.float64))
   index = {tuple(r["tokens"]): r for r in observations}
-  observed = _with_predictions(observations, s_state, space.token_spec().choices, mean, std)
+  choices = space.token_spec().choices
+  observed = _with_predictions(observations, s_state, choices, mean, std)
   order = np.argsort(-mean, kind="stable")
 
   def grid_row(g: int) -> dict:
@@ -143,6 +145,9 @@ def report(done: from_scratch.Observed) -> dict:
     workdir / "gp.png",
     title=f"GP-NAS {grid_name} x{scale}",
     families=[space.decode(np.asarray(o["tokens"])).group() for o in observed],
+    grid_mean=mean,
+    grid_std=std,
+    observed_grid=[int(gp_lib.grid_index(np.asarray(o["tokens"]), choices)) for o in observed],
   )
   best = topk[0]
   return {

@@ -93,6 +93,13 @@ class SearchRun:
     at, _ = self.resumed_at()
     within = f" and {at} steps of the next" if at else ""
     logging.info("resumed the search after %s %d%s", self.unit, self.done, within)
+    # A run's length is the config key named by its unit (epochs, rounds): changed, it says so.
+    run_dir = self._run_dir
+    notice = workdirs.length_notice(
+      self.workdir, run_dir.saved_config, run_dir.config, f"{self.unit}s", self.done, self.unit
+    )
+    if notice:
+      logging.warning("%s", notice)
     return restored
 
   def __enter__(self) -> "SearchRun":

@@ -542,6 +542,7 @@ def _write_derived(
       workdir / "controller.png",
       title=title,
       decisions=[spec.name(i) for i in range(len(spec))],
+      choices=[spec.choice_labels(i) for i in range(len(spec))],
       samples=PROBE_SAMPLES,
       threshold=STUCK_RATIO,
     )

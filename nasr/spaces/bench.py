@@ -289,7 +289,11 @@ class Bench(CostTable):
     """Return three positions (the edges), six ops each, one controller head for all."""
     n = len(EDGES)
     return TokenSpec(
-      (len(OPS),) * n, names=tuple(f"op {e}" for e in EDGE_NAMES), heads=(0,) * n, op_heads=(0,)
+      (len(OPS),) * n,
+      names=tuple(f"op {e}" for e in EDGE_NAMES),
+      heads=(0,) * n,
+      op_heads=(0,),
+      choice_names=(OPS,) * n,
     )
 
   @property

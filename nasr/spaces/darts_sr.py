@@ -774,13 +774,15 @@ class DartsSR:
 
   def token_spec(self) -> TokenSpec:
     """Return the TokenSpec: per node (input a, op a, input b, op b)."""
-    choices, names = [], []
+    choices, names, labels = [], [], []
     n_ops = len(self.edge_ops)
     for i in range(self.nodes):
       choices += [2 + i, n_ops, 2 + i, n_ops]
       names += [f"node{i} input a", f"node{i} op a", f"node{i} input b", f"node{i} op b"]
+      inputs = ("in0", "in1", *(f"node{m}" for m in range(i)))  # as edge_names() calls them
+      labels += [inputs, self.edge_ops, inputs, self.edge_ops]
     steps = [s for s in range(self.nodes) for _ in range(4)]
-    return TokenSpec(tuple(choices), tuple(names), tuple(steps))
+    return TokenSpec(tuple(choices), tuple(names), tuple(steps), choice_names=tuple(labels))
 
   def decode(self, tokens: Sequence[int] | np.ndarray) -> DartsGenotype:
     """Return the genotype of `tokens`, or raise TokenError naming the position."""

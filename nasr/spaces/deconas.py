@@ -665,7 +665,12 @@ class DeCoNAS(CostTable):
       heads += list(range(3, 3 + mm + n))
     # The op bits choose operations: ENAS squashes their logits more.
     return TokenSpec(
-      (2,) * len(steps), tuple(self._names()), tuple(steps), tuple(heads), op_heads=(0, 1, 2)
+      (2,) * len(steps),
+      tuple(self._names()),
+      tuple(steps),
+      tuple(heads),
+      op_heads=(0, 1, 2),
+      choice_names=(("off", "on"),) * len(steps),  # each bit keeps its op or connection or not
     )
 
   def _compact_spec(self) -> TokenSpec:

@@ -577,9 +577,23 @@ class DRN(Families):
 
   def token_spec(self) -> TokenSpec:
     """Return the spec: (family, features, blocks / groups, stages / RCABs per group)."""
+
+    def values(drn: Sequence[int], rcan: Sequence[int]) -> tuple[str, ...]:
+      if "rcan" not in self.families:
+        return tuple(str(v) for v in drn)
+      if "drn" not in self.families:
+        return tuple(str(v) for v in rcan)
+      return tuple(f"{d} (rcan {r})" for d, r in zip(drn, rcan, strict=True))
+
     return TokenSpec(
       (len(self.families), len(self.features), len(self.blocks), len(self.stages)),
       ("family", "features", "blocks (rcan: groups)", "stages (rcan: blocks per group)"),
+      choice_names=(
+        self.families,
+        tuple(str(f) for f in self.features),
+        values(self.blocks, self.rcan_groups),
+        values(self.stages, self.rcan_blocks),
+      ),
     )
 
   def _lists(self, family: str) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -955,25 +955,29 @@ class HNAS(CostTable):
   def token_spec(self) -> TokenSpec:
     """Return the spec: normal-cell tokens (group 0), upsampling-cell (1), position (2)."""
     n = self.nodes
-    choices, names, heads, groups = [], [], [], []
+    choices, names, heads, groups, labels = [], [], [], [], []
     for g, (kind, ops) in enumerate((("normal", NORMAL_OPS), ("upsampling", UP_OPS))):
       base = g * (n + 1)  # heads: one per node's inputs, one shared by the cell's ops
       for j in range(n):
+        inputs = ("cell k-2", "cell k-1", *(f"node{m}" for m in range(j)))
         for t in range(2):
           choices += [j + 2, len(ops)]
           names += [f"{kind} node{j} input {SLOTS[t]}", f"{kind} node{j} op {SLOTS[t]}"]
           heads += [base + j, base + n]
           groups += [g, g]
+          labels += [inputs, ops]
     choices.append(self.layers)
     names.append("upsampling position")
     heads.append(2 * (n + 1))
     groups.append(2)
+    labels.append(tuple(f"layer {layer}" for layer in range(1, self.layers + 1)))
     return TokenSpec(
       tuple(choices),
       tuple(names),
       heads=tuple(heads),
       groups=tuple(groups),
       op_heads=(n, 2 * n + 1),  # one per cell
+      choice_names=tuple(labels),
     )
 
   def decode(self, tokens: Sequence[int] | np.ndarray) -> HNASArch:

@@ -31,3 +31,13 @@ def test_validate_names_the_bad_position():
     spec.validate([2**32 + 1, 0])
   with pytest.raises(TokenError, match=f"token {2**70} at input"):
     spec.validate([1, 2**70])
+
+
+def test_choices_are_named_where_the_spec_names_them_and_numbered_otherwise():
+  spec = TokenSpec((2, 3), names=("op", "input"), choice_names=(("conv", "skip"), ("a", "b", "c")))
+  assert spec.choice_labels(0) == ("conv", "skip") and spec.choice_labels(1) == ("a", "b", "c")
+  assert TokenSpec((2, 3)).choice_labels(1) == ("0", "1", "2")
+  with pytest.raises(ValueError, match=r"choice_names of position 1 \(input\) has 2 names for 3"):
+    TokenSpec((2, 3), names=("op", "input"), choice_names=(("conv", "skip"), ("a", "b")))
+  with pytest.raises(ValueError, match="choice_names must have one entry per position"):
+    TokenSpec((2, 3), choice_names=(("conv", "skip"),))

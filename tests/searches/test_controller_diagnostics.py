@@ -74,7 +74,8 @@ def test_a_frozen_controller_warns_once_and_records_its_diagnostics(tmp_path):
   c.epochs, c.train_steps_per_epoch, c.controller_steps_per_epoch = 2, 1, 1
   c.derive.candidates = 3
   c.strategy.reinforce.learning_rate = 0.0  # the policy cannot move
-  with mock.patch.object(one_shot.logging, "warning") as warning:
+  draw = mock.patch.object(one_shot.plots, "plot_controller", wraps=one_shot.plots.plot_controller)
+  with mock.patch.object(one_shot.logging, "warning") as warning, draw as drawn:
     summary = one_shot.run(c, tmp_path)
   stuck = [call for call in warning.call_args_list if "has not moved" in call.args[0]]
   assert len(stuck) == 1
@@ -98,3 +99,6 @@ def test_a_frozen_controller_warns_once_and_records_its_diagnostics(tmp_path):
   metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert all("entropy_ratio" in m and "decision_probs" not in m for m in metrics)
   assert (tmp_path / "controller.png").stat().st_size > 1000
+  # The heatmap is drawn with the space's names of each decision's choices.
+  assert drawn.call_args.kwargs["choices"] == [spec.choice_labels(i) for i in range(len(spec))]
+  assert drawn.call_args.kwargs["choices"][0] == ("off", "on")

@@ -121,6 +121,16 @@ def test_declared_capabilities_are_the_spaces_own(name):
     assert space.supernet_options() == taken
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_space_names_the_choices_of_every_position(name):
+  # What controller.png labels its heatmap with; a space without names would show numbers.
+  spec = _space(name).token_spec()
+  assert spec.choice_names, f"space {name!r} does not name its choices (TokenSpec.choice_names)"
+  for i in range(len(spec)):
+    labels = spec.choice_labels(i)
+    assert len(labels) == spec.choices[i] and len(set(labels)) == len(labels), spec.name(i)
+
+
 def _fields(space):
   return dataclasses.fields(space) if dataclasses.is_dataclass(space) else ()
 

@@ -423,3 +423,17 @@ def test_form_options_are_checked_and_x3_deconvolution_is_refused_early():
   assert spaces.get("hnas", layers=3, nodes=2, channels=C, deconv_kernel="2s").supernet(3)
   # HNAS-C upsamples without a deconvolution on a cell input: it builds at x3 (as the authors').
   assert spaces.get("hnas").build(_paper_arch("c"), 3)
+
+
+def test_the_spec_names_every_choice_as_decode_reads_it():
+  space = spaces.get("hnas", layers=12, nodes=4, channels=8)
+  spec = space.token_spec()
+  inputs = lambda i: "cell k-2" if i == 0 else "cell k-1" if i == 1 else f"node{i - 2}"  # noqa: E731
+  for tokens in spec.sample(np.random.default_rng(0), 20):
+    arch = space.decode(tokens)
+    named = [spec.choice_labels(i)[t] for i, t in enumerate(tokens)]
+    for c, cell in enumerate((arch.normal, arch.upsampling)):
+      for j, (ia, op_a, ib, op_b) in enumerate(cell):
+        at = 4 * (4 * c + j)  # 4 nodes a cell, 4 tokens a node
+        assert named[at : at + 4] == [inputs(ia), op_a, inputs(ib), op_b]
+    assert named[-1] == f"layer {arch.position}"
