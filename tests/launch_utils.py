@@ -91,6 +91,45 @@ def retrain_and_evaluate(arch: Path, workdir: Path) -> dict:
   return json.loads((workdir / "eval" / "eval.json").read_text())
 
 
+# Runs launch.<tool> with its arguments after patching Checkpointer.save: once the run's own
+# checkpoint of step >= min_step is written (checkpoints/<step> renamed into place), it writes the
+# step to the `ready` pipe and pauses until a byte comes on the `go` pipe and, where the run
+# handles `sig` in Python (SIGINT, SIGTERM), until that handler has run. The parent sends `sig`
+# in that pause: it lands right after that checkpoint, however slowly either side runs.
+_PAUSE_AFTER_CHECKPOINT = """
+import os, runpy, signal, sys, time
+from pathlib import Path
+from nasr.checkpoint import Checkpointer
+
+min_step, sig, ready, go = (int(a) for a in sys.argv[1:5])
+ours, module = Path(sys.argv[5]).resolve() / "checkpoints", sys.argv[6]
+for fd in (ready, go):
+  os.set_inheritable(fd, False)  # a process this run starts must not hold the pipes open
+save, paused = Checkpointer.save, []
+
+def save_then_pause(self, step, *args, **kwargs):
+  saved = save(self, step, *args, **kwargs)
+  if saved and not paused and int(step) >= min_step and self.directory.resolve() == ours:
+    paused.append(step)
+    self.wait()  # written: the folder has its step's name
+    handler, handled = signal.getsignal(sig), []
+    if callable(handler):  # the run's own (Interrupts): note when it has run
+      signal.signal(sig, lambda *a: (handled.append(1), handler(*a)))
+    os.write(ready, b"%d\\n" % int(step))
+    os.read(go, 1)
+    # Any thread may take a process's signal; Python runs the handler in this one, soon after.
+    while callable(handler) and not handled:
+      time.sleep(0.01)
+    if callable(handler):
+      signal.signal(sig, handler)
+  return saved
+
+Checkpointer.save = save_then_pause
+sys.argv = [module, *sys.argv[7:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+
+
 def kill_after_checkpoint(
   tool: str,
   args: list[str],
@@ -99,32 +138,61 @@ def kill_after_checkpoint(
   timeout: float = 300,
   sig: int = 9,
 ) -> tuple[int, str]:
-  """Start a launcher, send it `sig` (SIGKILL) once `workdir` holds a checkpoint >= min_step;
-  return its (exit code, stderr) after it ends."""
+  """Run a launcher and send it `sig` (SIGKILL) right after it has written its first checkpoint
+  of step >= min_step (it pauses there until the signal is sent); return its (exit code, stderr).
+  """
+  import select
   import signal
-  import time
 
   workdir.mkdir(parents=True, exist_ok=True)
+  ready_r, ready_w = os.pipe()
+  go_r, go_w = os.pipe()
   with tempfile.TemporaryFile("w+") as err:
     proc = subprocess.Popen(
-      launch_cmd(tool, *args, f"--workdir={workdir}"),
+      [
+        sys.executable,
+        "-c",
+        _PAUSE_AFTER_CHECKPOINT,
+        str(min_step),
+        str(int(sig)),
+        str(ready_w),
+        str(go_r),
+        str(workdir),
+        f"launch.{tool}",
+        *args,
+        f"--workdir={workdir}",
+      ],
       cwd=REPO,
       env=launch_env(),
       stdout=subprocess.DEVNULL,
       stderr=err,
+      pass_fds=(ready_w, go_r),
     )
-    deadline = time.time() + timeout
-    ck = workdir / "checkpoints"
-    while time.time() < deadline and proc.poll() is None:
-      if ck.is_dir() and any(p.name.isdigit() and int(p.name) >= min_step for p in ck.iterdir()):
-        break
-      time.sleep(0.02)
-    finished = proc.poll() is not None
-    proc.send_signal(signal.Signals(sig))
+    os.close(ready_w)
+    os.close(go_r)
+    try:
+      # The step, or end of file when the run ended (or failed) without such a checkpoint.
+      if not select.select([ready_r], [], [], timeout)[0]:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"launch.{tool} wrote no checkpoint >= {min_step} in {timeout} s")
+      paused_at = os.read(ready_r, 64).strip()
+      if paused_at:
+        proc.send_signal(signal.Signals(sig))
+        try:
+          os.write(go_w, b"g")
+        except BrokenPipeError:
+          pass  # SIGKILL: nobody is left to read it
+    finally:
+      os.close(ready_r)
+      os.close(go_w)
     code = proc.wait(timeout=timeout)
     err.seek(0)
     stderr = err.read()
-  assert not finished, f"launch.{tool} finished before it could be stopped; make the run longer"
+  assert paused_at, (
+    f"launch.{tool} ended before a checkpoint >= {min_step}; make the run longer:\n"
+    + stderr[-2000:]
+  )
   return code, stderr
 
 

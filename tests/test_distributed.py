@@ -29,7 +29,10 @@ SEARCH = {
   "controller_steps_per_epoch": 1,
   "derive.candidates": 2,
 }
-HEARTBEAT_S = 5  # a killed process's partner ends this soon after (jax's default: 100 s)
+# A killed process's partner ends this soon after at the latest (jax's default: 100 s); usually at
+# once, when gloo sees the closed socket. It also bounds how long a live process may go unheard:
+# 30 s, not 5, so that a loaded machine does not end a healthy run.
+HEARTBEAT_S = 30
 TIMEOUT_S = 400  # per launcher run; far above what a loaded 2-core machine needs
 # Cluster variables of the machine running the tests must not make these runs multi-process.
 _CLUSTER_VARS = (*parallel.COUNT_ENV, *parallel.ID_ENV, "JAX_COORDINATOR_ADDRESS")
@@ -47,16 +50,25 @@ def _env(devices: int) -> dict:
   return env
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
+def _reserve_port() -> socket.socket:
+  """Return a socket bound to a free port, which holds it until closed.
+
+  A port found free and let go could be taken before the coordinator binds it (check then use;
+  a taken port crashes the coordinator). While this socket is bound, no other bind takes the
+  port and no outgoing connection picks it; SO_REUSEPORT lets the coordinator (gRPC, which sets
+  it too, same user) bind beside it, and a socket that never listens takes no connections.
+  """
+  s = socket.socket()
+  s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+  s.bind(("127.0.0.1", 0))
+  return s
 
 
 def _start(tool: str, args: list[str], workdir: Path, processes: int) -> list[subprocess.Popen]:
   """Start `processes` launchers (1: one process with 2 devices; 2: one device each)."""
   workdir.mkdir(parents=True, exist_ok=True)
-  port, procs = _free_port(), []
+  reserved, procs = _reserve_port(), []
+  port = reserved.getsockname()[1]
   for i in range(processes):
     dist = []
     if processes > 1:
@@ -77,6 +89,7 @@ def _start(tool: str, args: list[str], workdir: Path, processes: int) -> list[su
       )
     )
     procs[-1].err = err
+    procs[-1].port = reserved  # held until _finish
   return procs
 
 
@@ -95,6 +108,7 @@ def _finish(procs: list[subprocess.Popen], timeout: float = TIMEOUT_S) -> list[t
     p.err.seek(0)
     out.append((p.returncode, p.err.read()))
     p.err.close()
+    p.port.close()
   return out
 
 
@@ -348,16 +362,17 @@ def test_no_distributed_run_leaves_jax_single_process(no_cluster):
 
 
 def test_a_process_whose_peers_never_come_ends_in_one_line_after_its_timeout(tmp_path):
-  r = run_launcher(
-    "train",
-    "--config=configs/train.py:tiny",
-    "--config.distributed.num_processes=2",
-    "--config.distributed.process_id=0",
-    f"--config.distributed.coordinator=127.0.0.1:{_free_port()}",
-    "--config.distributed.init_timeout_s=3",
-    f"--workdir={tmp_path / 'w'}",
-    timeout=120,  # JAX's own wait would be minutes, then an abort (exit 134)
-  )
+  with _reserve_port() as reserved:
+    r = run_launcher(
+      "train",
+      "--config=configs/train.py:tiny",
+      "--config.distributed.num_processes=2",
+      "--config.distributed.process_id=0",
+      f"--config.distributed.coordinator=127.0.0.1:{reserved.getsockname()[1]}",
+      "--config.distributed.init_timeout_s=3",
+      f"--workdir={tmp_path / 'w'}",
+      timeout=120,  # JAX's own wait would be minutes, then an abort (exit 134)
+    )
   assert r.returncode == 2, r.stderr[-2000:]
   last = r.stderr.strip().splitlines()[-1]
   assert "not all 2 arrived" in last and "config.distributed.init_timeout_s" in last

@@ -236,19 +236,35 @@ def test_evaluating_weights_that_do_not_fit_their_config_names_the_mismatch(trai
 
 
 _NOISY = """
-import atexit, sys, threading, time
+import atexit, os, sys, threading
 from launch import common
 from nasr.core.errors import NasrError
 
 def main(config, workdir):
-  # Failed background writers print from their threads, and again at interpreter teardown. (A
-  # line every millisecond: a thread flooding the pipe until it is full could still be blocked in
-  # a write that the kernel completes after the error line's; real writers print a few lines.)
-  def chatter():
-    while True:
-      sys.stderr.write("background writer noise\\n")
-      time.sleep(0.001)
-  threading.Thread(target=chatter, daemon=True).start()
+  # A failed background writer prints before the error, and again after the error line is out
+  # (its thread outlives the run; interpreter teardown prints more). Each step is handed over
+  # by an event, not left to a race: the late lines are written once the launcher is about to
+  # exit, after the error line, and must not reach the terminal.
+  early, late, written = threading.Event(), threading.Event(), threading.Event()
+
+  def writer():
+    sys.stderr.write("background writer noise\\n")
+    early.set()
+    late.wait()
+    for _ in range(3):
+      sys.stderr.write("late background writer noise\\n")
+    written.set()
+
+  threading.Thread(target=writer, daemon=True).start()
+  early.wait()
+  exit_now = os._exit
+
+  def exit_after_late_noise(code):
+    late.set()
+    written.wait(30)
+    exit_now(code)
+
+  os._exit = exit_after_late_noise
   atexit.register(lambda: sys.stderr.write("teardown noise\\n"))
   raise {error}("the save failed")
 
@@ -269,7 +285,9 @@ def test_the_error_is_the_last_line_though_background_threads_still_print(error,
   assert r.returncode == 2, r.stderr[-2000:]
   last = r.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "the save failed" in last, last
-  assert "teardown noise" not in r.stderr
+  assert "background writer noise" in r.stderr  # before the error, the terminal has it
+  assert "late background writer noise" not in r.stderr and "teardown noise" not in r.stderr
+  assert "late background writer noise" in (tmp_path / "error.log").read_text()
 
 
 @pytest.mark.parametrize(

@@ -65,7 +65,7 @@ def test_tiny_search_writes_consistent_results(reference):
 def test_sigkill_resume_reaches_the_same_observations(reference, tmp_path):
   killed = tmp_path / "killed"
   kill_after_checkpoint("search", [TINY], killed, min_step=1)
-  assert Checkpointer(killed).latest_step() == 1  # killed during round 2
+  assert Checkpointer(killed).latest_step() == 1  # killed once round 1 is saved
   check_ok(run_launcher("search", TINY, f"--workdir={killed}"))
   assert _observations(killed) == _observations(reference)
   ref = pins.restore_arrays(reference, 2)

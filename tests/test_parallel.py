@@ -1,5 +1,6 @@
 """Data parallelism: 1 and 2 devices give the same loss and parameters for the same global batch."""
 
+import threading
 import time
 
 import chex
@@ -124,12 +125,18 @@ def test_pooled_prefetch_raises_an_error_at_its_step_and_not_before():
 def test_close_returns_promptly_while_the_workers_wait_for_room():
   prefetch = parallel.Prefetch(lambda step: step, 0, 10**9, ahead=1, workers=4)
   assert prefetch.get(0) == 0
-  time.sleep(0.2)  # the window fills: the workers wait for the consumer (or soon will)
-  t0 = time.perf_counter()
-  prefetch.close()
-  # Promptly: a close that waited for the workers' 10^9 steps would never return; 5 s leaves a
-  # loaded machine room (the close itself takes milliseconds).
-  assert time.perf_counter() - t0 < 5.0
+  # Steps 1-5 fill the window (ahead 1 + 4 workers); then all 4 workers wait on the condition
+  # for room. Waited for, not slept on: a close while a worker still makes a step checks less.
+  deadline = time.monotonic() + 60
+  while len(prefetch._cond._waiters) < 4:
+    assert time.monotonic() < deadline, "the workers never all waited for room"
+    time.sleep(0.001)
+  assert sorted(prefetch._done) == [1, 2, 3, 4, 5]
+  # Close from another thread: a close that never wakes the workers fails here, not hangs.
+  closer = threading.Thread(target=prefetch.close, daemon=True)
+  closer.start()
+  closer.join(timeout=30)  # it takes milliseconds; 30 s leaves a loaded machine room
+  assert not closer.is_alive(), "close() did not return while the workers waited for room"
   assert not any(t.is_alive() for t in prefetch._threads)
   with pytest.raises(ValueError, match="after close"):
     prefetch.get(1)

@@ -1,6 +1,7 @@
 """Damaged, foreign and busy workdirs: checkpoints fall back or fail by name, nothing is lost."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,3 +172,53 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_loses_nothing(tmp_path)
     assert sorted(p.name for p in (w / "checkpoints").iterdir()) == ["6", "8"]
   finally:
     subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+# Runs argv[2:] with a file-size limit of argv[1] bytes: a write past it fails with EFBIG ("File
+# too large"), as a full disk fails one with ENOSPC. SIGXFSZ would kill the process instead of
+# failing the write; Python ignores it already, ignoring it here does not rely on that.
+_FILE_SIZE_LIMIT = """
+import os, resource, signal, sys
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+_LIMIT = 4096  # below a tiny checkpoint's array files, above run.json and config.json
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_loses_nothing_on_every_host(tmp_path):
+  # The full-disk test above needs root to mount a tmpfs; a file-size limit fails the
+  # checkpoint's writes the same way (an OSError inside Orbax's writer threads) anywhere.
+  from tests.launch_utils import REPO, launch_cmd, launch_env, run_launcher
+
+  w = tmp_path / "w"
+  tiny = "--config=configs/train.py:tiny"
+  assert run_launcher("train", tiny, f"--workdir={w}").returncode == 0
+  kept = {p: _digest(w / p) for p in ("checkpoints/4", "checkpoints/6", "best/6")}
+  biggest = max(f.stat().st_size for f in (w / "checkpoints" / "6").rglob("*") if f.is_file())
+  assert biggest > _LIMIT, "the limit no longer stops a checkpoint: lower it"
+  env = launch_env()
+  # Its own compilation cache: a cache entry cut at the limit must not reach the other runs.
+  env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "xla")
+  r = subprocess.run(
+    [sys.executable, "-c", _FILE_SIZE_LIMIT, str(_LIMIT)]
+    + launch_cmd("train", tiny, "--config.steps=8", f"--workdir={w}"),
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  err = r.stderr.strip()
+  assert r.returncode == 2 and "Traceback" not in err, err[-3000:]
+  last = err.splitlines()[-1]
+  assert last.startswith("error: ") and "File too large" in last, last
+  # ... and where: a file of step 8's save (the checkpoint or the best weights), not run.json.
+  assert re.search(rf"{re.escape(str(w))}/(checkpoints|best)/8\b", last), last
+  assert {p: _digest(w / p) for p in kept} == kept
+  # Without the limit, the same command cleans the partial save up and finishes.
+  r = run_launcher("train", tiny, "--config.steps=8", f"--workdir={w}")
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "resumed from the checkpoint at step 6" in r.stderr
+  assert sorted(p.name for p in (w / "checkpoints").iterdir()) == ["6", "8"]

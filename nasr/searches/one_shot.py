@@ -69,7 +69,9 @@ def child_sampler(spec, propose: Callable) -> Callable:
   choices (exactly FairNAS's strict fairness where a decision has the most choices, nearly so
   elsewhere). The mode is data: one compiled step serves every mode of a run.
   """
-  choices = jnp.asarray(spec.choices, jnp.int32)
+  # A numpy constant, not a device array: the step is compiled inside loop.on_device, and
+  # lowering a closed-over device array reads it on the host (an error under the guard on GPUs).
+  choices = np.asarray(spec.choices, np.int32)
   width, n = max(spec.choices), len(spec)
 
   def sample(policy, key, num):

@@ -1,6 +1,7 @@
 """The one-shot loop runs any registered strategy on any supernet space; its reward terms are exact."""
 
 import contextlib
+import io
 import json
 
 import chex
@@ -246,8 +247,73 @@ def test_a_search_reads_nothing_on_the_host_between_its_steps(tmp_path, monkeypa
   result = one_shot.run(c, tmp_path)
   assert len(entered) == c.epochs * (c.train_steps_per_epoch + c.controller_steps_per_epoch)
   assert np.isfinite(result["best_psnr"])
-  with pytest.raises(AssertionError, match="read on the host"), _no_host_reads():
-    float(jnp.ones(()))
+
+
+def _unread_values() -> dict:
+  """Return device values not yet read on the host (a read value keeps its host copy).
+
+  On the CPU backend jax hands a float32 array to numpy without a copy, and the transfer guard
+  sees only copies: there the values are int4, which numpy holds unpacked (always a copy). On an
+  accelerator they are float32, the search's own values.
+  """
+  dtype = jnp.int4 if jax.default_backend() == "cpu" else jnp.float32
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("d",))
+  spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("d"))
+  return {
+    "scalar": jnp.ones((), dtype) * 2,  # computed on the devices, as a step's metrics are
+    "vector": jnp.ones((3,), dtype) * 2,
+    "sharded": jax.device_put(jnp.ones((2 * len(jax.devices()),), dtype), spread) * 2,
+  }
+
+
+# What a search step's loop could do by accident to a value the step returned.
+_HOST_READS = {
+  "float": lambda v: float(v["scalar"]),
+  "int": lambda v: int(v["scalar"]),
+  "bool": lambda v: bool(v["scalar"]),
+  "item": lambda v: v["scalar"].item(),
+  "format": lambda v: f"{v['scalar']:.2f}",
+  "np.asarray": lambda v: np.asarray(v["vector"]),
+  "np.asarray of a sharded value": lambda v: np.asarray(v["sharded"]),
+  "tolist": lambda v: v["vector"].tolist(),
+  "print": lambda v: print(v["vector"], file=io.StringIO()),
+}
+_GUARDS = {"loop.on_device": loop.on_device, "the tests' stand-in": _no_host_reads}
+
+
+@pytest.mark.parametrize("guard", list(_GUARDS))
+@pytest.mark.parametrize("read", list(_HOST_READS))
+def test_the_guard_makes_every_host_read_an_error(guard, read):
+  # The production guard on its own (jax's transfer guard), and the stand-in the search tests use
+  # where that guard is blind (CPU float32): each way a loop can read a device value fails.
+  values = _unread_values()
+  with pytest.raises(
+    (jax.errors.JaxRuntimeError, AssertionError),
+    match="Disallowed device-to-host transfer|read on the host",
+  ):
+    with _GUARDS[guard]():
+      _HOST_READS[read](values)
+  _HOST_READS[read](values)  # outside the guard the same read works
+
+
+@pytest.mark.parametrize("guard", list(_GUARDS))
+def test_a_step_runs_inside_the_guard_and_its_results_are_read_after_it(guard):
+  # What the searches do inside the guard: host integers to the devices (the step number, a
+  # fold_in), a jitted step on device values, its results kept as device arrays.
+  @jax.jit
+  def step(w, key, at):
+    w = w + jax.random.uniform(key, w.shape) * at
+    return w, {"loss": jnp.mean(w)}
+
+  w, losses = jnp.zeros((4,)), []
+  with _GUARDS[guard]():
+    for at in range(3):
+      key = jax.random.fold_in(jax.random.key(0), at)
+      w, m = step(w, key, jnp.int32(at))
+      losses.append(m["loss"])
+    assert w.shape == (4,) and w.dtype == jnp.float32  # metadata is no transfer
+  got = loop.floats(losses)  # the phase's end: one fetch of everything
+  assert len(got) == 3 and got[0] == 0.0 and got[2] > got[1] > 0.0
 
 
 def test_child_sampler_modes_policy_uniform_and_strictly_fair():
