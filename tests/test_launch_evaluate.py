@@ -208,7 +208,8 @@ def test_multi_level_ensemble_through_launch_evaluate(two_families, singles, tmp
   _check_gains(result, r.stdout)
 
 
-@pytest.mark.slow
+# In the default suite: the two families and their single upscalers are the module's fixtures
+# (trained once for the evaluate tests above), so this adds one upscale launch.
 def test_multi_level_ensemble_through_launch_upscale(two_families, singles, tmp_path):
   checkpoints = f"--config.checkpoint={two_families[0]},{two_families[1]}"
   lr, _ = _face()

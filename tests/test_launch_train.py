@@ -131,3 +131,21 @@ def test_a_resume_into_a_run_of_another_length_says_so_in_one_line(tmp_path):
   assert "resuming " not in same
   shorter = check_ok(run_launcher("train", TINY, "--config.steps=4", f"--workdir={w}")).stderr
   assert "at step 8 of a run now 4 steps long (was 8): it is past its new end" in shorter
+
+
+@pytest.mark.slow
+def test_the_readme_first_command_beats_bicubic(tmp_path):
+  # The README's first job (train:quick, then evaluate on the embedded photos) promises about
+  # +1 dB over MATLAB bicubic: a constant or broken network would fall far below it.
+  w = tmp_path / "edsr_x2"
+  check_ok(run_launcher("train", "--config=configs/train.py:quick", f"--workdir={w}"))
+  check_ok(
+    run_launcher(
+      "evaluate",
+      "--config=configs/evaluate.py",
+      f"--config.checkpoint={w}",
+      f"--workdir={w / 'eval'}",
+    )
+  )
+  results = json.loads((w / "eval" / "eval.json").read_text())["results"]
+  assert results and all(r["gain_db"] > 0.5 for r in results.values()), results
