@@ -13,6 +13,7 @@ import pytest
 
 from nasr import spaces
 from nasr.checkpoint import Checkpointer
+from nasr.configs import hnas as hnas_config
 from nasr.experiment import load_config
 from tests import pins
 from tests.launch_utils import (
@@ -53,7 +54,7 @@ def test_search_derive_retrain_evaluate_tiny(searched, tmp_path):
     assert r["macs_ratio"] == pytest.approx(r["macs_per_lr_pixel"] * 48 * 48 * 0.5e-8, rel=1e-9)
   best = json.loads((w / "best.json").read_text())
   assert best["space"] == "hnas" and best["tokens"] == rows[0]["tokens"]
-  assert best["space_kwargs"] == {"layers": 3, "nodes": 2, "channels": 4}
+  assert best["space_kwargs"] == {"layers": 3, "nodes": 2, "channels": 4, **hnas_config.FORMS}
   space, arch = spaces.load_arch(w / "best.json")
   assert 1 <= arch.position <= 3 and len(arch.normal) == len(arch.upsampling) == 2
   assert (w / "candidates.png").stat().st_size > 1000
@@ -99,6 +100,7 @@ def test_one_override_switches_the_strategy_to_random_search(tmp_path):
     "layers": 3,
     "nodes": 2,
     "channels": 4,
+    **hnas_config.FORMS,
   }
 
 
