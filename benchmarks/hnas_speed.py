@@ -1,12 +1,11 @@
-r"""HNAS step times next to the authors' PyTorch code: supernet, controller, HNAS-A retrain.
+r"""HNAS step times at the authors' search size: supernet, controller, policy, HNAS-A retrain.
 
   python -m benchmarks.hnas_speed                          # the reference's sizes (below)
   python -m benchmarks.hnas_speed --parts=supernet,controller --repeats=10
   python -m benchmarks.hnas_speed --quick                  # tiny sizes: a smoke run, no comparison
 
 Prints one JSON line per part with the median wall time of a step (each step synchronised; the
-compiling call and `--warmup` more calls are not timed), the compile time, and the reference's
-time of the same step on this kind of device with the ratio ours / reference (below 1: faster):
+compiling call and `--warmup` more calls are not timed) and the compile time (+ one step):
 
   supernet    the supernet train step at the search size of HNAS (Supplementary B): L=12 layers,
               4 nodes, C=8, x2, batch 16 of 48x48 LR patches, Adam, L1; a fresh architecture
@@ -27,9 +26,8 @@ COMPACT_PRIMITIVES: the UDPB commented out) instead of all seven of Table I, the
 with the reference's step: a proposed UDPB edge becomes an RCAB (UDPB edges are the most expensive
 op by far).
 
-Reference (the authors' code, guoyongcs/HNAS-SR): on the 2-core CPU with PyTorch 2.13 and 2
-threads, supernet 2.24 s, controller 0.82 s, HNAS-A retrain 23.7 s; on one H200 with torch 2.11
-(eager), supernet 134 ms, controller 210 ms.
+The authors' code is timed beside it, in one run, by benchmarks/side_by_side.py (a ratio against a
+number from another day or machine means little: BENCHMARKS.md).
 """
 
 import json
@@ -50,15 +48,6 @@ from nasr.spaces import hnas
 
 PARTS = ("supernet", "controller", "policy", "retrain")
 HNAS_A = Path(__file__).resolve().parents[1] / "configs" / "archs" / "hnas_a.json"
-# Seconds per step of the authors' code, by JAX backend (None: not measured).
-REFERENCE = {
-  "cpu": {"supernet": 2.24, "controller": 0.82, "retrain": 23.7},
-  "gpu": {"supernet": 0.134, "controller": 0.210, "retrain": None},
-}
-REFERENCE_SETUP = {
-  "cpu": "authors' PyTorch code, PyTorch 2.13, 2 threads, the 2-core CPU",
-  "gpu": "authors' PyTorch code, torch 2.11 eager, one H200",
-}
 # --quick: every part at toy sizes, so a smoke run compiles in seconds.
 QUICK = {"layers": 3, "nodes": 2, "channels": 4, "batch": 2, "patch": 12, "retrain_channels": 8}
 
@@ -308,15 +297,11 @@ def main(argv):
       continue
     run, setup = makers[part](sizes)
     first, median, times = _median_time(run, _REPEATS.value, _WARMUP.value)
-    ref = None if _QUICK.value else REFERENCE.get(backend, {}).get(part)
     row = {
       "part": part,
       "median_s": round(median, 5),
       "times_s": [round(t, 5) for t in times],
       "first_call_s": round(first, 2),  # compile + one step
-      "reference_s": ref,
-      "ours_over_reference": round(median / ref, 3) if ref else None,
-      "reference": REFERENCE_SETUP.get(backend) if ref else None,
       "device": device,
       "scale": _SCALE.value,
       "quick": _QUICK.value,

@@ -3,6 +3,7 @@ r"""The benchmark suite: one command times the training steps of every network f
   python -m benchmarks.suite                            # every section at full size (one GPU)
   python -m benchmarks.suite --sections=edsr,deconas --out=/tmp/suite.json   # or --out=<folder>
   python -m benchmarks.suite --sections=darts --section_timeout_s=darts=900   # all DARTS modes
+  python -m benchmarks.suite --sections=edsr:f32,darts:first_order   # some variants only
   JAX_NUM_CPU_DEVICES=1 python -m benchmarks.suite --tiny --jobs=2   # CPU smoke run (as in CI)
 
 Sections (x2, L1 loss; variants in the order they run):
@@ -129,7 +130,11 @@ DARTS_MODES = {
 }
 PROTOCOL = "@@suite "  # prefix of the lines a section process reports on
 
-_SECTIONS = flags.DEFINE_list("sections", list(SECTIONS), f"Sections to run, of {SECTIONS}.")
+_SECTIONS = flags.DEFINE_list(
+  "sections",
+  list(SECTIONS),
+  f"Sections to run, of {SECTIONS}; `section:variant` runs one variant of a section ({VARIANTS}).",
+)
 _TINY = flags.DEFINE_bool("tiny", False, "Tiny sizes: a CPU smoke run of every code path.")
 _STEPS = flags.DEFINE_integer(
   "steps", None, "Timed steps per row (default 5; at least 5 unless --tiny, which defaults to 2)."
@@ -651,19 +656,44 @@ def _run_child(cmd: list[str], limit_s: float) -> tuple[list[dict], bool, int | 
   return events, timed_out, proc.returncode
 
 
-def run_sections(sections, limits: dict[str, float], steps: int, jobs: int = 1) -> list[dict]:
+def parse_sections(entries: list[str]) -> dict[str, list[str]]:
+  """Return {section: its variants to run} from --sections entries `section` or `section:variant`."""
+  chosen: dict[str, list[str]] = {}
+  for entry in entries:
+    section, _, variant = entry.partition(":")
+    if section not in SECTIONS:
+      raise app.UsageError(
+        f"--sections: unknown section {section!r}; sections: {', '.join(SECTIONS)}"
+      )
+    if variant and variant not in VARIANTS[section]:
+      raise app.UsageError(
+        f"--sections: {entry!r}: section {section} has no variant {variant!r}; "
+        f"its variants: {', '.join(VARIANTS[section])}"
+      )
+    wanted = set(chosen.get(section, ())) | set([variant] if variant else VARIANTS[section])
+    chosen[section] = [v for v in VARIANTS[section] if v in wanted]  # the section's own order
+  if not chosen:
+    raise app.UsageError(f"--sections: none given; sections: {', '.join(SECTIONS)}")
+  return chosen
+
+
+def run_sections(
+  sections, limits: dict[str, float], steps: int, jobs: int = 1, variants=None
+) -> list[dict]:
   """Return the rows of every section (in order), each section within its time limit."""
+  variants = variants or {}
+  args = [(s, limits[s], steps, variants.get(s)) for s in sections]
   if jobs <= 1:
-    return [row for section in sections for row in section_rows(section, limits[section], steps)]
+    return [row for a in args for row in section_rows(*a)]
   with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-    futures = [pool.submit(section_rows, s, limits[s], steps) for s in sections]
+    futures = [pool.submit(section_rows, *a) for a in args]
     return [row for f in futures for row in f.result()]
 
 
-def section_rows(section: str, limit_s: float, steps: int) -> list[dict]:
-  """Return the rows of one section: its processes run until done or `limit_s` is spent."""
+def section_rows(section: str, limit_s: float, steps: int, variants=None) -> list[dict]:
+  """Return the rows of one section (`variants` of it, default all): processes until done or `limit_s`."""
   rows = []
-  pending = list(VARIANTS[section])
+  pending = list(variants or VARIANTS[section])
   deadline = time.monotonic() + limit_s
   info: dict = {}
   while pending:
@@ -786,10 +816,8 @@ def main(argv):
     return 0
   # This process never needs a device; on a GPU host it would hold memory the sections need.
   jax.config.update("jax_platforms", "cpu")
-  sections = list(dict.fromkeys(_SECTIONS.value))
-  unknown = [s for s in sections if s not in SECTIONS]
-  if unknown or not sections:
-    raise app.UsageError(f"--sections: unknown or none {unknown}; sections: {', '.join(SECTIONS)}")
+  variants = parse_sections(_SECTIONS.value)
+  sections = list(variants)
   limits = parse_timeouts(_TIMEOUT.value, sections, _TINY.value)
   if _BATCH.value < 0 or _PATCH.value < 0:
     raise app.UsageError("--batch and --patch must be positive (0: each section's own)")
@@ -800,7 +828,7 @@ def main(argv):
   budget = ", ".join(f"{s} {limits[s]:g} s" for s in sections)
   print(f"[suite] {'tiny' if _TINY.value else 'full'} sizes, {steps} timed steps; limits: {budget}")
   t0 = time.monotonic()
-  rows = _strict(run_sections(sections, limits, steps, _JOBS.value))
+  rows = _strict(run_sections(sections, limits, steps, _JOBS.value, variants))
   out.write_text(json.dumps(rows, indent=2, allow_nan=False) + "\n")
   first = next((r for r in rows if r["device"]), {})
   print(

@@ -448,6 +448,11 @@ def retrain_lines(
   return lines
 
 
+# NASR_RETRAIN_TIMING=0 skips that probe (tens of seconds of compiling after a search on a CPU): the
+# test suite's launcher runs set it; the next commands then come without an estimate.
+RETRAIN_TIMING_ENV = "NASR_RETRAIN_TIMING"
+
+
 def _time_retrain_step(retrain: ml_collections.ConfigDict) -> dict:
   """Return {"step_s", "scaled", "batch", "patch", "platform"}: the seconds a retrain step takes
   here, timed at the retrain's batch and patch or, when a small probe says that step is slow,
@@ -476,6 +481,8 @@ def _retrain_timing(retrain: ml_collections.ConfigDict, workdir: Path, flags) ->
       return saved["timing"]
   except (OSError, ValueError, KeyError, TypeError, AttributeError):
     pass  # none yet, or unreadable: timed again below
+  if os.environ.get(RETRAIN_TIMING_ENV, "1") == "0":
+    return None
   logging.info("timing a retrain step of the architecture found (for the next commands)")
   try:
     timing = _time_retrain_step(retrain)

@@ -35,6 +35,8 @@ def launch_env() -> dict:
   env.setdefault("JAX_COMPILATION_CACHE_DIR", _xla_cache())
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+  # No retrain-time probe after each search (tens of seconds each); the HNAS launcher test keeps it.
+  env.setdefault("NASR_RETRAIN_TIMING", "0")
   return env
 
 
@@ -43,24 +45,30 @@ def launch_cmd(tool: str, *args: str) -> list[str]:
   return [sys.executable, "-m", f"launch.{tool}", *args]
 
 
-def run_nasr(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-  """Run the installed `nasr` command in `cwd` (outside the checkout) and return the result."""
+def run_nasr(
+  *args: str, cwd: Path, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+  """Run the installed `nasr` command in `cwd` (outside the checkout, extra `env` variables) and
+  return the result."""
   command = Path(sys.executable).parent / "nasr"
   if not command.exists():
     raise AssertionError(f"{command} is missing: install the package first (pip install -e .)")
-  env = launch_env()
+  env = {**launch_env(), **(env or {})}
   env["PYTHONPATH"] = env["PYTHONPATH"].replace(str(REPO) + os.pathsep, "", 1)
   return subprocess.run(
     [str(command), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
   )
 
 
-def run_launcher(tool: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-  """Run `python -m launch.<tool> args...` from the repository root and return the result."""
+def run_launcher(
+  tool: str, *args: str, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+  """Run `python -m launch.<tool> args...` (extra `env` variables) from the repository root and
+  return the result."""
   return subprocess.run(
     launch_cmd(tool, *args),
     cwd=REPO,
-    env=launch_env(),
+    env={**launch_env(), **(env or {})},
     capture_output=True,
     text=True,
     timeout=timeout,

@@ -130,3 +130,13 @@ def test_timeouts_take_one_number_and_per_section_entries():
   for bad in (["nope=3"], ["edsr=x"], ["0"]):
     with pytest.raises(app.UsageError, match="section_timeout_s"):
       suite.parse_timeouts(bad, ["edsr"], tiny=False)
+
+
+def test_sections_name_whole_sections_or_single_variants():
+  chosen = suite.parse_sections(["edsr:f32", "darts", "edsr:f32"])
+  assert chosen == {"edsr": ["f32"], "darts": list(suite.VARIANTS["darts"])}
+  # Variants keep the section's own order, whatever the order given.
+  assert suite.parse_sections(["edsr:bf16", "edsr:f32"]) == {"edsr": ["f32", "bf16"]}
+  for bad, names in ((["nope"], "nope"), (["edsr:f16"], "f16"), ([], "none")):
+    with pytest.raises(app.UsageError, match=names):
+      suite.parse_sections(bad)

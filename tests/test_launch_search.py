@@ -35,6 +35,7 @@ EPOCHS = 3  # the tiny preset's
 _CONFIG = load_config(REPO / "configs" / "deconas.py", "tiny")
 W_STEPS = _CONFIG.train_steps_per_epoch  # shared-weight steps per epoch
 STEPS = W_STEPS + _CONFIG.controller_steps_per_epoch  # checkpoint ids per epoch
+TIMED = {"NASR_RETRAIN_TIMING": "1"}  # this module's first search times the retrain (next commands)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,9 @@ def searched(tmp_path_factory):
   The installed `nasr` command, from a folder outside the checkout, with the config by name.
   """
   outside = tmp_path_factory.mktemp("deconas")
-  r = check_ok(run_nasr("search", "--config=deconas:tiny", "--workdir=search", cwd=outside))
+  r = check_ok(
+    run_nasr("search", "--config=deconas:tiny", "--workdir=search", cwd=outside, env=TIMED)
+  )
   (outside / "first_run.out").write_text(r.stdout)
   return outside / "search"
 
@@ -121,7 +124,9 @@ def test_a_finished_search_relaunched_shows_its_summary_and_the_next_commands(se
   w = tmp_path / "search"
   shutil.copytree(searched, w)  # (times kept) the other tests read the original
   before = sorted(p.name for p in (w / "checkpoints").iterdir())
-  r = check_ok(run_nasr("search", "--config=deconas:tiny", "--workdir=search", cwd=tmp_path))
+  r = check_ok(
+    run_nasr("search", "--config=deconas:tiny", "--workdir=search", cwd=tmp_path, env=TIMED)
+  )
   # The same summary, read back (a path key names the original workdir), and the same commands.
   assert (
     _summary(r.stdout) == _summary(first) and r.stdout.split("next:")[1] == first.split("next:")[1]

@@ -528,6 +528,23 @@ def _check_forms(cell_preprocess, conv_bias, deconv_kernel, after_upsampling, wh
     raise ConfigError(f"{where}: conv_bias must be True or False, got {conv_bias!r}")
 
 
+def _form_ctx(owner, scale: int, dtype, shifted: bool, where: str, tap_grad: bool = False) -> _Ctx:
+  """Return the op context of `owner`'s width, reduction and forms (checked, errors name `where`)."""
+  forms = ("cell_preprocess", "conv_bias", "deconv_kernel", "after_upsampling")
+  _check_forms(*(getattr(owner, k) for k in forms), where)
+  return _Ctx(
+    owner.channels,
+    scale,
+    owner.reduction,
+    dtype,
+    shifted,
+    tap_grad=tap_grad,
+    cell_preprocess=owner.cell_preprocess,
+    conv_bias=owner.conv_bias,
+    deconv_kernel=owner.deconv_kernel,
+  )
+
+
 class HNASNet(SRFrame, nn.Module):
   """An HNAS network of a fixed architecture: NHWC [0, 1] RGB to `scale` times it (float32)."""
 
@@ -546,20 +563,8 @@ class HNASNet(SRFrame, nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Return the super-resolved NHWC batch."""
-    a, c = self.arch, self.channels
-    _check_forms(
-      self.cell_preprocess, self.conv_bias, self.deconv_kernel, self.after_upsampling, "HNASNet"
-    )
-    ctx = _Ctx(
-      c,
-      self.scale,
-      self.reduction,
-      self.dtype,
-      self.shifted,
-      cell_preprocess=self.cell_preprocess,
-      conv_bias=self.conv_bias,
-      deconv_kernel=self.deconv_kernel,
-    )
+    a = self.arch
+    ctx = _form_ctx(self, self.scale, self.dtype, self.shifted, "HNASNet")
 
     def body(h0):
       s0 = s1 = h0
@@ -811,30 +816,13 @@ class HNASSupernet(SRFrame, nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, tokens: jax.Array) -> jax.Array:
     """Return the super-resolved NHWC batch of the architecture `tokens` (no Python branching)."""
-    n, c, big_l, dt = self.nodes, self.channels, self.layers, self.dtype
+    n, big_l, dt = self.nodes, self.layers, self.dtype
     tokens = jnp.asarray(tokens, jnp.int32)
     if tokens.shape != (8 * n + 1,):  # a static shape: no branching on sampled values
       raise TokenError(f"the hnas supernet expects {8 * n + 1} tokens, got shape {tokens.shape}")
     normal_t, up_t = tokens[: 4 * n].reshape(n, 4), tokens[4 * n : 8 * n].reshape(n, 4)
     pos = tokens[8 * n]  # 0-based layer of the upsampling cell
-    _check_forms(
-      self.cell_preprocess,
-      self.conv_bias,
-      self.deconv_kernel,
-      self.after_upsampling,
-      "HNASSupernet",
-    )
-    ctx = _Ctx(
-      c,
-      self.scale,
-      self.reduction,
-      dt,
-      self.shifted,
-      tap_grad=self.shifted,
-      cell_preprocess=self.cell_preprocess,
-      conv_bias=self.conv_bias,
-      deconv_kernel=self.deconv_kernel,
-    )
+    ctx = _form_ctx(self, self.scale, dt, self.shifted, "HNASSupernet", tap_grad=self.shifted)
 
     def cell_tokens(t):  # [nodes, 4] -> per edge (input, op) [2 * nodes, 2]
       return t.reshape(2 * n, 2)
@@ -926,22 +914,11 @@ class HNAS(CostTable):
         raise ConfigError(f"hnas: {key} must be a positive integer, got {value!r}")
     if self.skip not in SKIPS:
       raise ConfigError(f"hnas: skip must be one of {SKIPS}, got {self.skip!r}")
-    _check_forms(
-      self.cell_preprocess, self.conv_bias, self.deconv_kernel, self.after_upsampling, "hnas"
-    )
+    _form_ctx(self, 2, jnp.float32, False, "hnas")  # checks the forms
 
   def _ctx(self, scale: int, dtype: Dtype = jnp.float32, shifted: bool = False) -> _Ctx:
     """Return the op context of this space's forms at `scale`."""
-    return _Ctx(
-      self.channels,
-      scale,
-      self.reduction,
-      dtype,
-      shifted,
-      cell_preprocess=self.cell_preprocess,
-      conv_bias=self.conv_bias,
-      deconv_kernel=self.deconv_kernel,
-    )
+    return _form_ctx(self, scale, dtype, shifted, "hnas")
 
   def _forms(self) -> dict:
     """Return the form options as HNASNet / HNASSupernet keywords."""
