@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import scipy.stats
 from absl import logging
 
 from nasr import plots, spaces, strategies, workdirs, writers
@@ -36,6 +35,8 @@ from nasr.spaces import bench as bench_space
 
 def interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
   """Return (mean, low, high): the Student-t interval of the mean of `values` (NaN-free)."""
+  import scipy.stats  # here, not at the top: a second of every launcher's start
+
   x = np.asarray(values, np.float64)
   mean = float(np.mean(x))
   if len(x) < 2 or np.all(x == x[0]):
@@ -114,6 +115,8 @@ def score_strategy(config, name: str, t: table_lib.Table, truth: np.ndarray) -> 
 
 def predictors(t: table_lib.Table, truth: np.ndarray) -> dict:
   """Return {predictor: (Kendall tau, Spearman rho)} against `truth` over the complete members."""
+  import scipy.stats  # here, not at the top: a second of every launcher's start
+
   ok = ~np.isnan(truth)
   cands = {f"proxy {k}": v for k, v in t.proxies.items()}
   cands["params"], cands["macs"] = t.params, t.macs
@@ -191,6 +194,8 @@ def weight_sharing(
 ) -> list[dict]:
   """Return, per search of config.weight_sharing, tau/rho of its shared weights over every member
   against `truth` and the true rank of its pick, over its seeds (each search resumable)."""
+  import scipy.stats  # here, not at the top: a second of every launcher's start
+
   ws = config.weight_sharing
   members = np.stack([bench_space.from_id(i) for i in range(t.size)])
   ok_truth = ~np.isnan(truth)

@@ -43,7 +43,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import scipy.stats
 from absl import logging
 
 from nasr import plots, spaces, workdirs, writers
@@ -282,6 +281,8 @@ def _looked_up(scorer: loop.Scorer, rows: list[dict], standalone: StandAlone) ->
 def _rank_space(scorer: loop.Scorer, standalone: StandAlone) -> dict | None:
   """Return tau / rho of shared-weight vs table PSNR over every member, and the searched one's
   true rank; None for a space too large to score whole."""
+  import scipy.stats  # here, not at the top: a second of every launcher's start
+
   spec = scorer.space.token_spec()
   if spec.size > MAX_RANKED:
     return None
