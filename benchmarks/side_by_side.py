@@ -1,8 +1,8 @@
 r"""nasr's steps and the PyTorch reference code timed side by side, in one run, round after round.
 
   python3 -m venv /tmp/peervenv && /tmp/peervenv/bin/pip install torch numpy
-  python -m benchmarks.side_by_side --peer_python=/tmp/peervenv/bin/python           # CPU, 2 rounds
-  python -m benchmarks.side_by_side --peer_python=... --device=cuda --pairs=edsr,hnas_super,darts1
+  python -m benchmarks.side_by_side --peer_python=/tmp/peervenv/bin/python --peer_threads=2   # CPU
+  python -m benchmarks.side_by_side --peer_python=... --pair_device=cuda --pairs=edsr,darts1
 
 A ratio between two implementations holds only when both ran on the same machine under the same
 load, so each round runs the reference's step (../shared/peers/peer_bench.py, the authors' or
@@ -23,6 +23,7 @@ per round (reference median / nasr median: above 1, nasr is faster). Pairs (pape
 
 Every step is synchronised and the figure is a median over --steps timed steps after warm-up. One
 JSON line per pair and round on stdout, then a table; the reference's own JSON line is kept whole.
+Flag names carry `pair_`/`peer_`: the benchmark modules share absl's flag registry in a test process.
 """
 
 import json
@@ -46,11 +47,13 @@ _PEERS = flags.DEFINE_string(
   "peers", str(ROOT.parent / "shared" / "peers"), "Folder of peer_bench.py and the reference code."
 )
 _PAIRS = flags.DEFINE_list("pairs", ["edsr", "hnas_super", "hnas_ctrl"], f"Pairs, of {PAIRS}.")
-_ROUNDS = flags.DEFINE_integer("rounds", 2, "Rounds: each runs every pair, reference first.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps per measurement (the median is reported).")
-_DEVICE = flags.DEFINE_enum("device", "cpu", ["cpu", "cuda"], "Where both sides run.")
-_THREADS = flags.DEFINE_integer("threads", 0, "torch threads on the CPU (0: one per core).")
-_TIMEOUT = flags.DEFINE_integer("timeout_s", 900, "Limit of each measurement's process.")
+_ROUNDS = flags.DEFINE_integer("pair_rounds", 2, "Rounds: each runs every pair, reference first.")
+_STEPS = flags.DEFINE_integer(
+  "pair_steps", 5, "Timed steps per measurement (the median is reported)."
+)
+_DEVICE = flags.DEFINE_enum("pair_device", "cpu", ["cpu", "cuda"], "Where both sides run.")
+_THREADS = flags.DEFINE_integer("peer_threads", 0, "torch threads on the CPU (0: one per core).")
+_TIMEOUT = flags.DEFINE_integer("pair_timeout_s", 900, "Limit of each measurement's process.")
 
 
 def nasr_command(pair: str, steps: int) -> list[str]:

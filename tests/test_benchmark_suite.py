@@ -52,6 +52,10 @@ def _check_table_last(stdout: str, rows: list[dict]) -> None:
     assert row["variant"] in line and row["status"].split(":")[0] in line, (line, row)
 
 
+# Slow (~100 s: 13 variants, each compiled in a section process). The default suite runs the
+# suite's processes, rows, limits and table through two sections (the timeout test below); the
+# steps it times are the library's, each tested where it lives.
+@pytest.mark.slow
 def test_tiny_run_times_every_section(tmp_path):
   out = tmp_path / "suite.json"
   result = _run_suite(out, "--jobs=2")

@@ -94,6 +94,10 @@ def test_search_sigkill_resume_matches_uninterrupted(searched, tmp_path):
   assert np.isfinite(json.loads((killed / "search_result.json").read_text())["best_psnr"])
 
 
+# Slow (70 s, another HNAS supernet compile): the same override through the launcher runs in the
+# default suite for DeCoNAS (tests/test_launch_search.py), the random strategy on every space in
+# tests/searches/test_one_shot.py.
+@pytest.mark.slow
 def test_one_override_switches_the_strategy_to_random_search(tmp_path):
   w, stderr = random_search("hnas:tiny", tmp_path)
   assert "strategy random: not using config.strategy.hierarchical" in stderr

@@ -35,3 +35,12 @@ def test_every_pair_runs_one_of_nasrs_benchmarks_with_the_steps_asked(pair):
   cmd = side_by_side.nasr_command(pair, 7)
   assert cmd[1:3] == ["-m", cmd[2]] and cmd[2] in ("benchmarks.suite", "benchmarks.hnas_speed")
   assert ("--steps=7" in cmd) or ("--repeats=7" in cmd)
+
+
+def test_loads_beside_the_suite():
+  # absl flags are one registry per process: a flag name both modules define could not load twice.
+  from benchmarks import suite
+
+  assert not {f.name for f in suite.flags.FLAGS.get_key_flags_for_module(suite)} & {
+    f.name for f in side_by_side.flags.FLAGS.get_key_flags_for_module(side_by_side)
+  }
