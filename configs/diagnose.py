@@ -30,7 +30,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.random_search = True
   # A benchmark table (`nasr bench build`'s table.json; "" = the one nasr ships, if any): when the
   # searched space is the table's, its stand-alone PSNRs are looked up instead of trained and the
-  # whole space is ranked with the shared weights.
+  # whole space is ranked with the shared weights. A table named here of another space is an error.
   c.table = ""
   c.distributed = common.distributed_config()
   # The stand-alone proxy budget: the same steps, patches and seed for every architecture.

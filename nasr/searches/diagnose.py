@@ -197,6 +197,12 @@ def _diagnose(
   table = standalone(scorer.space, scorer.searched[None]) if standalone else None
   if table is not None:
     logging.info("stand-alone PSNRs: the benchmark table's (nothing is trained)")
+  elif config.get("table"):  # asked for by name, but of another space: say so before any training
+    raise ConfigError(
+      f"config.table={config.table}: the table is of another space than the search's "
+      f"({type(scorer.space).__name__}), so its stand-alone results cannot stand in for this "
+      "search's; drop config.table to train the architectures stand-alone"
+    )
   rng = np.random.default_rng(int(config.get("seed", 0)))
   pool = uniform_architectures(scorer.space, rng, config.pool)
   if len(pool) < max(config.samples, config.random):

@@ -95,3 +95,14 @@ def test_a_benchmark_table_replaces_stand_alone_training(tmp_path):
   assert (
     nasr.bench.table.standalone_lookup(table_file)(spaces.get("bench"), np.zeros((1, 3))) is None
   )
+  # Named in the config but of another space: refused before anything is trained.
+  other = dict(
+    raw, protocol={**raw["protocol"], "space": {**raw["protocol"]["space"], "channels": 3}}
+  )
+  (tmp_path / "other.json").write_text(json.dumps(other))
+  config.table = str(tmp_path / "other.json")
+  with pytest.raises(
+    ConfigError, match=r"config.table=.*other.json: the table is of another space"
+  ):
+    nasr.diagnose(config, tmp_path / "d2")
+  assert not (tmp_path / "d2" / "standalone").exists()
