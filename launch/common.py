@@ -12,6 +12,7 @@ import datetime
 import logging as pylogging
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -120,6 +121,12 @@ def _one_line(error: Exception) -> str:
   if len(lines) <= 1:
     return lines[0] if lines else type(error).__name__
   return f"{lines[0].rstrip(':')}: {lines[-1]}"
+
+
+def _sigterm_as_ctrl_c(signum, frame) -> None:
+  """Raise KeyboardInterrupt: a SIGTERM outside training and searches ends the run like Ctrl-C."""
+  del signum, frame
+  raise KeyboardInterrupt
 
 
 def _last_word(line: str, code: int, workdir: str | None = None) -> None:
@@ -304,6 +311,9 @@ def run(
         "the tiny preset only checks that the pipeline runs (a few steps of tiny networks): its "
         "PSNRs and choices mean nothing; drop ':tiny' for a real run"
       )
+    # SIGTERM ends any run as Ctrl-C does (one line, exit 130, not a silent 143); training and
+    # searches put their own handler over it while they run, which saves a checkpoint first.
+    signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
     try:
       main(config, _WORKDIR.value)
     except Interrupted as e:

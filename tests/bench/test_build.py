@@ -64,3 +64,40 @@ def test_nasr_bench_names_its_actions(tmp_path):
 
   r = run_nasr("bench", cwd=tmp_path)
   assert r.returncode == 2 and "build" in r.stderr and "evaluate" in r.stderr
+
+
+def test_a_sigterm_ends_a_build_in_one_line_and_stops_its_workers(tmp_path):
+  # Not training or a search, so no checkpoint handler: SIGTERM still ends it like Ctrl-C, and the
+  # workers it started go with it (a rerun resumes from the finished run files).
+  import signal
+  import subprocess
+  import time
+  from pathlib import Path
+
+  from tests.launch_utils import launch_cmd, launch_env
+
+  w = tmp_path / "b"
+  # Two workers (one runs in-process), the two largest members: each trains for a while.
+  args = ["build", "--config=bench", "--config.members=214-215", "--config.seeds=1"]
+  args.append("--config.workers=2")
+  args.append(f"--workdir={w}")
+  proc = subprocess.Popen(
+    launch_cmd("bench", *args), env=launch_env(), stderr=subprocess.PIPE, text=True
+  )
+  log = w / "worker0.log"
+  deadline = time.monotonic() + 120
+  while not log.is_file() and time.monotonic() < deadline:
+    time.sleep(0.2)  # until the build has started its worker (its log file says when)
+  assert log.is_file(), "the build never started its worker"
+  worker_pids = subprocess.run(
+    ["pgrep", "-f", f"nasr.bench.worker {w}"], capture_output=True, text=True
+  ).stdout.split()
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 130, stderr[-2000:]
+  assert stderr.strip().splitlines()[-1].startswith("interrupted: "), stderr[-2000:]
+  assert worker_pids
+  gone = time.monotonic() + 60  # the build terminates them; their exit takes a moment
+  while any(Path(f"/proc/{pid}").exists() for pid in worker_pids) and time.monotonic() < gone:
+    time.sleep(0.2)
+  assert not any(Path(f"/proc/{pid}").exists() for pid in worker_pids)
