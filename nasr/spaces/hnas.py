@@ -528,10 +528,12 @@ def _check_forms(cell_preprocess, conv_bias, deconv_kernel, after_upsampling, wh
     raise ConfigError(f"{where}: conv_bias must be True or False, got {conv_bias!r}")
 
 
+FORMS = ("cell_preprocess", "conv_bias", "deconv_kernel", "after_upsampling")
+
+
 def _form_ctx(owner, scale: int, dtype, shifted: bool, where: str, tap_grad: bool = False) -> _Ctx:
   """Return the op context of `owner`'s width, reduction and forms (checked, errors name `where`)."""
-  forms = ("cell_preprocess", "conv_bias", "deconv_kernel", "after_upsampling")
-  _check_forms(*(getattr(owner, k) for k in forms), where)
+  _check_forms(*(getattr(owner, k) for k in FORMS), where)
   return _Ctx(
     owner.channels,
     scale,
@@ -914,7 +916,7 @@ class HNAS(CostTable):
         raise ConfigError(f"hnas: {key} must be a positive integer, got {value!r}")
     if self.skip not in SKIPS:
       raise ConfigError(f"hnas: skip must be one of {SKIPS}, got {self.skip!r}")
-    _form_ctx(self, 2, jnp.float32, False, "hnas")  # checks the forms
+    _check_forms(*(getattr(self, k) for k in FORMS), "hnas")
 
   def _ctx(self, scale: int, dtype: Dtype = jnp.float32, shifted: bool = False) -> _Ctx:
     """Return the op context of this space's forms at `scale`."""
