@@ -274,7 +274,7 @@ SUPERNET_FORM_CASES = [
 ]
 
 
-@pytest.mark.parametrize("name", SUPERNET_FORM_CASES)  # HNAS: tests/spaces/test_hnas.py (x2)
+@pytest.mark.parametrize("name", SUPERNET_FORM_CASES)  # HNAS: slow; its CPU forms: test_hnas.py
 def test_supernets_cpu_forms_equal_the_accelerator_forms_and_bfloat16_is_close(name):
   space = _space(name)
   x = _lr(3)
