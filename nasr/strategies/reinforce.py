@@ -136,34 +136,51 @@ def policy_gradient(
     """Return the state after one REINFORCE step on (tokens, rewards), and its metrics."""
     tokens = jnp.asarray(tokens, jnp.int32)
     rewards = jnp.asarray(rewards, jnp.float32)
-    mean_reward = jnp.mean(rewards)
+    # A diverged child's reward (NaN, inf) says nothing about its choices: it is left out of the
+    # baseline and the gradient, so one bad child cannot turn the whole policy into NaN.
+    finite = jnp.isfinite(rewards)
+    measured = jnp.sum(finite).astype(jnp.float32)
+    any_measured = measured > 0
+    rewards = jnp.where(finite, rewards, 0.0)
+    # A mean over the measured children is the mean over all of them (zeros in the others' place)
+    # times this factor: exactly 1.0 when every child is measured, so those steps keep their bits.
+    correction = rewards.shape[0] / jnp.maximum(measured, 1.0)
+
+    def measured_mean(x):
+      return jnp.mean(x) * correction
+
+    mean_reward = measured_mean(rewards)
     moved = baseline_decay * state.baseline + (1.0 - baseline_decay) * mean_reward
     ready = state.baseline_ready
     if baseline_reset_every > 0:  # the update count is in the state: a resumed run resets alike
       ready = ready & (state.step % baseline_reset_every != 0)
     baseline = jnp.where(ready, moved, mean_reward)
     # The advantage is a constant of the loss: gradients flow through log pi only.
-    advantage = jax.lax.stop_gradient(rewards - baseline)
+    advantage = jax.lax.stop_gradient(jnp.where(finite, rewards - baseline, 0.0))
 
     def loss_fn(params):
       score = jax.vmap(lambda t: model.apply(params, None, forced_tokens=t))
       _, log_prob, entropy = score(tokens)
       mean_entropy = jnp.mean(entropy)
-      return -jnp.mean(advantage * log_prob) - entropy_weight * mean_entropy, mean_entropy
+      return -measured_mean(advantage * log_prob) - entropy_weight * mean_entropy, mean_entropy
 
     (loss, mean_entropy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+
+    def unless_unmeasured(new, old):  # a batch without one finite reward changes nothing
+      return jax.tree.map(lambda a, b: jnp.where(any_measured, a, b), new, old)
+
     new_state = ReinforceState(
-      params=optax.apply_updates(state.params, updates),
-      opt_state=opt_state,
-      baseline=baseline,
-      baseline_ready=jnp.ones((), bool),
+      params=unless_unmeasured(optax.apply_updates(state.params, updates), state.params),
+      opt_state=unless_unmeasured(opt_state, state.opt_state),
+      baseline=jnp.where(any_measured, baseline, state.baseline),
+      baseline_ready=state.baseline_ready | any_measured,
       step=state.step + 1,
     )
     metrics = {
       "loss": loss,
       "baseline": baseline,
-      "reward_mean": mean_reward,
+      "reward_mean": jnp.where(any_measured, mean_reward, jnp.nan),
       "entropy_mean": mean_entropy,
       "grad_norm": optax.global_norm(grads),
     }

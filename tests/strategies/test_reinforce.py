@@ -91,6 +91,29 @@ def test_baseline_follows_enas(small):
   assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(state2))
 
 
+def test_a_diverged_childs_reward_is_left_out_and_a_batch_without_rewards_changes_nothing():
+  # One NaN/inf reward (a child whose PSNR diverged) used to make the baseline and every
+  # parameter NaN: the search went on sampling from a broken policy.
+  spec = TokenSpec(choices=(2, 3, 2, 4), steps=(0, 0, 1, 2), heads=(0, 1, 0, 2))
+  strategy = make_reinforce(spec, hidden=8, layers=1, baseline_decay=0.9, entropy_weight=0.0)
+  update = jax.jit(strategy.update)
+  state = strategy.init(jax.random.key(0))
+  tokens, _ = strategy.propose(state, jax.random.key(1), 4)
+  state, _ = update(state, tokens, jnp.array([1.0, 2.0, 3.0, 4.0]))  # the baseline is set (2.5)
+  rewards = jnp.array([3.0, jnp.nan, 1.0, jnp.inf])
+  got, m = update(state, tokens, rewards)
+  want, w = update(state, tokens[jnp.array([0, 2])], rewards[jnp.array([0, 2])])
+  # the same step as on the measured children alone
+  chex.assert_trees_all_close(got.params, want.params, rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(m["baseline"], 0.9 * 2.5 + 0.1 * 2.0, rtol=1e-6)
+  np.testing.assert_allclose(m["reward_mean"], w["reward_mean"])
+  assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(got))
+  # none measured: the policy, its optimiser and the baseline stay; only the count moves
+  same, m = update(got, tokens, jnp.full(4, jnp.nan))
+  chex.assert_trees_all_equal(same._replace(step=got.step), got)
+  assert int(same.step) == int(got.step) + 1 and np.isnan(float(m["reward_mean"]))
+
+
 def test_op_tanh_reduce_squashes_the_specs_op_heads_only():
   # ENAS / DeCoNAS: the heads that choose operations get tanh constant 1.1 / 2.5, the others 1.1.
   spec = TokenSpec(choices=(2, 3, 2, 4), steps=(0, 0, 1, 2), heads=(0, 1, 0, 2), op_heads=(0, 2))
