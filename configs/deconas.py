@@ -43,6 +43,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # R = PSNR - alpha * params/params_max, alpha = 2: the paper's CB1 (CB0: params = 0);
   # nasr.searches.reward lists the terms.
   c.reward = ml_collections.ConfigDict({"terms": {"psnr": 1.0, "params": -2.0}})
+  c.reward.latency_side = 128  # LR side the "latency" term times its ops at (once per host)
   r = c.strategy.reinforce = ml_collections.ConfigDict()
   r.hidden = 64  # LSTM units per layer
   r.layers = 2  # stacked LSTM layers

@@ -71,6 +71,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.reward = ml_collections.ConfigDict(
     {"terms": {"psnr": lam, "macs": lam - 1.0, "entropy": 1.0}, "norm": "reference"}
   )
+  c.reward.latency_side = 128  # LR side the "latency" term times its ops at (once per host)
   h = c.strategy.hierarchical = ml_collections.ConfigDict()
   h.hidden = 100  # units of each LSTM (Supplementary B)
   h.layers = 1  # one layer per LSTM (Supplementary B)

@@ -1,11 +1,17 @@
 """Test set-up: two simulated CPU devices, and the shared data folder when present."""
 
 import os
+import tempfile
 from pathlib import Path
 
 # Before JAX is imported anywhere: multi-device code runs on 2 simulated CPU devices.
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Latencies a test measures never land in the user's per-host cache (~/.cache/nasr/latency.json).
+os.environ.setdefault(
+  "NASR_LATENCY_CACHE",
+  os.path.join(tempfile.mkdtemp(prefix="nasr-latency-"), "l.json"),
+)
 
 import pytest  # noqa: E402
 

@@ -65,6 +65,7 @@ NUMBER_RULES = {
   "sampling.warmup_epochs": ("int", ">=0"),
   "val_patch": ("int", ">0"),
   "derive.candidates": ("int", ">0"),
+  "reward.latency_side": ("int", ">0"),
   "data.patch_size": ("int", ">0"),
   "data.batch_size": ("int", ">0"),
   "data.workers": ("int", ">=0"),

@@ -40,6 +40,7 @@ from nasr import data as data_lib
 from nasr.core.checks import check_scale
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost, metrics
+from nasr.estimation import latency as latency_lib
 from nasr.estimation import train as train_lib
 from nasr.estimation.evaluate import score_images
 from nasr.inference import bicubic_upscaler
@@ -161,7 +162,13 @@ def _prepare(config: ml_collections.ConfigDict) -> _Parts:
   )
   tx = train_lib.make_adam(schedule, o.b1, o.b2, grad_clip=o.grad_clip)
   terms = {k: float(v) for k, v in config.reward.terms.items()}
-  reward = Reward(terms, space, scale, config.reward.get("norm", "max"))
+  reward = Reward(
+    terms,
+    space,
+    scale,
+    config.reward.get("norm", "max"),
+    latency_side=config.reward.get("latency_side", 128),
+  )
   return _Parts(
     config, scale, space, strategy, mesh, sampler, val, supernet, tx, reward, loss_fn, local_batch
   )
@@ -493,6 +500,12 @@ def derive(p: _Parts, steps, state, workdir: Path, rng, history: list[dict] | No
     }
     if "macs" in costs:
       row["macs_ratio"] = float(costs["macs_ratio"])
+    if "latency" in costs:  # the prediction the reward used, beside a measurement of the network
+      side = p.reward.latency_side
+      child = p.space.build(p.space.decode(t), p.scale)
+      row["latency_pred_ms"] = round(float(costs["latency"]), 4)
+      row["latency_ms"] = latency_lib.network_ms(child, (1, side, side, 3))["median_ms"]
+      row["latency_ratio"] = float(costs["latency_ratio"])
     terms = {k: costs[f"{k}_ratio"] for k in COST_TERMS if f"{k}_ratio" in costs}
     # Candidates are ranked without the exploration bonus: it rewards sampling, not networks.
     row["reward"] = float(p.reward(ps, terms, entropy=0.0))

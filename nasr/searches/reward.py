@@ -6,6 +6,11 @@ Terms:
   psnr     the child's validation Y-PSNR with the shared weights (dB)
   params   the child's parameters / those of the space's most complex child (space.max_arch())
   macs     the child's multiply-adds per LR pixel / those of the most complex child
+  latency  the child's latency on this host / the most complex child's, predicted as the sum of
+           its cost pieces' measured latencies on a `latency_side` x `latency_side` LR image
+           (`nasr.searches.op_latency`: each piece timed once per host and cached); whatever
+           `norm` says, this term is always divided by the most complex child's (it has no paper
+           unit). Spaces without cost pieces time each new child whole.
   entropy  the policy's entropy of the sampled tokens (an exploration bonus, as HNAS)
 
 Cost terms are exact (the built child's parameters and `estimation.cost` multiply-adds) and
@@ -34,10 +39,11 @@ import numpy as np
 
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost
+from nasr.searches import op_latency
 from nasr.spaces.base import CostPieces, CostTable
 from nasr.spaces.hnas import HNAS, TABLE_II_SIDE
 
-COST_TERMS = ("params", "macs")
+COST_TERMS = ("params", "macs", "latency")
 TERMS = ("psnr", *COST_TERMS, "entropy")
 # LR probe side for multiply-adds: a count per pixel depends on it only through global pooling.
 _PROBE_SIDE = 32
@@ -109,7 +115,15 @@ def child_macs_per_pixel(space, arch, scale: int) -> float:
 class Reward:
   """reward(psnr, tokens, entropy) from weighted terms; cost terms normalised and cached."""
 
-  def __init__(self, terms: Mapping[str, float], space, scale: int, norm: str = "max"):
+  def __init__(
+    self,
+    terms: Mapping[str, float],
+    space,
+    scale: int,
+    norm: str = "max",
+    latency_side: int = 128,
+    latency_table: op_latency.PieceLatency | None = None,
+  ):
     unknown = sorted(set(terms) - set(TERMS))
     if unknown:
       raise ConfigError(
@@ -120,6 +134,15 @@ class Reward:
     if norm not in NORMS:
       raise ConfigError(f"config.reward.norm must be one of {', '.join(NORMS)}, got {norm!r}")
     self.norm = norm
+    if "latency" in terms:
+      if isinstance(latency_side, bool) or not isinstance(latency_side, int) or latency_side < 8:
+        raise ConfigError(
+          f"config.reward.latency_side must be an integer >= 8, got {latency_side!r}"
+        )
+    self.latency_side = latency_side
+    self.latency_table = (
+      (latency_table or op_latency.PieceLatency()) if "latency" in terms else latency_table
+    )
     # psnr first, then the others in TERMS order: the sum's order is fixed whatever the config's.
     self.weights = {k: float(terms[k]) for k in TERMS if k in terms}
     self._space, self._scale = space, scale
@@ -140,10 +163,18 @@ class Reward:
         out["gmacs_480"] = per_pixel * side * side / 1e9
       elif self.norm == "reference":
         out["macs_reference"] = macs * side * side * _REFERENCE_UNIT
+    if "latency" in self.weights:
+      out["latency"] = self.predicted_ms(arch)
     return out
 
+  def predicted_ms(self, arch) -> float:
+    """Return the child's latency (ms) predicted from the per-piece table at latency_side."""
+    return op_latency.predict_ms(
+      self._space, arch, self._scale, self.latency_side, self.latency_table
+    )
+
   def _ratio(self, raw: dict, k: str) -> float:
-    if self.norm == "max":
+    if self.norm == "max" or k == "latency":
       return raw[k] / self.max_cost[k]
     if k == "params":
       return raw[k] / 1e6
@@ -184,8 +215,8 @@ class Reward:
     can score, cost and reward its children in one jitted call. Equal to `batch_costs` to float32
     rounding (tests).
     """
-    if not isinstance(self._space, CostTable):
-      return None
+    if not isinstance(self._space, CostTable) or "latency" in self.weights:
+      return None  # measured latencies live on the host: `batch_costs` looks them up
 
     def table(side: int):
       piece_cost = functools.partial(_piece_cost, self._pieces, side, self._scale)
@@ -217,4 +248,4 @@ class Reward:
     return {k: np.array([r[f"{k}_ratio"] for r in rows]) for k in ("params", *self._extra())}
 
   def _extra(self) -> tuple[str, ...]:
-    return ("macs",) if "macs" in self.weights else ()
+    return tuple(k for k in ("macs", "latency") if k in self.weights)

@@ -17,7 +17,7 @@ from nasr.configs.common import TINY_SPACES
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost
 from nasr.experiment import load_config
-from nasr.searches import loop, one_shot
+from nasr.searches import loop, one_shot, op_latency
 from nasr.searches.reward import Reward
 from nasr.spaces.base import SupernetSpace
 from tests.launch_utils import REPO
@@ -143,7 +143,7 @@ def test_macs_term_is_the_childs_exact_multiply_adds(space_name):
 def test_reward_terms_are_checked_and_the_deconas_settings_are_plain_keys():
   space = spaces.get("deconas", **TINY_SPACES["deconas"])
   with pytest.raises(ValueError, match="unknown term"):
-    Reward({"psnr": 1.0, "latency": -1.0}, space, 2)
+    Reward({"psnr": 1.0, "flops": -1.0}, space, 2)
   # CB0, no complexity penalty: a params weight of 0 leaves the PSNR exactly.
   for psnr, ratio in ((30.25, 0.7), (np.array([20.5, 31.0]), np.array([0.1, 1.0]))):
     np.testing.assert_array_equal(
@@ -184,6 +184,19 @@ def test_device_costs_equal_the_host_costs(norm):
       np.testing.assert_allclose(np.asarray(device[k]), host[k], rtol=1e-6)
   drn = Reward({"psnr": 1.0, "params": -1.0}, spaces.get("drn", **TINY_SPACES["drn"]), 2)
   assert drn.device_costs() is None  # no cost table: the search looks costs up on the host
+
+
+def test_a_latency_reward_searches_and_records_measured_beside_predicted(tmp_path, monkeypatch):
+  # --config.reward.terms='{"psnr": 1.0, "latency": -0.5}': each op timed once on this host.
+  monkeypatch.setenv(op_latency.CACHE_ENV, str(tmp_path / "latency.json"))
+  c = _config("bench", "reinforce", {"psnr": 1.0, "latency": -0.5})
+  c.reward.latency_side = 16
+  one_shot.run(c, tmp_path / "w")
+  rows = json.loads((tmp_path / "w" / "candidates.json").read_text())
+  assert all(r["latency_ms"] > 0 and r["latency_pred_ms"] > 0 for r in rows)
+  assert all(0 < r["latency_ratio"] for r in rows)
+  ((host, pieces),) = json.loads((tmp_path / "latency.json").read_text()).items()
+  assert "backend=cpu" in host and all(ms > 0 for ms in pieces.values())
 
 
 def test_the_controller_step_runs_on_the_devices_as_the_host_path_does():
