@@ -63,7 +63,6 @@ def _interpolate_axis(x: jax.Array, factor: int, axis: int, method: str) -> jax.
   n = x.shape[axis]
   pad = [(radius, radius) if a == axis else (0, 0) for a in range(x.ndim)]
   xp = jnp.pad(x, pad)
-  index = np.arange(n)
   bshape = [n if a == axis else 1 for a in range(x.ndim)]
   phases = []
   for r in range(factor):
@@ -71,6 +70,10 @@ def _interpolate_axis(x: jax.Array, factor: int, axis: int, method: str) -> jax.
     d = (2 * r + 1 - factor) / (2 * factor)
     taps = range(int(np.floor(d)) - radius + 1, int(np.floor(d)) + radius + 1)
     weights = np.array([kernel(k - d) for k in taps])
+    if jax.export.is_symbolic_dim(n):
+      phases.append(_symbolic_phase(x, xp, weights, taps, axis, radius, bshape))
+      continue
+    index = np.arange(n)
     valid = np.stack([(index + k >= 0) & (index + k < n) for k in taps])
     # Taps outside the image are dropped and the rest renormalised, as jax.image.resize does.
     coef = weights[:, None] * valid / np.sum(weights[:, None] * valid, axis=0)
@@ -82,6 +85,23 @@ def _interpolate_axis(x: jax.Array, factor: int, axis: int, method: str) -> jax.
     phases.append(out)
   y = jnp.stack(phases, axis=axis + 1)
   return y.reshape(*x.shape[:axis], n * factor, *x.shape[axis + 1 :])
+
+
+def _symbolic_phase(x, xp, weights, taps, axis: int, radius: int, bshape) -> jax.Array:
+  """Return one output phase of `_interpolate_axis` when the axis has a symbolic size (an export
+  for any image size): the taps' weighted sum over the zero-padded `xp`, divided by the weights
+  of the taps inside the image, i.e. the same renormalised edges without per-pixel constants
+  (equal to the concrete form up to float rounding)."""
+  n = x.shape[axis]
+  inside = jnp.pad(jnp.ones((n,), x.dtype), (radius, radius))
+  total, norm = 0.0, 0.0
+  for w, k in zip(weights, taps, strict=True):
+    if w == 0:
+      continue
+    window = jax.lax.slice_in_dim(xp, radius + k, radius + k + n, axis=axis)
+    total = total + jnp.asarray(w, x.dtype) * window
+    norm = norm + jnp.asarray(w, x.dtype) * jax.lax.slice_in_dim(inside, radius + k, radius + k + n)
+  return total / norm.reshape(bshape)
 
 
 def interpolate(x: jax.Array, factor: int, method: str = "bilinear") -> jax.Array:
