@@ -29,4 +29,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   # The platforms a StableHLO file is lowered for (comma-separated: cpu, cuda, rocm, tpu); it
   # runs on any of them.
   c.platforms = "cpu,cuda"
+  # What the files compute in: "" = what the network was trained with (config.compute_dtype of its
+  # run), or "float32" / "bfloat16" (onnxruntime's CPU kernels take no bfloat16). Parameters stay
+  # float32.
+  c.compute_dtype = ""
   return c

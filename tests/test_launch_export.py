@@ -45,6 +45,7 @@ def test_train_export_and_the_files_match_nasr_upscale(tmp_path):
     card = json.loads(path.with_name(path.name + export.CARD_SUFFIX).read_text())
     assert card["format"] == fmt and card["file"] == path.name
     assert card["family"] == "EDSR" and card["arch"]["model"] == "edsr" and card["scale"] == 2
+    assert card["compute_dtype"] == "float32"
     assert card["checkpoint"] == {"workdir": str(w), "which": "latest", "step": 6}
     assert card["params"] == trained["params"] > 0 and card["macs_per_lr_pixel"] > 0
     assert card["input"]["shape"] == ["batch", "height", "width", 3]
@@ -98,6 +99,28 @@ def test_train_export_and_the_files_match_nasr_upscale(tmp_path):
   assert card["params"] == 2 * trained["params"]
   mean = np.asarray(export.load_stablehlo(both)(lr))[0]
   np.testing.assert_allclose(mean, outputs["stablehlo"], atol=ATOL)
+
+  # The files may compute in another dtype than the run trained in (parameters stay float32);
+  # onnxruntime's CPU kernels take no bfloat16: refused in one line, and no ONNX file is left.
+  half = tmp_path / "bf16"
+  r = run_launcher(
+    "export",
+    "--config=configs/export.py",
+    f"--config.checkpoint={w}",
+    "--config.compute_dtype=bfloat16",
+    f"--config.format={','.join(fmts)}",
+    f"--workdir={half}",
+  )
+  if with_onnx:
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot export EDSR to ONNX: onnxruntime")
+    assert last.endswith("export it with --config.compute_dtype=float32")
+    assert not list(half.glob("*.onnx*"))
+  else:
+    check_ok(r)
+  card = json.loads((half / f"edsr_x2.stablehlo{export.CARD_SUFFIX}").read_text())
+  assert card["compute_dtype"] == "bfloat16" and card["parity"]["max_abs_diff"] <= ATOL
 
 
 def test_export_refuses_a_bad_format_and_a_folder_without_training_in_one_line(tmp_path):

@@ -113,10 +113,11 @@ def _quiet_converter():
   of libraries nasr does not use (equinox, dm_pix) each log a traceback when absent; onnx_ir warns
   of intermediate shape tensors whose type it leaves out of the file (the file runs: it is checked
   on a photograph right after)."""
-  logs = [logging.getLogger(name) for name in ("jax2onnx", "onnx_ir")]
+  # jax2onnx also logs its parameters at INFO on the root logger ("Converting JAX function ...").
+  logs = [logging.getLogger(name) for name in ("jax2onnx", "onnx_ir", None)]
   levels = [log.level for log in logs]
   for log in logs:
-    log.setLevel(logging.ERROR)
+    log.setLevel(logging.WARNING if log.name == "root" else logging.ERROR)
   try:
     yield
   finally:

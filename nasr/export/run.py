@@ -21,8 +21,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from nasr import compute, training, workdirs, writers
 from nasr import data as data_lib
-from nasr import training, workdirs, writers
 from nasr.core.checks import check_numbers
 from nasr.core.errors import ConfigError, ExportError
 from nasr.estimation import cost
@@ -30,6 +30,7 @@ from nasr.export import formats
 
 PARITY_ATOL = 1e-4  # the largest difference from the Flax apply a written file may show
 CARD_SUFFIX = ".card.json"
+_NAMES = {"stablehlo": "StableHLO", "onnx": "ONNX"}
 PROBE_IMAGE = "chelsea"  # an embedded validation photograph (scikit-image's)
 PROBE_SIZE = (24, 32)  # the LR crop the files are checked on when they take any size
 
@@ -158,9 +159,8 @@ def _member(ckpt: str, t: training.Trained, which: str) -> dict:
   }
 
 
-def _write(fmt: str, fn: Callable, spec, config, out: Path, what: str, stem: str) -> Path:
-  """Write the file of format `fmt`; return its path."""
-  path = out / f"{stem}{formats.SUFFIXES[fmt]}"
+def _write(fmt: str, fn: Callable, spec, config, path: Path, what: str, stem: str) -> None:
+  """Write the file of format `fmt` (an ONNX graph named `stem`) at `path`."""
   try:
     if fmt == "stablehlo":
       blob = formats.to_stablehlo(fn, spec, _platforms(config), what)
@@ -172,28 +172,37 @@ def _write(fmt: str, fn: Callable, spec, config, out: Path, what: str, stem: str
     raise ExportError(
       f"{e} (an export for one LR size may still work: --config.height=H --config.width=W)"
     ) from e
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_bytes(blob)
-  tmp.replace(path)  # atomic: a reader never loads half a file
-  return path
+  path.write_bytes(blob)
 
 
-def _check(fmt: str, path: Path, probe: np.ndarray, want: np.ndarray, what: str) -> dict:
+def _check(fmt: str, path: Path, probe: np.ndarray, want: np.ndarray, what: str, dtype) -> dict:
   """Return the card's parity entry of the written file run on `probe`; raise ExportError when
-  it differs from the Flax output `want` by more than PARITY_ATOL."""
+  it cannot run or differs from the Flax output `want` by more than PARITY_ATOL."""
+  failed = f"cannot export {what} to {_NAMES[fmt]}:"
   if fmt == "stablehlo":
     got = np.asarray(formats.load_stablehlo(path)(probe))
     runtime = f"jax {jax.__version__} ({jax.default_backend()})"
   else:
-    got = formats.run_onnx(path, probe)
     runtime = f"onnxruntime {_version('onnxruntime')} (CPU)"
+    try:
+      got = formats.run_onnx(path, probe)
+    except Exception as e:  # noqa: BLE001 - the runtime's refusal, said in one line
+      hint = (
+        "; it computes in bfloat16, which onnxruntime's CPU kernels lack: export it with "
+        "--config.compute_dtype=float32"
+        if dtype == jnp.bfloat16
+        else ""
+      )
+      raise ExportError(
+        f"{failed} {runtime} cannot run the file ({' '.join(str(e).split())}){hint}"
+      ) from e
   if got.shape != want.shape:
-    raise ExportError(f"{path}: {what} gives shape {got.shape}, the network {want.shape}")
+    raise ExportError(f"{failed} the file gives shape {got.shape}, the network {want.shape}")
   diff = float(np.max(np.abs(got - want)))
   if not diff <= PARITY_ATOL:
     raise ExportError(
-      f"{path}: {runtime} differs from {what}'s Flax output by {diff:.3g} (> {PARITY_ATOL}) "
-      "on a real photograph"
+      f"{failed} in {runtime} the file differs from the Flax output by {diff:.3g} "
+      f"(> {PARITY_ATOL}) on a real photograph"
     )
   return {
     "max_abs_diff": diff,
@@ -218,6 +227,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
   out = workdirs.prepare(workdir)
   which = config.get("which", "latest")
   trained = [training.load_checkpoint(ck, which) for ck in ckpts]
+  if config.compute_dtype:  # parameters stay float32: only what the file computes in changes
+    dtype = compute.compute_dtype(config)
+    trained = [t._replace(network=t.network.clone(dtype=dtype)) for t in trained]
+  dtype = trained[0].network.dtype
   scales = sorted({int(t.config.scale) for t in trained})
   if len(scales) != 1:
     raise ConfigError(f"checkpoints {ckpts} were trained for different scales {scales}")
@@ -233,6 +246,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
   common = {
     "family": names[0] if len(names) == 1 else "ensemble",
     "scale": scale,
+    "compute_dtype": jnp.dtype(dtype).name,
     "params": sum(m["params"] for m in members),
     "macs_per_lr_pixel": sum(
       cost.macs_per_pixel(t.network, t.params, (1, 32, 32, 3)) for t in trained
@@ -258,8 +272,16 @@ def run(config: ml_collections.ConfigDict, workdir) -> dict:
     common["ensemble"] = "the mean of the members' outputs"
   done = {}
   for fmt in fmts:
-    path = _write(fmt, fn, spec, config, out, what, stem)
-    parity = _check(fmt, path, probe, want, what)
+    path = out / f"{stem}{formats.SUFFIXES[fmt]}"
+    # Written aside, and kept under its name only once it has computed what the network computes.
+    tmp = path.with_name(f".{path.name}.unchecked{formats.SUFFIXES[fmt]}")
+    try:
+      _write(fmt, fn, spec, config, tmp, what, stem)
+      parity = _check(fmt, tmp, probe, want, what, dtype)
+    except BaseException:
+      tmp.unlink(missing_ok=True)
+      raise
+    tmp.replace(path)
     blob = path.read_bytes()
     card = {
       "format": fmt,
