@@ -1,4 +1,4 @@
-"""Entry points: train / evaluate / upscale / run_search (config, workdir) -> results.
+"""Entry points: train / evaluate / upscale / export_trained / run_search (config, workdir).
 
 Launchers only parse flags and call these; a Colab user calls the same functions:
 
@@ -27,6 +27,7 @@ from absl import flags, logging
 
 from nasr import bench, compute, inference, parallel, searches, training, workdirs, writers
 from nasr import data as data_lib
+from nasr import export as export_lib
 from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import ConfigError, DataError, NasrError
 from nasr.estimation import cost
@@ -324,6 +325,13 @@ def upscale(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> li
       f"({'; '.join(unreadable)}); the {len(written)} others were written to {out_dir}"
     )
   return written
+
+
+def export_trained(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Export config.checkpoint (or a model ensemble) to StableHLO / ONNX files in `workdir`, each
+  checked against the Flax network and carded; return {format: {"file", "card"}}."""
+  _show_progress()
+  return export_lib.run(config, workdir)
 
 
 # ---------------------------------------------------------------------------------------------------

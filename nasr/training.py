@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -310,8 +310,22 @@ BEST_DIR = "best"  # <workdir>/best: the parameters of the best validation PSNR
 WHICH = ("latest", "best")
 
 
+class Trained(NamedTuple):
+  """A trained network read back from a `train` workdir."""
+
+  network: Any  # the Flax module its config.json builds
+  params: Any  # the checkpoint's parameters
+  config: ml_collections.ConfigDict  # the run's config (config.json)
+  step: int  # the training step of that checkpoint
+
+
 def load_trained(workdir: str | os.PathLike, which: str = "latest"):
   """Return (network, params, config) of a `train` workdir's latest (or best) checkpoint."""
+  return tuple(load_checkpoint(workdir, which)[:3])
+
+
+def load_checkpoint(workdir: str | os.PathLike, which: str = "latest") -> Trained:
+  """Return the `Trained` network of a `train` workdir's latest (or best) checkpoint, with its step."""
   if which not in WHICH:
     raise ConfigError(f"config.which must be one of {', '.join(WHICH)}, got {which!r}")
   workdir = Path(workdir)
@@ -325,7 +339,8 @@ def load_trained(workdir: str | os.PathLike, which: str = "latest"):
   tx, _ = compute.make_tx(config, config.steps)
   state = train_lib.create_train_state(params, tx)
   if which == "best":
-    return network, _load_best(workdir, params), config
+    step, best = _load_best(workdir, params)
+    return Trained(network, best, config, step)
   ckpt = Checkpointer(workdir, async_save=False)
   try:
     # A damaged newest checkpoint is named, not skipped: evaluating an older one unasked would
@@ -339,11 +354,11 @@ def load_trained(workdir: str | os.PathLike, which: str = "latest"):
     ckpt.close()
   if found is None:
     raise ConfigError(f"no checkpoint in {workdir}/checkpoints")
-  return network, found[1]["train"].params, config
+  return Trained(network, found[1]["train"].params, config, int(found[0]))
 
 
-def _load_best(workdir: Path, params: Any) -> Any:
-  """Return the parameters kept at the best validation PSNR of a `train` workdir."""
+def _load_best(workdir: Path, params: Any) -> tuple[int, Any]:
+  """Return (step, parameters) kept at the best validation PSNR of a `train` workdir."""
   best = Checkpointer(workdir, async_save=False, subdir=BEST_DIR)
   try:
     found = best.restore_latest({"params": params}, damaged_ok=False)
@@ -357,4 +372,4 @@ def _load_best(workdir: Path, params: Any) -> Any:
       "trained before best checkpoints were kept): use config.which=latest"
     )
   logging.info("the best checkpoint: step %d, validation PSNR %.4f dB", found[0], found[2]["psnr"])
-  return found[1]["params"]
+  return int(found[0]), found[1]["params"]

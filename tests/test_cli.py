@@ -22,6 +22,7 @@ def test_config_list_names_every_shipped_config_with_its_presets(tmp_path):
     "deconas",
     "diagnose",
     "evaluate",
+    "export",
     "gpnas",
     "hnas",
     "train",

@@ -144,6 +144,9 @@ NUMBER_RULES = {
   "search_seeds": ("int", ">0"),
   "queries": ("int", ">0"),
   "weight_sharing.seeds": ("int", ">=0"),
+  # nasr export (configs/export.py): the LR size of the files, 0 = any
+  "height": ("int", ">=0"),
+  "width": ("int", ">=0"),
 }
 
 

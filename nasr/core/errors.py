@@ -25,6 +25,11 @@ class CheckpointMismatchError(CheckpointError):
   """A checkpoint's arrays do not have the shapes of the state being restored (another run)."""
 
 
+class ExportError(NasrError):
+  """A trained network cannot be exported to the format asked (an op the exporter does not take,
+  or a file that does not compute what the network computes)."""
+
+
 class WorkdirError(NasrError):
   """A workdir holds another kind of run, or a live process holds it."""
 

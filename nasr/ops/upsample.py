@@ -61,9 +61,9 @@ _KERNELS = {"bilinear": (_linear, 1), "bicubic": (_keys_cubic, 2)}
 def _interpolate_axis(x: jax.Array, factor: int, axis: int, method: str) -> jax.Array:
   kernel, radius = _KERNELS[method]
   n = x.shape[axis]
+  symbolic = jax.export.is_symbolic_dim(n)
   pad = [(radius, radius) if a == axis else (0, 0) for a in range(x.ndim)]
-  xp = jnp.pad(x, pad)
-  index = np.arange(n)
+  xp = _zero_pad(x, radius, axis) if symbolic else jnp.pad(x, pad)
   bshape = [n if a == axis else 1 for a in range(x.ndim)]
   phases = []
   for r in range(factor):
@@ -71,6 +71,10 @@ def _interpolate_axis(x: jax.Array, factor: int, axis: int, method: str) -> jax.
     d = (2 * r + 1 - factor) / (2 * factor)
     taps = range(int(np.floor(d)) - radius + 1, int(np.floor(d)) + radius + 1)
     weights = np.array([kernel(k - d) for k in taps])
+    if symbolic:
+      phases.append(_symbolic_phase(x, xp, weights, taps, axis, radius, bshape))
+      continue
+    index = np.arange(n)
     valid = np.stack([(index + k >= 0) & (index + k < n) for k in taps])
     # Taps outside the image are dropped and the rest renormalised, as jax.image.resize does.
     coef = weights[:, None] * valid / np.sum(weights[:, None] * valid, axis=0)
@@ -82,6 +86,30 @@ def _interpolate_axis(x: jax.Array, factor: int, axis: int, method: str) -> jax.
     phases.append(out)
   y = jnp.stack(phases, axis=axis + 1)
   return y.reshape(*x.shape[:axis], n * factor, *x.shape[axis + 1 :])
+
+
+def _zero_pad(x: jax.Array, radius: int, axis: int) -> jax.Array:
+  """Return `x` with `radius` zeros before and after it along `axis`, by concatenation: jax2onnx
+  (0.17.1) cannot convert a `lax.pad` of an array whose size is symbolic."""
+  zeros = jnp.zeros((*x.shape[:axis], radius, *x.shape[axis + 1 :]), x.dtype)
+  return jnp.concatenate([zeros, x, zeros], axis=axis)
+
+
+def _symbolic_phase(x, xp, weights, taps, axis: int, radius: int, bshape) -> jax.Array:
+  """Return one output phase of `_interpolate_axis` when the axis has a symbolic size (an export
+  for any image size): the taps' weighted sum over the zero-padded `xp`, divided by the weights
+  of the taps inside the image, i.e. the same renormalised edges without per-pixel constants
+  (equal to the concrete form up to float rounding)."""
+  n = x.shape[axis]
+  inside = _zero_pad(jnp.ones((n,), x.dtype), radius, 0)
+  total, norm = 0.0, 0.0
+  for w, k in zip(weights, taps, strict=True):
+    if w == 0:
+      continue
+    window = jax.lax.slice_in_dim(xp, radius + k, radius + k + n, axis=axis)
+    total = total + jnp.asarray(w, x.dtype) * window
+    norm = norm + jnp.asarray(w, x.dtype) * jax.lax.slice_in_dim(inside, radius + k, radius + k + n)
+  return total / norm.reshape(bshape)
 
 
 def interpolate(x: jax.Array, factor: int, method: str = "bilinear") -> jax.Array:

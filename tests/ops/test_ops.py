@@ -192,6 +192,20 @@ def test_interpolate_equals_jax_image_resize_without_counted_multiply_adds(metho
   assert cost.jaxpr_macs(jaxpr) == 0
 
 
+@pytest.mark.parametrize("method", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_interpolate_of_any_size_exports_and_equals_the_fixed_size_form(method, factor):
+  """An export for any image size (symbolic height and width) has no per-pixel edge constants."""
+  from nasr.ops import interpolate
+
+  fn = jax.jit(lambda v: interpolate(v, factor, method))
+  b, h, w = jax.export.symbolic_shape("b, h, w")
+  exported = jax.export.export(fn)(jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32))
+  for shape in [(1, 1, 2, 3), (2, 5, 7, 3), (1, 9, 4, 3)]:
+    x = jnp.asarray(np.random.default_rng(factor).uniform(size=shape), jnp.float32)
+    np.testing.assert_allclose(exported.call(x), fn(x), atol=1e-6)
+
+
 @pytest.mark.parametrize("stride,kernel,pad", [(2, 6, 2), (3, 7, 2), (4, 8, 2), (2, 4, 1)])
 def test_cpu_forms_of_strided_and_transposed_convs_are_the_same_functions(stride, kernel, pad):
   from nasr.ops.cpu_kernels import strided_conv, transposed_conv
