@@ -1,4 +1,4 @@
-"""The `nasr` command: nasr train|evaluate|upscale|export|search|diagnose|bench|config [flags].
+"""The `nasr` command: nasr train|evaluate|upscale|export|latency|search|diagnose|bench|config [flags].
 
   nasr search --config=deconas:tiny --workdir=W     # a shipped config by name[:preset]
   nasr train --config=my_config.py:tiny --workdir=W # or any config file
@@ -23,6 +23,7 @@ COMMANDS = {
   "evaluate": "Y-PSNR/SSIM of a checkpoint (or bicubic) on benchmark folders, with bicubic beside",
   "upscale": "upscale an image file or folder with a checkpoint (or an ensemble)",
   "export": "export a checkpoint to StableHLO / ONNX files with a card, checked on a photograph",
+  "latency": "the median latency of a network on this host through XLA and onnxruntime",
   "search": "architecture search (DeCoNAS, HNAS, DARTS-SR, GP-NAS); no --config lists the methods",
   "diagnose": "does a finished search work? shared-weight vs stand-alone ranking, random baseline",
   "bench": "the tabular SR benchmark: build the table (bench build), score strategies (bench evaluate)",

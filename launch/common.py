@@ -308,8 +308,8 @@ def run(
       _log_unraisable(_WORKDIR.value)
     if config is not None and config.get("preset") == "tiny":
       logging.warning(
-        "the tiny preset only checks that the pipeline runs (a few steps of tiny networks): its "
-        "PSNRs and choices mean nothing; drop ':tiny' for a real run"
+        "the tiny preset only checks that the pipeline runs (tiny networks, sizes and step "
+        "counts): its PSNRs, choices and timings mean nothing; drop ':tiny' for a real run"
       )
     # SIGTERM ends any run as Ctrl-C does (one line, exit 130, not a silent 143); training and
     # searches put their own handler over it while they run, which saves a checkpoint first.

@@ -32,6 +32,7 @@ from nasr.core.checks import check_numbers, check_scale
 from nasr.core.errors import ConfigError, DataError, NasrError
 from nasr.estimation import cost
 from nasr.estimation import evaluate as scoring
+from nasr.export import latency as export_latency
 from nasr.searches import diagnose as diagnostics
 from nasr.searches import loop, sweep
 
@@ -332,6 +333,19 @@ def export_trained(config: ml_collections.ConfigDict, workdir: str | os.PathLike
   checked against the Flax network and carded; return {format: {"file", "card"}}."""
   _show_progress()
   return export_lib.run(config, workdir)
+
+
+def latency(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Time the network of `config` (a checkpoint, an arch JSON or a baseline) on this host through
+  XLA and onnxruntime; return W/latency.json's record."""
+  _show_progress()
+  check_numbers(config)
+  return export_latency.run(config, workdir)
+
+
+def latency_report(result: dict) -> str:
+  """Return a `latency` result as the table `nasr latency` prints."""
+  return export_latency.report(result)
 
 
 # ---------------------------------------------------------------------------------------------------

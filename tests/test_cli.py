@@ -23,6 +23,7 @@ def test_config_list_names_every_shipped_config_with_its_presets(tmp_path):
     "diagnose",
     "evaluate",
     "export",
+    "latency",
     "gpnas",
     "hnas",
     "train",

@@ -66,6 +66,8 @@ NUMBER_RULES = {
   "val_patch": ("int", ">0"),
   "derive.candidates": ("int", ">0"),
   "reward.latency_side": ("int", ">0"),
+  "warmup": ("int", ">=0"),  # nasr latency: untimed calls
+  "repeats": ("int", ">0"),  # nasr latency: timed calls
   "data.patch_size": ("int", ">0"),
   "data.batch_size": ("int", ">0"),
   "data.workers": ("int", ">=0"),
