@@ -63,7 +63,9 @@ def _interpolate_axis(x: jax.Array, factor: int, axis: int, method: str) -> jax.
   n = x.shape[axis]
   symbolic = jax.export.is_symbolic_dim(n)
   pad = [(radius, radius) if a == axis else (0, 0) for a in range(x.ndim)]
-  xp = _zero_pad(x, radius, axis) if symbolic else jnp.pad(x, pad)
+  # any symbolic dimension (a free batch too): jax2onnx cannot convert such a lax.pad
+  exported = any(jax.export.is_symbolic_dim(d) for d in x.shape)
+  xp = _zero_pad(x, radius, axis) if exported else jnp.pad(x, pad)
   bshape = [n if a == axis else 1 for a in range(x.ndim)]
   phases = []
   for r in range(factor):

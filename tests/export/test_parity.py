@@ -130,6 +130,21 @@ def test_onnx_in_onnxruntime_alone_equals_the_flax_network(tmp_path):
   assert max(diffs.values()) <= ATOL, {k: v for k, v in diffs.items() if v > ATOL}
 
 
+def test_onnx_of_one_fixed_size_equals_the_flax_network(tmp_path):
+  # --config.height/width: a fixed LR size with a free batch (HNAS's resizes once failed to
+  # convert so: jax2onnx's lax.pad needs every dimension concrete).
+  pytest.importorskip("jax2onnx", reason="ONNX export needs the export extra (README, Deploy)")
+  pytest.importorskip("onnxruntime", reason="ONNX export needs the export extra (README, Deploy)")
+  if formats.onnx_status() is not None:
+    pytest.skip(formats.onnx_status())
+  lr = _photo()
+  for family in FAMILIES:
+    fn, want = _exported(family, 2)
+    model = export.to_onnx(fn, export.input_spec(*lr.shape[1:3]), family, family)
+    got = export.run_onnx(model, np.concatenate([lr, lr[:, ::-1]]))  # a batch of two
+    assert float(np.max(np.abs(got[:1] - want))) <= ATOL, family
+
+
 def test_an_op_the_onnx_exporter_lacks_is_named_with_the_network():
   pytest.importorskip("jax2onnx", reason="ONNX export needs the export extra (README, Deploy)")
   if formats.onnx_status() is not None:
