@@ -8,19 +8,22 @@ import jax.numpy as jnp
 import pytest
 
 from nasr import experiment, spaces
+from nasr.configs.common import TINY_SPACES
 from nasr.core.errors import ConfigError
 from nasr.estimation import cost
 from nasr.export import formats
 from tests.launch_utils import check_ok, run_launcher
 
-HNAS_A = "configs/archs/hnas_a.json"
-
 
 def test_an_arch_is_timed_per_runtime_beside_its_parameters_and_multiply_adds(tmp_path):
+  # A searched cell of separable, dilated and RCAB edges (a bench member: it compiles fast).
+  kwargs = {**TINY_SPACES["bench"], "skip": "bilinear"}
+  arch_file = tmp_path / "arch.json"
+  spaces.save_arch(arch_file, "bench", kwargs, spaces.get("bench", **kwargs).decode([3, 4, 5]))
   out = tmp_path / "lat"
   printed = check_ok(
     run_launcher(
-      "latency", "--config=configs/latency.py:tiny", f"--config.arch={HNAS_A}",
+      "latency", "--config=configs/latency.py:tiny", f"--config.arch={arch_file}",
       "--config.output=32,48", f"--workdir={out}",
     )
   ).stdout  # fmt: skip
@@ -32,7 +35,7 @@ def test_an_arch_is_timed_per_runtime_beside_its_parameters_and_multiply_adds(tm
     assert t["runs"] == 3 and 0 < t["p10_ms"] <= t["median_ms"] <= t["p90_ms"]
     assert t["ms_per_gmac"] == pytest.approx(t["median_ms"] / result["gmacs"], rel=1e-3)
     assert f"\n{r} " in printed
-  net = spaces.build_from_file(HNAS_A, 2)
+  net = spaces.build_from_file(arch_file, 2)
   params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
   assert result["params"] == cost.count_params(params)
   assert result["gmacs"] == pytest.approx(cost.count_macs(net, params, (1, 16, 24, 3)) / 1e9, 1e-3)
@@ -42,7 +45,7 @@ def test_an_arch_is_timed_per_runtime_beside_its_parameters_and_multiply_adds(tm
 @pytest.mark.parametrize(
   "overrides,match",
   [
-    ({"arch": HNAS_A, "model": "edsr"}, "exactly one of config.checkpoint"),
+    ({"arch": "configs/archs/hnas_a.json", "model": "edsr"}, "exactly one of config.checkpoint"),
     ({}, "exactly one of config.checkpoint"),
     ({"model": "edsr", "output": "33,48"}, "multiples of the scale 2"),
     ({"model": "edsr", "output": "720x1280"}, "must be 'H,W'"),
