@@ -8,8 +8,8 @@ zero-cost proxies are scored at its initial weights (`nasr.estimation.proxies`).
 
 Resumable piece by piece: a finished (member, seed) is the file W/runs/<member>_<seed>.json,
 written atomically; a killed build re-run with the same command trains only what is missing (at
-most the runs in progress are lost). `config.workers` processes share the members (member m goes
-to worker m mod workers); on a CPU each worker runs single-threaded on its own core, because XLA's
+most the runs in progress are lost). `config.workers` processes share the runs (each takes the next
+one nobody has claimed); on a CPU each worker runs single-threaded on its own core, because XLA's
 threads do not speed up these small convolutions (measured: the same ms per step on 1 or 2
 threads), while two processes train two members at once. With accelerators each worker gets one.
 
@@ -184,33 +184,55 @@ def _parts(config) -> dict:
   }
 
 
+def claim_file(workdir: Path, member: int, seed: int) -> Path:
+  """Return the file a worker creates to take (member, seed): the first to create it trains it."""
+  return workdir / RUNS / f"{member:03d}_{seed}.claim"
+
+
+def _claim(workdir: Path, member: int, seed: int) -> bool:
+  """Return whether this process took (member, seed): created its claim file, atomically."""
+  try:
+    os.close(os.open(claim_file(workdir, member, seed), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+  except FileExistsError:
+    return False
+  return True
+
+
 def work(workdir: str | os.PathLike, index: int = 0, count: int = 1) -> int:
-  """Train the missing runs of the members m with m mod count == index; return how many."""
+  """Train missing runs until none is left untaken; return how many this worker trained.
+
+  Workers share the runs dynamically: each takes the next missing run nobody has claimed (a
+  claim file, created atomically), so a worker never idles while another still has a queue (a
+  static split by member id put every member ending in RCAB on one worker of two).
+  """
   workdir = Path(workdir)
   config = ml_collections.ConfigDict(json.loads((workdir / CONFIG_FILE).read_text()))
   space = _space(config)
   members = parse_members(config.members, space.size)
-  todo = [
-    (m, s)
-    for m in members
-    if m % count == index
-    for s in range(config.seeds)
-    if not run_file(workdir, m, s).exists()
-  ]
-  if not todo:
+  runs = [(m, s) for m in members for s in range(config.seeds)]
+  if all(run_file(workdir, m, s).exists() for m, s in runs):
     return 0
   parts = _parts(config)
   (workdir / RUNS).mkdir(exist_ok=True)
-  for n, (m, s) in enumerate(todo, 1):
+  done = 0
+  for m, s in runs:
+    if run_file(workdir, m, s).exists() or not _claim(workdir, m, s):
+      continue
+    if run_file(workdir, m, s).exists():  # finished (and its claim removed) since the check
+      claim_file(workdir, m, s).unlink(missing_ok=True)
+      continue
     t = time.perf_counter()
     record = train_member(config, space, m, s, parts)
     writers.write_json(run_file(workdir, m, s), record)
+    claim_file(workdir, m, s).unlink(missing_ok=True)
+    done += 1
     final = record["curve"][-1][1] if record["curve"] else float("nan")
+    left = sum(not run_file(workdir, *r).exists() for r in runs)
     logging.info(
-      "worker %d/%d: member %d seed %d (%s) %.3f dB, %.0f s [%d/%d]",
-      index, count, m, s, "|".join(record["ops"]), final, time.perf_counter() - t, n, len(todo),
+      "worker %d/%d: member %d seed %d (%s) %.3f dB, %.0f s [%d trained here, %d runs left]",
+      index, count, m, s, "|".join(record["ops"]), final, time.perf_counter() - t, done, left,
     )  # fmt: skip
-  return len(todo)
+  return done
 
 
 def _read(path: Path) -> dict | None:
@@ -281,6 +303,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     len(members), config.seeds, pending, count,
   )  # fmt: skip
   t0 = time.perf_counter()
+  # No worker runs now: a claim left by a killed build is stale, its run is trained again.
+  for stale in (workdir / RUNS).glob("*.claim") if (workdir / RUNS).is_dir() else ():
+    stale.unlink()
   if pending:
     if count == 1:
       work(workdir)

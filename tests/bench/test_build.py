@@ -52,6 +52,24 @@ def test_a_tiny_build_trains_resumes_and_writes_the_table(tmp_path):
     build.run(c, w)
 
 
+def test_workers_take_the_runs_nobody_claimed_and_a_killed_builds_claims_are_cleared(tmp_path):
+  # Runs are shared by claims, not by member id: a worker trains any run left untaken, and a run
+  # another worker holds is not trained twice.
+  c = bench_config.get_config("tiny")
+  c.workers = 1
+  w = tmp_path / "b"
+  build.run(c, w)  # writes the config; trains both members (0 and 215)
+  for m in (0, 215):
+    build.run_file(w, m, 0).unlink()
+  build.claim_file(w, 0, 0).touch()  # another (live) worker holds member 0
+  assert build.work(w, 0, 2) == 1  # worker 0 of 2 takes member 215: nothing is split by id
+  assert build.run_file(w, 215, 0).exists() and not build.run_file(w, 0, 0).exists()
+  assert not build.claim_file(w, 215, 0).exists()  # released once its run file is written
+  # a new build starts with no worker alive: the claim is stale, and its run is trained
+  build.run(c, w)
+  assert build.run_file(w, 0, 0).exists() and not list((w / "runs").glob("*.claim"))
+
+
 def test_a_bad_curve_fails_before_any_training(tmp_path):
   c = bench_config.get_config("tiny")
   c.curve = (2, 1)
