@@ -57,6 +57,8 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       "bench_one_shot/reinforce",  # ENAS: the strategy samples the weights' children
       "bench_one_shot/random",  # single-path uniform sampling (SPOS)
       "bench_one_shot/random sampling.mode=fair",  # FairNAS: strict fairness
+      # SPOS as published: the weights train under uniform sampling, the strategy searches on them
+      "bench_one_shot/reinforce sampling.mode=uniform",
       "bench_one_shot/reinforce sampling.warmup_epochs=10",  # uniform warm-up, then the strategy
       "bench_one_shot/random train_steps_per_epoch=120",  # a supernet schedule twice as long
     )

@@ -32,9 +32,16 @@ from nasr.searches import loop
 from nasr.searches.methods import SEARCH_METHODS
 from nasr.spaces import bench as bench_space
 
+# The range each reported statistic can take: its interval is clipped to it (a t interval of
+# three seeds' percentiles would otherwise reach past 100).
+TAU_RANGE, PERCENTILE_RANGE, REGRET_RANGE = (-1.0, 1.0), (0.0, 100.0), (0.0, np.inf)
 
-def interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
-  """Return (mean, low, high): the Student-t interval of the mean of `values` (NaN-free)."""
+
+def interval(
+  values, confidence: float = 0.95, bounds: tuple[float, float] = (-np.inf, np.inf)
+) -> tuple[float, float, float]:
+  """Return (mean, low, high): the Student-t interval of the mean of `values` (NaN-free),
+  clipped to `bounds`, the range the values can take."""
   import scipy.stats  # here, not at the top: a second of every launcher's start
 
   x = np.asarray(values, np.float64)
@@ -42,7 +49,7 @@ def interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
   if len(x) < 2 or np.all(x == x[0]):
     return mean, mean, mean
   lo, hi = scipy.stats.t.interval(confidence, len(x) - 1, loc=mean, scale=scipy.stats.sem(x))
-  return mean, float(lo), float(hi)
+  return mean, float(max(lo, bounds[0])), float(min(hi, bounds[1]))
 
 
 def search_once(strategy, signal, queries: int, batch: int, seed: int) -> list[int]:
@@ -105,9 +112,9 @@ def score_strategy(config, name: str, t: table_lib.Table, truth: np.ndarray) -> 
   return {
     "strategy": name,
     "options": _options(config, name),
-    "regret": {str(c): interval(regret[:, c - 1]) for c in checkpoints},
-    "regret_curve": [interval(regret[:, c]) for c in range(q)],
-    "final_percentile": interval(pct),
+    "regret": {str(c): interval(regret[:, c - 1], bounds=REGRET_RANGE) for c in checkpoints},
+    "regret_curve": [interval(regret[:, c], bounds=REGRET_RANGE) for c in range(q)],
+    "final_percentile": interval(pct, bounds=PERCENTILE_RANGE),
     "top10_rate": float(np.mean(np.asarray(pct) >= 90.0)),
     "picks": [int(m) for m in final],
   }
@@ -130,7 +137,112 @@ def predictors(t: table_lib.Table, truth: np.ndarray) -> dict:
     tau = scipy.stats.kendalltau(values[m], truth[m]).statistic
     rho = scipy.stats.spearmanr(values[m], truth[m]).statistic
     out[name] = (round(float(tau), 4), round(float(rho), 4))
+  # What a black-box search sees of a member: one run's validation PSNR (the mean over seeds).
+  val = t.per_seed("val")
+  per_run = [
+    [f(val[m, s], truth[m]).statistic for f in (scipy.stats.kendalltau, scipy.stats.spearmanr)]
+    for s in range(val.shape[1])
+    if (m := ok & ~np.isnan(val[:, s])).sum() >= 3
+  ]
+  if per_run:
+    tau, rho = np.mean(per_run, axis=0)
+    out[SIGNAL] = (round(float(tau), 4), round(float(rho), 4))
   return out
+
+
+# The predictors' name for one stand-alone run's validation PSNR: the black-box searches' signal.
+SIGNAL = "val PSNR, one run"
+
+
+def against_random(regret: tuple[float, float, float], random_regret) -> str:
+  """Return whether a regret (mean, low, high) beats random search's at the same budget: only
+  when the 95% intervals do not overlap is either side better."""
+  if random_regret is None:
+    return "no random search to compare with"
+  if regret[2] < random_regret[1]:
+    return "beats random"
+  if regret[1] > random_regret[2]:
+    return "worse than random"
+  return "ties random (intervals overlap)"
+
+
+def lead(result: dict, t: table_lib.Table, truth: np.ndarray) -> list[dict]:
+  """Return the lead table's rows: every search method scored (pick percentile, regret, tau of
+  what it ranks members by), with random search's regret at the same budget beside it.
+
+  A budget is counted in stand-alone trainings: a black-box search's queries; a weight-sharing
+  search's median recorded wall time over the table's median training time (both as recorded:
+  a ratio of runs that may have shared their machine). The best zero-cost proxy (the largest
+  tau) picks its top-scored member with no training.
+  """
+  random = next((r for r in result["strategies"] if r["strategy"] == "random"), None)
+
+  def random_at(budget: float):
+    if random is None or not np.isfinite(budget):
+      return None
+    q = min(max(int(np.ceil(budget)), 1), len(random["regret_curve"]))
+    return {"queries": q, "regret": random["regret_curve"][q - 1]}
+
+  signal_tau = result["predictors"].get(SIGNAL, (np.nan, np.nan))[0]
+  rows = []
+  for r in result["strategies"]:
+    q = int(result["queries"])
+    rand = random_at(q)
+    rows.append(
+      {
+        "method": r["strategy"],
+        "kind": "lookup",
+        "budget": float(q),
+        "percentile": r["final_percentile"],
+        "regret": r["regret"][str(q)],
+        "top10_rate": r["top10_rate"],
+        "tau": (signal_tau,) * 3,
+        "random": rand,
+        "verdict": "(random search itself)"
+        if r["strategy"] == "random"
+        else against_random(r["regret"][str(q)], rand and rand["regret"]),
+      }
+    )
+  train_s = np.array([run["train_s"] for m in t.raw["members"] for run in m["runs"]], float)
+  member_s = float(np.median(train_s)) if len(train_s) else np.nan
+  for r in result.get("weight_sharing", []):
+    budget = r["search_wall_s"] / member_s
+    rand = random_at(budget)
+    rows.append(
+      {
+        "method": r["search"],
+        "kind": "weight sharing",
+        "budget": budget,
+        "percentile": r["pick_percentile"],
+        "regret": r["regret"],
+        "top10_rate": r["top10_rate"],
+        "tau": r["tau"],
+        "random": rand,
+        "verdict": against_random(r["regret"], rand and rand["regret"]),
+      }
+    )
+  taus = {k: v[0] for k, v in result["predictors"].items() if k.startswith("proxy ")}
+  if taus:
+    name = max(taus, key=taus.get)
+    values = np.where(np.isnan(truth), np.nan, t.proxies[name.removeprefix("proxy ")])
+    pick = int(np.nanargmax(values))
+    pct = float(100.0 * np.mean(truth[~np.isnan(truth)] <= truth[pick]))
+    regret = float(np.nanmax(truth) - truth[pick])
+    rand = random_at(1.0)  # no training: random search's first query is its fairest match
+    rows.append(
+      {
+        "method": f"zero-cost {name}",  # the best proxy's top member
+        "kind": "proxy",
+        "budget": 0.0,
+        "percentile": (pct,) * 3,
+        "regret": (regret,) * 3,
+        "top10_rate": float(pct >= 90.0),
+        "tau": (taus[name],) * 3,
+        "random": rand,
+        "verdict": against_random((regret,) * 3, rand and rand["regret"]),
+      }
+    )
+  return rows
 
 
 # (config name or file, preset) -> the loaded config: the entry points' loader (experiment).
@@ -221,15 +333,21 @@ def weight_sharing(
           "pick": pick,
           "pick_rank": int(1 + np.sum(truth[ok_truth] > truth[pick])),
           "pick_percentile": float(100.0 * np.mean(truth[ok_truth] <= truth[pick])),
+          "regret": float(np.nanmax(truth) - truth[pick]),
+          # as recorded by the run (a search reused from the workdir: by its first run)
+          "search_wall_s": float(result.get("search_wall_s", np.nan)),
         }
       )
       logging.info("bench evaluate: %s seed %d: %s", spec, seed, runs[-1])
     out.append(
       {
         "search": spec,
-        "tau": interval([r["tau"] for r in runs]),
-        "rho": interval([r["rho"] for r in runs]),
-        "pick_percentile": interval([r["pick_percentile"] for r in runs]),
+        "tau": interval([r["tau"] for r in runs], bounds=TAU_RANGE),
+        "rho": interval([r["rho"] for r in runs], bounds=TAU_RANGE),
+        "pick_percentile": interval([r["pick_percentile"] for r in runs], bounds=PERCENTILE_RANGE),
+        "regret": interval([r["regret"] for r in runs], bounds=REGRET_RANGE),
+        "top10_rate": float(np.mean([r["pick_percentile"] >= 90.0 for r in runs])),
+        "search_wall_s": float(np.median([r["search_wall_s"] for r in runs])),
         "runs": runs,
       }
     )
@@ -246,9 +364,26 @@ def report(result: dict) -> str:
   lines = [
     f"table: {result['table']} ({result['members']} members, truth: {result['metric']} PSNR, "
     f"best {result['best_psnr']:.3f} dB, median {result['median_psnr']:.3f} dB)",
-    f"black-box strategies, {result['search_seeds']} searches each, regret in dB "
-    "(mean [95% interval]):",
   ]
+  if result.get("lead"):
+    lines += [
+      "every search method (budget in stand-alone trainings; regret in dB; tau: what the method "
+      "ranks members by, against the truth; mean [95% interval]):",
+      f"  {'method':<40} {'budget':>6}  {'pick percentile':<20} {'regret':<22} {'top 10%':>7}  "
+      f"{'tau':<22} random at that budget",
+    ]
+    for r in result["lead"]:
+      rand = r["random"]
+      vs = "-" if rand is None else f"@{rand['queries']} {_fmt(rand['regret'])}: {r['verdict']}"
+      lines.append(
+        f"  {r['method']:<40} {r['budget']:>6.1f}  {_fmt(r['percentile'], 1):<20} "
+        f"{_fmt(r['regret']):<22} {100 * r['top10_rate']:>6.0f}%  {_fmt(r['tau']):<22} {vs}"
+      )
+  if result["strategies"]:
+    lines.append(
+      f"black-box strategies, {result['search_seeds']} searches each, regret in dB "
+      "(mean [95% interval]):"
+    )
   for r in result["strategies"]:
     at = ", ".join(f"@{c} {_fmt(v)}" for c, v in r["regret"].items())
     lines.append(
@@ -325,6 +460,7 @@ def run(
         "weight-sharing searches need a config loader (nasr.bench_evaluate has one)"
       )
     result["weight_sharing"] = weight_sharing(config, t, truth, workdir, load)
+  result["lead"] = lead(result, t, truth)
   writers.write_json(workdir / "evaluate.json", result)
   if result["strategies"]:  # the tries preset scores weight sharing only: no regret to draw
     plots.plot_regret(

@@ -93,6 +93,39 @@ def test_evaluate_reports_regret_and_percentiles_that_match_the_table(table_file
   assert "synflow" in text and "regret" in text and (tmp_path / "w" / "regret.png").is_file()
   # the made-up curve's first point is its final one minus 0.5: a perfect low-fidelity proxy
   assert result["predictors"]["curve @10 steps"][0] > 0.95
+  # one run's validation PSNR (what a search sees): the truth plus 0.01 dB of seed noise
+  assert result["predictors"][evaluate.SIGNAL][0] > 0.9
+  # the lead table: each strategy at its 40 queries, then the best proxy's top member
+  lead = {r["method"]: r for r in result["lead"]}
+  assert list(lead)[:3] == ["random", "evolution", "local_search"]
+  local = lead["local_search"]
+  assert local["regret"] == by["local_search"]["regret"]["40"] and local["budget"] == 40
+  assert local["random"]["regret"] == by["random"]["regret"]["40"]
+  assert local["verdict"] == evaluate.against_random(local["regret"], by["random"]["regret"]["40"])
+  # synflow is the made-up truth plus noise: the best proxy; its row is its top member's rank
+  (proxy,) = [r for r in result["lead"] if r["kind"] == "proxy"]
+  t = table.Table(table.load(table_file))
+  top = int(np.argmax(t.proxies["synflow"]))
+  assert proxy["method"] == "zero-cost proxy synflow" and proxy["budget"] == 0
+  assert proxy["percentile"][0] == pytest.approx(100.0 * np.mean(truth <= truth[top]))
+  assert proxy["regret"][0] == pytest.approx(np.nanmax(truth) - truth[top])
+  assert "every search method" in text and "zero-cost proxy synflow" in text
+
+
+def test_intervals_stay_in_the_range_their_values_can_take():
+  # three percentiles near the top: the t interval reaches past 100 unless clipped
+  mean, lo, hi = evaluate.interval([99.0, 100.0, 80.0], bounds=evaluate.PERCENTILE_RANGE)
+  assert hi == 100.0 and lo < mean < hi
+  assert evaluate.interval([99.0, 100.0, 80.0])[2] > 100.0
+  assert evaluate.interval([0.9, -0.9, 0.8], bounds=evaluate.TAU_RANGE)[1:] == (-1.0, 1.0)
+
+
+def test_a_method_beats_random_only_when_the_intervals_do_not_overlap():
+  rand = (0.5, 0.4, 0.6)
+  assert evaluate.against_random((0.1, 0.05, 0.39), rand) == "beats random"
+  assert evaluate.against_random((0.1, 0.05, 0.41), rand).startswith("ties")
+  assert evaluate.against_random((0.9, 0.61, 1.2), rand) == "worse than random"
+  assert evaluate.against_random((0.9, 0.61, 1.2), None).startswith("no random")
 
 
 def test_a_search_is_reproducible_from_its_seed():
@@ -134,10 +167,15 @@ def test_weight_sharing_searches_run_on_the_bench_space_and_rank_every_member(ta
     (run,) = r["runs"]
     assert -1.0 <= run["tau"] <= 1.0 and 1 <= run["pick_rank"] <= 216
   assert "bench_darts" in text and "pick ranks" in text
+  # its lead row: the pick's regret, a budget from the search's recorded wall time
+  (row,) = [r for r in result["lead"] if r["kind"] == "weight sharing"]
+  truth = table.Table(table.load(table_file)).psnr("val")
+  assert row["regret"][0] == pytest.approx(np.nanmax(truth) - truth[run["pick"]])
+  assert row["budget"] == pytest.approx(run["search_wall_s"] / 1.0)  # made-up runs take 1 s
   # a search's space must be the table's: otherwise its weights rank other networks
-  table = json.loads(table_file.read_text())
-  table["protocol"]["space"]["channels"] = 8
-  table_file.write_text(json.dumps(table))
+  raw = json.loads(table_file.read_text())
+  raw["protocol"]["space"]["channels"] = 8
+  table_file.write_text(json.dumps(raw))
   with pytest.raises(ConfigError, match="the table's is"):
     nasr.bench_evaluate(c, tmp_path / "w2")
 
