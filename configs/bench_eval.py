@@ -6,7 +6,8 @@ nasr bench evaluate --config=bench_eval:tries --workdir=W   # the supernet-train
 
 Prints each strategy's regret (best member's PSNR minus the pick's) after N queries and the final
 pick's percentile, with 95% intervals over the searches, and how well each zero-cost proxy and
-each shorter training run predicts the table's result. W/evaluate.json, W/regret.png.
+each shorter training run predicts the table's result. W/evaluate.json, W/regret.png,
+W/weight_sharing.png (each search's shared-weight PSNR against the table's, every member).
 """
 
 import ml_collections

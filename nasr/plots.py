@@ -607,3 +607,39 @@ def plot_regret(curves: dict, path: Path, title: str = ""):
   ax.legend()
   _save(fig, Path(path), title, ax)
   return fig
+
+
+def plot_weight_sharing(panels: dict, path: Path, title: str = ""):
+  """Draw, per weight-sharing search, every member's shared-weight PSNR against its true PSNR
+  (one colour per seed, each seed's pick starred); return the figure.
+
+  panels: search name -> list of runs, each {"shared": [members], "truth": [members], "pick":
+  member id, "tau": float}; NaN members are left out.
+  """
+  made = _figure(Path(path), (4.2 * max(len(panels), 1), 4.0), 1, max(len(panels), 1))
+  if made is None:
+    return None
+  fig, axes = made
+  for ax, (name, runs) in zip(axes[0], panels.items(), strict=False):
+    for s, run in enumerate(runs):
+      shared, truth = np.asarray(run["shared"], float), np.asarray(run["truth"], float)
+      ok = np.isfinite(shared) & np.isfinite(truth)
+      (dots,) = ax.plot(
+        shared[ok],
+        truth[ok],
+        _MARKERS[s % len(_MARKERS)],
+        ms=3,
+        alpha=0.5,
+        ls="none",
+        label=f"seed {s}: tau {run['tau']:.2f}",
+      )
+      p = int(run["pick"])
+      if ok[p]:
+        ax.plot(shared[p], truth[p], "*", ms=14, color=dots.get_color(), mec="black", zorder=4)
+    ax.set_xlabel("shared-weight PSNR (dB)")
+    ax.set_ylabel("true PSNR (dB)")
+    ax.set_title(name, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+  _save(fig, Path(path), title or "shared weights against the table (star: the search's pick)")
+  return fig

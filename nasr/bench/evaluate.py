@@ -311,7 +311,7 @@ def weight_sharing(
   ws = config.weight_sharing
   members = np.stack([bench_space.from_id(i) for i in range(t.size)])
   ok_truth = ~np.isnan(truth)
-  out = []
+  out, panels = [], {}
   for spec in ws.searches:
     runs = []
     for seed in range(int(ws.seeds)):
@@ -339,6 +339,9 @@ def weight_sharing(
         }
       )
       logging.info("bench evaluate: %s seed %d: %s", spec, seed, runs[-1])
+      panels.setdefault(spec, []).append(
+        {"shared": shared, "truth": truth, "pick": pick, "tau": runs[-1]["tau"]}
+      )
     out.append(
       {
         "search": spec,
@@ -351,6 +354,11 @@ def weight_sharing(
         "runs": runs,
       }
     )
+  plots.plot_weight_sharing(
+    panels,
+    workdir / "weight_sharing.png",
+    f"shared weights against the table ({ws.seeds} seeds; star: each seed's pick)",
+  )
   return out
 
 
@@ -424,8 +432,9 @@ def _check(config, t: table_lib.Table) -> str:
 def run(
   config: ml_collections.ConfigDict, workdir: str | os.PathLike, load: ConfigLoader | None = None
 ) -> str:
-  """Score the strategies of `config` against the table; write W/evaluate.json, W/regret.png;
-  return the report. `load` loads the weight-sharing searches' configs (needed when there are)."""
+  """Score the strategies of `config` against the table; write W/evaluate.json, W/regret.png and
+  W/weight_sharing.png; return the report. `load` loads the weight-sharing searches' configs
+  (needed when there are)."""
   raw = table_lib.load(config.table or None)
   if raw is None:
     raise ConfigError(

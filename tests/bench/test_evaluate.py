@@ -167,6 +167,7 @@ def test_weight_sharing_searches_run_on_the_bench_space_and_rank_every_member(ta
     (run,) = r["runs"]
     assert -1.0 <= run["tau"] <= 1.0 and 1 <= run["pick_rank"] <= 216
   assert "bench_darts" in text and "pick ranks" in text
+  assert (tmp_path / "w" / "weight_sharing.png").is_file()
   # its lead row: the pick's regret, a budget from the search's recorded wall time
   (row,) = [r for r in result["lead"] if r["kind"] == "weight sharing"]
   truth = table.Table(table.load(table_file)).psnr("val")
