@@ -62,6 +62,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       "bench_one_shot/reinforce sampling.mode=uniform",
       "bench_one_shot/reinforce sampling.warmup_epochs=10",  # uniform warm-up, then the strategy
       "bench_one_shot/random train_steps_per_epoch=120",  # a supernet schedule twice as long
+      "bench_one_shot/random train_steps_per_epoch=240",  # four times as long
     )
   if preset == "tiny":
     c.search_seeds = 3

@@ -336,9 +336,12 @@ def weight_sharing(
           "regret": float(np.nanmax(truth) - truth[pick]),
           # as recorded by the run (a search reused from the workdir: by its first run)
           "search_wall_s": float(result.get("search_wall_s", np.nan)),
+          # every member's score by id (None: not finite), for a look past tau
+          "shared_psnr": [round(float(v), 4) if np.isfinite(v) else None for v in shared],
         }
       )
-      logging.info("bench evaluate: %s seed %d: %s", spec, seed, runs[-1])
+      shown = {k: v for k, v in runs[-1].items() if k != "shared_psnr"}
+      logging.info("bench evaluate: %s seed %d: %s", spec, seed, shown)
       panels.setdefault(spec, []).append(
         {"shared": shared, "truth": truth, "pick": pick, "tau": runs[-1]["tau"]}
       )
