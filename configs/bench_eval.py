@@ -42,8 +42,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   )
   # the GP's buffer holds every query; a lighter refit than the GP-NAS search's
   c.strategy.gp = ml_collections.ConfigDict({"capacity": 64, "fit_steps": 60, "fit_restarts": 1})
-  # Weight sharing on the bench space: each search ("<config>[/<strategy>]", run at this preset)
-  # runs for real `seeds` times; its final shared weights then score every member.
+  # Weight sharing on the bench space: each search ("<config>[/<strategy>]", run at this preset,
+  # then any "key=value" overrides of its config) runs for real `seeds` times; its final shared
+  # weights then score every member. "few_shot=D [few_shot_epochs=N]" splits a one-shot search's
+  # supernet by the choice at decision D afterwards (Few-shot NAS; 10 epochs per sub-supernet).
   c.weight_sharing = ml_collections.ConfigDict()
   c.weight_sharing.searches = ("bench_one_shot/reinforce", "bench_one_shot/random", "bench_darts")
   c.weight_sharing.seeds = 3  # 0 = skip the weight-sharing searches
@@ -66,6 +68,9 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
       # training photos carved per seed, on 48x48 centre crops (the default) and 96x96 ones
       "bench_one_shot/random data.val=embedded",
       "bench_one_shot/random data.val=embedded val_patch=96",
+      # Few-shot NAS: after the SPOS search, one sub-supernet per op of the edge 0->2 (decision
+      # 1), each from the parent's weights, 10 epochs on its own members (3x the compute in all)
+      "bench_one_shot/random few_shot=1",
       "bench_one_shot/random train_steps_per_epoch=240",  # four times as long
     )
   if preset == "tiny":

@@ -14,6 +14,7 @@ each zero-cost proxy, the parameter and multiply-add counts, and each earlier po
 learning curve (a shorter run as a low-fidelity proxy of the full one).
 """
 
+import copy
 import os
 import re
 from collections.abc import Callable
@@ -301,6 +302,58 @@ def _search_config(
   return c
 
 
+def _few_shot(spec: str) -> tuple[str, int | None, int]:
+  """Return (spec without its few-shot words, the decision it splits on or None, the epochs of
+  each sub-supernet): "few_shot=D" and "few_shot_epochs=N" (default 10) are evaluate's own."""
+  words, split, epochs = [], None, 10
+  for w in spec.split():
+    key, _, value = w.partition("=")
+    if key in ("few_shot", "few_shot_epochs"):
+      if not value.isdigit() or (key == "few_shot_epochs" and int(value) < 1):
+        raise ConfigError(f"weight_sharing search {spec!r}: {w!r} needs a non-negative integer")
+      if key == "few_shot":
+        split = int(value)
+      else:
+        epochs = int(value)
+    else:
+      words.append(w)
+  return " ".join(words), split, epochs
+
+
+def _run_and_score(c, wd: Path, members: np.ndarray) -> tuple[np.ndarray, int, float]:
+  """Return (every member's shared-weight PSNR, the search's pick, its recorded wall time) of the
+  search of config `c` in `wd`, run unless it finished there before."""
+  method = SEARCH_METHODS.get(c.method)
+  result = loop.finished(c, wd) or method.run(c, wd)
+  scorer = method.scorer(c, wd, result)
+  shared = np.asarray(scorer.score(members), np.float64)
+  return shared, bench_space.arch_id(scorer.searched), float(result.get("search_wall_s", np.nan))
+
+
+def _split(
+  c, parent: Path, members: np.ndarray, decision: int, epochs: int
+) -> tuple[np.ndarray, int, float]:
+  """Few-shot NAS (Zhao et al. 2021) after the one-shot search of `c` in `parent`: per choice of
+  `decision`, a sub-supernet starts from the parent's weights and trains `epochs` epochs on the
+  members with that choice only; each member is scored by its own sub-supernet and the pick is
+  the best-scored member. Return (scores, pick, the sub-supernets' wall time)."""
+  if c.get("method") != "one_shot":
+    raise ConfigError(f"few_shot splits a one-shot search's supernet, not a {c.method} search")
+  spec = bench_space.Bench().token_spec()
+  if not 0 <= decision < len(spec):
+    raise ConfigError(f"few_shot={decision}: the bench space has decisions 0-{len(spec) - 1}")
+  shared, wall = np.full(len(members), np.nan), 0.0
+  for choice in range(spec.choices[decision]):
+    sub = copy.deepcopy(c)
+    with sub.unlocked():
+      sub.sampling.fix, sub.init_from, sub.epochs = f"{decision}={choice}", str(parent), epochs
+    wd = workdirs.prepare(parent.parent / f"{parent.name}_split{decision}={choice}")
+    rows = members[:, decision] == choice
+    scores, _, sub_wall = _run_and_score(sub, wd, members)
+    shared[rows], wall = scores[rows], wall + sub_wall
+  return shared, int(np.nanargmax(shared)), wall
+
+
 def weight_sharing(
   config, t: table_lib.Table, truth: np.ndarray, workdir: Path, load: ConfigLoader
 ) -> list[dict]:
@@ -314,17 +367,17 @@ def weight_sharing(
   out, panels = [], {}
   for spec in ws.searches:
     runs = []
+    base, split, split_epochs = _few_shot(spec)
     for seed in range(int(ws.seeds)):
       preset = ws.get("preset") or config.preset
-      c = _search_config(load, spec, preset, seed, dict(t.raw["protocol"]["space"]))
-      name = re.sub(r"[^\w.=-]+", "_", spec)  # overrides name the workdir too
+      c = _search_config(load, base, preset, seed, dict(t.raw["protocol"]["space"]))
+      name = re.sub(r"[^\w.=-]+", "_", base)  # overrides name the workdir too
       wd = workdirs.prepare(workdir / "searches" / f"{name}_{seed}")
-      method = SEARCH_METHODS.get(c.method)
-      result = loop.finished(c, wd) or method.run(c, wd)
-      scorer = method.scorer(c, wd, result)
-      shared = np.asarray(scorer.score(members), np.float64)
+      shared, pick, wall = _run_and_score(c, wd, members)
+      if split is not None:
+        shared, pick, split_wall = _split(c, wd, members, split, split_epochs)
+        wall += split_wall
       ok = ok_truth & np.isfinite(shared)
-      pick = bench_space.arch_id(scorer.searched)
       runs.append(
         {
           "seed": seed,
@@ -335,7 +388,7 @@ def weight_sharing(
           "pick_percentile": float(100.0 * np.mean(truth[ok_truth] <= truth[pick])),
           "regret": float(np.nanmax(truth) - truth[pick]),
           # as recorded by the run (a search reused from the workdir: by its first run)
-          "search_wall_s": float(result.get("search_wall_s", np.nan)),
+          "search_wall_s": wall,
           # every member's score by id (None: not finite), for a look past tau
           "shared_psnr": [round(float(v), 4) if np.isfinite(v) else None for v in shared],
         }

@@ -18,6 +18,12 @@ The supernet step and the scoring function are compiled once for the whole run: 
 architecture enters them as an int32 array. The whole state (shared weights, optimiser, strategy)
 is checkpointed after every epoch; a killed search resumes and reaches the same result.
 
+Few-shot NAS (Zhao et al. 2021) is two optional keys, absent from the presets: `init_from`, a
+finished one-shot search's workdir whose final shared weights start this run's (the optimiser
+starts afresh), and `sampling.fix`, "D=C": decision D always takes choice C in the shared-weight
+steps, so the run trains the sub-supernet of the members with choice C at D (`nasr bench
+evaluate`'s "few_shot=D" splits a search that way).
+
 A paper's switches are plain keys of its config (DeCoNAS's CB0: reward.terms.params = 0; FF1:
 space.fusion_search) or options of its strategy (ENAS's op_tanh_reduce): this loop knows none.
 """
@@ -61,14 +67,33 @@ STUCK_RATIO = 0.999
 SAMPLING = ("policy", "uniform", "fair")
 
 
-def child_sampler(spec, propose: Callable) -> Callable:
+def fixed_choice(config: ml_collections.ConfigDict, spec) -> tuple[int, int] | None:
+  """Return (decision, choice) of config.sampling.fix ("D=C"), or None when it is unset."""
+  text = str(config.sampling.get("fix", "") or "")
+  if not text:
+    return None
+  d, sep, c = text.partition("=")
+  try:
+    d, c = int(d), int(c)
+  except ValueError:
+    d = c = -1
+  if not sep or not 0 <= d < len(spec) or not 0 <= c < spec.choices[d]:
+    raise ConfigError(
+      f"config.sampling.fix must be 'D=C', decision D's choice C (the space's {len(spec)} "
+      f"decisions have {list(spec.choices)} choices), got {text!r}"
+    )
+  return d, c
+
+
+def child_sampler(spec, propose: Callable, fix: tuple[int, int] | None = None) -> Callable:
   """Return sample(policy, key, num) -> (tokens [num, L], {}) for `compute.compile_sampled_step`.
 
   `policy` is (strategy state, mode, step, fair key): mode 0 samples from the strategy
   (`propose`), 1 uniformly, 2 fairly: within each cycle of `max(spec.choices)` steps each decision
   takes every choice index once in a random order per cycle, reduced modulo its own number of
   choices (exactly FairNAS's strict fairness where a decision has the most choices, nearly so
-  elsewhere). The mode is data: one compiled step serves every mode of a run.
+  elsewhere). The mode is data: one compiled step serves every mode of a run. `fix` (decision,
+  choice) pins one decision whatever the mode (a few-shot sub-supernet).
   """
   # A numpy constant, not a device array: the step is compiled inside loop.on_device, and
   # lowering a closed-over device array reads it on the host (an error under the guard on GPUs).
@@ -85,6 +110,8 @@ def child_sampler(spec, propose: Callable) -> Callable:
     )
     fair = jnp.broadcast_to(orders[:, step % width].astype(jnp.int32) % choices, (num, n))
     tokens = jnp.select([mode == 0, mode == 1], [from_policy.astype(jnp.int32), uniform], fair)
+    if fix is not None:
+      tokens = tokens.at[:, fix[0]].set(fix[1])
     return tokens, {}
 
   return sample
@@ -137,6 +164,7 @@ def _prepare(config: ml_collections.ConfigDict) -> _Parts:
   space = spaces.get(config.space.name, **loop.space_kwargs(config))
   require(space, SupernetSpace, "one-shot")
   spec = space.token_spec()
+  fixed_choice(config, spec)  # a bad sampling.fix fails before any data is read
   strategy = strategies.get(config.strategy.name, spec, **loop.strategy_options(config))
   loss_fn = compute.make_config_loss(config)
   mesh = parallel.make_mesh()
@@ -185,15 +213,22 @@ def _init_state(p: _Parts) -> dict:
     cost.count_params(params),
     p.reward.max_cost["params"],
   )
-  return {
+  state = {
     "w": train_lib.create_train_state(params, p.tx),
     "strategy": p.strategy.init(train_lib.init_key(p.config.seed + 1)),
   }
+  parent = str(p.config.get("init_from", "") or "")
+  if parent:  # few-shot: a sub-supernet starts from its parent's weights, its optimiser afresh
+    params = loop.restore_final(parent, state)["w"].params
+    logging.info("shared weights from %s", parent)
+    state["w"] = train_lib.create_train_state(params, p.tx)
+  return state
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Search, then derive; return a summary (best tokens, PSNR, params, wall time)."""
   p = _prepare(config)
+  spec = p.space.token_spec()
   n_w, n_c = config.train_steps_per_epoch, config.controller_steps_per_epoch
   search = loop.SearchRun(config, workdir, total=config.epochs, steps_per_unit=n_w + n_c)
   state = search.resume(_init_state(p))
@@ -201,7 +236,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   state = parallel.replicate(state, p.mesh)
   steps = {
     "train": compute.compile_sampled_step(
-      p.supernet, p.tx, p.loss_fn, child_sampler(p.space.token_spec(), p.strategy.propose), p.mesh
+      p.supernet,
+      p.tx,
+      p.loss_fn,
+      child_sampler(spec, p.strategy.propose, fixed_choice(config, spec)),
+      p.mesh,
     ),
     "propose": jax.jit(p.strategy.propose, static_argnums=2),
     "update": jax.jit(p.strategy.update),

@@ -211,3 +211,59 @@ def test_the_tries_preset_runs_without_black_box_strategies(table_file, tmp_path
   result = json.loads((tmp_path / "w" / "evaluate.json").read_text())
   assert result["strategies"] == [] and "synflow" in text
   assert not (tmp_path / "w" / "regret.png").exists()  # nothing to draw
+
+
+def test_few_shot_words_are_split_off_a_search_spec():
+  assert evaluate._few_shot("bench_one_shot/random few_shot=0 epochs=3") == (
+    "bench_one_shot/random epochs=3",
+    0,
+    10,
+  )
+  assert evaluate._few_shot("bench_one_shot few_shot_epochs=4 few_shot=2")[1:] == (2, 4)
+  assert evaluate._few_shot("bench_darts") == ("bench_darts", None, 10)
+  for bad in ("few_shot=x", "few_shot=-1", "few_shot_epochs=0"):
+    with pytest.raises(ConfigError, match=f"{bad!r} needs a non-negative integer"):
+      evaluate._few_shot(f"bench_one_shot/random {bad}")
+
+
+@pytest.mark.slow  # seven tiny searches, 80 s (the pieces: tests/searches/test_one_shot.py)
+def test_a_few_shot_split_scores_each_member_with_its_own_sub_supernet(table_file, tmp_path):
+  from nasr.searches.methods import SEARCH_METHODS
+
+  c = bench_eval.get_config("tiny")
+  c.table, c.strategy_names = str(table_file), ("random",)
+  c.weight_sharing.searches = ("bench_one_shot/random few_shot=1 few_shot_epochs=1",)
+  nasr.bench_evaluate(c, tmp_path / "w")
+  (r,) = json.loads((tmp_path / "w" / "evaluate.json").read_text())["weight_sharing"]
+  (run,) = r["runs"]
+  searches = tmp_path / "w" / "searches"
+  parent = searches / "bench_one_shot_random_0"  # the plain search's workdir: shared with it
+  subs = sorted(searches.glob("bench_one_shot_random_0_split1=*"))
+  assert len(subs) == 6 and parent.is_dir()
+  walls = [json.loads((d / "search_result.json").read_text())["search_wall_s"] for d in subs]
+  parent_wall = json.loads((parent / "search_result.json").read_text())["search_wall_s"]
+  assert run["search_wall_s"] == pytest.approx(parent_wall + sum(walls))
+  shared = np.array(run["shared_psnr"], float)
+  assert run["pick"] == int(np.nanargmax(shared))
+  # the members with choice 2 at decision 1 are scored by the sub-supernet trained on them
+  sub = evaluate._search_config(
+    nasr.load_config, "bench_one_shot/random", "tiny", 0, dict(_table_space(c))
+  )
+  with sub.unlocked():
+    sub.sampling.fix, sub.init_from, sub.epochs = "1=2", str(parent), 1
+  result = json.loads((subs[2] / "search_result.json").read_text())
+  scorer = SEARCH_METHODS.get("one_shot").scorer(sub, subs[2], result)
+  members = np.stack([bench_space.from_id(i) for i in range(216)])
+  rows = members[:, 1] == 2
+  np.testing.assert_allclose(shared[rows], np.asarray(scorer.score(members[rows])), atol=1e-4)
+  parent_scores = evaluate._run_and_score(
+    evaluate._search_config(nasr.load_config, "bench_one_shot/random", "tiny", 0, _table_space(c)),
+    parent,
+    members[rows],
+  )[0]
+  assert not np.allclose(shared[rows], parent_scores)  # not the parent's weights
+
+
+def _table_space(c) -> dict:
+  """Return the bench space of the table `c` evaluates against."""
+  return dict(table.load(c.table)["protocol"]["space"])

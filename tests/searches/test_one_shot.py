@@ -368,3 +368,37 @@ def test_a_warm_up_trains_the_weights_uniformly_before_the_strategy_learns(tmp_p
   c.sampling.mode = "best"
   with pytest.raises(ConfigError, match="sampling.mode must be one of policy, uniform, fair"):
     one_shot.run(c, tmp_path / "bad")
+
+
+def test_a_fixed_decision_holds_in_every_sampling_mode():
+  spec = spaces.get("bench", **TINY_SPACES["bench"]).token_spec()
+  strategy = strategies.get("random", spec)
+  s_state = strategy.init(jax.random.key(0))
+  sample = jax.jit(one_shot.child_sampler(spec, strategy.propose, (1, 4)), static_argnums=2)
+  seen = np.concatenate(
+    [
+      np.asarray(
+        sample((s_state, jnp.int32(m), jnp.int32(i), jax.random.key(7)), jax.random.key(i), 4)[0]
+      )
+      for m in range(3)
+      for i in range(8)
+    ]
+  )
+  assert np.all(seen[:, 1] == 4)  # decision 1 is the sub-supernet's: always choice 4
+  assert len(set(seen[:, 0])) > 1 and len(set(seen[:, 2])) > 1  # the others still vary
+
+
+def test_a_few_shot_sub_supernet_starts_from_its_parents_weights(tmp_path):
+  parent = _config("bench", "random", {"psnr": 1.0})
+  one_shot.run(parent, tmp_path / "parent")
+  child = _config("bench", "random", {"psnr": 1.0})
+  child.sampling.fix, child.init_from = "0=3", str(tmp_path / "parent")
+  p = one_shot._prepare(child)
+  fresh = one_shot._init_state(p)
+  want = loop.restore_final(tmp_path / "parent", fresh)["w"]
+  chex.assert_trees_all_equal(fresh["w"].params, want.params)
+  assert int(fresh["w"].step) == 0  # the optimiser starts afresh
+  for bad in ("3=0", "0=6", "zero", "0:1"):
+    child.sampling.fix = bad
+    with pytest.raises(ConfigError, match=f"config.sampling.fix must be 'D=C'.*{bad!r}"):
+      one_shot._prepare(child)
