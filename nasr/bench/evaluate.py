@@ -430,17 +430,18 @@ def report(result: dict) -> str:
     f"best {result['best_psnr']:.3f} dB, median {result['median_psnr']:.3f} dB)",
   ]
   if result.get("lead"):
+    w = max(len(r["method"]) for r in result["lead"])
     lines += [
       "every search method (budget in stand-alone trainings; regret in dB; tau: what the method "
       "ranks members by, against the truth; mean [95% interval]):",
-      f"  {'method':<40} {'budget':>6}  {'pick percentile':<20} {'regret':<22} {'top 10%':>7}  "
+      f"  {'method':<{w}} {'budget':>6}  {'pick percentile':<20} {'regret':<22} {'top 10%':>7}  "
       f"{'tau':<22} random at that budget",
     ]
     for r in result["lead"]:
       rand = r["random"]
       vs = "-" if rand is None else f"@{rand['queries']} {_fmt(rand['regret'])}: {r['verdict']}"
       lines.append(
-        f"  {r['method']:<40} {r['budget']:>6.1f}  {_fmt(r['percentile'], 1):<20} "
+        f"  {r['method']:<{w}} {r['budget']:>6.1f}  {_fmt(r['percentile'], 1):<20} "
         f"{_fmt(r['regret']):<22} {100 * r['top10_rate']:>6.0f}%  {_fmt(r['tau']):<22} {vs}"
       )
   if result["strategies"]:
@@ -459,10 +460,11 @@ def report(result: dict) -> str:
       f"weight-sharing searches on the bench space, {len(result['weight_sharing'][0]['runs'])} "
       "seeds each: shared-weight vs table PSNR over every member, and the pick's true rank:"
     )
+  w = max((len(r["search"]) for r in result.get("weight_sharing", [])), default=0)
   for r in result.get("weight_sharing", []):
     ranks = ", ".join(str(x["pick_rank"]) for x in r["runs"])
     lines.append(
-      f"  {r['search']:<26} tau {_fmt(r['tau'])}  rho {_fmt(r['rho'])}  pick ranks {ranks} of "
+      f"  {r['search']:<{w}} tau {_fmt(r['tau'])}  rho {_fmt(r['rho'])}  pick ranks {ranks} of "
       f"{result['members']} (percentile {_fmt(r['pick_percentile'], 1)})"
     )
   lines.append("predictors of the truth over all members (Kendall tau, Spearman rho):")
