@@ -155,11 +155,16 @@ def predictors(t: table_lib.Table, truth: np.ndarray) -> dict:
 SIGNAL = "val PSNR, one run"
 
 
-def against_random(regret: tuple[float, float, float], random_regret) -> str:
+def against_random(
+  regret: tuple[float, float, float], random_regret, searches: int | None = None
+) -> str:
   """Return whether a regret (mean, low, high) beats random search's at the same budget: only
-  when the 95% intervals do not overlap is either side better."""
+  when the 95% intervals do not overlap is either side better. `searches`: how many searches the
+  regret is the mean of (None: an exact value, as a proxy's pick); one has no interval."""
   if random_regret is None:
     return "no random search to compare with"
+  if searches is not None and searches < 2:
+    return "one search: no interval to compare"
   if regret[2] < random_regret[1]:
     return "beats random"
   if regret[1] > random_regret[2]:
@@ -201,7 +206,7 @@ def lead(result: dict, t: table_lib.Table, truth: np.ndarray) -> list[dict]:
         "random": rand,
         "verdict": "(random search itself)"
         if r["strategy"] == "random"
-        else against_random(r["regret"][str(q)], rand and rand["regret"]),
+        else against_random(r["regret"][str(q)], rand and rand["regret"], result["search_seeds"]),
       }
     )
   train_s = np.array([run["train_s"] for m in t.raw["members"] for run in m["runs"]], float)
@@ -219,7 +224,7 @@ def lead(result: dict, t: table_lib.Table, truth: np.ndarray) -> list[dict]:
         "top10_rate": r["top10_rate"],
         "tau": r["tau"],
         "random": rand,
-        "verdict": against_random(r["regret"], rand and rand["regret"]),
+        "verdict": against_random(r["regret"], rand and rand["regret"], len(r["runs"])),
       }
     )
   taus = {k: v[0] for k, v in result["predictors"].items() if k.startswith("proxy ")}

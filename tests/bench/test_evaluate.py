@@ -126,6 +126,10 @@ def test_a_method_beats_random_only_when_the_intervals_do_not_overlap():
   assert evaluate.against_random((0.1, 0.05, 0.41), rand).startswith("ties")
   assert evaluate.against_random((0.9, 0.61, 1.2), rand) == "worse than random"
   assert evaluate.against_random((0.9, 0.61, 1.2), None).startswith("no random")
+  # one search's regret has no interval: its zero width would "beat" any interval it misses
+  assert evaluate.against_random((0.1, 0.1, 0.1), rand, searches=1).startswith("one search")
+  assert evaluate.against_random((0.1, 0.1, 0.1), rand, searches=2) == "beats random"
+  assert evaluate.against_random((0.1, 0.1, 0.1), rand) == "beats random"  # an exact value
 
 
 def test_a_search_is_reproducible_from_its_seed():
