@@ -326,8 +326,8 @@ def _few_shot(spec: str) -> tuple[str, int | None, int]:
 
 
 def _run_and_score(c, wd: Path, members: np.ndarray) -> tuple[np.ndarray, int, float]:
-  """Return (every member's shared-weight PSNR, the search's pick, its recorded wall time) of the
-  search of config `c` in `wd`, run unless it finished there before."""
+  """Return (the shared-weight PSNR of each of `members`, the search's pick, its recorded wall
+  time) of the search of config `c` in `wd`, run unless it finished there before."""
   method = SEARCH_METHODS.get(c.method)
   result = loop.finished(c, wd) or method.run(c, wd)
   scorer = method.scorer(c, wd, result)
@@ -353,9 +353,9 @@ def _split(
     with sub.unlocked():
       sub.sampling.fix, sub.init_from, sub.epochs = f"{decision}={choice}", str(parent), epochs
     wd = workdirs.prepare(parent.parent / f"{parent.name}_split{decision}={choice}")
-    rows = members[:, decision] == choice
-    scores, _, sub_wall = _run_and_score(sub, wd, members)
-    shared[rows], wall = scores[rows], wall + sub_wall
+    rows = members[:, decision] == choice  # a sub-supernet scores only its own members
+    shared[rows], _, sub_wall = _run_and_score(sub, wd, members[rows])
+    wall += sub_wall
   return shared, int(np.nanargmax(shared)), wall
 
 
